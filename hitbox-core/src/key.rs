@@ -1,0 +1,376 @@
+//! Cache keys.
+//!
+//! A key is built from a namespace, a version and an ordered list of named
+//! parts. Its encoding is stable (it is what lands in Redis and in every
+//! other tier) and documented here:
+//!
+//! ```text
+//! key     = esc(namespace) ":v" version *( ":" part )
+//! part    = esc(name) [ "=" esc(value) ]
+//! digest  = esc(namespace) ":v" version ":#" hex(blake2b-256(key))
+//! ```
+//!
+//! `esc` keeps the printable ASCII bytes `!` to `~` except `%`, `:`, `=` and
+//! `#`, and writes every other byte as `%XX` (upper-case hex). Because an
+//! escaped segment never contains `:` or `=`, the encoding can be split back
+//! into the exact parts it came from: two different part lists never give the
+//! same key (`a:b` + `c` is `a%3Ab:c`, `a` + `b:c` is `a:b%3Ac`).
+//!
+//! A key whose encoding is longer than the configured limit, or that holds a
+//! part marked sensitive (an `Authorization` header, a session id), is stored
+//! under its digest form instead. The namespace and version stay readable so
+//! that an operator can still tell which family a key belongs to, while the
+//! secret never leaves the process.
+
+use std::fmt;
+use std::sync::Arc;
+
+use blake2::{Blake2b, Digest, digest::consts::U32};
+
+type Blake2b256 = Blake2b<U32>;
+
+/// Keys longer than this many bytes are stored under their digest.
+pub const DEFAULT_MAX_KEY_LEN: usize = 250;
+
+/// The key an entry is stored under.
+///
+/// Cheap to clone (a reference-counted string). [`CacheKey::as_str`] is what
+/// tiers see. The `Debug` and `Display` forms print only a short digest
+/// ([`CacheKey::log_id`]), so a key is safe to put in logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    encoded: Arc<str>,
+    digested: bool,
+}
+
+impl CacheKey {
+    /// Starts a key in `namespace`, at version 1 with no parts.
+    pub fn builder(namespace: impl AsRef<str>) -> KeyBuilder {
+        KeyBuilder::new(namespace)
+    }
+
+    /// A key for the common shape `namespace`, then `tenant`, `entity` and
+    /// `id` parts: `KeyBuilder::entity("app", "acme", "user", "42")`.
+    pub fn entity(namespace: &str, tenant: &str, entity: &str, id: &str) -> CacheKey {
+        KeyBuilder::new(namespace)
+            .part("tenant", tenant)
+            .part("entity", entity)
+            .part("id", id)
+            .build()
+    }
+
+    /// Takes an already encoded key as it is, for keys read back from a tier
+    /// or handed over by another system. No escaping is applied.
+    pub fn from_encoded(encoded: impl Into<Arc<str>>) -> CacheKey {
+        CacheKey {
+            encoded: encoded.into(),
+            digested: false,
+        }
+    }
+
+    /// The encoded key: what tiers store the entry under.
+    pub fn as_str(&self) -> &str {
+        &self.encoded
+    }
+
+    /// Whether the key is stored under its digest (long or sensitive parts).
+    pub fn is_digested(&self) -> bool {
+        self.digested
+    }
+
+    /// A short, stable identifier for logs and traces: the first 16 hex
+    /// digits of the BLAKE2b-256 digest of the encoded key. It is computed
+    /// only when formatted, so a disabled log line costs nothing.
+    pub fn log_id(&self) -> KeyLogId<'_> {
+        KeyLogId(self)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.log_id())
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.log_id(), f)
+    }
+}
+
+/// The log form of a key; see [`CacheKey::log_id`].
+pub struct KeyLogId<'a>(&'a CacheKey);
+
+impl fmt::Display for KeyLogId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digest = Blake2b256::digest(self.0.encoded.as_bytes());
+        f.write_str(&hex::encode(&digest[..8]))
+    }
+}
+
+impl fmt::Debug for KeyLogId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Builds a [`CacheKey`] part by part.
+///
+/// ```
+/// use hitbox_core::CacheKey;
+///
+/// let key = CacheKey::builder("api")
+///     .version(3)
+///     .part("path", "/users/42")
+///     .part("q", "a:b")
+///     .build();
+/// assert_eq!(key.as_str(), "api:v3:path=/users/42:q=a%3Ab");
+///
+/// // A sensitive part sends the whole key through BLAKE2b-256.
+/// let private = CacheKey::builder("api").sensitive_part("authorization", "Bearer s3cr3t").build();
+/// assert!(private.is_digested());
+/// assert!(private.as_str().starts_with("api:v1:#"));
+/// assert!(!private.as_str().contains("s3cr3t"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyBuilder {
+    namespace_end: usize,
+    version: u32,
+    parts: String,
+    sensitive: bool,
+    max_len: usize,
+}
+
+impl KeyBuilder {
+    /// Starts a key in `namespace`, at version 1 with no parts.
+    pub fn new(namespace: impl AsRef<str>) -> Self {
+        let mut parts = String::with_capacity(64);
+        escape_into(&mut parts, namespace.as_ref().as_bytes());
+        let namespace_end = parts.len();
+        KeyBuilder {
+            namespace_end,
+            version: 1,
+            parts,
+            sensitive: false,
+            max_len: DEFAULT_MAX_KEY_LEN,
+        }
+    }
+
+    /// Sets the version: bump it when the shape of the cached value changes,
+    /// so old entries are simply never read again.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Keys whose encoding is longer than `max_len` bytes are digested.
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    /// Appends a named part with a value.
+    pub fn part(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.push(name, Some(value.as_ref()));
+        self
+    }
+
+    /// Appends a named part whose value must never be stored in the clear;
+    /// the whole key is then stored under its digest.
+    pub fn sensitive_part(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.push_sensitive(name, Some(value.as_ref()));
+        self
+    }
+
+    /// Appends a part, in place: for extractors that add to a shared builder.
+    /// `None` records the part's name alone (for "absent"), which differs
+    /// from an empty value.
+    pub fn push(&mut self, name: &str, value: Option<&[u8]>) {
+        self.parts.push(':');
+        escape_into(&mut self.parts, name.as_bytes());
+        if let Some(value) = value {
+            self.parts.push('=');
+            escape_into(&mut self.parts, value);
+        }
+    }
+
+    /// Appends a sensitive part, in place; see [`KeyBuilder::sensitive_part`].
+    pub fn push_sensitive(&mut self, name: &str, value: Option<&[u8]>) {
+        self.sensitive = true;
+        self.push(name, value);
+    }
+
+    /// Marks the key as sensitive without adding a part.
+    pub fn mark_sensitive(&mut self) {
+        self.sensitive = true;
+    }
+
+    /// Finishes the key.
+    pub fn build(self) -> CacheKey {
+        let namespace = &self.parts[..self.namespace_end];
+        let mut version = self.version.to_string();
+        let body = &self.parts[self.namespace_end..];
+        let plain_len = namespace.len() + 2 + version.len() + body.len();
+        if !self.sensitive && plain_len <= self.max_len {
+            let mut encoded = String::with_capacity(plain_len);
+            encoded.push_str(namespace);
+            encoded.push_str(":v");
+            encoded.push_str(&version);
+            encoded.push_str(body);
+            return CacheKey {
+                encoded: encoded.into(),
+                digested: false,
+            };
+        }
+        let mut hasher = Blake2b256::new();
+        hasher.update(namespace.as_bytes());
+        hasher.update(b":v");
+        hasher.update(version.as_bytes());
+        hasher.update(body.as_bytes());
+        let digest = hasher.finalize();
+        version.insert_str(0, ":v");
+        let mut encoded = String::with_capacity(namespace.len() + version.len() + 2 + 64);
+        encoded.push_str(namespace);
+        encoded.push_str(&version);
+        encoded.push_str(":#");
+        encoded.push_str(&hex::encode(digest));
+        CacheKey {
+            encoded: encoded.into(),
+            digested: true,
+        }
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    for &byte in bytes {
+        match byte {
+            b'%' | b':' | b'=' | b'#' => push_escaped(out, byte),
+            b'!'..=b'~' => out.push(byte as char),
+            _ => push_escaped(out, byte),
+        }
+    }
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    out.push('%');
+    out.push(HEX_UPPER[usize::from(byte >> 4)] as char);
+    out.push(HEX_UPPER[usize::from(byte & 0x0f)] as char);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(parts: &[(&str, Option<&str>)]) -> String {
+        let mut builder = KeyBuilder::new("ns");
+        for (name, value) in parts {
+            builder.push(name, value.map(str::as_bytes));
+        }
+        builder.build().as_str().to_owned()
+    }
+
+    #[test]
+    fn encoding_is_stable() {
+        assert_eq!(key(&[]), "ns:v1");
+        assert_eq!(key(&[("id", Some("42"))]), "ns:v1:id=42");
+        assert_eq!(key(&[("flag", None)]), "ns:v1:flag");
+        assert_eq!(key(&[("flag", Some(""))]), "ns:v1:flag=");
+        assert_eq!(
+            CacheKey::builder("a b").version(7).part("x#", "é").build().as_str(),
+            "a%20b:v7:x%23=%C3%A9"
+        );
+    }
+
+    #[test]
+    fn separators_inside_parts_never_collide() {
+        let cases: Vec<Vec<(&str, Option<&str>)>> = vec![
+            vec![("a:b", None), ("c", None)],
+            vec![("a", None), ("b:c", None)],
+            vec![("a", Some("b")), ("c", None)],
+            vec![("a=b", None), ("c", None)],
+            vec![("a", Some("b:c"))],
+            vec![("a", Some("b=c"))],
+            vec![("a", Some("b")), ("c", Some(""))],
+            vec![("a", Some("b:c="))],
+            vec![("a", Some("%3A"))],
+            vec![("a", Some(":"))],
+            vec![("", None)],
+            vec![],
+            vec![("", Some(""))],
+            vec![("#00", None)],
+        ];
+        let encoded: Vec<String> = cases.iter().map(|c| key(c)).collect();
+        for i in 0..encoded.len() {
+            for j in (i + 1)..encoded.len() {
+                assert_ne!(encoded[i], encoded[j], "{:?} vs {:?}", cases[i], cases[j]);
+            }
+        }
+    }
+
+    #[test]
+    fn namespace_and_version_are_part_of_the_key() {
+        let a = CacheKey::builder("users").part("id", "1").build();
+        let b = CacheKey::builder("orders").part("id", "1").build();
+        let c = CacheKey::builder("users").version(2).part("id", "1").build();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(
+            CacheKey::builder("a:v1").build(),
+            CacheKey::builder("a").part("v1", "").build()
+        );
+    }
+
+    #[test]
+    fn long_keys_are_digested_and_stay_distinct() {
+        let long = "x".repeat(400);
+        let a = CacheKey::builder("ns").part("q", &long).build();
+        let b = CacheKey::builder("ns").part("q", format!("{long}y")).build();
+        assert!(a.is_digested());
+        assert_eq!(a.as_str().len(), "ns:v1:#".len() + 64);
+        assert!(a.as_str().starts_with("ns:v1:#"));
+        assert_ne!(a, b);
+        let short = CacheKey::builder("ns").max_len(10).part("q", "abcdefgh").build();
+        assert!(short.is_digested());
+    }
+
+    #[test]
+    fn sensitive_parts_never_appear_in_the_key_or_logs() {
+        let key = CacheKey::builder("ns")
+            .part("path", "/me")
+            .sensitive_part("authorization", "Bearer secret-token")
+            .build();
+        assert!(key.is_digested());
+        assert!(!key.as_str().contains("secret"));
+        assert!(!format!("{key:?} {key}").contains("secret"));
+        let other = CacheKey::builder("ns")
+            .part("path", "/me")
+            .sensitive_part("authorization", "Bearer other-token")
+            .build();
+        assert_ne!(key, other);
+    }
+
+    #[test]
+    fn digest_form_cannot_be_forged_by_a_part() {
+        let digested = CacheKey::builder("ns").sensitive_part("a", "b").build();
+        let suffix = &digested.as_str()["ns:v1:".len()..];
+        let forged = CacheKey::builder("ns").part(suffix, "").build();
+        assert_ne!(digested.as_str(), forged.as_str());
+    }
+
+    #[test]
+    fn entity_shape() {
+        let key = CacheKey::entity("app", "acme", "user", "42");
+        assert_eq!(key.as_str(), "app:v1:tenant=acme:entity=user:id=42");
+    }
+
+    #[test]
+    fn log_id_is_short_hex() {
+        let key = CacheKey::builder("ns").part("id", "1").build();
+        let id = key.log_id().to_string();
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(format!("{key:?}"), format!("CacheKey({id})"));
+    }
+}
