@@ -164,8 +164,16 @@ mod tests {
         let t = Timestamp::from_millis(1_000);
         assert_eq!(t.add(Duration::from_secs(1)).as_millis(), 2_000);
         assert_eq!(t.since(Timestamp::from_millis(2_000)), Duration::ZERO);
-        assert_eq!(t.until(Timestamp::from_millis(2_500)), Duration::from_millis(1_500));
-        assert_eq!(Timestamp::from_millis(u64::MAX - 1).add(Duration::MAX).as_millis(), u64::MAX);
+        assert_eq!(
+            t.until(Timestamp::from_millis(2_500)),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX - 1)
+                .add(Duration::MAX)
+                .as_millis(),
+            u64::MAX
+        );
     }
 
     #[test]

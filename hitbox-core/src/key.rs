@@ -278,7 +278,11 @@ mod tests {
         assert_eq!(key(&[("flag", None)]), "ns:v1:flag");
         assert_eq!(key(&[("flag", Some(""))]), "ns:v1:flag=");
         assert_eq!(
-            CacheKey::builder("a b").version(7).part("x#", "é").build().as_str(),
+            CacheKey::builder("a b")
+                .version(7)
+                .part("x#", "é")
+                .build()
+                .as_str(),
             "a%20b:v7:x%23=%C3%A9"
         );
     }

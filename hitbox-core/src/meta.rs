@@ -155,7 +155,12 @@ impl EntryMeta {
 
     /// The number of bytes [`EntryMeta::encode_into`] writes.
     pub fn encoded_len(&self) -> usize {
-        32 + 2 + self.tags.iter().map(|t| 2 + t.as_str().len().min(MAX_TAG_LEN)).sum::<usize>()
+        32 + 2
+            + self
+                .tags
+                .iter()
+                .map(|t| 2 + t.as_str().len().min(MAX_TAG_LEN))
+                .sum::<usize>()
     }
 
     /// Appends the binary form: four big-endian `u64` times (stored, fresh,
@@ -164,7 +169,12 @@ impl EntryMeta {
     /// a character boundary; more than 65,535 tags are cut to that many.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
-        for time in [self.stored_at, self.fresh_until, self.stale_until, self.error_until] {
+        for time in [
+            self.stored_at,
+            self.fresh_until,
+            self.stale_until,
+            self.error_until,
+        ] {
             out.extend_from_slice(&time.as_millis().to_be_bytes());
         }
         let tags = &self.tags[..self.tags.len().min(usize::from(u16::MAX))];
@@ -263,12 +273,21 @@ mod tests {
         let m = meta();
         let t0 = m.stored_at;
         assert_eq!(m.freshness(t0), Freshness::Fresh);
-        assert_eq!(m.freshness(t0.add(Duration::from_millis(59_999))), Freshness::Fresh);
+        assert_eq!(
+            m.freshness(t0.add(Duration::from_millis(59_999))),
+            Freshness::Fresh
+        );
         assert_eq!(m.freshness(t0.add(Duration::from_secs(60))), Freshness::Stale);
-        assert_eq!(m.freshness(t0.add(Duration::from_secs(90))), Freshness::StaleIfError);
+        assert_eq!(
+            m.freshness(t0.add(Duration::from_secs(90))),
+            Freshness::StaleIfError
+        );
         assert_eq!(m.freshness(t0.add(Duration::from_secs(300))), Freshness::Expired);
         assert_eq!(m.expires_at(), t0.add(Duration::from_secs(300)));
-        assert_eq!(m.time_to_stale(t0.add(Duration::from_secs(18))), Duration::from_secs(42));
+        assert_eq!(
+            m.time_to_stale(t0.add(Duration::from_secs(18))),
+            Duration::from_secs(42)
+        );
     }
 
     #[test]
@@ -301,7 +320,11 @@ mod tests {
         let mut buf = Vec::new();
         m.encode_into(&mut buf);
         for len in 0..buf.len() {
-            assert_eq!(EntryMeta::decode(&buf[..len]).unwrap_err(), MetaError::Truncated, "len {len}");
+            assert_eq!(
+                EntryMeta::decode(&buf[..len]).unwrap_err(),
+                MetaError::Truncated,
+                "len {len}"
+            );
         }
         let mut swapped = buf.clone();
         swapped[8..16].copy_from_slice(&0u64.to_be_bytes());

@@ -253,7 +253,10 @@ mod tests {
         let options = EntryOptions::new().ttl(Duration::from_secs(1));
         let merged = base.with_overrides(&options);
         assert_eq!(merged.ttl(), Duration::from_secs(1));
-        assert_eq!(merged.stale_while_revalidate_window(), base.stale_while_revalidate_window());
+        assert_eq!(
+            merged.stale_while_revalidate_window(),
+            base.stale_while_revalidate_window()
+        );
         assert_eq!(merged.stale_if_error_window(), base.stale_if_error_window());
     }
 

@@ -1,0 +1,117 @@
+//! The storage trait every tier implements.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hitbox_core::{CacheKey, Tag};
+
+use crate::error::BackendError;
+
+/// The future a [`Backend`] method returns.
+///
+/// Tiers are used as trait objects (a composition holds tiers of different
+/// types), so their futures are boxed here, in this one place.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// A place that stores entries as bytes: moka in-process, Redis, a remote
+/// API, or a composition of those.
+///
+/// A backend stores opaque bytes under a [`CacheKey`] for a given time. It
+/// does not interpret them: the engine ([`Cache`](crate::Cache)) frames every
+/// value in an envelope with its metadata, and stages
+/// ([`Staged`](crate::Staged)) compress and encrypt the envelope on the way
+/// to the tier.
+///
+/// The trait is object-safe; `Arc<dyn Backend>` is itself a backend.
+pub trait Backend: Send + Sync + 'static {
+    /// The bytes stored under `key`, or `None`.
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>>;
+
+    /// Stores `value` under `key` for `ttl`, with `tags` for
+    /// [`Backend::invalidate_tag`]. A later write replaces an earlier one.
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()>;
+
+    /// Removes the entry under `key`; returns whether there was one.
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool>;
+
+    /// Removes every entry written with `tag`; returns how many.
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64>;
+
+    /// Whether an entry is stored under `key`. The default reads it.
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move { Ok(self.read(key).await?.is_some()) })
+    }
+
+    /// A short name for logs, errors and metrics (`moka`, `redis`...).
+    fn label(&self) -> &str;
+
+    /// Counters of this tier, and of the tiers inside it for compositions.
+    /// The default reports nothing.
+    fn tier_stats(&self) -> Vec<TierStats> {
+        Vec::new()
+    }
+}
+
+/// Counters a tier keeps about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// The tier's label.
+    pub label: String,
+    /// Reads that found an entry.
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Entries dropped to stay within capacity.
+    pub evictions: u64,
+    /// Entries held now, where the tier knows.
+    pub entries: Option<u64>,
+    /// Bytes held now, where the tier knows.
+    pub bytes: Option<u64>,
+}
+
+macro_rules! forward_backend {
+    ($($ty:ty),*) => {$(
+        impl<B: Backend + ?Sized> Backend for $ty {
+            fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+                (**self).read(key)
+            }
+            fn write<'a>(
+                &'a self,
+                key: &'a CacheKey,
+                value: Bytes,
+                ttl: Duration,
+                tags: &'a [Tag],
+            ) -> BackendFuture<'a, ()> {
+                (**self).write(key, value, ttl, tags)
+            }
+            fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+                (**self).remove(key)
+            }
+            fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+                (**self).invalidate_tag(tag)
+            }
+            fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+                (**self).exists(key)
+            }
+            fn label(&self) -> &str {
+                (**self).label()
+            }
+            fn tier_stats(&self) -> Vec<TierStats> {
+                (**self).tier_stats()
+            }
+        }
+    )*};
+}
+
+forward_backend!(Arc<B>, Box<B>);

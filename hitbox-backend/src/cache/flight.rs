@@ -1,0 +1,151 @@
+//! Single-flight: one load per key, however many callers wait for it.
+//!
+//! A load is a `Shared` future registered under its key. Every caller that
+//! finds it awaits a clone, and whichever caller is polling drives it, so a
+//! caller that gives up (its future dropped) leaves the load to the others
+//! instead of stranding them. The loader runs under `catch_unwind`: a panic
+//! becomes [`LoadError::Panicked`] for every waiter rather than a hang.
+//!
+//! The load itself stores its result before it resolves, then removes its
+//! registration; a load whose key or tags were invalidated while it ran
+//! (its `cancelled` flag set by `Cache::delete` or `Cache::invalidate_tag`)
+//! hands its value to its waiters but does not keep it in the cache.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use hitbox_core::{CacheKey, EntryOptions};
+
+use super::stats::Counters;
+use super::{Flight, Inner};
+use crate::error::LoadError;
+use crate::format::CacheableValue;
+
+/// A load that several callers can await.
+pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;
+
+/// Runs a loader, turning a panic into [`LoadError::Panicked`].
+pub(crate) async fn guarded<V, E, Fut>(load: Fut) -> Result<V, LoadError<E>>
+where
+    Fut: Future<Output = Result<V, E>>,
+{
+    match AssertUnwindSafe(load).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(LoadError::Failed(Arc::new(error))),
+        Err(_) => {
+            tracing::error!("cache loader panicked");
+            Err(LoadError::Panicked)
+        }
+    }
+}
+
+impl Inner {
+    /// Registers and returns a new load of `key`. When `join` is set and a
+    /// load of the same types is already registered, returns that one as
+    /// `Err` instead and drops `load` unpolled. Without `join` (a forced
+    /// refresh) a registered load is cancelled and replaced: it started
+    /// earlier, so its result must not overwrite the new one.
+    pub(crate) fn start_flight<V, E, Fut>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        options: &EntryOptions,
+        load: Fut,
+        join: bool,
+    ) -> Result<SharedLoad<V, E>, SharedLoad<V, E>>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = flights.get(key) {
+            if join {
+                if let Some(shared) = existing.shared.downcast_ref::<SharedLoad<V, E>>() {
+                    Counters::bump(&self.stats.joins);
+                    return Err(shared.clone());
+                }
+            } else {
+                existing.cancelled.store(true, Ordering::SeqCst);
+            }
+        }
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let policy = self.policy.with_overrides(options);
+        let tags = options.tags().to_vec();
+        let shared = run_flight(
+            Arc::downgrade(self),
+            key.clone(),
+            id,
+            Arc::clone(&cancelled),
+            policy,
+            tags.clone(),
+            load,
+        )
+        .boxed()
+        .shared();
+        flights.insert(
+            key.clone(),
+            Flight {
+                id,
+                tags,
+                cancelled,
+                shared: Box::new(shared.clone()),
+            },
+        );
+        Ok(shared)
+    }
+
+    fn finish_flight(&self, key: &CacheKey, id: u64) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(key).is_some_and(|flight| flight.id == id) {
+            flights.remove(key);
+        }
+    }
+}
+
+async fn run_flight<V, E, Fut>(
+    inner: Weak<Inner>,
+    key: CacheKey,
+    id: u64,
+    cancelled: Arc<AtomicBool>,
+    policy: hitbox_core::CachePolicy,
+    tags: Vec<hitbox_core::Tag>,
+    load: Fut,
+) -> Result<V, LoadError<E>>
+where
+    V: CacheableValue,
+    Fut: Future<Output = Result<V, E>>,
+{
+    if let Some(inner) = inner.upgrade() {
+        Counters::bump(&inner.stats.loads);
+    }
+    let result = guarded(load).await;
+    // The cache may have been dropped while the loader ran; the waiters
+    // still get their value.
+    let Some(inner) = inner.upgrade() else {
+        return result;
+    };
+    let result = inner.count_load_result(result);
+    if let Ok(value) = &result {
+        if cancelled.load(Ordering::SeqCst) {
+            Counters::bump(&inner.stats.stale_loads_discarded);
+            tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
+        } else {
+            let meta = policy.entry_meta(inner.clock.now(), tags);
+            let _ = inner.store(&key, value, &meta).await;
+            // An invalidation that landed while the value was being written
+            // may have removed the key before the write: undo the write.
+            if cancelled.load(Ordering::SeqCst) {
+                Counters::bump(&inner.stats.stale_loads_discarded);
+                tracing::debug!(key = %key.log_id(), "load raced with an invalidation: stored result removed");
+                let _ = inner.backend.remove(&key).await;
+            }
+        }
+    }
+    inner.finish_flight(&key, id);
+    result
+}

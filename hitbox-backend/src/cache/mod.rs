@@ -1,0 +1,581 @@
+//! The engine: a typed, programmatic cache over any [`Backend`].
+//!
+//! [`Cache`] is a cheap `Clone` handle. It frames values in envelopes with
+//! their metadata, decides freshness with its [`Clock`], runs one loader per
+//! missing key however many callers ask at once (single-flight), serves
+//! stale entries while refreshing them in the background, falls back to
+//! stale entries when a loader fails, and keeps loads that raced with an
+//! invalidation from storing what they loaded.
+//!
+//! A tier that fails never fails a call: a failed read is a miss, a failed
+//! write is skipped; both are logged and counted in [`Cache::stats`].
+
+mod flight;
+mod stats;
+mod typed;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hitbox_core::{
+    CacheKey, CachePolicy, Clock, EntryMeta, EntryOptions, Freshness, SharedClock, Strategy, SystemClock, Tag,
+};
+use tokio::sync::Semaphore;
+
+use crate::backend::Backend;
+use crate::envelope::{RawEntry, encode_entry};
+use crate::error::{BackendError, LoadError};
+use crate::format::{CacheableValue, Format};
+
+pub use stats::CacheStats;
+use stats::Counters;
+pub use typed::TypedCache;
+
+/// The default bound on background refreshes running at once.
+pub const DEFAULT_MAX_BACKGROUND_REFRESHES: usize = 64;
+
+/// A value read from the cache together with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEntry<V> {
+    /// The value.
+    pub value: V,
+    /// Its metadata.
+    pub meta: EntryMeta,
+    /// Its freshness when it was read.
+    pub freshness: Freshness,
+}
+
+/// The programmatic cache. See the [crate documentation](crate) for a tour.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    backend: Arc<dyn Backend>,
+    format: Format,
+    policy: CachePolicy,
+    clock: SharedClock,
+    flights: Mutex<HashMap<CacheKey, Flight>>,
+    next_flight: AtomicU64,
+    stats: Counters,
+    refreshes: Arc<Semaphore>,
+}
+
+/// A load in progress for one key.
+struct Flight {
+    id: u64,
+    tags: Vec<Tag>,
+    /// Set when the key or one of the tags is invalidated during the load:
+    /// the load's result must not be stored.
+    cancelled: Arc<AtomicBool>,
+    /// A `flight::SharedLoad<V, E>`; callers with other types do not join.
+    shared: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("backend", &self.inner.backend.label())
+            .field("format", &self.inner.format)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Cache`]; see [`Cache::builder`].
+pub struct CacheBuilder {
+    backend: Arc<dyn Backend>,
+    format: Format,
+    policy: CachePolicy,
+    clock: SharedClock,
+    max_background_refreshes: usize,
+}
+
+impl CacheBuilder {
+    /// The format values are encoded in (default [`Format::Postcard`]).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The policy for entries stored without overrides (default
+    /// [`CachePolicy::short_term`]).
+    pub fn policy(mut self, policy: CachePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests pass a
+    /// [`ManualClock`](hitbox_core::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How many background refreshes may run at once (default 64). A stale
+    /// hit past the bound is served without starting a refresh; the next
+    /// stale hit tries again.
+    pub fn max_background_refreshes(mut self, max: usize) -> Self {
+        self.max_background_refreshes = max;
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(self) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                backend: self.backend,
+                format: self.format,
+                policy: self.policy,
+                clock: self.clock,
+                flights: Mutex::new(HashMap::new()),
+                next_flight: AtomicU64::new(1),
+                stats: Counters::default(),
+                refreshes: Arc::new(Semaphore::new(self.max_background_refreshes)),
+            }),
+        }
+    }
+}
+
+/// What a read found.
+enum Lookup<V> {
+    Found(CachedEntry<V>),
+    Miss,
+}
+
+impl Cache {
+    /// A cache over `backend` with the default settings.
+    pub fn new(backend: impl Backend) -> Cache {
+        Cache::builder(backend).build()
+    }
+
+    /// Starts configuring a cache over `backend`.
+    pub fn builder(backend: impl Backend) -> CacheBuilder {
+        Cache::builder_shared(Arc::new(backend))
+    }
+
+    /// Starts configuring a cache over a backend that is shared already.
+    pub fn builder_shared(backend: Arc<dyn Backend>) -> CacheBuilder {
+        CacheBuilder {
+            backend,
+            format: Format::default(),
+            policy: CachePolicy::default(),
+            clock: Arc::new(SystemClock::new()),
+            max_background_refreshes: DEFAULT_MAX_BACKGROUND_REFRESHES,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The default policy.
+    pub fn policy(&self) -> CachePolicy {
+        self.inner.policy
+    }
+
+    /// The format.
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// A view of this cache for values of type `T` under `namespace`.
+    pub fn typed<T: CacheableValue>(&self, namespace: &str) -> TypedCache<T> {
+        TypedCache::new(self.clone(), namespace)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats.snapshot(self.inner.backend.tier_stats())
+    }
+
+    /// The value under `key` if it is fresh, or stale inside its
+    /// stale-while-revalidate window (no refresh is started: `get` has no
+    /// loader). Tier errors and unreadable entries are misses.
+    pub async fn get<V: CacheableValue>(&self, key: &CacheKey) -> Option<V> {
+        match self.lookup::<V>(key).await {
+            Lookup::Found(entry) => match entry.freshness {
+                Freshness::Fresh => {
+                    Counters::bump(&self.inner.stats.hits);
+                    tracing::trace!(key = %key.log_id(), outcome = "hit", "cache get");
+                    Some(entry.value)
+                }
+                Freshness::Stale => {
+                    Counters::bump(&self.inner.stats.stale_hits);
+                    tracing::debug!(key = %key.log_id(), outcome = "stale", "cache get");
+                    Some(entry.value)
+                }
+                Freshness::StaleIfError | Freshness::Expired => self.count_miss(key),
+            },
+            Lookup::Miss => self.count_miss(key),
+        }
+    }
+
+    fn count_miss<V>(&self, key: &CacheKey) -> Option<V> {
+        Counters::bump(&self.inner.stats.misses);
+        tracing::debug!(key = %key.log_id(), outcome = "miss", "cache get");
+        None
+    }
+
+    /// The entry under `key` with its metadata and freshness, whatever its
+    /// freshness (expired entries a tier has not dropped yet included).
+    /// Counts nothing: for callers that make their own decisions (the HTTP
+    /// layer, for one).
+    pub async fn get_entry<V: CacheableValue>(&self, key: &CacheKey) -> Option<CachedEntry<V>> {
+        match self.lookup::<V>(key).await {
+            Lookup::Found(entry) => Some(entry),
+            Lookup::Miss => None,
+        }
+    }
+
+    /// Whether a fresh or revalidatable entry is stored under `key`.
+    pub async fn exists(&self, key: &CacheKey) -> bool {
+        let now = self.inner.clock.now();
+        match self.read_raw(key).await {
+            Some(raw) => matches!(raw.meta.freshness(now), Freshness::Fresh | Freshness::Stale),
+            None => false,
+        }
+    }
+
+    /// Stores `value` under `key` with the default policy.
+    pub async fn set<V: CacheableValue>(&self, key: &CacheKey, value: &V) -> Result<(), BackendError> {
+        self.set_with(key, value, &EntryOptions::new()).await
+    }
+
+    /// Stores `value` under `key` with per-entry options (TTL, windows, tags).
+    pub async fn set_with<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        options: &EntryOptions,
+    ) -> Result<(), BackendError> {
+        let meta = self
+            .inner
+            .policy
+            .with_overrides(options)
+            .entry_meta(self.inner.clock.now(), options.tags().to_vec());
+        self.set_entry(key, value, &meta).await
+    }
+
+    /// Stores `value` under `key` with metadata the caller computed.
+    pub async fn set_entry<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+    ) -> Result<(), BackendError> {
+        self.inner.store(key, value, meta).await
+    }
+
+    /// Removes the entry under `key`. A load of `key` that is running does
+    /// not store its result, and later callers do not join it.
+    pub async fn delete(&self, key: &CacheKey) -> Result<bool, BackendError> {
+        Counters::bump(&self.inner.stats.invalidations);
+        self.inner.cancel_flights(|flight_key, _| flight_key == key);
+        tracing::debug!(key = %key.log_id(), "cache delete");
+        let result = self.inner.backend.remove(key).await;
+        self.inner.note_error(&result);
+        result
+    }
+
+    /// Removes every entry tagged `tag`. Loads running for entries with
+    /// that tag do not store their results.
+    pub async fn invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
+        Counters::bump(&self.inner.stats.invalidations);
+        self.inner.cancel_flights(|_, tags| tags.contains(tag));
+        tracing::debug!(tag = tag.as_str(), "cache invalidate tag");
+        let result = self.inner.backend.invalidate_tag(tag).await;
+        self.inner.note_error(&result);
+        result
+    }
+
+    /// The value under `key`, or the loader's value, stored with the default
+    /// policy. Concurrent callers for one missing key run the loader once.
+    ///
+    /// # Panics
+    ///
+    /// If the loader panics, every caller waiting on that load panics too
+    /// (none of them hangs). Use [`Cache::try_get_or_insert_with`] to get
+    /// [`LoadError::Panicked`] instead.
+    pub async fn get_or_insert_with<V, F, Fut>(&self, key: &CacheKey, loader: F) -> V
+    where
+        V: CacheableValue,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let infallible = || {
+            let load = loader();
+            async move { Ok::<V, Infallible>(load.await) }
+        };
+        match self
+            .try_get_or_insert_with_options(key, &EntryOptions::new(), infallible)
+            .await
+        {
+            Ok(value) => value,
+            Err(LoadError::Failed(never)) => match *never {},
+            Err(LoadError::Panicked) => panic!("the loader for this cache key panicked"),
+        }
+    }
+
+    /// Like [`Cache::get_or_insert_with`] with a fallible loader. A failed
+    /// load is not cached and every caller that joined it gets the error;
+    /// a stale entry inside its stale-if-error window is served instead of
+    /// the error.
+    pub async fn try_get_or_insert_with<V, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        loader: F,
+    ) -> Result<V, LoadError<E>>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        self.try_get_or_insert_with_options(key, &EntryOptions::new(), loader)
+            .await
+    }
+
+    /// The general form: per-call options (TTL and windows, tags,
+    /// [`Strategy`]) and a fallible loader.
+    pub async fn try_get_or_insert_with_options<V, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        options: &EntryOptions,
+        loader: F,
+    ) -> Result<V, LoadError<E>>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        match options.strategy_of() {
+            Strategy::UseCache => {}
+            Strategy::Bypass => {
+                tracing::debug!(key = %key.log_id(), "cache bypass");
+                Counters::bump(&self.inner.stats.loads);
+                return self.inner.count_load_result(flight::guarded(loader()).await);
+            }
+            Strategy::Invalidate => {
+                let _ = self.delete(key).await;
+                Counters::bump(&self.inner.stats.loads);
+                return self.inner.count_load_result(flight::guarded(loader()).await);
+            }
+            Strategy::Refresh => {
+                tracing::debug!(key = %key.log_id(), "cache refresh");
+                return self.load(key, options, loader, false).await;
+            }
+        }
+
+        let fallback = match self.lookup::<V>(key).await {
+            Lookup::Found(entry) => match entry.freshness {
+                Freshness::Fresh => {
+                    Counters::bump(&self.inner.stats.hits);
+                    tracing::trace!(key = %key.log_id(), outcome = "hit", "cache load");
+                    return Ok(entry.value);
+                }
+                Freshness::Stale => {
+                    Counters::bump(&self.inner.stats.stale_hits);
+                    tracing::debug!(key = %key.log_id(), outcome = "stale", "cache load");
+                    self.refresh_in_background(key, options, loader);
+                    return Ok(entry.value);
+                }
+                Freshness::StaleIfError => Some(entry.value),
+                Freshness::Expired => None,
+            },
+            Lookup::Miss => None,
+        };
+        Counters::bump(&self.inner.stats.misses);
+        tracing::debug!(key = %key.log_id(), outcome = "miss", "cache load");
+        match self.load(key, options, loader, true).await {
+            Ok(value) => Ok(value),
+            Err(error) => match fallback {
+                Some(stale) => {
+                    Counters::bump(&self.inner.stats.stale_if_error_hits);
+                    tracing::warn!(key = %key.log_id(), "loader failed, serving the stale entry");
+                    Ok(stale)
+                }
+                None => Err(error),
+            },
+        }
+    }
+
+    async fn read_raw(&self, key: &CacheKey) -> Option<RawEntry> {
+        let bytes = match self.inner.backend.read(key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(error) => {
+                self.inner.stats.tier_error(error.tier());
+                tracing::warn!(key = %key.log_id(), %error, "cache read failed, treated as a miss");
+                return None;
+            }
+        };
+        match RawEntry::decode(bytes) {
+            Ok(raw) => Some(raw),
+            Err(reason) => {
+                Counters::bump(&self.inner.stats.unreadable_entries);
+                tracing::warn!(key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
+                None
+            }
+        }
+    }
+
+    async fn lookup<V: CacheableValue>(&self, key: &CacheKey) -> Lookup<V> {
+        let Some(raw) = self.read_raw(key).await else {
+            return Lookup::Miss;
+        };
+        match raw.value::<V>(self.inner.format) {
+            Ok(value) => {
+                let freshness = raw.meta.freshness(self.inner.clock.now());
+                Lookup::Found(CachedEntry {
+                    value,
+                    meta: raw.meta,
+                    freshness,
+                })
+            }
+            Err(reason) => {
+                Counters::bump(&self.inner.stats.unreadable_entries);
+                tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Runs the loader for `key`, joining a load already running when
+    /// `join` is set, and stores its result.
+    async fn load<V, E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        options: &EntryOptions,
+        loader: F,
+        join: bool,
+    ) -> Result<V, LoadError<E>>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        if join && let Some(running) = self.inner.joinable::<V, E>(key) {
+            return running.await;
+        }
+        let load = loader();
+        let shared = match self.inner.start_flight(key, options, load, join) {
+            Ok(started) => started,
+            Err(running) => running,
+        };
+        shared.await
+    }
+
+    fn refresh_in_background<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        if self.inner.has_flight(key) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(key = %key.log_id(), "no tokio runtime: stale entry served without a refresh");
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.inner.refreshes).try_acquire_owned() else {
+            tracing::debug!(key = %key.log_id(), "background refreshes at their bound: refresh skipped");
+            return;
+        };
+        let load = loader();
+        let Ok(shared) = self.inner.start_flight::<V, E, Fut>(key, options, load, true) else {
+            return;
+        };
+        Counters::bump(&self.inner.stats.background_refreshes);
+        runtime.spawn(async move {
+            let _permit = permit;
+            let _ = shared.await;
+        });
+    }
+}
+
+impl Inner {
+    fn note_error<T>(&self, result: &Result<T, BackendError>) {
+        if let Err(error) = result {
+            self.stats.tier_error(error.tier());
+            tracing::warn!(%error, "cache tier operation failed");
+        }
+    }
+
+    fn count_load_result<V, E>(&self, result: Result<V, LoadError<E>>) -> Result<V, LoadError<E>> {
+        if result.is_err() {
+            Counters::bump(&self.stats.load_errors);
+        }
+        result
+    }
+
+    async fn store<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+    ) -> Result<(), BackendError> {
+        let ttl = meta.time_to_expiry(self.clock.now());
+        if ttl == Duration::ZERO {
+            return Ok(());
+        }
+        let bytes = encode_entry(value, meta, self.format).map_err(|source| BackendError::Encode {
+            tier: "engine".into(),
+            source,
+        })?;
+        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store");
+        let result = self.backend.write(key, bytes, ttl, &meta.tags).await;
+        self.note_error(&result);
+        result
+    }
+
+    fn has_flight(&self, key: &CacheKey) -> bool {
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+
+    fn joinable<V: CacheableValue, E: Send + Sync + 'static>(
+        &self,
+        key: &CacheKey,
+    ) -> Option<flight::SharedLoad<V, E>> {
+        let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = flights
+            .get(key)?
+            .shared
+            .downcast_ref::<flight::SharedLoad<V, E>>()?
+            .clone();
+        Counters::bump(&self.stats.joins);
+        tracing::debug!(key = %key.log_id(), "joined a running load");
+        Some(shared)
+    }
+
+    fn cancel_flights(&self, matches: impl Fn(&CacheKey, &[Tag]) -> bool) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.retain(|key, flight| {
+            if matches(key, &flight.tags) {
+                flight.cancelled.store(true, Ordering::SeqCst);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,200 @@
+//! Formats: how a value becomes bytes.
+//!
+//! The format is the first stage. Its id is recorded in every entry's
+//! envelope, so an entry written in one format and read in another is a
+//! clean miss. Which one to choose:
+//!
+//! | format | id | notes |
+//! |---|---|---|
+//! | [`Format::Postcard`] | 1 | compact, fast, maintained; the default |
+//! | [`Format::Bitcode`] | 2 | the smallest output; fast |
+//! | [`Format::Json`] | 3 | readable with `redis-cli`, and by other languages |
+//! | `Format::Bincode` | 4 | bincode 2, behind the `bincode` feature: bincode is unmaintained (RUSTSEC-2025-0141) |
+//!
+//! The default was chosen by the `formats` benchmark in `benches/`; see
+//! `benches/README.md` for the numbers.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::DecodeError;
+
+/// A serialization format for cached values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// [postcard](https://docs.rs/postcard): compact varint encoding.
+    #[default]
+    Postcard,
+    /// [bitcode](https://docs.rs/bitcode) through its serde support.
+    Bitcode,
+    /// JSON through serde_json.
+    Json,
+    /// bincode 2 (standard configuration).
+    #[cfg(feature = "bincode")]
+    Bincode,
+}
+
+impl Format {
+    /// The id recorded in entries written with this format.
+    pub const fn id(self) -> u8 {
+        match self {
+            Format::Postcard => 1,
+            Format::Bitcode => 2,
+            Format::Json => 3,
+            #[cfg(feature = "bincode")]
+            Format::Bincode => 4,
+        }
+    }
+
+    /// Appends the encoding of `value` to `out`.
+    pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let fail = |e: &dyn std::fmt::Display| DecodeError::Payload(e.to_string());
+        match self {
+            Format::Postcard => {
+                let taken = std::mem::take(out);
+                *out = postcard::to_extend(value, taken).map_err(|e| fail(&e))?;
+            }
+            Format::Bitcode => {
+                let encoded = bitcode::serialize(value).map_err(|e| fail(&e))?;
+                out.extend_from_slice(&encoded);
+            }
+            Format::Json => serde_json::to_writer(&mut *out, value).map_err(|e| fail(&e))?,
+            #[cfg(feature = "bincode")]
+            Format::Bincode => {
+                bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+                    .map_err(|e| fail(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a value that must span all of `bytes`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
+        let fail = |e: &dyn std::fmt::Display| DecodeError::Payload(e.to_string());
+        match self {
+            Format::Postcard => {
+                let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| fail(&e))?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::Payload(format!("{} trailing bytes", rest.len())));
+                }
+                Ok(value)
+            }
+            Format::Bitcode => bitcode::deserialize(bytes).map_err(|e| fail(&e)),
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| fail(&e)),
+            #[cfg(feature = "bincode")]
+            Format::Bincode => {
+                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+                    .map_err(|e| fail(&e))?;
+                if used != bytes.len() {
+                    return Err(DecodeError::Payload(format!(
+                        "{} trailing bytes",
+                        bytes.len() - used
+                    )));
+                }
+                Ok(value)
+            }
+        }
+    }
+}
+
+/// A value the engine can store and share between the callers of one load.
+///
+/// Every `serde` type that is `Clone + Send + Sync` is one, encoded with the
+/// cache's [`Format`]. A type with a layout of its own (an HTTP response
+/// whose body should be handed back without a copy, for instance) implements
+/// this trait directly and may ignore the format.
+pub trait CacheableValue: Clone + Send + Sync + 'static {
+    /// Appends the value's bytes to `out`.
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError>;
+
+    /// Reads a value back from `payload`, which the decoder may slice
+    /// instead of copying.
+    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError>;
+}
+
+impl<T> CacheableValue for T
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        format.encode_into(self, out)
+    }
+
+    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError> {
+        format.decode(&payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct User {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+        score: Option<f64>,
+    }
+
+    fn user() -> User {
+        User {
+            id: 42,
+            name: "Ada".into(),
+            tags: vec!["admin".into(), "ops".into()],
+            score: Some(9.5),
+        }
+    }
+
+    fn formats() -> Vec<Format> {
+        vec![
+            Format::Postcard,
+            Format::Bitcode,
+            Format::Json,
+            #[cfg(feature = "bincode")]
+            Format::Bincode,
+        ]
+    }
+
+    #[test]
+    fn every_format_round_trips() {
+        for format in formats() {
+            let mut out = vec![9, 9];
+            user().encode(format, &mut out).unwrap();
+            assert_eq!(&out[..2], &[9, 9], "{format:?} must append");
+            let back = User::decode(Bytes::copy_from_slice(&out[2..]), format).unwrap();
+            assert_eq!(back, user(), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_distinct() {
+        let ids: std::collections::HashSet<u8> = formats().iter().map(|f| f.id()).collect();
+        assert_eq!(ids.len(), formats().len());
+    }
+
+    #[test]
+    fn truncated_corrupt_and_foreign_payloads_are_errors() {
+        for format in formats() {
+            let mut out = Vec::new();
+            user().encode(format, &mut out).unwrap();
+            for len in 0..out.len() {
+                assert!(
+                    User::decode(Bytes::copy_from_slice(&out[..len]), format).is_err(),
+                    "{format:?} len {len}"
+                );
+            }
+            let mut trailing = out.clone();
+            trailing.extend_from_slice(b"xx");
+            assert!(
+                User::decode(Bytes::from(trailing), format).is_err(),
+                "{format:?} trailing"
+            );
+            let foreign = Bytes::from_static(b"\xff\xfe\xfd garbage that is no value \x00\x01");
+            assert!(User::decode(foreign, format).is_err(), "{format:?} foreign");
+        }
+    }
+}

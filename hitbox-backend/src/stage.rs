@@ -1,0 +1,392 @@
+//! Stages: compression and encryption between the engine and a tier.
+//!
+//! [`Staged`] wraps any [`Backend`] and transforms every envelope on its way
+//! in and out: format first (in the engine), then compression, then
+//! encryption on write; the reverse on read. Stages are per tier, so an
+//! in-process tier can keep plain entries for speed while Redis stores them
+//! compressed and encrypted.
+//!
+//! A staged entry starts with a header of its own:
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic "HS"
+//! 2       1     stage header version (1)
+//! 3       1     format id of the envelope inside (bound by encryptors)
+//! 4       1     compression id (0 none, 1 zstd)
+//! 5       1     encryptor id (0 none)
+//! 6       4     when compressed: the uncompressed length, big-endian u32
+//! ...     rest  the (compressed, encrypted) envelope
+//! ```
+//!
+//! An entry whose header names another compressor or encryptor than the
+//! reader's, or that fails to decompress or decrypt, is a miss: it is logged
+//! with the key's digest and the reason, and nothing panics.
+//!
+//! ```
+//! use hitbox_backend::{Compression, Staged, Stages};
+//! # use hitbox_backend::{Backend, BackendFuture, TierStats};
+//! # struct MyTier;
+//! # impl Backend for MyTier {
+//! #   fn read<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, Option<bytes::Bytes>> { Box::pin(async { Ok(None) }) }
+//! #   fn write<'a>(&'a self, _: &'a hitbox_core::CacheKey, _: bytes::Bytes, _: std::time::Duration, _: &'a [hitbox_core::Tag]) -> BackendFuture<'a, ()> { Box::pin(async { Ok(()) }) }
+//! #   fn remove<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, bool> { Box::pin(async { Ok(false) }) }
+//! #   fn invalidate_tag<'a>(&'a self, _: &'a hitbox_core::Tag) -> BackendFuture<'a, u64> { Box::pin(async { Ok(0) }) }
+//! #   fn label(&self) -> &str { "mine" }
+//! # }
+//! let tier = Staged::new(MyTier, Stages::new().compression(Compression::zstd(3)).min_compress_size(512));
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hitbox_core::{CacheKey, Tag};
+
+use crate::backend::{Backend, BackendFuture, TierStats};
+use crate::envelope::envelope_format_id;
+use crate::error::{BackendError, DecodeError};
+
+const MAGIC: &[u8; 2] = b"HS";
+const VERSION: u8 = 1;
+const HEADER_LEN: usize = 6;
+
+/// Entries that claim to decompress to more than this are refused.
+pub const DEFAULT_MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
+
+/// A compressor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// [zstd](https://docs.rs/zstd) at the given level (1 to 22; 3 is
+    /// zstd's own default and a good trade-off for cache entries).
+    Zstd {
+        /// The compression level.
+        level: i32,
+    },
+}
+
+impl Compression {
+    /// zstd at `level`.
+    pub const fn zstd(level: i32) -> Self {
+        Compression::Zstd { level }
+    }
+
+    /// The id recorded in entries.
+    pub const fn id(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd { .. } => 1,
+        }
+    }
+}
+
+/// What an encryptor binds a ciphertext to: a ciphertext copied under
+/// another key (or stored with other stages) must fail to decrypt.
+#[derive(Debug, Clone, Copy)]
+pub struct EncryptionContext<'a> {
+    /// The key the entry is stored under.
+    pub key: &'a CacheKey,
+    /// The format id of the envelope inside.
+    pub format_id: u8,
+    /// Whether the plaintext is compressed.
+    pub compressed: bool,
+}
+
+/// An encryption stage.
+///
+/// Implemented by the AES-256-GCM encryptor of the `encryption` feature;
+/// the trait lets a user plug in another scheme.
+pub trait Encryptor: Send + Sync + 'static {
+    /// The id recorded in entries (1 to 255; 0 means "not encrypted").
+    fn id(&self) -> u8;
+
+    /// Encrypts `plaintext`, binding it to `context`.
+    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, DecodeError>;
+
+    /// Decrypts `ciphertext` written under the same `context`.
+    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError>;
+}
+
+/// The stages a [`Staged`] tier applies.
+#[derive(Clone)]
+pub struct Stages {
+    compression: Compression,
+    min_compress_size: usize,
+    max_decompressed: usize,
+    encryptor: Option<Arc<dyn Encryptor>>,
+}
+
+impl std::fmt::Debug for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stages")
+            .field("compression", &self.compression)
+            .field("min_compress_size", &self.min_compress_size)
+            .field("max_decompressed", &self.max_decompressed)
+            .field("encryptor", &self.encryptor.as_ref().map(|e| e.id()))
+            .finish()
+    }
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            compression: Compression::None,
+            min_compress_size: 1024,
+            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
+            encryptor: None,
+        }
+    }
+}
+
+impl Stages {
+    /// No compression, no encryption; compression threshold 1 KiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the compressor.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Entries smaller than `bytes` are stored uncompressed (compressing a
+    /// few hundred bytes costs more time than it saves space).
+    pub fn min_compress_size(mut self, bytes: usize) -> Self {
+        self.min_compress_size = bytes;
+        self
+    }
+
+    /// Refuse entries that would decompress to more than `bytes`.
+    pub fn max_decompressed(mut self, bytes: usize) -> Self {
+        self.max_decompressed = bytes;
+        self
+    }
+
+    /// Sets the encryptor.
+    pub fn encryptor(mut self, encryptor: impl Encryptor) -> Self {
+        self.encryptor = Some(Arc::new(encryptor));
+        self
+    }
+
+    /// Sets an encryptor shared with other tiers.
+    pub fn shared_encryptor(mut self, encryptor: Arc<dyn Encryptor>) -> Self {
+        self.encryptor = Some(encryptor);
+        self
+    }
+
+    /// Applies the stages to an envelope stored under `key`.
+    pub fn seal(&self, key: &CacheKey, envelope: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let compress = self.compression != Compression::None && envelope.len() >= self.min_compress_size;
+        let compressed;
+        let body: &[u8] = if compress {
+            compressed = match self.compression {
+                Compression::Zstd { level } => {
+                    // The frame checksum turns corruption of the compressed
+                    // bytes into an error instead of a different value.
+                    let fail = |e: std::io::Error| DecodeError::Decompress(e.to_string());
+                    let mut compressor = zstd::bulk::Compressor::new(level).map_err(fail)?;
+                    compressor.include_checksum(true).map_err(fail)?;
+                    compressor.compress(envelope).map_err(fail)?
+                }
+                Compression::None => unreachable!("checked above"),
+            };
+            &compressed
+        } else {
+            envelope
+        };
+        let compression_id = if compress { self.compression.id() } else { 0 };
+        let format_id = envelope_format_id(envelope).unwrap_or(0);
+        let encrypted;
+        let body = match &self.encryptor {
+            Some(encryptor) => {
+                let context = EncryptionContext {
+                    key,
+                    format_id,
+                    compressed: compress,
+                };
+                encrypted = encryptor.encrypt(&context, body)?;
+                &encrypted[..]
+            }
+            None => body,
+        };
+        let mut out = Vec::with_capacity(HEADER_LEN + 4 + body.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(format_id);
+        out.push(compression_id);
+        out.push(self.encryptor.as_ref().map_or(0, |e| e.id()));
+        if compress {
+            let len = u32::try_from(envelope.len()).map_err(|_| DecodeError::TooLarge {
+                size: envelope.len() as u64,
+                limit: u64::from(u32::MAX),
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
+    /// Undoes the stages on an entry read from under `key`.
+    pub fn open(&self, key: &CacheKey, stored: &Bytes) -> Result<Bytes, DecodeError> {
+        if stored.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated);
+        }
+        if &stored[..2] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if stored[2] != VERSION {
+            return Err(DecodeError::Version(stored[2]));
+        }
+        let format_id = stored[3];
+        let compression_id = stored[4];
+        let encryptor_id = stored[5];
+        if compression_id != 0 && compression_id != self.compression.id() {
+            return Err(DecodeError::CompressionMismatch {
+                expected: self.compression.id(),
+                found: compression_id,
+            });
+        }
+        let expected_encryptor = self.encryptor.as_ref().map_or(0, |e| e.id());
+        if encryptor_id != expected_encryptor {
+            return Err(DecodeError::EncryptionMismatch {
+                expected: expected_encryptor,
+                found: encryptor_id,
+            });
+        }
+        let compressed = compression_id != 0;
+        let (plain_len, body_start) = if compressed {
+            let raw = stored
+                .get(HEADER_LEN..HEADER_LEN + 4)
+                .ok_or(DecodeError::Truncated)?;
+            let len = u32::from_be_bytes(raw.try_into().expect("four bytes")) as usize;
+            if len > self.max_decompressed {
+                return Err(DecodeError::TooLarge {
+                    size: len as u64,
+                    limit: self.max_decompressed as u64,
+                });
+            }
+            (len, HEADER_LEN + 4)
+        } else {
+            (0, HEADER_LEN)
+        };
+        let body = stored.slice(body_start..);
+        let body = match &self.encryptor {
+            Some(encryptor) => {
+                let context = EncryptionContext {
+                    key,
+                    format_id,
+                    compressed,
+                };
+                Bytes::from(encryptor.decrypt(&context, &body)?)
+            }
+            None => body,
+        };
+        let plain = if compressed {
+            let plain = zstd::bulk::decompress(&body, plain_len)
+                .map_err(|e| DecodeError::Decompress(e.to_string()))?;
+            if plain.len() != plain_len {
+                return Err(DecodeError::Decompress(format!(
+                    "expected {plain_len} bytes, got {}",
+                    plain.len()
+                )));
+            }
+            Bytes::from(plain)
+        } else {
+            body
+        };
+        // The header repeats the envelope's format id; a disagreement means
+        // one of them was damaged.
+        let inner_format = envelope_format_id(&plain).unwrap_or(0);
+        if inner_format != format_id {
+            return Err(DecodeError::FormatMismatch {
+                expected: format_id,
+                found: inner_format,
+            });
+        }
+        Ok(plain)
+    }
+}
+
+/// A tier with stages: see the [module documentation](self).
+pub struct Staged<B> {
+    inner: B,
+    stages: Stages,
+}
+
+impl<B: Backend> Staged<B> {
+    /// Wraps `inner` with `stages`.
+    pub fn new(inner: B, stages: Stages) -> Self {
+        Staged { inner, stages }
+    }
+
+    /// The wrapped tier.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+}
+
+impl<B: Backend> Backend for Staged<B> {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let Some(stored) = self.inner.read(key).await? else {
+                return Ok(None);
+            };
+            match self.stages.open(key, &stored) {
+                Ok(plain) => Ok(Some(plain)),
+                Err(reason) => {
+                    tracing::warn!(tier = self.inner.label(), key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let sealed = self
+                .stages
+                .seal(key, &value)
+                .map_err(|source| BackendError::Encode {
+                    tier: self.inner.label().into(),
+                    source,
+                })?;
+            self.inner.write(key, Bytes::from(sealed), ttl, tags).await
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.inner.remove(key)
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.inner.invalidate_tag(tag)
+    }
+
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.inner.exists(key)
+    }
+
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        self.inner.tier_stats()
+    }
+}
