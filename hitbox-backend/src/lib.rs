@@ -54,6 +54,11 @@
 
 mod backend;
 mod cache;
+pub mod composition;
+#[cfg(feature = "encryption")]
+pub mod encryption;
+#[cfg(feature = "msgpack")]
+pub mod interop;
 pub mod envelope;
 mod error;
 mod format;

@@ -1,0 +1,1 @@
+//! The AES-256-GCM encryptor stage (work in progress).

@@ -1,0 +1,1 @@
+//! Cross-SDK keys and values (work in progress).
