@@ -1,1 +1,0 @@
-//! The AES-256-GCM encryptor stage (work in progress).

@@ -1,0 +1,350 @@
+//! The in-process tier of hitbox, on [moka](https://docs.rs/moka)'s async
+//! cache.
+//!
+//! - **Bounded in bytes.** Capacity is a number of bytes, not of entries:
+//!   each entry weighs its key, its stored bytes and a fixed overhead, and
+//!   moka evicts the least useful entries (TinyLFU) to stay under the bound.
+//!   Evictions are counted in [`TierStats`](hitbox_backend::TierStats).
+//! - **Per-entry expiry.** Every entry lives exactly as long as the engine
+//!   asks (the end of its stale windows), not for a global TTL.
+//! - **Tags.** An index from tag to keys serves
+//!   [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag).
+//! - **Zero-copy hits.** Entries are stored as [`Bytes`]; a hit hands out a
+//!   reference-counted view, never a copy.
+//!
+//! ```
+//! use hitbox_backend::Cache;
+//! use hitbox_moka::MokaBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let tier = MokaBackend::builder().max_bytes(64 * 1024 * 1024).build();
+//! let cache = Cache::new(tier);
+//! let greeting = cache
+//!     .typed::<String>("greetings")
+//!     .get_or_insert_with("en", || async { "hello".to_string() })
+//!     .await;
+//! assert_eq!(greeting, "hello");
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hitbox_backend::{Backend, BackendFuture, TierStats};
+use hitbox_core::{CacheKey, Tag};
+use moka::Expiry;
+use moka::notification::RemovalCause;
+
+/// The default capacity: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What an entry costs beyond its key and value: moka's own bookkeeping and
+/// ours, measured roughly (a few pointers, the expiry, the tag list).
+pub const ENTRY_OVERHEAD: usize = 128;
+
+/// The moka tier; cheap to clone (clones share the cache).
+#[derive(Clone)]
+pub struct MokaBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    label: Arc<str>,
+    cache: moka::future::Cache<Arc<str>, Stored>,
+    index: Arc<TagIndex>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct Stored {
+    bytes: Bytes,
+    ttl: Duration,
+    tags: Arc<[Tag]>,
+}
+
+/// Which keys carry which tag. It may hold keys that have since been
+/// replaced without the tag; `invalidate_tag` checks the live entry.
+#[derive(Default)]
+struct TagIndex {
+    keys: Mutex<HashMap<Tag, HashSet<Arc<str>>>>,
+}
+
+impl TagIndex {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Tag, HashSet<Arc<str>>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, key: &Arc<str>, tags: &[Tag]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut index = self.lock();
+        for tag in tags {
+            index.entry(tag.clone()).or_default().insert(Arc::clone(key));
+        }
+    }
+
+    fn forget(&self, key: &str, tags: &[Tag]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut index = self.lock();
+        for tag in tags {
+            if let Some(keys) = index.get_mut(tag) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    index.remove(tag);
+                }
+            }
+        }
+    }
+
+    fn take(&self, tag: &Tag) -> HashSet<Arc<str>> {
+        self.lock().remove(tag).unwrap_or_default()
+    }
+}
+
+/// Each entry expires after the time it was written with.
+struct PerEntryExpiry;
+
+impl Expiry<Arc<str>, Stored> for PerEntryExpiry {
+    fn expire_after_create(&self, _key: &Arc<str>, value: &Stored, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<str>,
+        value: &Stored,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Configures a [`MokaBackend`].
+#[derive(Debug, Clone)]
+pub struct MokaBackendBuilder {
+    max_bytes: u64,
+    label: String,
+}
+
+impl MokaBackendBuilder {
+    /// The capacity in bytes (default [`DEFAULT_MAX_BYTES`]).
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The label in logs and stats (default `moka`).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Builds the tier.
+    pub fn build(self) -> MokaBackend {
+        let index = Arc::new(TagIndex::default());
+        let evictions = Arc::new(AtomicU64::new(0));
+        let listener_index = Arc::clone(&index);
+        let listener_evictions = Arc::clone(&evictions);
+        let cache = moka::future::Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(|key: &Arc<str>, value: &Stored| -> u32 {
+                u32::try_from(key.len() + value.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryExpiry)
+            .eviction_listener(move |key: Arc<Arc<str>>, value: Stored, cause: RemovalCause| {
+                if cause == RemovalCause::Size {
+                    listener_evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                // A replaced entry's key is still live; `write` has updated
+                // the index for it already.
+                if cause != RemovalCause::Replaced {
+                    listener_index.forget(&key, &value.tags);
+                }
+            })
+            .build();
+        MokaBackend {
+            shared: Arc::new(Shared {
+                label: self.label.into(),
+                cache,
+                index,
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                evictions,
+            }),
+        }
+    }
+}
+
+impl Default for MokaBackend {
+    fn default() -> Self {
+        MokaBackend::builder().build()
+    }
+}
+
+impl MokaBackend {
+    /// A tier holding at most `max_bytes` bytes.
+    pub fn new(max_bytes: u64) -> Self {
+        MokaBackend::builder().max_bytes(max_bytes).build()
+    }
+
+    /// Starts configuring a tier.
+    pub fn builder() -> MokaBackendBuilder {
+        MokaBackendBuilder {
+            max_bytes: DEFAULT_MAX_BYTES,
+            label: "moka".into(),
+        }
+    }
+
+    /// Runs moka's pending maintenance now (evictions, expirations and
+    /// their counters are otherwise applied in batches).
+    pub async fn run_pending_tasks(&self) {
+        self.shared.cache.run_pending_tasks().await;
+    }
+
+    /// The bytes held, as weighed (keys, values and overhead).
+    pub fn weighted_size(&self) -> u64 {
+        self.shared.cache.weighted_size()
+    }
+
+    /// The entries held.
+    pub fn entry_count(&self) -> u64 {
+        self.shared.cache.entry_count()
+    }
+
+    /// Entries evicted to stay within capacity so far.
+    pub fn evictions(&self) -> u64 {
+        self.shared.evictions.load(Ordering::Relaxed)
+    }
+}
+
+impl Backend for MokaBackend {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let found = self
+                .shared
+                .cache
+                .get(key.as_str())
+                .await
+                .map(|stored| stored.bytes);
+            let counter = if found.is_some() {
+                &self.shared.hits
+            } else {
+                &self.shared.misses
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(found)
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let key: Arc<str> = key.as_str().into();
+            if let Some(previous) = self.shared.cache.get(&key).await {
+                let dropped: Vec<Tag> = previous
+                    .tags
+                    .iter()
+                    .filter(|t| !tags.contains(t))
+                    .cloned()
+                    .collect();
+                self.shared.index.forget(&key, &dropped);
+            }
+            self.shared.index.add(&key, tags);
+            let stored = Stored {
+                bytes: value,
+                ttl: ttl.max(Duration::from_millis(1)),
+                tags: tags.into(),
+            };
+            self.shared.cache.insert(key, stored).await;
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move { Ok(self.shared.cache.remove(key.as_str()).await.is_some()) })
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let mut removed = 0;
+            for key in self.shared.index.take(tag) {
+                // The index may be behind a replacement that dropped the tag.
+                let tagged = self
+                    .shared
+                    .cache
+                    .get(&key)
+                    .await
+                    .is_some_and(|stored| stored.tags.contains(tag));
+                if tagged && self.shared.cache.remove(&key).await.is_some() {
+                    removed += 1;
+                }
+            }
+            tracing::debug!(
+                tier = &*self.shared.label,
+                tag = tag.as_str(),
+                removed,
+                "tag invalidated"
+            );
+            Ok(removed)
+        })
+    }
+
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move { Ok(self.shared.cache.contains_key(key.as_str())) })
+    }
+
+    fn label(&self) -> &str {
+        &self.shared.label
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        vec![TierStats {
+            label: self.shared.label.to_string(),
+            hits: self.shared.hits.load(Ordering::Relaxed),
+            misses: self.shared.misses.load(Ordering::Relaxed),
+            errors: 0,
+            evictions: self.evictions(),
+            entries: Some(self.entry_count()),
+            bytes: Some(self.weighted_size()),
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_the_entry_own_ttl() {
+        let stored = Stored {
+            bytes: Bytes::from_static(b"x"),
+            ttl: Duration::from_millis(1_234),
+            tags: Arc::new([]),
+        };
+        let key: Arc<str> = "k".into();
+        let now = Instant::now();
+        assert_eq!(
+            PerEntryExpiry.expire_after_create(&key, &stored, now),
+            Some(Duration::from_millis(1_234))
+        );
+        assert_eq!(
+            PerEntryExpiry.expire_after_update(&key, &stored, now, Some(Duration::from_secs(99))),
+            Some(Duration::from_millis(1_234))
+        );
+    }
+}
