@@ -1,0 +1,1 @@
+//! Runnable examples of hitbox live beside this crate: see `cargo run --example`.
