@@ -1,0 +1,354 @@
+//! Configuration of a [`RedisBackend`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{
+    Config, ConnectionConfig, EventInterface, PerformanceConfig, Pool, ReconnectPolicy, Server, ServerConfig,
+};
+use fred::types::config::ClusterDiscoveryPolicy;
+
+use crate::breaker::BreakerConfig;
+use crate::{RedisBackend, RedisError};
+
+/// The default timeout of a read (`GET`, `EXISTS`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The default timeout of a write (the tag registrations and the `SET`
+/// together) and of a removal.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The default timeout of a whole tag invalidation (which may delete many
+/// keys).
+pub const DEFAULT_INVALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The default number of connections (each multiplexes and pipelines
+/// commands, so one is often enough).
+pub const DEFAULT_POOL_SIZE: usize = 1;
+
+enum Target {
+    Url(String),
+    Servers(ServerConfig),
+    Config(Box<Config>),
+}
+
+/// Configures a [`RedisBackend`]; see [`RedisBackend::builder`].
+///
+/// One of [`url`](Self::url), [`standalone`](Self::standalone),
+/// [`cluster`](Self::cluster), [`sentinel`](Self::sentinel) or
+/// [`fred_config`](Self::fred_config) is required; the last one called wins.
+pub struct RedisBackendBuilder {
+    target: Option<Target>,
+    username: Option<String>,
+    password: Option<String>,
+    database: Option<u8>,
+    pool_size: usize,
+    prefix: String,
+    label: Arc<str>,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    invalidate_timeout: Duration,
+    connection_timeout: Duration,
+    breaker: BreakerConfig,
+    reconnect: ReconnectPolicy,
+}
+
+impl std::fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No URL, user name or password: they may hold secrets.
+        f.debug_struct("RedisBackendBuilder")
+            .field("pool_size", &self.pool_size)
+            .field("label", &self.label)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("invalidate_timeout", &self.invalidate_timeout)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RedisBackendBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the builder hands to [`RedisBackend::from_parts`].
+pub(crate) struct Parts {
+    pub(crate) pool: Pool,
+    pub(crate) clustered: bool,
+    pub(crate) label: Arc<str>,
+    pub(crate) prefix: String,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) invalidate_timeout: Duration,
+    pub(crate) breaker: BreakerConfig,
+}
+
+impl RedisBackendBuilder {
+    /// A builder with the default settings and no server.
+    pub fn new() -> Self {
+        RedisBackendBuilder {
+            target: None,
+            username: None,
+            password: None,
+            database: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            prefix: String::new(),
+            label: "redis".into(),
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            invalidate_timeout: DEFAULT_INVALIDATE_TIMEOUT,
+            connection_timeout: Duration::from_secs(5),
+            breaker: BreakerConfig::default(),
+            // Retry forever, from 100 ms up to 5 s between attempts.
+            reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
+        }
+    }
+
+    /// The server(s) as a URL; see [`RedisBackend::from_url`] for the forms.
+    /// Credentials and the database in the URL are used unless
+    /// [`username`](Self::username), [`password`](Self::password) or
+    /// [`database`](Self::database) are set too.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.target = Some(Target::Url(url.into()));
+        self
+    }
+
+    /// A standalone server.
+    pub fn standalone(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.target = Some(Target::Servers(ServerConfig::new_centralized(host, port)));
+        self
+    }
+
+    /// A cluster, reached through these seed nodes (one is enough: the
+    /// others are discovered).
+    pub fn cluster<H: Into<String>>(mut self, nodes: impl IntoIterator<Item = (H, u16)>) -> Self {
+        let hosts = nodes
+            .into_iter()
+            .map(|(host, port)| Server::new(host.into(), port))
+            .collect();
+        self.target = Some(Target::Servers(ServerConfig::Clustered {
+            hosts,
+            policy: ClusterDiscoveryPolicy::default(),
+        }));
+        self
+    }
+
+    /// The primary of `service_name`, found through these sentinels.
+    pub fn sentinel<H: Into<String>>(
+        mut self,
+        sentinels: impl IntoIterator<Item = (H, u16)>,
+        service_name: impl Into<String>,
+    ) -> Self {
+        let hosts = sentinels
+            .into_iter()
+            .map(|(host, port)| Server::new(host.into(), port))
+            .collect();
+        self.target = Some(Target::Servers(ServerConfig::Sentinel {
+            hosts,
+            service_name: service_name.into(),
+        }));
+        self
+    }
+
+    /// A complete fred configuration, for settings this builder does not
+    /// offer. The credentials and database of the builder
+    /// still override it when set.
+    pub fn fred_config(mut self, config: Config) -> Self {
+        self.target = Some(Target::Config(Box::new(config)));
+        self
+    }
+
+    /// The ACL user name.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The database to `SELECT` (standalone and sentinel only).
+    pub fn database(mut self, database: u8) -> Self {
+        self.database = Some(database);
+        self
+    }
+
+    /// How many connections to open (default [`DEFAULT_POOL_SIZE`]).
+    /// Operations are spread over them in turn.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// A prefix put before every key, data and tag sets alike (default
+    /// none), so that several applications can share one Redis.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The tier's label in logs, errors and stats (default `redis`).
+    pub fn label(mut self, label: &str) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The timeout of a read (default [`DEFAULT_READ_TIMEOUT`]).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// The timeout of a write or removal (default
+    /// [`DEFAULT_WRITE_TIMEOUT`]).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The timeout of a tag invalidation (default
+    /// [`DEFAULT_INVALIDATE_TIMEOUT`]).
+    pub fn invalidate_timeout(mut self, timeout: Duration) -> Self {
+        self.invalidate_timeout = timeout;
+        self
+    }
+
+    /// How long fred may take to open one connection (default 5 s).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// The whole circuit breaker configuration.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Consecutive failures that open the circuit breaker (default 5; 0
+    /// turns it off).
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.breaker.failure_threshold = failures;
+        self
+    }
+
+    /// How long the breaker stays open before it lets a probe through
+    /// (default 1 s).
+    pub fn cool_down(mut self, cool_down: Duration) -> Self {
+        self.breaker.cool_down = cool_down;
+        self
+    }
+
+    /// How fred reconnects (default: exponential back-off from 100 ms to
+    /// 5 s, forever). It applies to the first connection too.
+    pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    fn config(&mut self) -> Result<Config, RedisError> {
+        let mut config = match self.target.take() {
+            None => return Err(RedisError::NoServer),
+            Some(Target::Url(url)) => Config::from_url(&url).map_err(RedisError::Config)?,
+            Some(Target::Servers(server)) => Config {
+                server,
+                ..Config::default()
+            },
+            Some(Target::Config(config)) => *config,
+        };
+        if let Some(username) = self.username.take() {
+            config.username = Some(username);
+        }
+        if let Some(password) = self.password.take() {
+            config.password = Some(password);
+        }
+        if self.database.is_some() {
+            config.database = self.database;
+        }
+        // Retry the first connection like any later one: a cache whose Redis
+        // is down at start-up degrades, it does not stop the application.
+        config.fail_fast = false;
+        Ok(config)
+    }
+
+    /// Builds the backend and starts connecting in the background. Must be
+    /// called inside a Tokio runtime. Operations issued before the
+    /// connections are up wait for them (within their timeouts); use
+    /// [`RedisBackend::wait_connected`] to wait explicitly.
+    pub fn build(mut self) -> Result<RedisBackend, RedisError> {
+        if self.pool_size == 0 {
+            return Err(RedisError::Invalid("the pool size must be at least 1"));
+        }
+        for timeout in [self.read_timeout, self.write_timeout, self.invalidate_timeout] {
+            if timeout.is_zero() {
+                return Err(RedisError::Invalid("timeouts must be longer than zero"));
+            }
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisError::NoRuntime);
+        }
+        let config = self.config()?;
+        let clustered = matches!(config.server, ServerConfig::Clustered { .. });
+
+        // fred gives up on a queued command after the longest of our
+        // timeouts, so commands abandoned while Redis is down do not pile up.
+        let longest = self
+            .read_timeout
+            .max(self.write_timeout)
+            .max(self.invalidate_timeout);
+        let performance = PerformanceConfig {
+            default_command_timeout: longest,
+            ..PerformanceConfig::default()
+        };
+        let connection = ConnectionConfig {
+            connection_timeout: self.connection_timeout,
+            ..ConnectionConfig::default()
+        };
+        let pool = Pool::new(
+            config,
+            Some(performance),
+            Some(connection),
+            Some(self.reconnect.clone()),
+            self.pool_size,
+        )
+        .map_err(RedisError::Config)?;
+
+        let label = Arc::clone(&self.label);
+        for client in pool.clients() {
+            let tier = Arc::clone(&label);
+            client.on_reconnect(move |server| {
+                tracing::info!(tier = %tier, host = %server.host, port = server.port, "redis reconnected");
+                async { Ok(()) }
+            });
+            let tier = Arc::clone(&label);
+            client.on_error(move |(error, server)| {
+                match server {
+                    Some(server) => tracing::warn!(
+                        tier = %tier, host = %server.host, port = server.port, %error,
+                        "redis connection error; fred reconnects"
+                    ),
+                    None => tracing::warn!(tier = %tier, %error, "redis connection error; fred reconnects"),
+                }
+                async { Ok(()) }
+            });
+        }
+        // The connection tasks run until the pool is dropped or quits.
+        drop(pool.connect_pool());
+
+        Ok(RedisBackend::from_parts(Parts {
+            pool,
+            clustered,
+            label: self.label,
+            prefix: self.prefix,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            invalidate_timeout: self.invalidate_timeout,
+            breaker: self.breaker,
+        }))
+    }
+}

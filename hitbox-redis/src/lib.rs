@@ -1,0 +1,517 @@
+//! The Redis tier of hitbox: a [`Backend`](hitbox_backend::Backend) over
+//! [fred](https://docs.rs/fred) 10, for a standalone server, a cluster or a
+//! server behind sentinels.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_redis::RedisBackend;
+//!
+//! # async fn example() -> Result<(), hitbox_redis::RedisError> {
+//! // From a URL (`redis://`, `redis-cluster://`, `redis-sentinel://`)...
+//! let simple = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+//!
+//! // ...or from the builder.
+//! let tuned = RedisBackend::builder()
+//!     .cluster([("10.0.0.1", 7000), ("10.0.0.2", 7000)])
+//!     .pool_size(4)
+//!     .key_prefix("shop:")
+//!     .read_timeout(Duration::from_millis(30))
+//!     .failure_threshold(10)
+//!     .build()?;
+//!
+//! let cache = Cache::new(tuned);
+//! # let _ = (simple, cache);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Storage
+//!
+//! Each entry is one Redis string, stored whole (the bytes the engine hands
+//! over) under the [key prefix](RedisBackendBuilder::key_prefix) followed by
+//! [`CacheKey::as_str`](hitbox_core::CacheKey::as_str), with `SET ... PX`:
+//! the TTL is sent in milliseconds, rounded up, so a TTL under a millisecond
+//! becomes one millisecond, never zero nor "no expiry".
+//!
+//! # Tags
+//!
+//! Every tag has a sorted set under `<prefix>#tag:<tag name>` (a key the
+//! [key builder](hitbox_core::KeyBuilder) never produces: an encoded key never
+//! starts with `#`). Its members are the Redis keys of the entries written
+//! with the tag, each scored with the time its entry expires, in
+//! milliseconds of the server's clock.
+//!
+//! - A write first registers the key in each of its tags' sets, then stores
+//!   the entry (so an entry is never stored without being reachable from its
+//!   tags). The registration is one Lua script per tag that touches only the
+//!   tag's set: it drops the members whose entries have expired (more than a
+//!   few seconds ago, to allow for clock skew between cluster nodes), adds
+//!   the key, and sets the set's own expiry to that of its longest-lived
+//!   member plus the same margin. A tag set therefore holds only live
+//!   entries and disappears a few seconds after the last of them.
+//! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) reads the
+//!   set, deletes the entries, then removes from the set exactly the members
+//!   it read (a key registered meanwhile stays for the next invalidation).
+//!   If the deletion fails half-way, the set is left as it is and a retry
+//!   finds the same keys.
+//!
+//! No command touches two keys of different hash slots: the scripts name one
+//! key, and in cluster mode the entries are deleted one `DEL` per key (sent
+//! together, so this costs one round trip per node, not one per key). With
+//! a standalone server or sentinels the deletes are batched into multi-key
+//! `DEL`s. The tag state lives in Redis, so an invalidation done by one
+//! process is seen by every other.
+//!
+//! Limits: a key rewritten without a tag it had stays in that tag's set
+//! until it expires (invalidating the tag then deletes it: more than
+//! needed, never less); a write racing with an invalidation of one of its
+//! tags may survive it (the engine keeps its own loads from storing in that
+//! case, but not another process's).
+//!
+//! # Failures
+//!
+//! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
+//! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
+//! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
+//! and through a circuit [breaker](breaker): after
+//! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
+//! failures the tier answers [`BackendError::Unavailable`] at once, without
+//! touching Redis, until a probe made after the
+//! [cool-down](RedisBackendBuilder::cool_down) succeeds. Reconnecting is
+//! fred's job: the backend sets a reconnect policy (exponential back-off,
+//! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
+//! applies to the first connection, and logs reconnections and connection
+//! errors with `tracing`. The engine treats every tier error as a miss (on
+//! reads) or a skipped write, so none of this reaches a user.
+//!
+//! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
+#![warn(missing_docs)]
+
+pub mod breaker;
+mod builder;
+mod error;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::{
+    ClientLike, Expiration, Key, KeysInterface, LuaInterface, Pool, SortedSetsInterface, Value,
+};
+use fred::types::scripts::Script;
+use futures::future::try_join_all;
+use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_core::{CacheKey, Tag};
+
+pub use breaker::{BreakerConfig, BreakerState};
+pub use builder::{
+    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    RedisBackendBuilder,
+};
+pub use error::RedisError;
+/// The Redis client this crate is built on, re-exported so that its
+/// configuration types ([`ReconnectPolicy`](fred::prelude::ReconnectPolicy),
+/// [`Config`](fred::prelude::Config)...) can be named.
+pub use fred;
+
+use breaker::Breaker;
+
+/// The longest TTL sent to Redis (about 100 years); longer ones are cut to
+/// it, since Redis refuses expiry times that overflow its clock.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
+/// How long a tag set keeps members after their entries expired, to allow
+/// for clock skew between the node holding an entry and the node holding
+/// its tag's set.
+const TAG_GRACE_MS: i64 = 5_000;
+
+/// Keys deleted per command (standalone) or sent at once (cluster) by an
+/// invalidation.
+const DELETE_BATCH: usize = 512;
+
+/// Registers one key in one tag set; see the crate documentation.
+///
+/// KEYS[1]: the tag set. ARGV: the entry's Redis key, its TTL in ms, the
+/// grace period in ms.
+const REGISTER_TAG_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local grace = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now - grace))
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local keep = tonumber(last[2]) - now + grace
+if keep < 1 then keep = 1 end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', keep))
+return 1
+"#;
+
+static REGISTER_TAG: LazyLock<Script> = LazyLock::new(|| Script::from_lua(REGISTER_TAG_LUA));
+
+/// The Redis tier; see the [crate documentation](crate).
+///
+/// A cheap `Clone` handle: clones share the connections, the breaker and
+/// the counters.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    clustered: bool,
+    label: Arc<str>,
+    prefix: String,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    invalidate_timeout: Duration,
+    breaker: Breaker,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("label", &self.inner.label)
+            .field("clustered", &self.inner.clustered)
+            .field("pool_size", &self.inner.pool.size())
+            .field("breaker", &self.inner.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which timeout an operation runs under.
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+    Invalidate,
+}
+
+impl RedisBackend {
+    /// Starts configuring a backend.
+    pub fn builder() -> RedisBackendBuilder {
+        RedisBackendBuilder::new()
+    }
+
+    /// A backend with the default settings for the server(s) at `url`:
+    /// `redis://host:port[/db]` for a standalone server,
+    /// `redis-cluster://host:port?node=host2:port2&node=...` for a cluster,
+    /// `redis-sentinel://host:port?sentinelServiceName=NAME&node=...` for
+    /// sentinels (the `rediss` TLS schemes are not supported yet). Must be called
+    /// inside a Tokio runtime; it does not wait for the connection (see
+    /// [`RedisBackend::wait_connected`]).
+    pub fn from_url(url: &str) -> Result<RedisBackend, RedisError> {
+        RedisBackend::builder().url(url).build()
+    }
+
+    pub(crate) fn from_parts(parts: builder::Parts) -> RedisBackend {
+        RedisBackend {
+            inner: Arc::new(Inner {
+                pool: parts.pool,
+                clustered: parts.clustered,
+                label: parts.label,
+                prefix: parts.prefix,
+                read_timeout: parts.read_timeout,
+                write_timeout: parts.write_timeout,
+                invalidate_timeout: parts.invalidate_timeout,
+                breaker: Breaker::new(parts.breaker),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Waits until every connection of the pool is up, for at most
+    /// `timeout`. Optional: operations issued before are queued by fred
+    /// (and bounded by their own timeouts).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), RedisError> {
+        match tokio::time::timeout(timeout, self.inner.pool.wait_for_connect()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(RedisError::Connect(error)),
+            Err(_) => Err(RedisError::ConnectTimeout(timeout)),
+        }
+    }
+
+    /// Where the circuit breaker stands.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// Whether the backend talks to a cluster.
+    pub fn is_clustered(&self) -> bool {
+        self.inner.clustered
+    }
+
+    /// The prefix put before every key.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The Redis key an entry stored under `key` lives at.
+    pub fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}{}", self.inner.prefix, key.as_str())
+    }
+
+    /// The Redis key of the set that tracks the entries tagged `tag`.
+    pub fn tag_set_key(&self, tag: &Tag) -> String {
+        format!("{}#tag:{}", self.inner.prefix, tag.as_str())
+    }
+
+    /// The fred connection pool, for commands this tier does not offer.
+    /// Commands sent through it bypass the timeouts and the breaker.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Closes the connections. Later operations fail.
+    pub async fn quit(&self) {
+        if let Err(error) = self.inner.pool.quit().await {
+            tracing::debug!(%error, "redis quit failed");
+        }
+    }
+
+    /// Runs `op` under the breaker and the timeout of `kind`.
+    async fn run<T>(
+        &self,
+        kind: Kind,
+        op: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, BackendError> {
+        let inner = &self.inner;
+        let permit = match inner.breaker.acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                inner.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(BackendError::Unavailable {
+                    tier: Arc::clone(&inner.label),
+                });
+            }
+        };
+        let after = match kind {
+            Kind::Read => inner.read_timeout,
+            Kind::Write => inner.write_timeout,
+            Kind::Invalidate => inner.invalidate_timeout,
+        };
+        match tokio::time::timeout(after, op).await {
+            Ok(Ok(value)) => {
+                permit.success();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                if is_outage(&error) {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+                inner.errors.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::client(Arc::clone(&inner.label), error))
+            }
+            Err(_) => {
+                permit.failure();
+                inner.errors.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Timeout {
+                    tier: Arc::clone(&inner.label),
+                    after,
+                })
+            }
+        }
+    }
+
+    async fn register_tag(&self, tag: &Tag, member: &str, px: i64) -> Result<(), fred::error::Error> {
+        let pool = &self.inner.pool;
+        let set = self.tag_set_key(tag);
+        let args = vec![Value::from(member), Value::from(px), Value::from(TAG_GRACE_MS)];
+        match pool
+            .evalsha::<Value, _, _, _>(REGISTER_TAG.sha1().clone(), set.clone(), args.clone())
+            .await
+        {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                // EVAL also caches the script on that node for the next EVALSHA.
+                pool.eval::<Value, _, _, _>(REGISTER_TAG_LUA, set, args).await?;
+                Ok(())
+            }
+            Err(error) => Err(error),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn delete_keys(&self, keys: &[Bytes]) -> Result<u64, fred::error::Error> {
+        let pool = &self.inner.pool;
+        let mut removed = 0u64;
+        for batch in keys.chunks(DELETE_BATCH) {
+            if self.inner.clustered {
+                let deletes = batch.iter().map(|key| pool.del::<i64, _>(Key::from(key.clone())));
+                for count in try_join_all(deletes).await? {
+                    removed += count.max(0) as u64;
+                }
+            } else {
+                let batch: Vec<Key> = batch.iter().cloned().map(Key::from).collect();
+                removed += pool.del::<i64, _>(batch).await?.max(0) as u64;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether `error` says Redis could not be reached or did not answer (what
+/// the breaker counts), rather than that it answered with an error.
+fn is_outage(error: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind;
+    !matches!(
+        error.kind(),
+        ErrorKind::InvalidCommand | ErrorKind::InvalidArgument | ErrorKind::Parse | ErrorKind::NotFound
+    )
+}
+
+/// The TTL in milliseconds as sent with `PX`: rounded up, at least 1, at
+/// most [`MAX_TTL`].
+pub fn px_millis(ttl: Duration) -> i64 {
+    let ttl = ttl.min(MAX_TTL);
+    let millis = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
+fn into_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::Null => None,
+        // Whatever else is there (a string read as text or as a number) is
+        // handed over as bytes: the engine rejects what does not decode.
+        other => other.into_bytes(),
+    }
+}
+
+impl Backend for RedisBackend {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let redis_key = self.redis_key(key);
+            let value = self
+                .run(Kind::Read, self.inner.pool.get::<Value, _>(redis_key))
+                .await?;
+            let found = into_bytes(value);
+            let counter = if found.is_some() {
+                &self.inner.hits
+            } else {
+                &self.inner.misses
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(key = %key.log_id(), hit = found.is_some(), "redis read");
+            Ok(found)
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let redis_key = self.redis_key(key);
+            let px = px_millis(ttl);
+            let op = async {
+                if !tags.is_empty() {
+                    try_join_all(tags.iter().map(|tag| self.register_tag(tag, &redis_key, px))).await?;
+                }
+                self.inner
+                    .pool
+                    .set::<(), _, _>(redis_key.as_str(), value, Some(Expiration::PX(px)), None, false)
+                    .await
+            };
+            self.run(Kind::Write, op).await?;
+            tracing::trace!(key = %key.log_id(), px, tags = tags.len(), "redis write");
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let redis_key = self.redis_key(key);
+            let removed = self
+                .run(Kind::Write, self.inner.pool.del::<i64, _>(redis_key))
+                .await?;
+            tracing::trace!(key = %key.log_id(), removed, "redis remove");
+            Ok(removed > 0)
+        })
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let set = self.tag_set_key(tag);
+            let op = async {
+                let pool = &self.inner.pool;
+                let members: Vec<Bytes> = pool.zrange(set.as_str(), 0, -1, None, false, None, false).await?;
+                if members.is_empty() {
+                    return Ok(0);
+                }
+                let removed = self.delete_keys(&members).await?;
+                for batch in members.chunks(DELETE_BATCH) {
+                    let batch: Vec<Value> = batch.iter().cloned().map(Value::Bytes).collect();
+                    pool.zrem::<i64, _, _>(set.as_str(), batch).await?;
+                }
+                Ok(removed)
+            };
+            let removed = self.run(Kind::Invalidate, op).await?;
+            tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");
+            Ok(removed)
+        })
+    }
+
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let redis_key = self.redis_key(key);
+            let count = self
+                .run(Kind::Read, self.inner.pool.exists::<i64, _>(redis_key))
+                .await?;
+            Ok(count > 0)
+        })
+    }
+
+    fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        vec![TierStats {
+            label: self.inner.label.to_string(),
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            misses: self.inner.misses.load(Ordering::Relaxed),
+            errors: self.inner.errors.load(Ordering::Relaxed),
+            evictions: 0,
+            entries: None,
+            bytes: None,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn px_rounds_up_and_never_reaches_zero() {
+        assert_eq!(px_millis(Duration::ZERO), 1);
+        assert_eq!(px_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(px_millis(Duration::from_micros(999)), 1);
+        assert_eq!(px_millis(Duration::from_millis(1)), 1);
+        assert_eq!(px_millis(Duration::from_micros(1_001)), 2);
+        assert_eq!(px_millis(Duration::from_millis(300)), 300);
+        assert_eq!(px_millis(Duration::from_secs(90)), 90_000);
+        assert_eq!(px_millis(Duration::MAX), MAX_TTL.as_millis() as i64);
+    }
+
+    #[test]
+    fn only_transport_errors_count_as_outages() {
+        use fred::error::{Error, ErrorKind};
+        assert!(is_outage(&Error::new(ErrorKind::IO, "reset")));
+        assert!(is_outage(&Error::new(ErrorKind::Timeout, "slow")));
+        assert!(is_outage(&Error::new(ErrorKind::Canceled, "gone")));
+        assert!(!is_outage(&Error::new(ErrorKind::Parse, "bad reply")));
+        assert!(!is_outage(&Error::new(ErrorKind::InvalidArgument, "bad")));
+    }
+}

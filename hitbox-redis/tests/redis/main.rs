@@ -1,0 +1,13 @@
+//! Tests of the Redis tier against real servers.
+//!
+//! They need the servers that `./scripts/test.sh` starts (through
+//! `scripts/services.sh`), found through the `HITBOX_TEST_REDIS_*`
+//! variables; without them every test fails and says so. Each test works
+//! under a key prefix of its own, so the tests run in parallel and beside
+//! other users of the same servers.
+
+mod cluster;
+mod common;
+mod outage;
+mod sentinel;
+mod standalone;
