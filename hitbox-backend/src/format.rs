@@ -10,6 +10,7 @@
 //! | [`Format::Bitcode`] | 2 | the smallest output; fast |
 //! | [`Format::Json`] | 3 | readable with `redis-cli`, and by other languages |
 //! | `Format::Bincode` | 4 | bincode 2, behind the `bincode` feature: bincode is unmaintained (RUSTSEC-2025-0141) |
+//! | `Format::MessagePack` | 5 | MessagePack, behind the `msgpack` feature: the value format every cachekit SDK reads (see `interop`) |
 //!
 //! The default was chosen by the `formats` benchmark in `benches/`; see
 //! `benches/README.md` for the numbers.
@@ -34,6 +35,11 @@ pub enum Format {
     /// bincode 2 (standard configuration).
     #[cfg(feature = "bincode")]
     Bincode,
+    /// MessagePack through rmp-serde, structs as maps with field names:
+    /// the one plain document other cachekit SDKs read and write (see
+    /// [`interop`](crate::interop)).
+    #[cfg(feature = "msgpack")]
+    MessagePack,
 }
 
 impl Format {
@@ -45,6 +51,8 @@ impl Format {
             Format::Json => 3,
             #[cfg(feature = "bincode")]
             Format::Bincode => 4,
+            #[cfg(feature = "msgpack")]
+            Format::MessagePack => 5,
         }
     }
 
@@ -66,6 +74,8 @@ impl Format {
                 bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
                     .map_err(|e| fail(&e))?;
             }
+            #[cfg(feature = "msgpack")]
+            Format::MessagePack => rmp_serde::encode::write_named(out, value).map_err(|e| fail(&e))?,
         }
         Ok(())
     }
@@ -92,6 +102,16 @@ impl Format {
                         "{} trailing bytes",
                         bytes.len() - used
                     )));
+                }
+                Ok(value)
+            }
+            #[cfg(feature = "msgpack")]
+            Format::MessagePack => {
+                let mut rest = bytes;
+                let value = serde::Deserialize::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
+                    .map_err(|e: rmp_serde::decode::Error| fail(&e))?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::Payload(format!("{} trailing bytes", rest.len())));
                 }
                 Ok(value)
             }
@@ -156,6 +176,8 @@ mod tests {
             Format::Json,
             #[cfg(feature = "bincode")]
             Format::Bincode,
+            #[cfg(feature = "msgpack")]
+            Format::MessagePack,
         ]
     }
 

@@ -73,3 +73,8 @@ pub use format::{CacheableValue, Format};
 pub use memory::MemoryBackend;
 pub use stage::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Staged, Stages};
 pub use typed_backend::BackendExt;
+#[cfg(feature = "encryption")]
+pub use encryption::{AesGcmEncryptor, MasterKey};
+pub use composition::{
+    Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
+};
