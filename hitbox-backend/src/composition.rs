@@ -57,8 +57,9 @@
 //!   when the value landed somewhere. Without a tokio runtime L2 is written
 //!   inline. [`CompositionBackend::flush`] waits for the writes still
 //!   running, and [`Backend::remove`] and [`Backend::invalidate_tag`] flush
-//!   first so that an invalidation is not overtaken by an older write. Two
-//!   writes of one key in quick succession may reach L2 in either order.
+//!   first so that an invalidation is not overtaken by an older write.
+//!   Writes of one key reach L2 one at a time and in order; one overtaken
+//!   by a later write of the key before it started is skipped.
 //!
 //! Each tier may keep entries for a multiple of the TTL it is asked for
 //! ([`CompositionBuilder::l1_ttl_scale`], [`CompositionBuilder::l2_ttl_scale`]):
@@ -77,7 +78,10 @@
 //! [`DEFAULT_COOL_DOWN`]), measured on the composition's clock; calls that
 //! skip it see [`BackendError::Unavailable`]. After the cool-down it is asked
 //! again: one success makes it healthy, one more failure starts another
-//! cool-down.
+//! cool-down. Timeouts, client errors and unavailability count as
+//! failures; a tier refusing a value ([`BackendError::Refused`]) or a value
+//! its stages cannot encode ([`BackendError::Encode`]) says nothing about
+//! the tier's health and counts neither way.
 //!
 //! # Example
 //!
@@ -133,15 +137,16 @@
 //! # });
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{Either, select};
 use hitbox_core::{CacheKey, Clock, Freshness, SharedClock, SystemClock, Tag, Timestamp};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex as AsyncMutex, Notify};
 
 use crate::backend::{Backend, BackendFuture, TierStats};
 use crate::envelope::RawEntry;
@@ -313,6 +318,9 @@ impl Health {
                 self.failures.store(0, Ordering::SeqCst);
                 self.skip_until.store(0, Ordering::SeqCst);
             }
+            // The tier answered, it just would not take this value: no
+            // sign of an outage either way.
+            Err(BackendError::Refused { .. } | BackendError::Encode { .. }) => {}
             Err(_) => {
                 let failures = self.failures.fetch_add(1, Ordering::SeqCst).saturating_add(1);
                 if self.threshold > 0 && failures >= self.threshold {
@@ -411,11 +419,87 @@ impl TierState {
     }
 }
 
-/// Write-behind writes still running.
+/// Write-behind writes still running, and the order of writes per key.
 #[derive(Default)]
 struct Pending {
     running: AtomicUsize,
     idle: Notify,
+    next: AtomicU64,
+    /// The keys with an L2 write scheduled.
+    keys: Mutex<HashMap<CacheKey, KeySlot>>,
+}
+
+/// The L2 writes scheduled for one key.
+struct KeySlot {
+    /// The number of the latest write.
+    latest: u64,
+    /// The lock the key's writes take in turn.
+    turn: Arc<AsyncMutex<()>>,
+}
+
+impl Pending {
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, KeySlot>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schedules a write of `key` to L2; it supersedes those scheduled before.
+    fn claim(self: &Arc<Self>, key: &CacheKey) -> Claim {
+        let seq = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        let lock = {
+            let mut keys = self.keys();
+            let slot = keys.entry(key.clone()).or_insert_with(|| KeySlot {
+                latest: 0,
+                turn: Arc::default(),
+            });
+            slot.latest = seq;
+            Arc::clone(&slot.turn)
+        };
+        Claim {
+            pending: Arc::clone(self),
+            key: key.clone(),
+            seq,
+            lock,
+        }
+    }
+}
+
+/// A scheduled L2 write of one key. Writes of a key run one at a time, and
+/// one superseded by a later write before it ran is skipped, so L2 ends up
+/// with the latest value.
+struct Claim {
+    pending: Arc<Pending>,
+    key: CacheKey,
+    seq: u64,
+    lock: Arc<AsyncMutex<()>>,
+}
+
+impl Claim {
+    /// Runs the write unless a later one superseded it (then `Ok`: the later
+    /// write carries the newer value).
+    async fn write(
+        &self,
+        l2: &TierState,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[Tag],
+    ) -> Result<(), BackendError> {
+        let _turn = self.lock.lock().await;
+        let latest = self.pending.keys().get(&self.key).map(|slot| slot.latest) == Some(self.seq);
+        if !latest {
+            tracing::trace!(key = %self.key.log_id(), "write-behind superseded by a later write");
+            return Ok(());
+        }
+        l2.write(&self.key, value, ttl, tags).await
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut keys = self.pending.keys();
+        if keys.get(&self.key).map(|slot| slot.latest) == Some(self.seq) {
+            keys.remove(&self.key);
+        }
+    }
 }
 
 /// Marks one write-behind write as running until dropped (also when its
@@ -853,22 +937,24 @@ impl CompositionBackend {
                 }
             }
             WritePolicy::WriteBehind => {
-                if self.l1.write(key, value.clone(), l1_ttl, tags).await.is_err() {
-                    return self.l2.write(key, value, l2_ttl, tags).await;
+                let l1 = self.l1.write(key, value.clone(), l1_ttl, tags).await;
+                let claim = self.pending.claim(key);
+                if l1.is_err() {
+                    return claim.write(&self.l2, value, l2_ttl, tags).await;
                 }
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     // No runtime to run it behind: write it now, and report
                     // success since L1 has it.
-                    let _ = self.l2.write(key, value, l2_ttl, tags).await;
+                    let _ = claim.write(&self.l2, value, l2_ttl, tags).await;
                     return Ok(());
                 };
                 let guard = PendingGuard::new(&self.pending);
                 let l2 = Arc::clone(&self.l2);
-                let (key, tags) = (key.clone(), tags.to_vec());
+                let tags = tags.to_vec();
                 runtime.spawn(async move {
                     let _guard = guard;
-                    if let Err(error) = l2.write(&key, value, l2_ttl, &tags).await {
-                        tracing::warn!(tier = l2.label(), key = %key.log_id(), %error, "write-behind failed");
+                    if let Err(error) = claim.write(&l2, value, l2_ttl, &tags).await {
+                        tracing::warn!(tier = l2.label(), key = %claim.key.log_id(), %error, "write-behind failed");
                     }
                 });
                 Ok(())

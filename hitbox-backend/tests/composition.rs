@@ -399,6 +399,40 @@ async fn write_behind_returns_after_l1_and_writes_l2_in_the_background() {
 }
 
 #[tokio::test]
+async fn write_behind_keeps_the_latest_write_of_a_key() {
+    let clock = ManualClock::new();
+    let gate = Arc::new(Semaphore::new(0));
+    let l1 = mem("l1", &clock);
+    let l2 = Recording::gated(mem("l2", &clock), None, Some(Arc::clone(&gate)));
+    let tiers = CompositionBackend::builder(l1.clone(), Arc::clone(&l2))
+        .write_policy(WritePolicy::WriteBehind)
+        .clock(clock.clone())
+        .build();
+    let (first, second) = (envelope(&clock, HOUR, "first"), envelope(&clock, HOUR, "second"));
+    tiers.write(&key("a"), first, HOUR, &[]).await.unwrap();
+    tiers.write(&key("a"), second.clone(), HOUR, &[]).await.unwrap();
+    gate.add_permits(2);
+    tiers.flush().await;
+    assert_eq!(l2.inner.raw(&key("a")), Some(second.clone()));
+    assert_eq!(l2.ttls().len(), 1, "the superseded write was skipped");
+
+    // A write that falls back to L2 (L1 down) waits its turn too.
+    tiers
+        .write(&key("b"), envelope(&clock, HOUR, "older"), HOUR, &[])
+        .await
+        .unwrap();
+    l1.set_failing(true);
+    let gate_opener = {
+        let gate = Arc::clone(&gate);
+        tokio::spawn(async move { gate.add_permits(2) })
+    };
+    tiers.write(&key("b"), second.clone(), HOUR, &[]).await.unwrap();
+    gate_opener.await.unwrap();
+    tiers.flush().await;
+    assert_eq!(l2.inner.raw(&key("b")), Some(second));
+}
+
+#[tokio::test]
 async fn write_behind_writes_l2_before_returning_when_l1_fails() {
     let clock = ManualClock::new();
     let (l1, l2, tiers) = writer(&clock, WritePolicy::WriteBehind);
@@ -740,6 +774,52 @@ async fn a_tier_failing_in_a_row_is_skipped_for_a_cool_down_then_retried() {
     assert!(tiers.tier_counters()[0].healthy);
     tiers.read(&key("a")).await.unwrap();
     assert_eq!(l1.reads(), 5);
+}
+
+/// A tier that refuses every write (too large, say) but reads fine.
+struct Refusing(MemoryBackend);
+
+impl Backend for Refusing {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        self.0.read(key)
+    }
+    fn write<'a>(&'a self, _: &'a CacheKey, _: Bytes, _: Duration, _: &'a [Tag]) -> BackendFuture<'a, ()> {
+        Box::pin(async {
+            Err(BackendError::Refused {
+                tier: "refusing".into(),
+                reason: "too large",
+            })
+        })
+    }
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.0.remove(key)
+    }
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.0.invalidate_tag(tag)
+    }
+    fn label(&self) -> &str {
+        "refusing"
+    }
+}
+
+#[tokio::test]
+async fn a_refused_value_does_not_count_against_a_tiers_health() {
+    let clock = ManualClock::new();
+    let l2 = mem("l2", &clock);
+    let tiers = CompositionBackend::builder(Refusing(mem("l1", &clock)), l2.clone())
+        .write_policy(WritePolicy::OptimisticParallel)
+        .failure_threshold(1)
+        .clock(clock.clone())
+        .build();
+    for _ in 0..3 {
+        tiers
+            .write(&key("a"), envelope(&clock, HOUR, "v"), HOUR, &[])
+            .await
+            .unwrap();
+    }
+    assert!(tiers.is_available(Tier::L1));
+    assert_eq!(tiers.tier_counters()[0].errors, 3);
+    assert_eq!(tiers.tier_counters()[0].skipped, 0);
 }
 
 #[tokio::test]
