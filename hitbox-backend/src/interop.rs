@@ -18,6 +18,16 @@
 //! datetimes as their Unix timestamp (floored to microseconds), and UUIDs
 //! as lowercase hyphenated strings.
 //!
+//! # Writing an entry another SDK reads
+//!
+//! The bytes other SDKs store under an interop key are the value's plain
+//! MessagePack document (`Format::MessagePack.encode_into`), encrypted, when
+//! encryption is on, with `AesGcmEncryptor::seal` (feature `encryption`)
+//! bound to `EntryBinding::new(key, "msgpack")` (interop mode never
+//! compresses). The entries a [`Cache`](crate::Cache) writes carry hitbox's
+//! own envelope and stage header around that document, so a tier shared with
+//! other SDKs must be written with these raw bytes, not through the engine.
+//!
 //! ```
 //! use hitbox_backend::interop::{InteropArg, interop_key};
 //!

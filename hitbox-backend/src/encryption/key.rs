@@ -51,7 +51,7 @@ pub const PREVIOUS_MASTER_KEYS_ENV: &str = "CACHEKIT_PREVIOUS_MASTER_KEYS";
 /// assert!(MasterKey::from_hex("0x6161").is_err());
 /// assert!(MasterKey::from_bytes(&[0u8; 16]).is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
     bytes: [u8; KEY_LEN],
 }
@@ -122,6 +122,16 @@ impl MasterKey {
     }
 }
 
+/// Compares in constant time: how long a comparison takes says nothing
+/// about where two keys differ.
+impl PartialEq for MasterKey {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.bytes, &other.bytes)
+    }
+}
+
+impl Eq for MasterKey {}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(<redacted>)")
@@ -145,7 +155,7 @@ impl fmt::Debug for MasterKey {
 /// assert_ne!(acme.fingerprint(), globex.fingerprint());
 /// assert_eq!(acme.fingerprint().to_string().len(), 32);
 /// ```
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct DerivedKey {
     bytes: [u8; KEY_LEN],
 }
@@ -168,6 +178,15 @@ impl DerivedKey {
         &self.bytes
     }
 }
+
+/// Compares in constant time, like [`MasterKey`].
+impl PartialEq for DerivedKey {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(&self.bytes, &other.bytes)
+    }
+}
+
+impl Eq for DerivedKey {}
 
 impl fmt::Debug for DerivedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -224,6 +243,11 @@ pub(crate) fn read_env(var: &'static str) -> Result<Option<String>, EncryptionEr
     }
 }
 
+fn constant_time_eq(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> bool {
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
 fn hex_value(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
@@ -254,6 +278,17 @@ mod tests {
         let error = MasterKey::from_hex(&bad).unwrap_err();
         assert_eq!(error, EncryptionError::HexDigit { position: 10 });
         assert!(!error.to_string().contains("abab"));
+    }
+
+    #[test]
+    fn keys_compare_by_value() {
+        let key = MasterKey::from_bytes(&[7; 32]).unwrap();
+        let mut other = [7; 32];
+        assert_eq!(key, MasterKey::from_bytes(&other).unwrap());
+        other[31] = 8;
+        assert_ne!(key, MasterKey::from_bytes(&other).unwrap());
+        assert_eq!(key.derive("t").unwrap(), key.derive("t").unwrap());
+        assert_ne!(key.derive("t").unwrap(), key.derive("u").unwrap());
     }
 
     #[test]
