@@ -1055,3 +1055,27 @@ impl Backend for CompositionBackend {
         stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[tokio::test]
+    async fn write_behind_forgets_a_key_once_its_writes_are_done() {
+        let tiers = CompositionBackend::builder(MemoryBackend::new(), MemoryBackend::new())
+            .write_policy(WritePolicy::WriteBehind)
+            .build();
+        let key = CacheKey::builder("t").build();
+        for _ in 0..3 {
+            tiers
+                .write(&key, Bytes::from_static(b"v"), Duration::from_secs(60), &[])
+                .await
+                .unwrap();
+        }
+        assert_eq!(tiers.pending.keys().len(), 1);
+        tiers.flush().await;
+        assert!(tiers.pending.keys().is_empty());
+        assert_eq!(tiers.pending.running.load(Ordering::SeqCst), 0);
+    }
+}

@@ -432,6 +432,41 @@ async fn write_behind_keeps_the_latest_write_of_a_key() {
     assert_eq!(l2.inner.raw(&key("b")), Some(second));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_waits_for_every_write_behind_write_under_concurrency() {
+    let clock = ManualClock::new();
+    let (l1, l2) = (mem("l1", &clock), mem("l2", &clock));
+    let tiers = Arc::new(
+        CompositionBackend::builder(l1.clone(), l2.clone())
+            .write_policy(WritePolicy::WriteBehind)
+            .clock(clock.clone())
+            .build(),
+    );
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let tiers = Arc::clone(&tiers);
+            let bytes = envelope(&clock, HOUR, "v");
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let key = key(&format!("{writer}-{i}"));
+                    tiers.write(&key, bytes.clone(), HOUR, &[]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    tiers.flush().await;
+    assert_eq!(l1.len(), 400);
+    assert_eq!(
+        l2.len(),
+        400,
+        "every background write landed before flush returned"
+    );
+    assert_eq!(l2.writes(), 400);
+}
+
 #[tokio::test]
 async fn write_behind_writes_l2_before_returning_when_l1_fails() {
     let clock = ManualClock::new();
