@@ -22,6 +22,10 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// keys).
 pub const DEFAULT_INVALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The default time a tag set keeps a member after its entry expired; see
+/// [`RedisBackendBuilder::tag_grace`].
+pub const DEFAULT_TAG_GRACE: Duration = Duration::from_secs(5);
+
 /// The default number of connections (each multiplexes and pipelines
 /// commands, so one is often enough).
 pub const DEFAULT_POOL_SIZE: usize = 1;
@@ -49,6 +53,8 @@ pub struct RedisBackendBuilder {
     write_timeout: Duration,
     invalidate_timeout: Duration,
     connection_timeout: Duration,
+    unresponsive_after: Option<Duration>,
+    tag_grace: Duration,
     breaker: BreakerConfig,
     reconnect: ReconnectPolicy,
 }
@@ -82,6 +88,7 @@ pub(crate) struct Parts {
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) invalidate_timeout: Duration,
+    pub(crate) tag_grace: Duration,
     pub(crate) breaker: BreakerConfig,
 }
 
@@ -100,6 +107,8 @@ impl RedisBackendBuilder {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             invalidate_timeout: DEFAULT_INVALIDATE_TIMEOUT,
             connection_timeout: Duration::from_secs(5),
+            unresponsive_after: Some(Duration::from_secs(2)),
+            tag_grace: DEFAULT_TAG_GRACE,
             breaker: BreakerConfig::default(),
             // Retry forever, from 100 ms up to 5 s between attempts.
             reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
@@ -224,6 +233,25 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// After how long without an answer a connection is taken for dead
+    /// and reconnected (default 2 s; `None`: never). This is what notices
+    /// a Redis that hangs, or a network that drops packets, where no error
+    /// ever closes the connection; the breaker keeps requests fast in the
+    /// meantime.
+    pub fn unresponsive_after(mut self, after: Option<Duration>) -> Self {
+        self.unresponsive_after = after;
+        self
+    }
+
+    /// How long a tag set keeps a member after the member's entry expired
+    /// (default [`DEFAULT_TAG_GRACE`]), and how long the set outlives its
+    /// last member. A margin for the clocks of cluster nodes, which each
+    /// expire their own keys: it should exceed their skew.
+    pub fn tag_grace(mut self, grace: Duration) -> Self {
+        self.tag_grace = grace;
+        self
+    }
+
     /// The whole circuit breaker configuration.
     pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
         self.breaker = breaker;
@@ -305,10 +333,19 @@ impl RedisBackendBuilder {
             default_command_timeout: longest,
             ..PerformanceConfig::default()
         };
-        let connection = ConnectionConfig {
+        let mut connection = ConnectionConfig {
             connection_timeout: self.connection_timeout,
             ..ConnectionConfig::default()
         };
+        if let Some(after) = self.unresponsive_after {
+            if after.is_zero() {
+                return Err(RedisError::Invalid("unresponsive_after must be longer than zero"));
+            }
+            connection.unresponsive.max_timeout = Some(after);
+            // fred checks at this interval; a quarter of the limit keeps the
+            // detection within 1.25 times it.
+            connection.unresponsive.interval = (after / 4).max(Duration::from_millis(10));
+        }
         let pool = Pool::new(
             config,
             Some(performance),
@@ -348,6 +385,7 @@ impl RedisBackendBuilder {
             read_timeout: self.read_timeout,
             write_timeout: self.write_timeout,
             invalidate_timeout: self.invalidate_timeout,
+            tag_grace: self.tag_grace,
             breaker: self.breaker,
         }))
     }

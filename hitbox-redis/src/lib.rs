@@ -45,11 +45,12 @@
 //! - A write first registers the key in each of its tags' sets, then stores
 //!   the entry (so an entry is never stored without being reachable from its
 //!   tags). The registration is one Lua script per tag that touches only the
-//!   tag's set: it drops the members whose entries have expired (more than a
-//!   few seconds ago, to allow for clock skew between cluster nodes), adds
-//!   the key, and sets the set's own expiry to that of its longest-lived
-//!   member plus the same margin. A tag set therefore holds only live
-//!   entries and disappears a few seconds after the last of them.
+//!   tag's set: it drops the members whose entries have expired (more than
+//!   a [grace period](RedisBackendBuilder::tag_grace) ago, 5 s by default,
+//!   to allow for clock skew between cluster nodes), adds the key, and sets
+//!   the set's own expiry to that of its longest-lived member plus the same
+//!   margin. A tag set therefore holds only live entries and disappears
+//!   shortly after the last of them.
 //! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) reads the
 //!   set, deletes the entries, then removes from the set exactly the members
 //!   it read (a key registered meanwhile stays for the next invalidation).
@@ -82,7 +83,9 @@
 //! fred's job: the backend sets a reconnect policy (exponential back-off,
 //! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
 //! applies to the first connection, and logs reconnections and connection
-//! errors with `tracing`. The engine treats every tier error as a miss (on
+//! errors with `tracing`. A connection that gets no answer for
+//! [2 s](RedisBackendBuilder::unresponsive_after) (a hung server, a
+//! network that drops packets) is closed and reconnected. The engine treats every tier error as a miss (on
 //! reads) or a skipped write, so none of this reaches a user.
 //!
 //! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
@@ -107,8 +110,8 @@ use hitbox_core::{CacheKey, Tag};
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
-    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-    RedisBackendBuilder,
+    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_TAG_GRACE,
+    DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
 };
 pub use error::RedisError;
 /// The Redis client this crate is built on, re-exported so that its
@@ -121,11 +124,6 @@ use breaker::Breaker;
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
 /// it, since Redis refuses expiry times that overflow its clock.
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
-
-/// How long a tag set keeps members after their entries expired, to allow
-/// for clock skew between the node holding an entry and the node holding
-/// its tag's set.
-const TAG_GRACE_MS: i64 = 5_000;
 
 /// Keys deleted per command (standalone) or sent at once (cluster) by an
 /// invalidation.
@@ -167,6 +165,7 @@ struct Inner {
     read_timeout: Duration,
     write_timeout: Duration,
     invalidate_timeout: Duration,
+    tag_grace_ms: i64,
     breaker: Breaker,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -219,6 +218,7 @@ impl RedisBackend {
                 read_timeout: parts.read_timeout,
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
+                tag_grace_ms: i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4),
                 breaker: Breaker::new(parts.breaker),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
@@ -325,7 +325,11 @@ impl RedisBackend {
     async fn register_tag(&self, tag: &Tag, member: &str, px: i64) -> Result<(), fred::error::Error> {
         let pool = &self.inner.pool;
         let set = self.tag_set_key(tag);
-        let args = vec![Value::from(member), Value::from(px), Value::from(TAG_GRACE_MS)];
+        let args = vec![
+            Value::from(member),
+            Value::from(px),
+            Value::from(self.inner.tag_grace_ms),
+        ];
         match pool
             .evalsha::<Value, _, _, _>(REGISTER_TAG.sha1().clone(), set.clone(), args.clone())
             .await

@@ -195,6 +195,26 @@ impl OwnServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open but nothing
+    /// answers, as with a hung server or a network that drops packets.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills the server (SIGKILL: it dies, it does not shut down).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -206,6 +226,16 @@ impl OwnServer {
 
 impl Drop for OwnServer {
     fn drop(&mut self) {
+        // A stopped process does not die of SIGKILL until it is continued
+        // on some systems: thaw it first.
+        if self.child.is_some() {
+            let _ = Command::new("kill")
+                .args([
+                    "-CONT",
+                    &self.child.as_ref().map(|c| c.id()).unwrap_or(0).to_string(),
+                ])
+                .status();
+        }
         self.kill();
     }
 }

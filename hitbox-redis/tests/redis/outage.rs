@@ -158,3 +158,59 @@ async fn the_breaker_closes_again_once_redis_is_back() {
         Some(Bytes::from_static(b"after"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_timeout_then_nothing() {
+    init_tracing();
+    let server = OwnServer::start().await;
+    let redis = RedisBackend::builder()
+        .url(server.url())
+        .key_prefix(unique_prefix("hung"))
+        .read_timeout(READ_TIMEOUT)
+        .write_timeout(WRITE_TIMEOUT)
+        .failure_threshold(3)
+        .cool_down(Duration::from_millis(200))
+        .unresponsive_after(Some(Duration::from_millis(500)))
+        .connection_timeout(Duration::from_millis(500))
+        .reconnect_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("the backend builds");
+    redis
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("connected");
+    let cache = Cache::builder(redis.clone())
+        .policy(CachePolicy::new(Duration::from_secs(60)))
+        .build();
+    let loads = Arc::new(AtomicU32::new(0));
+    assert_eq!(load(&cache, 1, &loads).await, profile(1));
+
+    // The connection stays open but nothing answers: only the timeouts and
+    // the breaker keep the calls bounded.
+    server.pause();
+    let bound = READ_TIMEOUT + WRITE_TIMEOUT + Duration::from_millis(750);
+    for id in 0..20 {
+        let start = Instant::now();
+        assert_eq!(load(&cache, id, &loads).await, profile(id));
+        let elapsed = start.elapsed();
+        assert!(elapsed < bound, "call {id} took {elapsed:?}, over {bound:?}");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1 + 20);
+    assert_ne!(redis.breaker_state(), BreakerState::Closed);
+
+    // Thawed, the server answers again and a probe closes the breaker.
+    server.resume();
+    let recovered = poll_until(Duration::from_secs(15), || async {
+        redis
+            .write(&key(1), Bytes::from_static(b"back"), Duration::from_secs(60), &[])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(recovered.is_some(), "the tier did not recover within 15 s");
+    assert_eq!(redis.breaker_state(), BreakerState::Closed);
+    assert_eq!(
+        redis.read(&key(1)).await.expect("read"),
+        Some(Bytes::from_static(b"back"))
+    );
+}

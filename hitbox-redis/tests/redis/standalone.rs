@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::prelude::{Expiration, KeysInterface};
+use fred::prelude::{Expiration, KeysInterface, SortedSetsInterface};
 use hitbox_backend::Backend;
 use hitbox_core::{CacheKey, EntryOptions, Tag};
 
@@ -331,4 +331,64 @@ fn building_outside_a_runtime_is_an_error() {
         hitbox_redis::RedisBackend::from_url("redis://127.0.0.1:6379"),
         Err(hitbox_redis::RedisError::NoRuntime)
     ));
+}
+
+#[tokio::test]
+async fn tag_sets_drop_the_members_whose_entries_expired() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let redis = crate::common::builder(&url, &unique_prefix("tag-prune"))
+        .tag_grace(Duration::ZERO)
+        .build()
+        .expect("builds");
+    redis
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("connected");
+    let plain = plain_client(&url).await;
+    let tag = Tag::from("churn");
+    let set = redis.tag_set_key(&tag);
+
+    for id in 0..5 {
+        redis
+            .write(
+                &key(id),
+                Bytes::from_static(b"short"),
+                Duration::from_millis(1),
+                std::slice::from_ref(&tag),
+            )
+            .await
+            .expect("write");
+    }
+    let expired = poll_until(Duration::from_secs(2), || async {
+        let mut all_gone = true;
+        for id in 0..5 {
+            all_gone &= redis.read(&key(id)).await.expect("GET").is_none();
+        }
+        all_gone
+    })
+    .await;
+    assert!(expired.is_some(), "1 ms entries still there after 2 s");
+    // A key reads as gone once the server's clock is past its expiry time,
+    // which is at or after the score its tag set gave it: it is pruned.
+
+    redis
+        .write(
+            &key(9),
+            Bytes::from_static(b"long"),
+            Duration::from_secs(60),
+            std::slice::from_ref(&tag),
+        )
+        .await
+        .expect("write");
+    let members: Vec<String> = plain
+        .zrange(&set, 0, -1, None, false, None, false)
+        .await
+        .expect("ZRANGE");
+    assert_eq!(
+        members,
+        vec![redis.redis_key(&key(9))],
+        "expired members are dropped"
+    );
+    assert_eq!(redis.invalidate_tag(&tag).await.expect("invalidate"), 1);
 }
