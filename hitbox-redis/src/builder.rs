@@ -57,6 +57,8 @@ pub struct RedisBackendBuilder {
     tag_grace: Duration,
     breaker: BreakerConfig,
     reconnect: ReconnectPolicy,
+    #[cfg(feature = "tls")]
+    tls: bool,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -112,6 +114,8 @@ impl RedisBackendBuilder {
             breaker: BreakerConfig::default(),
             // Retry forever, from 100 ms up to 5 s between attempts.
             reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
+            #[cfg(feature = "tls")]
+            tls: false,
         }
     }
 
@@ -184,6 +188,16 @@ impl RedisBackendBuilder {
     /// The database to `SELECT` (standalone and sentinel only).
     pub fn database(mut self, database: u8) -> Self {
         self.database = Some(database);
+        self
+    }
+
+    /// Connects with TLS (rustls, trusting the platform's root
+    /// certificates), as the `rediss://` URL schemes do. For client
+    /// certificates or other roots, pass a [`fred_config`](Self::fred_config)
+    /// with its `tls` field set.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -282,7 +296,15 @@ impl RedisBackendBuilder {
     fn config(&mut self) -> Result<Config, RedisError> {
         let mut config = match self.target.take() {
             None => return Err(RedisError::NoServer),
-            Some(Target::Url(url)) => Config::from_url(&url).map_err(RedisError::Config)?,
+            Some(Target::Url(url)) => {
+                if !cfg!(feature = "tls") && uses_tls(&url) {
+                    // fred would silently connect in the clear.
+                    return Err(RedisError::Invalid(
+                        "TLS URLs (rediss://, valkeys://) need the `tls` feature of hitbox-redis",
+                    ));
+                }
+                Config::from_url(&url).map_err(RedisError::Config)?
+            }
             Some(Target::Servers(server)) => Config {
                 server,
                 ..Config::default()
@@ -297,6 +319,11 @@ impl RedisBackendBuilder {
         }
         if self.database.is_some() {
             config.database = self.database;
+        }
+        #[cfg(feature = "tls")]
+        if self.tls && config.tls.is_none() {
+            let connector = fred::prelude::TlsConnector::default_rustls().map_err(RedisError::Config)?;
+            config.tls = Some(connector.into());
         }
         // Retry the first connection like any later one: a cache whose Redis
         // is down at start-up degrades, it does not stop the application.
@@ -388,5 +415,49 @@ impl RedisBackendBuilder {
             tag_grace: self.tag_grace,
             breaker: self.breaker,
         }))
+    }
+}
+
+/// Whether `url` names a TLS scheme.
+fn uses_tls(url: &str) -> bool {
+    let scheme = url
+        .trim_start()
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    scheme.starts_with("rediss") || scheme.starts_with("valkeys")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_schemes_are_recognised() {
+        assert!(uses_tls("rediss://host:6380"));
+        assert!(uses_tls("REDISS-cluster://host:6380"));
+        assert!(uses_tls("valkeys-sentinel://host:26379?sentinelServiceName=x"));
+        assert!(!uses_tls("redis://host:6379"));
+        assert!(!uses_tls("redis-cluster://host:6379"));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_urls_without_the_feature_are_refused() {
+        let mut builder = RedisBackendBuilder::new().url("rediss://127.0.0.1:6380");
+        assert!(matches!(builder.config(), Err(RedisError::Invalid(_))));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_urls_and_the_tls_switch_set_up_tls() {
+        let mut from_url = RedisBackendBuilder::new().url("rediss://127.0.0.1:6380");
+        let config = from_url.config().expect("a TLS URL is accepted");
+        assert!(config.tls.is_some());
+        let mut switched = RedisBackendBuilder::new().standalone("127.0.0.1", 6380).tls(true);
+        assert!(switched.config().expect("TLS on").tls.is_some());
+        let mut plain = RedisBackendBuilder::new().standalone("127.0.0.1", 6379);
+        assert!(plain.config().expect("no TLS").tls.is_none());
     }
 }

@@ -89,6 +89,12 @@
 //! reads) or a skipped write, so none of this reaches a user.
 //!
 //! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
+//!
+//! # Features
+//!
+//! - `tls`: TLS connections (`rediss://` URLs, `RedisBackendBuilder::tls`)
+//!   through rustls. Without it, TLS URLs are refused rather than used in
+//!   the clear.
 #![warn(missing_docs)]
 
 pub mod breaker;
@@ -201,7 +207,7 @@ impl RedisBackend {
     /// `redis://host:port[/db]` for a standalone server,
     /// `redis-cluster://host:port?node=host2:port2&node=...` for a cluster,
     /// `redis-sentinel://host:port?sentinelServiceName=NAME&node=...` for
-    /// sentinels (the `rediss` TLS schemes are not supported yet). Must be called
+    /// sentinels (the `rediss` TLS schemes need the `tls` feature). Must be called
     /// inside a Tokio runtime; it does not wait for the connection (see
     /// [`RedisBackend::wait_connected`]).
     pub fn from_url(url: &str) -> Result<RedisBackend, RedisError> {
