@@ -25,7 +25,7 @@ async fn load_user(id: u64, calls: Arc<AtomicUsize>) -> User {
     User {
         id,
         name: format!("user-{id}"),
-        team: if id % 2 == 0 { "red" } else { "blue" }.into(),
+        team: if id.is_multiple_of(2) { "red" } else { "blue" }.into(),
     }
 }
 

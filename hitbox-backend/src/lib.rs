@@ -50,6 +50,11 @@
 //!
 //! - `bincode`: the bincode 2 format. Off by default: bincode is
 //!   unmaintained (RUSTSEC-2025-0141).
+//! - `encryption`: the AES-256-GCM [`Encryptor`] (`encryption` module), with
+//!   per-tenant keys derived by HKDF-SHA256, wire-compatible with the
+//!   cachekit SDKs.
+//! - `msgpack`: the MessagePack format and the cachekit interop v1 key
+//!   builder (`interop` module).
 #![warn(missing_docs)]
 
 mod backend;

@@ -54,6 +54,10 @@ async fn every_stage_combination_round_trips() {
         Stages::new()
             .compression(Compression::zstd(3))
             .encryptor(XorEncryptor(0x33)),
+        Stages::new().compression(Compression::Lz4).min_compress_size(0),
+        Stages::new()
+            .compression(Compression::Lz4)
+            .encryptor(XorEncryptor(0x77)),
     ];
     for stages in combos {
         let tier = Staged::new(MemoryBackend::new(), stages.clone());
@@ -174,11 +178,18 @@ async fn mismatched_stages_are_misses() {
 }
 
 #[tokio::test]
-async fn truncated_corrupted_and_foreign_bytes_are_misses() {
+async fn truncated_corrupted_and_foreign_zstd_entries_are_misses() {
+    corruption_is_a_miss(Compression::zstd(3)).await;
+}
+
+#[tokio::test]
+async fn truncated_corrupted_and_foreign_lz4_entries_are_misses() {
+    corruption_is_a_miss(Compression::Lz4).await;
+}
+
+async fn corruption_is_a_miss(compression: Compression) {
     let raw = MemoryBackend::new();
-    let stages = Stages::new()
-        .compression(Compression::zstd(3))
-        .min_compress_size(0);
+    let stages = Stages::new().compression(compression).min_compress_size(0);
     let tier = Staged::new(raw.clone(), stages.clone());
     tier.set(&key("v"), &big_value(), Format::Postcard, Duration::from_secs(60))
         .await
@@ -198,7 +209,7 @@ async fn truncated_corrupted_and_foreign_bytes_are_misses() {
         let mut corrupt = good.to_vec();
         corrupt[i] ^= 0xFF;
         raw.put_raw(&key("c"), corrupt);
-        // zstd's frame checksum catches damage to the compressed bytes; a
+        // The frame checksum catches damage to the compressed bytes; a
         // flip in a byte that carries no meaning may still decode, but
         // only ever to the original value, never to something else.
         if let Some(value) = tier.get::<String>(&key("c"), Format::Postcard).await.unwrap() {

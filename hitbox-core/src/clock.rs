@@ -30,7 +30,9 @@ impl Timestamp {
         self.0
     }
 
-    /// The timestamp `duration` later, saturating at the end of time.
+    /// The timestamp `duration` later, saturating at the end of time (the
+    /// same as `self + duration`; kept as a method so no import is needed).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, duration: Duration) -> Self {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_add(millis))
@@ -44,6 +46,15 @@ impl Timestamp {
     /// The time from `self` until `later`, or zero when `later` has passed.
     pub fn until(self, later: Timestamp) -> Duration {
         later.since(self)
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    /// Saturates at the end of time instead of overflowing.
+    fn add(self, duration: Duration) -> Timestamp {
+        Timestamp::add(self, duration)
     }
 }
 
@@ -163,6 +174,7 @@ mod tests {
     fn timestamp_arithmetic_saturates() {
         let t = Timestamp::from_millis(1_000);
         assert_eq!(t.add(Duration::from_secs(1)).as_millis(), 2_000);
+        assert_eq!(t + Duration::from_secs(1), t.add(Duration::from_secs(1)));
         assert_eq!(t.since(Timestamp::from_millis(2_000)), Duration::ZERO);
         assert_eq!(
             t.until(Timestamp::from_millis(2_500)),
