@@ -33,6 +33,7 @@ _HITBOX_WAIT_SECS="${HITBOX_SERVICES_WAIT_SECS:-30}"
 _HITBOX_RUN_DIR=""
 _HITBOX_PORTS_TAKEN=" "
 _HITBOX_PORT=""
+_HITBOX_PIDS=()
 
 _hitbox_log() { echo "services: $*" >&2; }
 
@@ -101,15 +102,24 @@ _hitbox_free_port() {
     return 1
 }
 
-# Starts a daemonized redis-server in $1 (a new directory) on port $2, with
-# extra arguments after those.
+# Starts redis-server in the background with its data in $1 (a new
+# directory), then the given arguments. Not daemonized: its pid is known at
+# once, so stop_services can always find it, even if it never came up.
 _hitbox_start_server() {
-    local dir="$1" port="$2"
-    shift 2
-    mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
-        --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-        --save "" --appendonly no "$@" >/dev/null
+    local dir="$1"
+    shift
+    mkdir -p "$dir" || return 1
+    redis-server "$@" --bind 127.0.0.1 --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
+        </dev/null >"$dir/stdout.log" 2>&1 &
+    _HITBOX_PIDS+=("$!")
+}
+
+# Whether process $1 runs (a zombie, dead but not yet reaped, does not).
+_hitbox_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat="${stat##*) }"
+    [ "${stat:0:1}" != Z ]
 }
 
 # Waits until the server on port $1 answers PING.
@@ -167,7 +177,7 @@ start_services() {
     local standalone
     _hitbox_free_port || { _hitbox_die "no port for the standalone server"; return 1; }
     standalone=$_HITBOX_PORT
-    _hitbox_start_server "$_HITBOX_RUN_DIR/standalone" "$standalone" ||
+    _hitbox_start_server "$_HITBOX_RUN_DIR/standalone" --port "$standalone" --save "" --appendonly no ||
         { _hitbox_die "redis-server did not start on port $standalone"; return 1; }
 
     # Cluster: three masters, each with its bus on a port of its own.
@@ -178,7 +188,7 @@ start_services() {
         _hitbox_free_port || { _hitbox_die "no bus port for cluster node $node"; return 1; }
         bus=$_HITBOX_PORT
         cluster_ports+=("$port")
-        _hitbox_start_server "$_HITBOX_RUN_DIR/cluster-$node" "$port" \
+        _hitbox_start_server "$_HITBOX_RUN_DIR/cluster-$node" --port "$port" --save "" --appendonly no \
             --cluster-enabled yes --cluster-port "$bus" \
             --cluster-config-file "$_HITBOX_RUN_DIR/cluster-$node/nodes.conf" \
             --cluster-node-timeout 5000 ||
@@ -197,10 +207,9 @@ start_services() {
     mkdir -p "$_HITBOX_RUN_DIR/sentinel"
     printf 'sentinel monitor hitbox 127.0.0.1 %s 1\nsentinel down-after-milliseconds hitbox 5000\n' \
         "$standalone" >"$_HITBOX_RUN_DIR/sentinel/sentinel.conf"
-    redis-server "$_HITBOX_RUN_DIR/sentinel/sentinel.conf" --sentinel --port "$sentinel" \
-        --bind 127.0.0.1 --daemonize yes --dir "$_HITBOX_RUN_DIR/sentinel" \
-        --pidfile "$_HITBOX_RUN_DIR/sentinel/redis.pid" --logfile "$_HITBOX_RUN_DIR/sentinel/redis.log" \
-        >/dev/null || { _hitbox_die "redis sentinel did not start on port $sentinel"; return 1; }
+    # The config file comes first; the sentinel rewrites it as it learns.
+    _hitbox_start_server "$_HITBOX_RUN_DIR/sentinel" "$_HITBOX_RUN_DIR/sentinel/sentinel.conf" --sentinel \
+        --port "$sentinel" || { _hitbox_die "redis sentinel did not start on port $sentinel"; return 1; }
 
     local addrs=()
     for port in "${cluster_ports[@]}"; do
@@ -235,25 +244,22 @@ stop_services() {
     if [ -z "$dir" ]; then
         return 0
     fi
-    local pidfile pid pids=()
-    for pidfile in "$dir"/*/redis.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile" 2>/dev/null || true)
-        case "$pid" in '' | *[!0-9]*) continue ;; esac
-        # The pid file is ours, but make sure the process still is a redis.
-        if kill -0 "$pid" 2>/dev/null && grep -q redis "/proc/$pid/cmdline" 2>/dev/null; then
-            kill "$pid" 2>/dev/null && pids+=("$pid")
-        fi
+    local pid
+    for pid in "${_HITBOX_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
     done
     local deadline=$((SECONDS + 10))
-    for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    for pid in "${_HITBOX_PIDS[@]}"; do
+        while _hitbox_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do
             sleep 0.05
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if _hitbox_alive "$pid"; then
             kill -9 "$pid" 2>/dev/null || true
         fi
+        # Reap it (it is a child of this shell) so no zombie is left.
+        wait "$pid" 2>/dev/null || true
     done
+    _HITBOX_PIDS=()
     rm -rf "$dir"
     rmdir "$_HITBOX_SERVICES_ROOT/.test-services" 2>/dev/null || true
     _HITBOX_RUN_DIR=""
