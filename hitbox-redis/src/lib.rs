@@ -140,6 +140,9 @@ const DELETE_BATCH: usize = 512;
 /// KEYS[1]: the tag set. ARGV: the entry's Redis key, its TTL in ms, the
 /// grace period in ms.
 const REGISTER_TAG_LUA: &str = r#"
+-- Redis before 5 replicates scripts verbatim and refuses writes after TIME
+-- unless told to replicate effects; later versions always do.
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[3])
