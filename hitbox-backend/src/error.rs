@@ -155,6 +155,9 @@ pub enum LoadError<E> {
     /// The loader panicked. The panic is caught so that the callers waiting
     /// on the same load do not hang.
     Panicked,
+    /// The caller leading the load (see [`Cache::lead_or_join`](crate::Cache::lead_or_join))
+    /// gave up without a result: the waiters should load for themselves.
+    Abandoned,
 }
 
 impl<E> Clone for LoadError<E> {
@@ -162,6 +165,7 @@ impl<E> Clone for LoadError<E> {
         match self {
             LoadError::Failed(error) => LoadError::Failed(Arc::clone(error)),
             LoadError::Panicked => LoadError::Panicked,
+            LoadError::Abandoned => LoadError::Abandoned,
         }
     }
 }
@@ -171,6 +175,7 @@ impl<E: fmt::Display> fmt::Display for LoadError<E> {
         match self {
             LoadError::Failed(error) => write!(f, "loader failed: {error}"),
             LoadError::Panicked => f.write_str("loader panicked"),
+            LoadError::Abandoned => f.write_str("the load was abandoned by its leader"),
         }
     }
 }
@@ -179,7 +184,7 @@ impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LoadError::Failed(error) => Some(&**error),
-            LoadError::Panicked => None,
+            LoadError::Panicked | LoadError::Abandoned => None,
         }
     }
 }
@@ -189,7 +194,7 @@ impl<E> LoadError<E> {
     pub fn loader_error(&self) -> Option<&E> {
         match self {
             LoadError::Failed(error) => Some(error),
-            LoadError::Panicked => None,
+            LoadError::Panicked | LoadError::Abandoned => None,
         }
     }
 }

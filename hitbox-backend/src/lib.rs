@@ -62,24 +62,27 @@ mod cache;
 pub mod composition;
 #[cfg(feature = "encryption")]
 pub mod encryption;
-#[cfg(feature = "msgpack")]
-pub mod interop;
 pub mod envelope;
 mod error;
 mod format;
+#[cfg(feature = "msgpack")]
+pub mod interop;
 mod memory;
 mod stage;
 mod typed_backend;
 
 pub use backend::{Backend, BackendFuture, TierStats};
-pub use cache::{Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, TypedCache};
+pub use cache::{
+    Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
+    LoadTicket, TypedCache,
+};
+pub use composition::{
+    Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
+};
+#[cfg(feature = "encryption")]
+pub use encryption::{AesGcmEncryptor, MasterKey};
 pub use error::{BackendError, BoxError, DecodeError, LoadError};
 pub use format::{CacheableValue, Format};
 pub use memory::MemoryBackend;
 pub use stage::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Staged, Stages};
 pub use typed_backend::BackendExt;
-#[cfg(feature = "encryption")]
-pub use encryption::{AesGcmEncryptor, MasterKey};
-pub use composition::{
-    Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
-};

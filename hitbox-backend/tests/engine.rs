@@ -1,5 +1,6 @@
 //! The engine's rules, each with a driven clock and real concurrency.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -524,4 +525,61 @@ async fn reading_another_type_under_a_key_is_a_miss() {
     let (cache, _, _) = setup();
     cache.set(&key("ty"), &user(1, "u")).await.unwrap();
     assert_eq!(cache.get::<Vec<u64>>(&key("ty")).await, None);
+}
+
+#[tokio::test]
+async fn a_leading_caller_reports_and_its_waiters_receive_the_stored_value() {
+    use hitbox_backend::LoadTicket;
+    let (cache, _, _) = setup();
+    let options = EntryOptions::new().tag("lead");
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<User, Boom>(&key("l"), &options) else {
+        panic!("the first caller leads");
+    };
+    let LoadTicket::Join(join) = cache.lead_or_join::<User, Boom>(&key("l"), &options) else {
+        panic!("the second caller joins");
+    };
+    let waiter = tokio::spawn(join.wait());
+    assert_eq!(lead.finish(Ok(user(1, "led"))).await.unwrap(), user(1, "led"));
+    assert_eq!(waiter.await.unwrap().unwrap(), user(1, "led"));
+    assert_eq!(cache.get::<User>(&key("l")).await, Some(user(1, "led")));
+    // The options (here a tag) apply to the stored entry.
+    cache.invalidate_tag(&Tag::from("lead")).await.unwrap();
+    assert_eq!(cache.get::<User>(&key("l")).await, None);
+}
+
+#[tokio::test]
+async fn a_dropped_lead_releases_its_waiters_and_later_loaders_load_themselves() {
+    use hitbox_backend::LoadTicket;
+    let (cache, backend, _) = setup();
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<User, Infallible>(&key("a"), &EntryOptions::new())
+    else {
+        panic!("the first caller leads");
+    };
+    let LoadTicket::Join(join) = cache.lead_or_join::<User, Infallible>(&key("a"), &EntryOptions::new())
+    else {
+        panic!("the second caller joins");
+    };
+    let joiner = tokio::spawn(join.wait());
+    let loader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_insert_with(&key("a"), || async { user(2, "own load") })
+                .await
+        })
+    };
+    until(|| cache.stats().joins == 2).await;
+    drop(lead);
+    assert!(matches!(joiner.await.unwrap(), Err(LoadError::Abandoned)));
+    assert_eq!(loader.await.unwrap(), user(2, "own load"));
+    assert_eq!(backend.writes(), 1);
+    // A reported error is not stored and reaches the waiters.
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<User, Boom>(&key("b"), &EntryOptions::new()) else {
+        panic!("leads");
+    };
+    assert!(matches!(
+        lead.finish(Err(Boom("no"))).await,
+        Err(LoadError::Failed(_))
+    ));
+    assert_eq!(backend.writes(), 1);
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Weak};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hitbox_core::{CacheKey, EntryOptions};
+use tokio::sync::oneshot;
 
 use super::stats::Counters;
 use super::{Flight, Inner};
@@ -27,6 +28,83 @@ use crate::format::CacheableValue;
 
 /// A load that several callers can await.
 pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;
+
+/// Who does the loading for a key: see [`Cache::lead_or_join`](crate::Cache::lead_or_join).
+pub enum LoadTicket<V, E> {
+    /// No load was running: this caller loads, then reports with
+    /// [`LoadLead::complete`] or [`LoadLead::finish`]. Dropping it releases
+    /// the waiters with [`LoadError::Abandoned`].
+    Lead(LoadLead<V, E>),
+    /// A load was running: wait for it with [`LoadJoin::wait`].
+    Join(LoadJoin<V, E>),
+}
+
+/// The leading caller's side of a load.
+pub struct LoadLead<V, E> {
+    result: oneshot::Sender<Result<V, E>>,
+    shared: SharedLoad<V, E>,
+}
+
+impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
+    /// Reports the result and waits until it is stored (or, for an error,
+    /// until the waiters are released).
+    pub async fn finish(self, result: Result<V, E>) -> Result<V, LoadError<E>> {
+        let _ = self.result.send(result);
+        self.shared.await
+    }
+
+    /// Reports the result without waiting: the store runs in a spawned task
+    /// (or in the waiters, without a tokio runtime).
+    pub fn complete(self, result: Result<V, E>) {
+        let _ = self.result.send(result);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared;
+            runtime.spawn(async move {
+                let _ = shared.await;
+            });
+        }
+    }
+}
+
+/// A waiting caller's side of a load.
+pub struct LoadJoin<V, E> {
+    shared: SharedLoad<V, E>,
+}
+
+impl<V: CacheableValue, E: Send + Sync + 'static> LoadJoin<V, E> {
+    /// The load's result.
+    pub async fn wait(self) -> Result<V, LoadError<E>> {
+        self.shared.await
+    }
+}
+
+impl Inner {
+    pub(crate) fn lead_or_join<V, E>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        options: &EntryOptions,
+    ) -> LoadTicket<V, E>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+    {
+        let (sender, receiver) = oneshot::channel::<Result<V, E>>();
+        let load = async move {
+            match receiver.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(LoadError::Failed(Arc::new(error))),
+                Err(_) => Err(LoadError::Abandoned),
+            }
+        };
+        match self.start_flight(key, options, load, true) {
+            Ok(shared) => LoadTicket::Lead(LoadLead {
+                result: sender,
+                shared,
+            }),
+            Err((shared, _)) => LoadTicket::Join(LoadJoin { shared }),
+        }
+    }
+}
 
 /// Runs a loader, turning a panic into [`LoadError::Panicked`].
 pub(crate) async fn guarded<V, E, Fut>(load: Fut) -> Result<V, LoadError<E>>
@@ -46,7 +124,7 @@ where
 impl Inner {
     /// Registers and returns a new load of `key`. When `join` is set and a
     /// load of the same types is already registered, returns that one as
-    /// `Err` instead and drops `load` unpolled. Without `join` (a forced
+    /// `Err` instead, with `load` unpolled. Without `join` (a forced
     /// refresh) a registered load is cancelled and replaced: it started
     /// earlier, so its result must not overwrite the new one.
     pub(crate) fn start_flight<V, E, Fut>(
@@ -55,18 +133,18 @@ impl Inner {
         options: &EntryOptions,
         load: Fut,
         join: bool,
-    ) -> Result<SharedLoad<V, E>, SharedLoad<V, E>>
+    ) -> Result<SharedLoad<V, E>, (SharedLoad<V, E>, Fut)>
     where
         V: CacheableValue,
         E: Send + Sync + 'static,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Fut: Future<Output = Result<V, LoadError<E>>> + Send + 'static,
     {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = flights.get(key) {
             if join {
                 if let Some(shared) = existing.shared.downcast_ref::<SharedLoad<V, E>>() {
                     Counters::bump(&self.stats.joins);
-                    return Err(shared.clone());
+                    return Err((shared.clone(), load));
                 }
             } else {
                 existing.cancelled.store(true, Ordering::SeqCst);
@@ -118,12 +196,12 @@ async fn run_flight<V, E, Fut>(
 ) -> Result<V, LoadError<E>>
 where
     V: CacheableValue,
-    Fut: Future<Output = Result<V, E>>,
+    Fut: Future<Output = Result<V, LoadError<E>>>,
 {
     if let Some(inner) = inner.upgrade() {
         Counters::bump(&inner.stats.loads);
     }
-    let result = guarded(load).await;
+    let result = load.await;
     // The cache may have been dropped while the loader ran; the waiters
     // still get their value.
     let Some(inner) = inner.upgrade() else {

@@ -32,6 +32,7 @@ use crate::envelope::{RawEntry, encode_entry};
 use crate::error::{BackendError, LoadError};
 use crate::format::{CacheableValue, Format};
 
+pub use flight::{LoadJoin, LoadLead, LoadTicket};
 pub use stats::CacheStats;
 use stats::Counters;
 pub use typed::TypedCache;
@@ -326,6 +327,7 @@ impl Cache {
             Ok(value) => value,
             Err(LoadError::Failed(never)) => match *never {},
             Err(LoadError::Panicked) => panic!("the loader for this cache key panicked"),
+            Err(LoadError::Abandoned) => unreachable!("abandoned loads are retried by the caller"),
         }
     }
 
@@ -469,18 +471,54 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        if join && let Some(running) = self.inner.joinable::<V, E>(key) {
-            return running.await;
+        if join
+            && let Some(running) = self.inner.joinable::<V, E>(key)
+            && let Some(result) = Self::unless_abandoned(running.await)
+        {
+            return result;
         }
-        let load = loader();
-        let shared = match self.inner.start_flight(key, options, load, join) {
-            Ok(started) => started,
-            Err(running) => running,
-        };
-        shared.await
+        let load = flight::guarded(loader());
+        match self.inner.start_flight(key, options, load, join) {
+            Ok(started) => started.await,
+            Err((running, load)) => match Self::unless_abandoned(running.await) {
+                Some(result) => result,
+                // The load we joined was given up by its leader: load for
+                // ourselves, replacing it.
+                None => match self.inner.start_flight(key, options, load, false) {
+                    Ok(started) => started.await,
+                    Err(_) => unreachable!("a load that does not join always starts"),
+                },
+            },
+        }
     }
 
-    fn refresh_in_background<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
+    fn unless_abandoned<V, E>(result: Result<V, LoadError<E>>) -> Option<Result<V, LoadError<E>>> {
+        match result {
+            Err(LoadError::Abandoned) => None,
+            other => Some(other),
+        }
+    }
+
+    /// Decides who loads `key`: the first caller leads (and must report its
+    /// result), later callers join and wait. For callers that cannot hand
+    /// the engine a loader, such as an HTTP layer that streams the origin's
+    /// response to its own client while the value is being collected. The
+    /// value reported by the leader is stored with `options` (unless the key
+    /// or one of its tags is invalidated meanwhile), like a loader's.
+    pub fn lead_or_join<V, E>(&self, key: &CacheKey, options: &EntryOptions) -> LoadTicket<V, E>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+    {
+        self.inner.lead_or_join(key, options)
+    }
+
+    /// Starts refreshing `key` in the background with `loader`, unless a
+    /// load of it is running already, the bound of background refreshes is
+    /// reached, or there is no tokio runtime. The loaded value is stored with
+    /// `options`. The engine calls this itself on stale hits; it is public
+    /// for callers that serve stale entries on their own.
+    pub fn refresh_in_background<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
     where
         V: CacheableValue,
         E: Send + Sync + 'static,
@@ -498,8 +536,8 @@ impl Cache {
             tracing::debug!(key = %key.log_id(), "background refreshes at their bound: refresh skipped");
             return;
         };
-        let load = loader();
-        let Ok(shared) = self.inner.start_flight::<V, E, Fut>(key, options, load, true) else {
+        let load = flight::guarded(loader());
+        let Ok(shared) = self.inner.start_flight(key, options, load, true) else {
             return;
         };
         Counters::bump(&self.inner.stats.background_refreshes);
