@@ -1,0 +1,1 @@
+//! HTTP key extractors (work in progress).

@@ -1,0 +1,1 @@
+//! HTTP predicates (work in progress).
