@@ -333,8 +333,10 @@ impl RedisBackendBuilder {
 
     /// Builds the backend and starts connecting in the background. Must be
     /// called inside a Tokio runtime. Operations issued before the
-    /// connections are up wait for them (within their timeouts); use
-    /// [`RedisBackend::wait_connected`] to wait explicitly.
+    /// connections are up wait for them within their timeouts, and those
+    /// that time out count towards the circuit breaker: an application that
+    /// serves traffic at once should await
+    /// [`RedisBackend::wait_connected`] at start-up.
     pub fn build(mut self) -> Result<RedisBackend, RedisError> {
         if self.pool_size == 0 {
             return Err(RedisError::Invalid("the pool size must be at least 1"));

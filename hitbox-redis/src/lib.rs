@@ -1,4 +1,4 @@
-//! The Redis tier of hitbox: a [`Backend`](hitbox_backend::Backend) over
+//! The Redis tier of hitbox: a [`Backend`] over
 //! [fred](https://docs.rs/fred) 10, for a standalone server, a cluster or a
 //! server behind sentinels.
 //!
@@ -75,7 +75,7 @@
 //! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
 //! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
 //! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
-//! and through a circuit [breaker](breaker): after
+//! and through a circuit [breaker]: after
 //! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
 //! failures the tier answers [`BackendError::Unavailable`] at once, without
 //! touching Redis, until a probe made after the
