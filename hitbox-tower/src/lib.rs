@@ -1,5 +1,58 @@
-//! The HTTP side of hitbox (work in progress).
+//! The HTTP side of hitbox: a `tower` layer that caches responses, for axum
+//! routers (whole router, one route, or `route_layer`) and for HTTP clients
+//! (reqwest, hyper).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use hitbox_backend::Cache;
+//! use hitbox_core::CachePolicy;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::{CacheLayer, Rule};
+//!
+//! # async fn run() {
+//! let cache = Cache::new(MokaBackend::new(64 << 20));
+//! let app: Router = Router::new()
+//!     .route("/slow/{id}", get(|| async { "made slowly" }))
+//!     .layer(
+//!         CacheLayer::builder(cache)
+//!             .rule(Rule::new().policy(
+//!                 CachePolicy::new(Duration::from_secs(30)).stale_while_revalidate(Duration::from_secs(30)),
+//!             ))
+//!             .build(),
+//!     );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
+//! What the layer does with a request is told in the [`service`] module;
+//! which requests it caches and under which key, in [`Rule`],
+//! [`predicate`] and [`extract`]. Every response carries a `Cache-Status`
+//! header (RFC 9211): `hitbox; hit; ttl=42`, `hitbox; fwd=miss; stored`,
+//! `hitbox; hit; ttl=-3; fwd=stale`, `hitbox; hit; collapsed`,
+//! `hitbox; fwd=bypass`.
+//!
+//! **Safe by default.** Only `GET` is cached (and `HEAD` answered from it);
+//! requests with `Authorization` or `Cookie` and responses with
+//! `Set-Cookie`, `Cache-Control: private` or `no-store` are not stored
+//! unless a rule opts in, and then credentials become part of the key.
 #![warn(missing_docs)]
 
+mod body;
+#[cfg(feature = "reqwest")]
+pub mod client;
 pub mod extract;
+pub mod headers;
+mod layer;
+pub mod path;
 pub mod predicate;
+mod response;
+mod rule;
+pub mod service;
+
+pub use body::{CacheBody, Uncacheable};
+pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS};
+pub use response::CachedResponse;
+pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
+pub use service::{CacheService, ResponseFuture};

@@ -579,7 +579,10 @@ impl Inner {
         })?;
         tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store");
         let result = self.backend.write(key, bytes, ttl, &meta.tags).await;
-        self.note_error(&result);
+        match &result {
+            Ok(()) => Counters::bump(&self.stats.stores),
+            Err(_) => self.note_error(&result),
+        }
         result
     }
 

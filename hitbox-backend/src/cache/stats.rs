@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     pub background_refreshes: AtomicU64,
     pub stale_loads_discarded: AtomicU64,
     pub invalidations: AtomicU64,
+    pub stores: AtomicU64,
     pub unreadable_entries: AtomicU64,
     tier_errors: Mutex<HashMap<String, u64>>,
 }
@@ -53,6 +54,7 @@ impl Counters {
             background_refreshes: get(&self.background_refreshes),
             stale_loads_discarded: get(&self.stale_loads_discarded),
             invalidations: get(&self.invalidations),
+            stores: get(&self.stores),
             unreadable_entries: get(&self.unreadable_entries),
             tier_errors,
             tiers,
@@ -87,6 +89,8 @@ pub struct CacheStats {
     pub stale_loads_discarded: u64,
     /// `delete` and `invalidate_tag` calls.
     pub invalidations: u64,
+    /// Values written to the backend successfully (by `set` and by loads).
+    pub stores: u64,
     /// Stored entries that could not be read (corrupt, foreign, other
     /// format) and were treated as misses.
     pub unreadable_entries: u64,

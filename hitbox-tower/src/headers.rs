@@ -1,0 +1,183 @@
+//! Header rules the layer applies: hop-by-hop headers, `Cache-Control`
+//! directives that forbid storing, and the `Cache-Status` it reports.
+
+use std::fmt::Write;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never a response (RFC 9110
+/// section 7.6.1): they are never stored.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Whether any `Cache-Control` header carries `directive` (case-insensitive,
+/// with or without an argument).
+pub fn has_cache_directive(headers: &HeaderMap, directive: &str) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|item| item.split('=').next().unwrap_or("").trim())
+        .any(|name| name.eq_ignore_ascii_case(directive))
+}
+
+/// What happened to a request, as reported in `Cache-Status` (RFC 9211).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from a fresh entry; `ttl` is its remaining freshness.
+    Hit {
+        /// Seconds of freshness left.
+        ttl: u64,
+    },
+    /// Served from a stale entry while it is revalidated in the background.
+    StaleWhileRevalidate {
+        /// Seconds since it went stale.
+        stale_for: u64,
+    },
+    /// Served from a stale entry because the origin failed.
+    StaleIfError {
+        /// Seconds since it went stale.
+        stale_for: u64,
+    },
+    /// Forwarded to the origin; `stored` when the response is being stored.
+    Miss {
+        /// Whether the response will be stored.
+        stored: bool,
+    },
+    /// Served with the response another request was loading.
+    Collapsed,
+    /// Not handled by the cache (by configuration, or remembered as
+    /// uncacheable: `detail`).
+    Bypass {
+        /// Why, when it is not plain configuration.
+        detail: Option<&'static str>,
+    },
+}
+
+impl CacheOutcome {
+    /// The `Cache-Status` entry for this outcome, named `cache`.
+    pub fn cache_status(&self, cache: &str) -> HeaderValue {
+        let mut out = String::with_capacity(cache.len() + 32);
+        out.push_str(cache);
+        match *self {
+            CacheOutcome::Hit { ttl } => {
+                let _ = write!(out, "; hit; ttl={ttl}");
+            }
+            CacheOutcome::StaleWhileRevalidate { stale_for } => {
+                let _ = write!(out, "; hit; ttl=-{stale_for}; fwd=stale");
+            }
+            CacheOutcome::StaleIfError { stale_for } => {
+                let _ = write!(out, "; hit; ttl=-{stale_for}; fwd=stale; detail=stale-if-error");
+            }
+            CacheOutcome::Miss { stored } => {
+                out.push_str("; fwd=miss");
+                if stored {
+                    out.push_str("; stored");
+                }
+            }
+            CacheOutcome::Collapsed => out.push_str("; hit; collapsed"),
+            CacheOutcome::Bypass { detail } => {
+                out.push_str("; fwd=bypass");
+                if let Some(detail) = detail {
+                    let _ = write!(out, "; detail={detail}");
+                }
+            }
+        }
+        HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("hitbox"))
+    }
+
+    /// `HIT` or `MISS`, for the optional `X-Cache` header.
+    pub fn x_cache(&self) -> HeaderValue {
+        match self {
+            CacheOutcome::Hit { .. }
+            | CacheOutcome::StaleWhileRevalidate { .. }
+            | CacheOutcome::StaleIfError { .. }
+            | CacheOutcome::Collapsed => HeaderValue::from_static("HIT"),
+            CacheOutcome::Miss { .. } | CacheOutcome::Bypass { .. } => HeaderValue::from_static("MISS"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-private-hop"));
+        headers.insert("x-private-hop", HeaderValue::from_static("1"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("content-type"));
+    }
+
+    #[test]
+    fn cache_control_directives_are_found_case_insensitively() {
+        let mut headers = HeaderMap::new();
+        headers.append("cache-control", HeaderValue::from_static("max-age=60"));
+        headers.append(
+            "cache-control",
+            HeaderValue::from_static("Private=\"set-cookie\", must-revalidate"),
+        );
+        assert!(has_cache_directive(&headers, "private"));
+        assert!(has_cache_directive(&headers, "max-age"));
+        assert!(!has_cache_directive(&headers, "no-store"));
+    }
+
+    #[test]
+    fn cache_status_values() {
+        let cases = [
+            (CacheOutcome::Hit { ttl: 42 }, "hitbox; hit; ttl=42"),
+            (CacheOutcome::Miss { stored: true }, "hitbox; fwd=miss; stored"),
+            (CacheOutcome::Miss { stored: false }, "hitbox; fwd=miss"),
+            (
+                CacheOutcome::StaleWhileRevalidate { stale_for: 3 },
+                "hitbox; hit; ttl=-3; fwd=stale",
+            ),
+            (
+                CacheOutcome::StaleIfError { stale_for: 9 },
+                "hitbox; hit; ttl=-9; fwd=stale; detail=stale-if-error",
+            ),
+            (CacheOutcome::Collapsed, "hitbox; hit; collapsed"),
+            (CacheOutcome::Bypass { detail: None }, "hitbox; fwd=bypass"),
+            (
+                CacheOutcome::Bypass {
+                    detail: Some("uncacheable"),
+                },
+                "hitbox; fwd=bypass; detail=uncacheable",
+            ),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(outcome.cache_status("hitbox"), expected);
+        }
+        assert_eq!(CacheOutcome::Collapsed.x_cache(), "HIT");
+        assert_eq!(CacheOutcome::Miss { stored: true }.x_cache(), "MISS");
+    }
+}

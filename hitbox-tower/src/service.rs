@@ -1,0 +1,406 @@
+//! The service: what happens to one request.
+//!
+//! 1. **Decide.** The first rule whose predicate matches applies; a request
+//!    no rule matches, with a method the rule does not cache, or carrying
+//!    credentials the rule does not accept, is forwarded untouched
+//!    (`fwd=bypass`). Otherwise the rule's extractor builds the key (`HEAD`
+//!    is keyed as `GET`). A key remembered as uncacheable is forwarded too.
+//! 2. **Look up.** A fresh entry is served (`hit`). A stale one inside its
+//!    stale-while-revalidate window is served while one background request
+//!    refreshes it (`hit; fwd=stale`). One inside its stale-if-error window
+//!    is kept in hand in case the origin fails.
+//! 3. **Load once.** The first request for a missing key leads: it calls the
+//!    origin and streams the body to its client while collecting it; the
+//!    others wait for it and are served the stored response (`collapsed`).
+//!    If the response is not storable (or grows past the limit), the waiters
+//!    are released to call the origin themselves at once, and the key is
+//!    remembered as uncacheable for a while (hit-for-pass).
+//! 4. **Fail softly.** An origin error or `5xx` inside a stale-if-error
+//!    window is answered with the stale response instead.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hitbox_backend::{BoxError, LoadTicket};
+use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Timestamp};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, request, response};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower_service::Service;
+
+use crate::body::{CacheBody, Tee, Uncacheable};
+use crate::headers::{CacheOutcome, has_cache_directive, strip_hop_by_hop};
+use crate::layer::Shared;
+use crate::response::CachedResponse;
+use crate::rule::Rule;
+
+/// The service a [`CacheLayer`](crate::CacheLayer) wraps around another.
+pub struct CacheService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for CacheService<S> {
+    fn clone(&self) -> Self {
+        CacheService {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> CacheService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        CacheService { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// The future of [`CacheService`]'s responses.
+pub type ResponseFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Default + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        // The service `poll_ready` prepared is the one that must be called:
+        // keep it, and leave a fresh clone behind for the next request.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(Arc::clone(&self.shared), ready, request))
+    }
+}
+
+/// Where a request is going.
+enum Decision {
+    Bypass(Option<&'static str>),
+    Cache { rule: usize, key: CacheKey, head: bool },
+}
+
+impl Shared {
+    fn decide(&self, parts: &mut request::Parts) -> Decision {
+        let Some(index) = self.rules.iter().position(|rule| rule.matches(parts)) else {
+            return Decision::Bypass(None);
+        };
+        let rule = &self.rules[index];
+        let head = parts.method == Method::HEAD;
+        let method = if head { &Method::GET } else { &parts.method };
+        if !rule.methods.contains(method) {
+            return Decision::Bypass(Some("method"));
+        }
+        if parts.headers.contains_key(header::AUTHORIZATION) && !rule.cache_authorized {
+            return Decision::Bypass(Some("authorization"));
+        }
+        if parts.headers.contains_key(header::COOKIE) && !rule.cache_with_cookies {
+            return Decision::Bypass(Some("cookie"));
+        }
+        let mut key = KeyBuilder::new(&*rule.namespace);
+        if head {
+            parts.method = Method::GET;
+            rule.key.extract(parts, &mut key);
+            parts.method = Method::HEAD;
+        } else {
+            rule.key.extract(parts, &mut key);
+        }
+        if rule.cache_authorized {
+            for value in parts.headers.get_all(header::AUTHORIZATION) {
+                key.push_sensitive("authorization", Some(value.as_bytes()));
+            }
+        }
+        if rule.cache_with_cookies {
+            for value in parts.headers.get_all(header::COOKIE) {
+                key.push_sensitive("cookie", Some(value.as_bytes()));
+            }
+        }
+        Decision::Cache {
+            rule: index,
+            key: key.build(),
+            head,
+        }
+    }
+
+    fn is_storable(&self, rule: &Rule, parts: &response::Parts) -> bool {
+        rule.is_storable_status(parts)
+            && (rule.store_set_cookie || !parts.headers.contains_key(header::SET_COOKIE))
+            && !has_cache_directive(&parts.headers, "no-store")
+            && (rule.store_private || !has_cache_directive(&parts.headers, "private"))
+    }
+
+    fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
+        headers.insert("cache-status", outcome.cache_status(&self.name));
+        if self.x_cache {
+            headers.insert("x-cache", outcome.x_cache());
+        }
+    }
+
+    fn serve<B>(
+        &self,
+        stored: CachedResponse,
+        age: u64,
+        head: bool,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
+        let mut headers = stored.headers;
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        }
+        let body = if head { Bytes::new() } else { stored.body };
+        let mut response = Response::new(CacheBody::stored(body));
+        *response.status_mut() = stored.status;
+        *response.headers_mut() = headers;
+        response.headers_mut().insert(header::AGE, HeaderValue::from(age));
+        self.decorate(response.headers_mut(), outcome);
+        response
+    }
+
+    fn serve_entry<B>(
+        &self,
+        stored: CachedResponse,
+        meta: &EntryMeta,
+        now: Timestamp,
+        head: bool,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
+        self.serve(stored, meta.age(now).as_secs(), head, outcome)
+    }
+}
+
+fn entry_options(rule: &Rule, shared: &Shared) -> EntryOptions {
+    let policy = rule.policy.unwrap_or_else(|| shared.cache.policy());
+    let mut options = EntryOptions::new()
+        .ttl(policy.ttl())
+        .stale_while_revalidate(policy.stale_while_revalidate_window())
+        .stale_if_error(policy.stale_if_error_window());
+    for tag in &rule.tags {
+        options = options.tag(tag.clone());
+    }
+    options
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
+async fn forward<S, ReqB, ResB>(
+    shared: &Shared,
+    mut inner: S,
+    request: Request<ReqB>,
+    outcome: CacheOutcome,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    let response = inner.call(request).await?;
+    let (mut parts, body) = response.into_parts();
+    shared.decorate(&mut parts.headers, outcome);
+    Ok(Response::from_parts(parts, CacheBody::origin(body)))
+}
+
+/// Calls a service that has not been made ready.
+async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>
+where
+    S: Service<R>,
+{
+    futures::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    service.call(request).await
+}
+
+async fn handle<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    request: Request<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Default + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let (mut parts, body) = request.into_parts();
+    let (rule_index, key, head) = match shared.decide(&mut parts) {
+        Decision::Bypass(detail) => {
+            let request = Request::from_parts(parts, body);
+            return forward(&shared, inner, request, CacheOutcome::Bypass { detail }).await;
+        }
+        Decision::Cache { rule, key, head } => (rule, key, head),
+    };
+    if shared.is_uncacheable(&key) {
+        let request = Request::from_parts(parts, body);
+        let outcome = CacheOutcome::Bypass {
+            detail: Some("uncacheable"),
+        };
+        return forward(&shared, inner, request, outcome).await;
+    }
+    let rule = &shared.rules[rule_index];
+    let options = entry_options(rule, &shared);
+    let cache = &shared.cache;
+    let now = cache.clock().now();
+
+    let mut stale = None;
+    if let Some(entry) = cache.get_entry::<CachedResponse>(&key).await {
+        match entry.freshness {
+            Freshness::Fresh => {
+                let ttl = entry.meta.time_to_stale(now).as_secs();
+                let outcome = CacheOutcome::Hit { ttl };
+                return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
+            }
+            Freshness::Stale => {
+                refresh_in_background(&shared, rule_index, &key, &options, inner, &parts);
+                let stale_for = now.since(entry.meta.fresh_until).as_secs();
+                let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
+                return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
+            }
+            Freshness::StaleIfError => stale = Some(entry),
+            Freshness::Expired => {}
+        }
+    }
+    let serve_stale = |shared: &Shared, entry: hitbox_backend::CachedEntry<CachedResponse>| {
+        let stale_for = now.since(entry.meta.fresh_until).as_secs();
+        let outcome = CacheOutcome::StaleIfError { stale_for };
+        shared.serve_entry(entry.value, &entry.meta, now, head, outcome)
+    };
+
+    // A HEAD response has no body to store: forward it.
+    if head {
+        let request = Request::from_parts(parts, body);
+        return forward(&shared, inner, request, CacheOutcome::Miss { stored: false }).await;
+    }
+
+    let lead = match cache.lead_or_join::<CachedResponse, Uncacheable>(&key, &options) {
+        LoadTicket::Lead(lead) => lead,
+        LoadTicket::Join(join) => {
+            let request = Request::from_parts(parts, body);
+            return match join.wait().await {
+                Ok(stored) => Ok(shared.serve(stored, 0, false, CacheOutcome::Collapsed)),
+                // The leader's response was not storable: go to the origin.
+                Err(_) => forward(&shared, inner, request, CacheOutcome::Miss { stored: false }).await,
+            };
+        }
+    };
+
+    let request = Request::from_parts(parts, body);
+    let response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            lead.complete(Err(Uncacheable::OriginFailed));
+            return match stale {
+                Some(entry) => Ok(serve_stale(&shared, entry)),
+                None => Err(error),
+            };
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    if parts.status.is_server_error()
+        && let Some(entry) = stale
+    {
+        lead.complete(Err(Uncacheable::OriginFailed));
+        return Ok(serve_stale(&shared, entry));
+    }
+    // The length the body declares, in a header or (for bodies built in
+    // the same process, such as axum's) in its size hint.
+    let declared = content_length(&parts.headers).or(body.size_hint().exact());
+    let too_large = declared.is_some_and(|len| len > rule.max_body_size as u64);
+    if too_large || !shared.is_storable(rule, &parts) {
+        shared.remember_uncacheable(&key);
+        let reason = if too_large {
+            Uncacheable::TooLarge
+        } else {
+            Uncacheable::NotStorable
+        };
+        lead.complete(Err(reason));
+        shared.decorate(&mut parts.headers, CacheOutcome::Miss { stored: false });
+        return Ok(Response::from_parts(parts, CacheBody::origin(body)));
+    }
+    let mut stored_headers = parts.headers.clone();
+    strip_hop_by_hop(&mut stored_headers);
+    let tee = Tee {
+        lead,
+        status: parts.status,
+        headers: stored_headers,
+        chunks: Vec::new(),
+        size: 0,
+        limit: rule.max_body_size,
+        shared: Arc::clone(&shared),
+        key,
+    };
+    // With a declared length within the limit, storing is all but certain;
+    // without one, the body may still outgrow the limit.
+    let stored = declared.is_some();
+    shared.decorate(&mut parts.headers, CacheOutcome::Miss { stored });
+    Ok(Response::from_parts(parts, CacheBody::teed(body, tee)))
+}
+
+/// Refreshes a stale entry with a `GET` built from the request's head.
+fn refresh_in_background<S, ReqB, ResB>(
+    shared: &Arc<Shared>,
+    rule_index: usize,
+    key: &CacheKey,
+    options: &EntryOptions,
+    inner: S,
+    parts: &request::Parts,
+) where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Default + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let mut request = Request::new(ReqB::default());
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    // Routers keep what they matched (path parameters) in extensions.
+    *request.extensions_mut() = parts.extensions.clone();
+    let shared_for_load = Arc::clone(shared);
+    shared
+        .cache
+        .refresh_in_background(key, options, move || async move {
+            let response = call_when_ready(inner, request)
+                .await
+                .map_err(|_| Uncacheable::OriginFailed)?;
+            let (mut parts, body) = response.into_parts();
+            let rule = &shared_for_load.rules[rule_index];
+            if !shared_for_load.is_storable(rule, &parts) {
+                return Err(Uncacheable::NotStorable);
+            }
+            let body = Limited::new(body, rule.max_body_size)
+                .collect()
+                .await
+                .map_err(|_| Uncacheable::TooLarge)?
+                .to_bytes();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(CachedResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        });
+}
