@@ -100,6 +100,8 @@
 pub mod breaker;
 mod builder;
 mod error;
+pub mod invalidation;
+pub mod lock;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -124,6 +126,8 @@ pub use error::RedisError;
 /// configuration types ([`ReconnectPolicy`](fred::prelude::ReconnectPolicy),
 /// [`Config`](fred::prelude::Config)...) can be named.
 pub use fred;
+pub use invalidation::{Broadcasting, InvalidationBus, LocalTier, OriginId};
+pub use lock::RedisLock;
 
 use breaker::Breaker;
 

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod common;
+mod distributed;
 mod outage;
 mod sentinel;
 mod standalone;

@@ -1,0 +1,1077 @@
+//! Invalidation across instances: deletes, tag invalidations and purges made
+//! by one process reach the in-process tier (L1) of every other process
+//! sharing the Redis, through Redis pub/sub.
+//!
+//! # The pieces
+//!
+//! An [`InvalidationBus`] belongs to one instance (one process, or one
+//! [`Cache`](hitbox_backend::Cache) among several in a process). It is
+//! started over the instance's [`RedisBackend`] and its L1 backend (moka,
+//! typically), and hands out two wrappers:
+//!
+//! - [`InvalidationBus::local_tier`]: a [`LocalTier`], the L1 as the
+//!   composition should see it. It caps lifetimes while the bus is not
+//!   subscribed (see *Degraded mode* below) and implements purges.
+//! - [`InvalidationBus::broadcasting`]: a [`Broadcasting`] wrapper for the
+//!   whole composition. Its [`remove`](Backend::remove) and
+//!   [`invalidate_tag`](Backend::invalidate_tag) do the work (in L1 and in
+//!   Redis), then publish a message saying what was invalidated.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::{Cache, Compose, Backend, MemoryBackend};
+//! use hitbox_redis::RedisBackend;
+//! use hitbox_redis::invalidation::InvalidationBus;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+//! let near = MemoryBackend::new(); // hitbox_moka::MokaBackend in practice
+//! let bus = InvalidationBus::builder(&redis)
+//!     .degraded_ttl(Duration::from_secs(5))
+//!     .start(near)?;
+//! let cache = Cache::new(bus.broadcasting(bus.local_tier().compose(redis.clone())));
+//! bus.wait_subscribed(Duration::from_secs(5)).await?;
+//!
+//! // Removed here, in Redis, and from every other instance's L1.
+//! # let key = hitbox_core::CacheKey::builder("k").build();
+//! cache.delete(&key).await?;
+//! // Every instance's L1 emptied (Redis keeps its entries).
+//! bus.purge().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The bus subscribes, with a fred client of its own built from the
+//! backend's configuration, to one channel (by default
+//! `<key prefix>#invalidations`, see [`InvalidationBusBuilder::channel`]), and
+//! applies each message from another instance to its L1: a key is removed, a
+//! tag is invalidated, a purge empties the L1. Messages carrying the bus's
+//! own [`OriginId`] are skipped (and counted): that instance did the work
+//! before publishing.
+//!
+//! Classic `PUBLISH`/`SUBSCRIBE` is used, for a standalone server, sentinels
+//! and clusters alike: a cluster forwards a `PUBLISH` to every node, and fred
+//! sends the `SUBSCRIBE` to one node chosen by the client's id.
+//!
+//! # Message format
+//!
+//! A message is one line of UTF-8 text, fields separated by single spaces:
+//!
+//! ```text
+//! hbinv1 <origin> key <stored key>
+//! hbinv1 <origin> tag <tag name>
+//! hbinv1 <origin> purge
+//! ```
+//!
+//! `hbinv1` names the format (a later format gets another word, so old
+//! listeners ignore what they do not understand). `<origin>` is the
+//! publisher's [`OriginId`] (no spaces). The payload is everything after the
+//! third space, taken as it is (it may contain spaces): the key as the tiers
+//! store it ([`CacheKey::as_str`], already a digest for keys with sensitive
+//! parts, and without the Redis key prefix) or the tag's name. A message never
+//! carries a value. See [`InvalidationMessage`].
+//!
+//! # Degraded mode
+//!
+//! While the subscription is down (not yet established, connection lost,
+//! resubscription failed), messages may be missed, so the L1 is trusted for
+//! a short time only ([`InvalidationBusBuilder::degraded_ttl`], default
+//! [`DEFAULT_DEGRADED_TTL`]):
+//!
+//! - writes to the [`LocalTier`] get at most that lifetime;
+//! - entries written before the loss are served for at most that long after
+//!   it (each entry carries the time it was written).
+//!
+//! So no entry is served from L1 more than `degraded_ttl` after an
+//! invalidation it may have missed. fred reconnects (with the backend's
+//! reconnect policy) and the bus subscribes again on every reconnection,
+//! and retries every [`InvalidationBusBuilder::retry_interval`] while it is
+//! down. Once subscribed again it purges its L1 (unless
+//! [`InvalidationBusBuilder::purge_on_resubscribe`] says not to): messages
+//! published during the gap are lost for good, and L1 refills from Redis.
+//! Losses and resubscriptions are logged with `tracing`.
+//!
+//! # Purges
+//!
+//! The L1 trait has no "clear", so the [`LocalTier`] prefixes every entry
+//! it stores with a 16-byte header: a generation number and the write time.
+//! A purge bumps the generation; entries of an older generation read as
+//! misses (and are removed when read; the others stay in memory until they
+//! expire or are evicted).
+//!
+//! # Limits
+//!
+//! - Delivery is at most once: a message published while a listener is
+//!   disconnected is lost (hence the purge on resubscription). A publish
+//!   that fails makes [`Broadcasting::remove`] return an error after the
+//!   local and Redis tiers were invalidated; the caller may retry.
+//! - An instance that read the old entry from Redis just before the
+//!   invalidation, and refills its L1 just after the message was applied,
+//!   keeps that copy until its L1 lifetime ends (bounded by the
+//!   composition's refill cap).
+//! - Loads in flight on other instances are not cancelled (the engine of the
+//!   instance that invalidates cancels its own).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fred::prelude::{Builder, Client, ClientLike, EventInterface, Pool, PubsubInterface, ReconnectPolicy};
+use fred::types::Message;
+use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_core::{CacheKey, Tag};
+use tokio::sync::{broadcast, watch};
+
+use crate::{RedisBackend, RedisError};
+
+/// The default lifetime cap of L1 entries while the subscription is down.
+pub const DEFAULT_DEGRADED_TTL: Duration = Duration::from_secs(5);
+
+/// The default timeout of a `PUBLISH`.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The default time between resubscription attempts while down.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the default channel name adds to the key prefix.
+pub const CHANNEL_SUFFIX: &str = "#invalidations";
+
+/// The first word of every message; see the [module documentation](self).
+pub const FORMAT_TAG: &str = "hbinv1";
+
+/// The size of the header a [`LocalTier`] puts before every value.
+pub const LOCAL_HEADER_LEN: usize = 16;
+
+/// How many messages the subscriber's client buffers for the listener.
+const MESSAGE_BUFFER: usize = 1024;
+
+/// Why the subscription ends when the bus itself stops.
+const STOPPED: &str = "stopped";
+
+/// `down_since` when the subscription is up.
+const UP: u64 = u64::MAX;
+
+/// A random hexadecimal string of 32 digits, from the standard library's
+/// randomly keyed hasher, the time, the process id and a counter: unique per
+/// call, and unpredictable enough for lock tokens and origin ids.
+pub(crate) fn random_token() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut token = String::with_capacity(32);
+    for round in 0u64..2 {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u64(round);
+        hasher.write_u64(call);
+        hasher.write_u64(nanos);
+        hasher.write_u32(std::process::id());
+        token.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    token
+}
+
+/// Who published a message: unique per [`InvalidationBus`], so that an
+/// instance recognises (and skips) its own messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginId(Arc<str>);
+
+impl OriginId {
+    /// A new random id (32 hexadecimal digits).
+    pub fn random() -> OriginId {
+        OriginId(random_token().into())
+    }
+
+    /// An id of the caller's choosing (a host name and process id, say):
+    /// non-empty, printable ASCII without spaces, at most 128 bytes.
+    pub fn new(id: &str) -> Result<OriginId, RedisError> {
+        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(RedisError::Invalid(
+                "an origin id is 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
+        Ok(OriginId(id.into()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OriginId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a message invalidates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// The entry stored under this key ([`CacheKey::as_str`]).
+    Key(String),
+    /// Every entry with this tag ([`Tag::as_str`]).
+    Tag(String),
+    /// Every entry of the L1.
+    Purge,
+}
+
+/// One message on the channel; see the [module documentation](self) for the
+/// wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidationMessage {
+    /// Who published it.
+    pub origin: OriginId,
+    /// What it invalidates.
+    pub invalidation: Invalidation,
+}
+
+impl InvalidationMessage {
+    /// The message as sent.
+    pub fn encode(&self) -> String {
+        let origin = self.origin.as_str();
+        match &self.invalidation {
+            Invalidation::Key(key) => format!("{FORMAT_TAG} {origin} key {key}"),
+            Invalidation::Tag(tag) => format!("{FORMAT_TAG} {origin} tag {tag}"),
+            Invalidation::Purge => format!("{FORMAT_TAG} {origin} purge"),
+        }
+    }
+
+    /// Reads a message; `None` for anything that is not one (another format,
+    /// a truncated message, an unknown kind).
+    pub fn decode(message: &[u8]) -> Option<InvalidationMessage> {
+        let text = std::str::from_utf8(message).ok()?;
+        let mut fields = text.splitn(4, ' ');
+        if fields.next()? != FORMAT_TAG {
+            return None;
+        }
+        let origin = OriginId::new(fields.next()?).ok()?;
+        let invalidation = match (fields.next()?, fields.next()) {
+            ("key", Some(key)) => Invalidation::Key(key.to_owned()),
+            ("tag", Some(tag)) if !tag.is_empty() => Invalidation::Tag(tag.to_owned()),
+            ("purge", None) => Invalidation::Purge,
+            _ => return None,
+        };
+        Some(InvalidationMessage { origin, invalidation })
+    }
+}
+
+/// Something the bus did or saw; see [`InvalidationBus::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusEvent {
+    /// A message from another instance was applied to the L1.
+    Applied(Invalidation),
+    /// A message of this instance's own came back and was skipped.
+    SkippedOwn(Invalidation),
+    /// A message could not be read and was dropped.
+    Malformed,
+    /// The subscription is (again) established.
+    Subscribed,
+    /// The subscription was lost: the bus is in degraded mode.
+    Lost,
+    /// The L1 was purged (by a message, [`InvalidationBus::purge`], a
+    /// resubscription or a listener that fell behind).
+    Purged,
+}
+
+/// What an [`InvalidationBus`] counted; see [`InvalidationBus::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InvalidationStats {
+    /// Messages published.
+    pub published: u64,
+    /// Publishes that failed or timed out.
+    pub publish_failures: u64,
+    /// Messages received (own ones and malformed ones included).
+    pub received: u64,
+    /// Messages from other instances applied to the L1.
+    pub applied: u64,
+    /// Own messages skipped.
+    pub skipped_own: u64,
+    /// Messages that could not be read.
+    pub malformed: u64,
+    /// Times the subscription was established (the first time included).
+    pub subscriptions: u64,
+    /// Times it was lost.
+    pub losses: u64,
+    /// Purges of the L1, for whatever reason.
+    pub purges: u64,
+    /// Whether the subscription is up now.
+    pub subscribed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    applied: AtomicU64,
+    skipped_own: AtomicU64,
+    malformed: AtomicU64,
+    subscriptions: AtomicU64,
+    losses: AtomicU64,
+    purges: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the bus, its wrappers and its listener task share.
+struct Shared {
+    l1: Arc<dyn Backend>,
+    publisher: Pool,
+    label: Arc<str>,
+    channel: String,
+    origin: OriginId,
+    degraded_ttl: Duration,
+    purge_on_resubscribe: bool,
+    publish_timeout: Duration,
+    retry_interval: Duration,
+    epoch: Instant,
+    generation: AtomicU64,
+    /// Milliseconds since `epoch` at which the subscription was lost, or
+    /// [`UP`].
+    down_since: AtomicU64,
+    subscribed: watch::Sender<bool>,
+    events: broadcast::Sender<BusEvent>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(UP - 1)
+    }
+
+    fn is_up(&self) -> bool {
+        self.down_since.load(Ordering::SeqCst) == UP
+    }
+
+    fn emit(&self, event: BusEvent) {
+        // No receiver is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Whether an entry written at `written_ms` may be served now.
+    fn trusted(&self, written_ms: u64) -> bool {
+        let down = self.down_since.load(Ordering::SeqCst);
+        if down == UP {
+            return true;
+        }
+        let since = written_ms.max(down);
+        self.now_ms().saturating_sub(since) < self.degraded_ttl.as_millis() as u64
+    }
+
+    fn mark_down(&self, why: &str) {
+        let now = self.now_ms();
+        if self
+            .down_since
+            .compare_exchange(UP, now, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            bump(&self.counters.losses);
+            self.subscribed.send_replace(false);
+            if why == STOPPED {
+                tracing::debug!(channel = %self.channel, "invalidation listener stopped");
+                self.emit(BusEvent::Lost);
+                return;
+            }
+            tracing::warn!(
+                channel = %self.channel, why,
+                degraded_ttl = ?self.degraded_ttl,
+                "invalidation subscription lost; L1 lifetimes are capped until it is back"
+            );
+            self.emit(BusEvent::Lost);
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.is_up() {
+            return;
+        }
+        if self.purge_on_resubscribe && self.counters.subscriptions.load(Ordering::Relaxed) > 0 {
+            // Messages published while we were away are lost.
+            self.purge_local();
+        }
+        self.down_since.store(UP, Ordering::SeqCst);
+        bump(&self.counters.subscriptions);
+        self.subscribed.send_replace(true);
+        tracing::info!(channel = %self.channel, "invalidation subscription established");
+        self.emit(BusEvent::Subscribed);
+    }
+
+    fn purge_local(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.purges);
+        tracing::debug!(channel = %self.channel, "L1 purged");
+        self.emit(BusEvent::Purged);
+    }
+
+    async fn publish(&self, invalidation: Invalidation) -> Result<(), BackendError> {
+        let message = InvalidationMessage {
+            origin: self.origin.clone(),
+            invalidation,
+        }
+        .encode();
+        let send = self
+            .publisher
+            .next()
+            .publish::<i64, _, _>(self.channel.as_str(), message);
+        match tokio::time::timeout(self.publish_timeout, send).await {
+            Ok(Ok(_listeners)) => {
+                bump(&self.counters.published);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                bump(&self.counters.publish_failures);
+                tracing::warn!(channel = %self.channel, %error, "invalidation publish failed");
+                Err(BackendError::client(Arc::clone(&self.label), error))
+            }
+            Err(_) => {
+                bump(&self.counters.publish_failures);
+                tracing::warn!(channel = %self.channel, "invalidation publish timed out");
+                Err(BackendError::Timeout {
+                    tier: Arc::clone(&self.label),
+                    after: self.publish_timeout,
+                })
+            }
+        }
+    }
+
+    async fn handle(&self, message: Message) {
+        bump(&self.counters.received);
+        let decoded = message.value.as_bytes().and_then(InvalidationMessage::decode);
+        let Some(decoded) = decoded else {
+            bump(&self.counters.malformed);
+            tracing::warn!(channel = %self.channel, "unreadable invalidation message dropped");
+            self.emit(BusEvent::Malformed);
+            return;
+        };
+        if decoded.origin == self.origin {
+            bump(&self.counters.skipped_own);
+            self.emit(BusEvent::SkippedOwn(decoded.invalidation));
+            return;
+        }
+        let result = match &decoded.invalidation {
+            Invalidation::Key(key) => {
+                let key = CacheKey::from_encoded(key.as_str());
+                self.l1.remove(&key).await.map(|_| ())
+            }
+            Invalidation::Tag(tag) => self.l1.invalidate_tag(&Tag::new(tag.as_str())).await.map(|_| ()),
+            Invalidation::Purge => {
+                self.purge_local();
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            // The L1 is in-process; this should not happen. Purge to be safe.
+            tracing::warn!(%error, "applying an invalidation to L1 failed; purging L1");
+            self.purge_local();
+        }
+        bump(&self.counters.applied);
+        self.emit(BusEvent::Applied(decoded.invalidation));
+    }
+}
+
+/// Configures an [`InvalidationBus`]; see [`InvalidationBus::builder`].
+pub struct InvalidationBusBuilder {
+    redis: RedisBackend,
+    channel: Option<String>,
+    origin: Option<OriginId>,
+    degraded_ttl: Duration,
+    purge_on_resubscribe: bool,
+    publish_timeout: Duration,
+    retry_interval: Duration,
+}
+
+impl fmt::Debug for InvalidationBusBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidationBusBuilder")
+            .field("channel", &self.channel)
+            .field("origin", &self.origin)
+            .field("degraded_ttl", &self.degraded_ttl)
+            .field("purge_on_resubscribe", &self.purge_on_resubscribe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InvalidationBusBuilder {
+    /// The channel (default the backend's key prefix followed by
+    /// [`CHANNEL_SUFFIX`]). Every instance sharing the cache must use the
+    /// same one.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+
+    /// This instance's id (default [`OriginId::random`]).
+    pub fn origin(mut self, origin: OriginId) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// The lifetime cap of L1 entries while the subscription is down
+    /// (default [`DEFAULT_DEGRADED_TTL`]).
+    pub fn degraded_ttl(mut self, ttl: Duration) -> Self {
+        self.degraded_ttl = ttl;
+        self
+    }
+
+    /// Whether the L1 is purged when the subscription comes back after a
+    /// loss (default `true`; see the [module documentation](self)).
+    pub fn purge_on_resubscribe(mut self, purge: bool) -> Self {
+        self.purge_on_resubscribe = purge;
+        self
+    }
+
+    /// The timeout of a `PUBLISH` (default [`DEFAULT_PUBLISH_TIMEOUT`]).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How often to try subscribing again while down (default
+    /// [`DEFAULT_RETRY_INTERVAL`]), besides on every reconnection.
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
+    /// Starts the bus over `l1`, this instance's in-process tier: builds the
+    /// subscriber client (from the backend's fred configuration, with its
+    /// reconnect policy), connects it in the background and spawns the
+    /// listener. Must be called inside a Tokio runtime; does not wait for
+    /// the subscription (see [`InvalidationBus::wait_subscribed`]): until
+    /// then the bus is in degraded mode.
+    pub fn start(self, l1: impl Backend) -> Result<InvalidationBus, RedisError> {
+        if self.degraded_ttl.is_zero() || self.publish_timeout.is_zero() || self.retry_interval.is_zero() {
+            return Err(RedisError::Invalid(
+                "degraded_ttl, publish_timeout and retry_interval must be longer than zero",
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisError::NoRuntime);
+        }
+        let pool = self.redis.pool().clone();
+        let template = pool.next();
+        let mut performance = template.perf_config();
+        performance.broadcast_channel_capacity = performance.broadcast_channel_capacity.max(MESSAGE_BUFFER);
+        let policy = template
+            .client_reconnect_policy()
+            .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+        let subscriber = Builder::from_config(template.client_config())
+            .set_performance_config(performance)
+            .set_connection_config(template.connection_config().clone())
+            .set_policy(policy)
+            .build()
+            .map_err(RedisError::Config)?;
+
+        let channel = self
+            .channel
+            .unwrap_or_else(|| format!("{}{CHANNEL_SUFFIX}", self.redis.key_prefix()));
+        let (subscribed, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            l1: Arc::new(l1),
+            publisher: pool,
+            label: Arc::from(format!("{}-invalidation", self.redis.label())),
+            channel,
+            origin: self.origin.unwrap_or_else(OriginId::random),
+            degraded_ttl: self.degraded_ttl,
+            purge_on_resubscribe: self.purge_on_resubscribe,
+            publish_timeout: self.publish_timeout,
+            retry_interval: self.retry_interval,
+            epoch: Instant::now(),
+            generation: AtomicU64::new(0),
+            down_since: AtomicU64::new(0),
+            subscribed,
+            events,
+            counters: Counters::default(),
+        });
+
+        // The receivers exist before the connection, so the first
+        // "reconnection" (the initial connection) is seen.
+        let receivers = Receivers {
+            messages: subscriber.message_rx(),
+            errors: subscriber.error_rx(),
+            reconnects: subscriber.reconnect_rx(),
+            unresponsive: subscriber.unresponsive_rx(),
+        };
+        drop(subscriber.connect());
+        let task = tokio::spawn(listen(Arc::clone(&shared), subscriber.clone(), receivers));
+        Ok(InvalidationBus {
+            inner: Arc::new(BusInner {
+                shared,
+                subscriber,
+                task,
+            }),
+        })
+    }
+}
+
+struct Receivers {
+    messages: broadcast::Receiver<Message>,
+    errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
+    unresponsive: broadcast::Receiver<fred::types::config::Server>,
+}
+
+/// Subscribes; true once Redis confirmed.
+async fn subscribe(shared: &Shared, client: &Client) -> bool {
+    let timeout = shared.publish_timeout.max(Duration::from_secs(1));
+    match tokio::time::timeout(timeout, client.subscribe(shared.channel.as_str())).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(channel = %shared.channel, %error, "invalidation subscribe failed; retrying");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(channel = %shared.channel, "invalidation subscribe timed out; retrying");
+            false
+        }
+    }
+}
+
+/// The listener task: applies messages, follows the connection's state and
+/// resubscribes.
+async fn listen(shared: Arc<Shared>, client: Client, mut rx: Receivers) {
+    use broadcast::error::RecvError;
+    loop {
+        let down = !shared.is_up();
+        tokio::select! {
+            message = rx.messages.recv() => match message {
+                Ok(message) => shared.handle(message).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "invalidation listener fell behind; purging L1");
+                    shared.purge_local();
+                }
+                Err(RecvError::Closed) => break,
+            },
+            error = rx.errors.recv() => match error {
+                Ok((error, _server)) => shared.mark_down(&error.to_string()),
+                Err(RecvError::Lagged(_)) => shared.mark_down("connection errors"),
+                Err(RecvError::Closed) => break,
+            },
+            server = rx.unresponsive.recv() => match server {
+                Ok(_) | Err(RecvError::Lagged(_)) => shared.mark_down("unresponsive connection"),
+                Err(RecvError::Closed) => break,
+            },
+            server = rx.reconnects.recv() => match server {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    // A fresh connection is subscribed to nothing. SUBSCRIBE
+                    // is idempotent, so a reconnection of another cluster
+                    // node costs one round trip and changes nothing.
+                    if subscribe(&shared, &client).await {
+                        shared.mark_up();
+                    } else {
+                        shared.mark_down("resubscription failed");
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = tokio::time::sleep(shared.retry_interval), if down => {
+                if client.is_connected() && subscribe(&shared, &client).await {
+                    shared.mark_up();
+                }
+            }
+        }
+    }
+    shared.mark_down(STOPPED);
+}
+
+/// One instance's side of cross-instance invalidation; see the
+/// [module documentation](self). A cheap `Clone` handle; the listener stops
+/// (and the subscriber disconnects) when the last clone is dropped.
+#[derive(Clone)]
+pub struct InvalidationBus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    shared: Arc<Shared>,
+    subscriber: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BusInner {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.shared.mark_down(STOPPED);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let subscriber = self.subscriber.clone();
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+impl fmt::Debug for InvalidationBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.inner.shared;
+        f.debug_struct("InvalidationBus")
+            .field("channel", &shared.channel)
+            .field("origin", &shared.origin)
+            .field("subscribed", &shared.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InvalidationBus {
+    /// Starts configuring a bus that publishes through `redis`'s connections
+    /// and subscribes with a client built from its configuration.
+    pub fn builder(redis: &RedisBackend) -> InvalidationBusBuilder {
+        InvalidationBusBuilder {
+            redis: redis.clone(),
+            channel: None,
+            origin: None,
+            degraded_ttl: DEFAULT_DEGRADED_TTL,
+            purge_on_resubscribe: true,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+        }
+    }
+
+    /// The L1 as the composition should use it: `bus.local_tier().compose(redis)`.
+    pub fn local_tier(&self) -> LocalTier {
+        LocalTier {
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+
+    /// `tiers` (usually `local_tier().compose(redis)`) with removals and tag
+    /// invalidations published to the other instances.
+    pub fn broadcasting<B: Backend>(&self, tiers: B) -> Broadcasting<B> {
+        Broadcasting {
+            tiers,
+            shared: Arc::clone(&self.inner.shared),
+        }
+    }
+
+    /// Empties this instance's L1 and tells the others to empty theirs.
+    /// Redis keeps its entries. Fails if the publish failed (the local L1
+    /// is purged anyway).
+    pub async fn purge(&self) -> Result<(), BackendError> {
+        self.inner.shared.purge_local();
+        self.inner.shared.publish(Invalidation::Purge).await
+    }
+
+    /// Publishes `invalidation` without applying it here; for invalidations
+    /// done by other means (a script that deleted keys in Redis, say).
+    pub async fn publish(&self, invalidation: Invalidation) -> Result<(), BackendError> {
+        self.inner.shared.publish(invalidation).await
+    }
+
+    /// Whether the subscription is up (otherwise L1 lifetimes are capped).
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.shared.is_up()
+    }
+
+    /// Waits until the subscription is up, for at most `timeout`.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> Result<(), RedisError> {
+        let mut subscribed = self.inner.shared.subscribed.subscribe();
+        match tokio::time::timeout(timeout, subscribed.wait_for(|up| *up)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(RedisError::ConnectTimeout(timeout)),
+        }
+    }
+
+    /// A stream of what the bus does, from now on: for metrics, and for
+    /// tests that wait for a message to be applied. A receiver that falls
+    /// more than 256 events behind loses the oldest.
+    pub fn events(&self) -> broadcast::Receiver<BusEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    /// This instance's origin id.
+    pub fn origin(&self) -> &OriginId {
+        &self.inner.shared.origin
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.inner.shared.channel
+    }
+
+    /// The lifetime cap of L1 entries while down.
+    pub fn degraded_ttl(&self) -> Duration {
+        self.inner.shared.degraded_ttl
+    }
+
+    /// The L1 backend the bus was started over (without the header the
+    /// [`LocalTier`] adds).
+    pub fn l1(&self) -> &Arc<dyn Backend> {
+        &self.inner.shared.l1
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> InvalidationStats {
+        let c = &self.inner.shared.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        InvalidationStats {
+            published: load(&c.published),
+            publish_failures: load(&c.publish_failures),
+            received: load(&c.received),
+            applied: load(&c.applied),
+            skipped_own: load(&c.skipped_own),
+            malformed: load(&c.malformed),
+            subscriptions: load(&c.subscriptions),
+            losses: load(&c.losses),
+            purges: load(&c.purges),
+            subscribed: self.is_subscribed(),
+        }
+    }
+}
+
+/// The L1 of an instance with an [`InvalidationBus`]; see the
+/// [module documentation](self). Made by [`InvalidationBus::local_tier`];
+/// clones share the tier.
+///
+/// Stores each value behind a [`LOCAL_HEADER_LEN`]-byte header (the purge
+/// generation and the write time), caps write lifetimes at the bus's
+/// degraded TTL while the subscription is down, and reads entries of an
+/// older generation, or trusted for too long while down, as misses.
+#[derive(Clone)]
+pub struct LocalTier {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LocalTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalTier")
+            .field("l1", &self.shared.l1.label())
+            .field("subscribed", &self.shared.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalTier {
+    /// The lifetime a write asking for `ttl` gets now.
+    pub fn effective_ttl(&self, ttl: Duration) -> Duration {
+        if self.shared.is_up() {
+            ttl
+        } else {
+            ttl.min(self.shared.degraded_ttl)
+        }
+    }
+}
+
+impl Backend for LocalTier {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let Some(stored) = shared.l1.read(key).await? else {
+                return Ok(None);
+            };
+            if stored.len() < LOCAL_HEADER_LEN {
+                // Not written by a LocalTier: not ours to serve.
+                return Ok(None);
+            }
+            let generation = u64::from_be_bytes(stored[..8].try_into().expect("8 bytes"));
+            let written = u64::from_be_bytes(stored[8..16].try_into().expect("8 bytes"));
+            if generation != shared.generation.load(Ordering::SeqCst) {
+                let _ = shared.l1.remove(key).await;
+                return Ok(None);
+            }
+            if !shared.trusted(written) {
+                return Ok(None);
+            }
+            Ok(Some(stored.slice(LOCAL_HEADER_LEN..)))
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let ttl = self.effective_ttl(ttl);
+            let mut framed = BytesMut::with_capacity(LOCAL_HEADER_LEN + value.len());
+            framed.put_u64(shared.generation.load(Ordering::SeqCst));
+            framed.put_u64(shared.now_ms());
+            framed.extend_from_slice(&value);
+            shared.l1.write(key, framed.freeze(), ttl, tags).await
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.shared.l1.remove(key)
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.shared.l1.invalidate_tag(tag)
+    }
+
+    fn label(&self) -> &str {
+        self.shared.l1.label()
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        self.shared.l1.tier_stats()
+    }
+}
+
+/// A backend (usually the `L1 + Redis` composition) whose removals and tag
+/// invalidations are published to the other instances after they are done
+/// here. Made by [`InvalidationBus::broadcasting`].
+///
+/// The publish happens whether or not the wrapped operation succeeded (the
+/// other instances' L1 must forget the entry either way). The wrapped
+/// operation's error is returned first; otherwise a failed publish is
+/// returned as the error, since the other instances were not told.
+pub struct Broadcasting<B> {
+    tiers: B,
+    shared: Arc<Shared>,
+}
+
+impl<B: fmt::Debug> fmt::Debug for Broadcasting<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broadcasting")
+            .field("tiers", &self.tiers)
+            .field("channel", &self.shared.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Broadcasting<B> {
+    /// The wrapped backend.
+    pub fn get_ref(&self) -> &B {
+        &self.tiers
+    }
+}
+
+impl<B: Backend> Backend for Broadcasting<B> {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        self.tiers.read(key)
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        self.tiers.write(key, value, ttl, tags)
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let removed = self.tiers.remove(key).await;
+            let published = self
+                .shared
+                .publish(Invalidation::Key(key.as_str().to_owned()))
+                .await;
+            let removed = removed?;
+            published?;
+            Ok(removed)
+        })
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let removed = self.tiers.invalidate_tag(tag).await;
+            let published = self
+                .shared
+                .publish(Invalidation::Tag(tag.as_str().to_owned()))
+                .await;
+            let removed = removed?;
+            published?;
+            Ok(removed)
+        })
+    }
+
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.tiers.exists(key)
+    }
+
+    fn label(&self) -> &str {
+        self.tiers.label()
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        self.tiers.tier_stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> OriginId {
+        OriginId::new("node-a:42").expect("a valid id")
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        for invalidation in [
+            Invalidation::Key("profiles:v1:tenant=acme:id=7".into()),
+            Invalidation::Key("key with spaces".into()),
+            Invalidation::Key(String::new()),
+            Invalidation::Tag("user:7".into()),
+            Invalidation::Purge,
+        ] {
+            let message = InvalidationMessage {
+                origin: origin(),
+                invalidation,
+            };
+            let wire = message.encode();
+            assert_eq!(
+                InvalidationMessage::decode(wire.as_bytes()),
+                Some(message),
+                "{wire}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_wire_format_is_stable() {
+        let key = InvalidationMessage {
+            origin: origin(),
+            invalidation: Invalidation::Key("a b".into()),
+        };
+        assert_eq!(key.encode(), "hbinv1 node-a:42 key a b");
+        let purge = InvalidationMessage {
+            origin: origin(),
+            invalidation: Invalidation::Purge,
+        };
+        assert_eq!(purge.encode(), "hbinv1 node-a:42 purge");
+    }
+
+    #[test]
+    fn foreign_messages_are_refused() {
+        for wire in [
+            &b""[..],
+            b"hbinv2 node key k",
+            b"hbinv1 node",
+            b"hbinv1 node key",
+            b"hbinv1 node tag ",
+            b"hbinv1 node purge extra",
+            b"hbinv1 node drop k",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(InvalidationMessage::decode(wire), None, "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn origin_ids_are_checked_and_random_ones_differ() {
+        assert!(OriginId::new("").is_err());
+        assert!(OriginId::new("a b").is_err());
+        assert!(OriginId::new("é").is_err());
+        let (a, b) = (OriginId::random(), OriginId::random());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}
