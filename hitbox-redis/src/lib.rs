@@ -90,6 +90,15 @@
 //!
 //! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
 //!
+//! # Several instances
+//!
+//! - [`invalidation`]: with an in-process tier in front of Redis, an
+//!   [`InvalidationBus`] carries deletes, tag invalidations and purges to
+//!   every other instance's L1 over Redis pub/sub, and caps L1 lifetimes
+//!   while its subscription is down.
+//! - [`lock`]: a [`RedisLock`] lets the instances that miss one key at once
+//!   call the origin once between them (distributed single-flight).
+//!
 //! # Features
 //!
 //! - `tls`: TLS connections (`rediss://` URLs, `RedisBackendBuilder::tls`)
