@@ -78,6 +78,24 @@ pub struct TierStats {
     pub entries: Option<u64>,
     /// Bytes held now, where the tier knows.
     pub bytes: Option<u64>,
+    /// Operations whose duration the tier measured (0 for a tier that does
+    /// not measure its own: in-process tiers answer in nanoseconds and are
+    /// not worth the clock reads).
+    pub timed_calls: u64,
+    /// The time those operations took, in total, in microseconds (failed
+    /// and timed-out ones included). Divided by
+    /// [`timed_calls`](TierStats::timed_calls), the mean latency.
+    pub total_latency_micros: u64,
+    /// The longest of those operations, in microseconds.
+    pub max_latency_micros: u64,
+}
+
+impl TierStats {
+    /// The mean duration of the timed operations, or `None` when none was
+    /// timed.
+    pub fn mean_latency(&self) -> Option<Duration> {
+        (self.timed_calls > 0).then(|| Duration::from_micros(self.total_latency_micros / self.timed_calls))
+    }
 }
 
 macro_rules! forward_backend {

@@ -1037,8 +1037,9 @@ impl Backend for CompositionBackend {
 
     /// The stats of every inner tier (L1's, then L2's), then the
     /// composition's own counters for L1 and for L2, labelled
-    /// `"<composition>:l1"` and `"<composition>:l2"` (latency is in
-    /// [`CompositionBackend::tier_counters`]).
+    /// `"<composition>:l1"` and `"<composition>:l2"`, with the latency the
+    /// composition measured around each tier (as seen by the caller: a
+    /// tier's own stages, a compression say, are in it).
     fn tier_stats(&self) -> Vec<TierStats> {
         let mut stats = self.l1.backend.tier_stats();
         stats.extend(self.l2.backend.tier_stats());
@@ -1049,6 +1050,9 @@ impl Backend for CompositionBackend {
                 hits: own.hits,
                 misses: own.misses,
                 errors: own.errors,
+                timed_calls: own.calls,
+                total_latency_micros: own.total_latency_micros,
+                max_latency_micros: own.max_latency_micros,
                 ..TierStats::default()
             });
         }
@@ -1077,5 +1081,109 @@ mod tests {
         tiers.flush().await;
         assert!(tiers.pending.keys().is_empty());
         assert_eq!(tiers.pending.running.load(Ordering::SeqCst), 0);
+    }
+
+    /// A memory tier whose reads take at least `delay`, like a remote one.
+    struct Slow {
+        inner: MemoryBackend,
+        delay: Duration,
+    }
+
+    impl Backend for Slow {
+        fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                self.inner.read(key).await
+            })
+        }
+        fn write<'a>(
+            &'a self,
+            key: &'a CacheKey,
+            value: Bytes,
+            ttl: Duration,
+            tags: &'a [Tag],
+        ) -> BackendFuture<'a, ()> {
+            self.inner.write(key, value, ttl, tags)
+        }
+        fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+            self.inner.remove(key)
+        }
+        fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+            self.inner.invalidate_tag(tag)
+        }
+        fn label(&self) -> &str {
+            self.inner.label()
+        }
+        fn tier_stats(&self) -> Vec<TierStats> {
+            self.inner.tier_stats()
+        }
+    }
+
+    #[tokio::test]
+    async fn tier_stats_carry_the_latency_measured_around_each_tier() {
+        let l1 = MemoryBackend::new().labelled("near");
+        let l2 = MemoryBackend::new().labelled("far");
+        let (near, far) = (Duration::from_millis(2), Duration::from_millis(5));
+        let tiers = CompositionBackend::builder(
+            Slow {
+                inner: l1.clone(),
+                delay: near,
+            },
+            Slow {
+                inner: l2.clone(),
+                delay: far,
+            },
+        )
+        .refill_policy(RefillPolicy::Never)
+        .build();
+        let (in_l1, in_l2) = (CacheKey::builder("a").build(), CacheKey::builder("b").build());
+        let ttl = Duration::from_secs(60);
+        l1.write(&in_l1, Bytes::from_static(b"1"), ttl, &[])
+            .await
+            .unwrap();
+        l2.write(&in_l2, Bytes::from_static(b"2"), ttl, &[])
+            .await
+            .unwrap();
+
+        for _ in 0..3 {
+            assert!(tiers.read(&in_l1).await.unwrap().is_some()); // L1 only
+            assert!(tiers.read(&in_l2).await.unwrap().is_some()); // L1 miss, then L2
+        }
+
+        let stats = tiers.tier_stats();
+        let own = |label: &str| {
+            stats
+                .iter()
+                .find(|s| s.label == label)
+                .unwrap_or_else(|| panic!("no stats labelled {label} in {stats:?}"))
+        };
+        for (label, calls, delay) in [("near+far:l1", 6, near), ("near+far:l2", 3, far)] {
+            let tier = own(label);
+            assert_eq!(tier.timed_calls, calls, "{label}");
+            let delay = u64::try_from(delay.as_micros()).unwrap();
+            assert!(tier.max_latency_micros >= delay, "{label}: {tier:?}");
+            assert!(tier.total_latency_micros >= calls * delay, "{label}: {tier:?}");
+            assert!(
+                tier.max_latency_micros <= tier.total_latency_micros,
+                "{label}: {tier:?}"
+            );
+            assert!(
+                tier.mean_latency().unwrap() >= Duration::from_micros(delay),
+                "{label}"
+            );
+        }
+        // The inner memory tiers do not time themselves.
+        assert_eq!(own("near").timed_calls, 0);
+        assert_eq!(own("near").mean_latency(), None);
+        // The same numbers as the composition's own counters.
+        let [c1, c2] = tiers.tier_counters();
+        assert_eq!(
+            (c1.calls, c1.total_latency_micros),
+            (
+                own("near+far:l1").timed_calls,
+                own("near+far:l1").total_latency_micros
+            )
+        );
+        assert_eq!(c2.max_latency_micros, own("near+far:l2").max_latency_micros);
     }
 }

@@ -219,6 +219,7 @@ impl Backend for MemoryBackend {
             evictions: 0,
             entries: Some(self.len() as u64),
             bytes: Some(self.entries().values().map(|s| s.bytes.len() as u64).sum()),
+            ..TierStats::default()
         }]
     }
 }

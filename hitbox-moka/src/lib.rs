@@ -321,6 +321,7 @@ impl Backend for MokaBackend {
             evictions: self.evictions(),
             entries: Some(self.entry_count()),
             bytes: Some(self.weighted_size()),
+            ..TierStats::default()
         }]
     }
 }

@@ -114,7 +114,7 @@ pub mod lock;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::{
@@ -192,6 +192,20 @@ struct Inner {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
+    /// Operations sent to Redis (not refused by the breaker) and how long
+    /// they took, timeouts included, in microseconds.
+    timed_calls: AtomicU64,
+    total_micros: AtomicU64,
+    max_micros: AtomicU64,
+}
+
+impl Inner {
+    fn timed(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.timed_calls.fetch_add(1, Ordering::Relaxed);
+        self.total_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -245,6 +259,9 @@ impl RedisBackend {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
+                timed_calls: AtomicU64::new(0),
+                total_micros: AtomicU64::new(0),
+                max_micros: AtomicU64::new(0),
             }),
         }
     }
@@ -319,7 +336,10 @@ impl RedisBackend {
             Kind::Write => inner.write_timeout,
             Kind::Invalidate => inner.invalidate_timeout,
         };
-        match tokio::time::timeout(after, op).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(after, op).await;
+        inner.timed(started.elapsed());
+        match outcome {
             Ok(Ok(value)) => {
                 permit.success();
                 Ok(value)
@@ -511,6 +531,9 @@ impl Backend for RedisBackend {
             evictions: 0,
             entries: None,
             bytes: None,
+            timed_calls: self.inner.timed_calls.load(Ordering::Relaxed),
+            total_latency_micros: self.inner.total_micros.load(Ordering::Relaxed),
+            max_latency_micros: self.inner.max_micros.load(Ordering::Relaxed),
         }]
     }
 }
