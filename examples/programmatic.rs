@@ -53,7 +53,10 @@ async fn main() {
     for request in requests {
         request.await.expect("request task");
     }
-    println!("100 concurrent requests, loader calls: {}", calls.load(Ordering::SeqCst));
+    println!(
+        "100 concurrent requests, loader calls: {}",
+        calls.load(Ordering::SeqCst)
+    );
 
     // Tags: store users tagged with their team, then drop a whole team.
     for id in 2..=5 {
@@ -61,10 +64,17 @@ async fn main() {
         let options = EntryOptions::new().tag(format!("team:{}", user.team));
         users.set_with(id, &user, &options).await.expect("store");
     }
-    let removed = cache.invalidate_tag(&Tag::from("team:red")).await.expect("invalidate");
+    let removed = cache
+        .invalidate_tag(&Tag::from("team:red"))
+        .await
+        .expect("invalidate");
     println!("invalidated team:red, entries removed: {removed}");
     for id in 2..=5 {
-        let state = if users.get(id).await.is_some() { "cached" } else { "gone" };
+        let state = if users.get(id).await.is_some() {
+            "cached"
+        } else {
+            "gone"
+        };
         println!("  user {id}: {state}");
     }
 

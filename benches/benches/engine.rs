@@ -7,7 +7,10 @@ use hitbox_moka::MokaBackend;
 use std::hint::black_box;
 
 fn bench_hits(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cache = Cache::new(MokaBackend::default());
     let mut group = c.benchmark_group("engine/hit");
     for (label, size) in [("1KiB", 1024), ("100KiB", 100 * 1024)] {

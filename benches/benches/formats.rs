@@ -77,11 +77,15 @@ fn bench_compressors(c: &mut Criterion) {
         };
         let packed = gzip(&plain);
         eprintln!("gzip-1 {label}: {} -> {} bytes", plain.len(), packed.len());
-        group.bench_function(BenchmarkId::new("compress", "gzip-1"), |b| b.iter(|| gzip(black_box(&plain))));
+        group.bench_function(BenchmarkId::new("compress", "gzip-1"), |b| {
+            b.iter(|| gzip(black_box(&plain)))
+        });
         group.bench_function(BenchmarkId::new("decompress", "gzip-1"), |b| {
             b.iter(|| {
                 let mut out = Vec::with_capacity(plain.len());
-                flate2::read::GzDecoder::new(black_box(&packed[..])).read_to_end(&mut out).unwrap();
+                flate2::read::GzDecoder::new(black_box(&packed[..]))
+                    .read_to_end(&mut out)
+                    .unwrap();
                 out
             })
         });

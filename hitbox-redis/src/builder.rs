@@ -294,6 +294,13 @@ impl RedisBackendBuilder {
     }
 
     fn config(&mut self) -> Result<Config, RedisError> {
+        // fred builds a rustls connector from the process-wide provider when
+        // it parses a `rediss://` URL. That choice is ambiguous once another
+        // crate of the application enables another provider (reqwest enables
+        // aws-lc-rs), and rustls then panics: name ring as the default,
+        // unless the application chose one already.
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = match self.target.take() {
             None => return Err(RedisError::NoServer),
             Some(Target::Url(url)) => {
@@ -322,8 +329,7 @@ impl RedisBackendBuilder {
         }
         #[cfg(feature = "tls")]
         if self.tls && config.tls.is_none() {
-            let connector = fred::prelude::TlsConnector::default_rustls().map_err(RedisError::Config)?;
-            config.tls = Some(connector.into());
+            config.tls = Some(rustls_connector()?.into());
         }
         // Retry the first connection like any later one: a cache whose Redis
         // is down at start-up degrades, it does not stop the application.
@@ -429,6 +435,36 @@ fn uses_tls(url: &str) -> bool {
         .unwrap_or("")
         .to_ascii_lowercase();
     scheme.starts_with("rediss") || scheme.starts_with("valkeys")
+}
+
+/// A rustls connector trusting the platform's roots, on the ring provider
+/// named explicitly: the process-wide default is ambiguous as soon as
+/// another crate in the application (reqwest, for one) enables another
+/// provider, and rustls then refuses to guess.
+#[cfg(feature = "tls")]
+fn rustls_connector() -> Result<fred::prelude::TlsConnector, RedisError> {
+    use std::sync::Arc;
+    let tls_error =
+        |message: String| RedisError::Config(fred::error::Error::new(fred::error::ErrorKind::Tls, message));
+    let native = rustls_native_certs::load_native_certs();
+    if let Some(error) = native.errors.first() {
+        return Err(tls_error(format!(
+            "loading the platform's root certificates: {error}"
+        )));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in native.certs {
+        roots
+            .add(certificate)
+            .map_err(|error| tls_error(format!("adding a root certificate: {error}")))?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| tls_error(format!("choosing TLS versions: {error}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(fred::prelude::TlsConnector::from(config))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //!     .layer(CacheLayer::new(cache))
 //!     .service(ReqwestService::new(reqwest::Client::new()));
 //!
-//! let request = http::Request::get("http://127.0.0.1:8000/slow/1").body(String::new())?;
-//! let response = ServiceExt::<http::Request<String>>::ready(&mut client).await?.call(request).await?;
+//! let request = http::Request::get("http://127.0.0.1:8000/slow/1").body(reqwest::Body::default())?;
+//! let response = ServiceExt::<http::Request<reqwest::Body>>::ready(&mut client).await?.call(request).await?;
 //! println!("{:?}", response.headers().get("cache-status"));
 //! # Ok(()) }
 //! ```
@@ -25,8 +25,10 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 /// Wraps a [`reqwest::Client`]: takes `http::Request<B>` for any body that
-/// converts into a reqwest body (`String`, `Bytes`, `Vec<u8>`...) and
-/// answers `http::Response<reqwest::Body>`, whose body streams.
+/// converts into a reqwest body and answers `http::Response<reqwest::Body>`,
+/// whose body streams. Under the cache layer, send `reqwest::Body` (the
+/// layer may rebuild a request from its head, or from a body it read to
+/// build the key).
 #[derive(Debug, Clone, Default)]
 pub struct ReqwestService {
     client: reqwest::Client,

@@ -56,3 +56,8 @@ pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
 pub use service::{CacheService, ResponseFuture};
+
+/// The README's code, compiled as doctests so it stays true.
+#[cfg(all(doctest, feature = "reqwest"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -48,6 +48,7 @@ pub struct Rule {
     pub(crate) cache_with_cookies: bool,
     pub(crate) store_set_cookie: bool,
     pub(crate) store_private: bool,
+    pub(crate) body_key_limit: Option<usize>,
 }
 
 impl Default for Rule {
@@ -83,6 +84,7 @@ impl Rule {
             cache_with_cookies: false,
             store_set_cookie: false,
             store_private: false,
+            body_key_limit: None,
         }
     }
 
@@ -165,6 +167,16 @@ impl Rule {
     /// Stores responses marked `Cache-Control: private`.
     pub fn store_private(mut self) -> Self {
         self.store_private = true;
+        self
+    }
+
+    /// Makes the request body part of the key (as its BLAKE2b-256 digest),
+    /// for APIs that query with `POST` bodies such as GraphQL: add the
+    /// method with [`Rule::methods`]. Bodies up to `max_bytes` whose length
+    /// is declared are read before the key is built; others are passed
+    /// through uncached.
+    pub fn key_body(mut self, max_bytes: usize) -> Self {
+        self.body_key_limit = Some(max_bytes);
         self
     }
 

@@ -72,7 +72,9 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqB: Default + Send + 'static,
+    ReqB: Body + From<Bytes> + Default + Send + 'static,
+    ReqB::Data: Send,
+    ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
@@ -96,7 +98,11 @@ where
 /// Where a request is going.
 enum Decision {
     Bypass(Option<&'static str>),
-    Cache { rule: usize, key: CacheKey, head: bool },
+    Cache {
+        rule: usize,
+        key: KeyBuilder,
+        head: bool,
+    },
 }
 
 impl Shared {
@@ -136,7 +142,7 @@ impl Shared {
         }
         Decision::Cache {
             rule: index,
-            key: key.build(),
+            key,
             head,
         }
     }
@@ -199,6 +205,11 @@ fn entry_options(rule: &Rule, shared: &Shared) -> EntryOptions {
     options
 }
 
+fn blake2b_256(bytes: &[u8]) -> [u8; 32] {
+    use blake2::{Blake2b, Digest, digest::consts::U32};
+    Blake2b::<U32>::digest(bytes).into()
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
@@ -239,18 +250,50 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ReqB: Default + Send + 'static,
+    ReqB: Body + From<Bytes> + Default + Send + 'static,
+    ReqB::Data: Send,
+    ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     let (mut parts, body) = request.into_parts();
-    let (rule_index, key, head) = match shared.decide(&mut parts) {
+    let (rule_index, mut key, head) = match shared.decide(&mut parts) {
         Decision::Bypass(detail) => {
             let request = Request::from_parts(parts, body);
             return forward(&shared, inner, request, CacheOutcome::Bypass { detail }).await;
         }
         Decision::Cache { rule, key, head } => (rule, key, head),
     };
+    let rule = &shared.rules[rule_index];
+    // A body that selects the response is read whole, digested into the
+    // key, and handed on to the origin as it was read.
+    let (body, body_bytes) = match rule.body_key_limit {
+        Some(limit) if !head => {
+            let declared = content_length(&parts.headers).or(body.size_hint().exact());
+            if declared.is_none_or(|len| len > limit as u64) {
+                let request = Request::from_parts(parts, body);
+                let outcome = CacheOutcome::Bypass { detail: Some("body") };
+                return forward(&shared, inner, request, outcome).await;
+            }
+            match Limited::new(body, limit).collect().await {
+                Ok(collected) => {
+                    let bytes = collected.to_bytes();
+                    key.push("body", Some(hex::encode(blake2b_256(&bytes)).as_bytes()));
+                    (ReqB::from(bytes.clone()), Some(bytes))
+                }
+                Err(error) => {
+                    tracing::debug!(error = %error, "request body could not be read");
+                    let mut response = Response::new(CacheBody::stored(Bytes::from_static(
+                        b"the request body could not be read\n",
+                    )));
+                    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+                    return Ok(response);
+                }
+            }
+        }
+        _ => (body, None),
+    };
+    let key = key.build();
     if shared.is_uncacheable(&key) {
         let request = Request::from_parts(parts, body);
         let outcome = CacheOutcome::Bypass {
@@ -258,7 +301,6 @@ where
         };
         return forward(&shared, inner, request, outcome).await;
     }
-    let rule = &shared.rules[rule_index];
     let options = entry_options(rule, &shared);
     let cache = &shared.cache;
     let now = cache.clock().now();
@@ -272,7 +314,7 @@ where
                 return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
             }
             Freshness::Stale => {
-                refresh_in_background(&shared, rule_index, &key, &options, inner, &parts);
+                refresh_in_background(&shared, rule_index, &key, &options, inner, &parts, body_bytes);
                 let stale_for = now.since(entry.meta.fresh_until).as_secs();
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
                 return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
@@ -357,7 +399,8 @@ where
     Ok(Response::from_parts(parts, CacheBody::teed(body, tee)))
 }
 
-/// Refreshes a stale entry with a `GET` built from the request's head.
+/// Refreshes a stale entry with a request rebuilt from the original: its
+/// head (`GET` for a `HEAD`) and the body it was keyed by, if any.
 fn refresh_in_background<S, ReqB, ResB>(
     shared: &Arc<Shared>,
     rule_index: usize,
@@ -365,15 +408,20 @@ fn refresh_in_background<S, ReqB, ResB>(
     options: &EntryOptions,
     inner: S,
     parts: &request::Parts,
+    body: Option<Bytes>,
 ) where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
-    ReqB: Default + Send + 'static,
+    ReqB: From<Bytes> + Default + Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let mut request = Request::new(ReqB::default());
-    *request.method_mut() = Method::GET;
+    let mut request = Request::new(body.map_or_else(ReqB::default, ReqB::from));
+    *request.method_mut() = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();

@@ -518,9 +518,9 @@ async fn the_layer_wraps_a_reqwest_client() {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let request = http::Request::get(format!("http://{addr}/item/c"))
-            .body(String::new())
+            .body(reqwest::Body::default())
             .unwrap();
-        let response = ServiceExt::<http::Request<String>>::ready(&mut client)
+        let response = ServiceExt::<http::Request<reqwest::Body>>::ready(&mut client)
             .await
             .unwrap()
             .call(request)
@@ -539,4 +539,206 @@ async fn the_layer_wraps_a_reqwest_client() {
     assert!(seen[2].0.starts_with("hitbox; hit"));
     assert!(seen.iter().all(|(_, body)| &body[..] == b"item c call 1"));
     assert_eq!(origin.calls(), 1);
+}
+
+async fn graphql(State(origin): State<Origin>, body: Bytes) -> Response {
+    let n = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("answer to {} (call {n})", String::from_utf8_lossy(&body)).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_can_select_the_response() {
+    use http::Method;
+    let origin = Origin::default();
+    let cache = Cache::new(MokaBackend::default());
+    let layer = CacheLayer::builder(cache.clone())
+        .rule(Rule::new().methods([Method::POST]).key_body(1024))
+        .build();
+    let app = Router::new()
+        .route("/graphql", axum::routing::post(graphql).layer(layer))
+        .with_state(origin.clone());
+    let addr = serve(app).await;
+    let post = |body: &'static str| {
+        let url = format!("http://{addr}/graphql");
+        async move {
+            let response = client().post(url).body(body).send().await.unwrap();
+            let status = cache_status(response.headers()).to_owned();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, first) = post("{ user(id: 1) { name } }").await;
+    assert_eq!(status, "hitbox; fwd=miss; stored");
+    assert_eq!(
+        first, "answer to { user(id: 1) { name } } (call 1)",
+        "the origin still gets the body"
+    );
+    until(|| cache.stats().stores == 1).await;
+    let (status, again) = post("{ user(id: 1) { name } }").await;
+    assert!(status.starts_with("hitbox; hit"), "{status}");
+    assert_eq!(again, first);
+    let (status, other) = post("{ user(id: 2) { name } }").await;
+    assert_eq!(status, "hitbox; fwd=miss; stored");
+    assert_eq!(other, "answer to { user(id: 2) { name } } (call 2)");
+    let big: &'static str = Box::leak("x".repeat(2048).into_boxed_str());
+    let (status, _) = post(big).await;
+    assert_eq!(status, "hitbox; fwd=bypass; detail=body");
+    assert_eq!(origin.calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_layer_caches_matched_routes_only() {
+    let origin = Origin::default();
+    let cache = Cache::new(MokaBackend::default());
+    let app = Router::new()
+        .route("/item/{id}", get(item))
+        .route_layer(CacheLayer::new(cache.clone()))
+        .with_state(origin.clone());
+    let addr = serve(app).await;
+    for expected in ["hitbox; fwd=miss; stored", "hitbox; hit"] {
+        let response = client()
+            .get(format!("http://{addr}/item/r"))
+            .send()
+            .await
+            .unwrap();
+        assert!(cache_status(response.headers()).starts_with(expected));
+        until(|| cache.stats().stores == 1).await;
+    }
+    let missing = client()
+        .get(format!("http://{addr}/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(
+        missing.headers().get("cache-status").is_none(),
+        "route_layer skips unmatched routes"
+    );
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_wraps_a_hyper_client() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let origin = Origin::default();
+    let addr = serve(routes(origin.clone())).await;
+    let cache = Cache::new(MokaBackend::default());
+    let hyper_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut client = ServiceBuilder::new()
+        .layer(CacheLayer::new(cache.clone()))
+        .service(hyper_client);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let request = http::Request::get(format!("http://{addr}/item/hy"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = client.ready().await.unwrap().call(request).await.unwrap();
+        statuses.push(cache_status(response.headers()).to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"item hy call 1");
+        until(|| cache.stats().stores == 1).await;
+    }
+    assert_eq!(statuses[0], "hitbox; fwd=miss; stored");
+    assert!(statuses[1].starts_with("hitbox; hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_headers_and_huge_keys_are_handled() {
+    use hitbox_core::Extractor;
+    use hitbox_tower::extract;
+    let s = setup_with(Origin::default(), |cache| {
+        CacheLayer::builder(cache)
+            .rule(
+                Rule::new().key(
+                    extract::default_key()
+                        .and(extract::Header::named(http::HeaderName::from_static("x-variant"))),
+                ),
+            )
+            .build()
+    })
+    .await;
+    // A header value that is not UTF-8 is still a key part.
+    let send = |value: &'static [u8]| {
+        let url = s.url("/item/odd");
+        async move {
+            let response = client()
+                .get(url)
+                .header("x-variant", HeaderValue::from_bytes(value).unwrap())
+                .send()
+                .await
+                .unwrap();
+            cache_status(response.headers()).to_owned()
+        }
+    };
+    assert_eq!(send(b"caf\xe9").await, "hitbox; fwd=miss; stored");
+    until(|| s.cache.stats().stores == 1).await;
+    assert!(send(b"caf\xe9").await.starts_with("hitbox; hit"));
+    assert_eq!(send(b"cafe").await, "hitbox; fwd=miss; stored");
+    // Repeated and very long headers, and a query far longer than the key
+    // limit: the key is digested, the response cached.
+    let long = "q".repeat(6_000);
+    let url = s.url(&format!("/item/long?v={long}"));
+    for expected in ["hitbox; fwd=miss; stored", "hitbox; hit"] {
+        let response = client()
+            .get(&url)
+            .header("x-variant", "a")
+            .header("x-extra", "1")
+            .header("x-extra", "2")
+            .header("x-big", "b".repeat(8_000))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            cache_status(response.headers()).starts_with(expected),
+            "{expected}"
+        );
+        until(|| s.cache.stats().stores == 3).await;
+    }
+}
+
+/// A service that records whether the instance it is called on was made
+/// ready first, the way a concurrency limit would rely on.
+#[derive(Clone, Default)]
+struct StrictService {
+    ready: bool,
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<http::Request<Body>> for StrictService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.ready = true;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+        assert!(self.ready, "called without poll_ready on this instance");
+        self.ready = false;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok("strict".into_response()))
+    }
+}
+
+#[tokio::test]
+async fn the_service_made_ready_is_the_service_called() {
+    use tower::{Layer, Service, ServiceExt};
+    let inner = StrictService::default();
+    let calls = Arc::clone(&inner.calls);
+    let mut service = CacheLayer::new(Cache::new(MokaBackend::default())).layer(inner);
+    for path in ["/a", "/b", "/c"] {
+        let request = http::Request::get(path).body(Body::empty()).unwrap();
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // Clones are independent and each honours the contract.
+    let mut clone = service.clone();
+    let request = http::Request::get("/d").body(Body::empty()).unwrap();
+    clone.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
