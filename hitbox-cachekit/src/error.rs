@@ -1,0 +1,133 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+use hitbox_backend::BackendError;
+
+/// Everything that can go wrong talking to cachekit.io, or before a request
+/// is built.
+///
+/// No variant ever holds the API key: text that comes from the HTTP stack is
+/// scrubbed of it (and of the request URL, which holds the cache key) before
+/// it is stored here. Convert to [`BackendError`] with `From` when the call
+/// came through the [`Backend`](hitbox_backend::Backend) trait.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CachekitError {
+    /// The cache key cannot be sent (reserved, too long, control bytes).
+    #[error("invalid cache key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The base URL was refused by the URL safety rules.
+    #[error("refused API URL: {reason}")]
+    InvalidUrl {
+        /// Why. Never lists the allowed hosts.
+        reason: &'static str,
+    },
+    /// The configuration is incomplete or inconsistent.
+    #[error("invalid configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A TTL outside what the service accepts (0, or over 30 days).
+    #[error("invalid TTL: {reason}")]
+    InvalidTtl {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The body is over the service's limit; it was not sent.
+    #[error("value of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// The value's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The service refused the credentials (401 or 403).
+    #[error("authentication refused (HTTP {status})")]
+    Auth {
+        /// The status code.
+        status: u16,
+    },
+    /// A 429 with `x-cachekit-deny-reason`: a quota, not retried.
+    #[error("request denied by quota: {reason}")]
+    Denied {
+        /// The deny reason the service gave.
+        reason: String,
+    },
+    /// A transient error (408, 429, 5xx) that persisted through every
+    /// attempt.
+    #[error("service unavailable (HTTP {status}) after {attempts} attempt(s)")]
+    Transient {
+        /// The last status code.
+        status: u16,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// A permanent error status (any other 4xx, or an unexpected status such
+    /// as a redirect, which is never followed).
+    #[error("request refused (HTTP {status})")]
+    Status {
+        /// The status code.
+        status: u16,
+    },
+    /// `PATCH .../ttl` on an entry that is already stale (409).
+    #[error("the entry is already stale; its TTL cannot be refreshed")]
+    AlreadyStale,
+    /// The call did not finish within its budget.
+    #[error("timed out after {after:?}")]
+    Timeout {
+        /// The budget.
+        after: Duration,
+    },
+    /// The circuit breaker is open: the service was not asked.
+    #[error("circuit breaker open: the service is not being asked")]
+    CircuitOpen,
+    /// The connection failed (scrubbed text of the HTTP stack's error).
+    #[error("transport error: {message}")]
+    Transport {
+        /// What the HTTP stack said, with the URL and the key removed.
+        message: String,
+    },
+    /// A response that does not follow the protocol (malformed JSON,
+    /// unknown fields, a missing header).
+    #[error("protocol violation: {message}")]
+    Protocol {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl CachekitError {
+    /// Whether the circuit breaker should count this error as the service
+    /// being unhealthy (timeouts, transport errors, persistent 5xx).
+    pub fn is_service_failure(&self) -> bool {
+        matches!(
+            self,
+            CachekitError::Timeout { .. } | CachekitError::Transport { .. } | CachekitError::Transient { .. }
+        )
+    }
+
+    /// Converts to the error the engine understands, naming the tier.
+    pub fn into_backend_error(self, tier: &str) -> BackendError {
+        match self {
+            CachekitError::Timeout { after } => BackendError::Timeout {
+                tier: tier.into(),
+                after,
+            },
+            CachekitError::CircuitOpen => BackendError::Unavailable { tier: tier.into() },
+            CachekitError::TooLarge { .. } => BackendError::Refused {
+                tier: tier.into(),
+                reason: "value over the 25 MB limit of cachekit.io",
+            },
+            CachekitError::InvalidKey { reason } => BackendError::Refused {
+                tier: tier.into(),
+                reason,
+            },
+            other => BackendError::client(tier, other),
+        }
+    }
+}
