@@ -1034,3 +1034,80 @@ impl Backend for CachekitBackend {
         }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hitbox_backend::Format;
+    use hitbox_backend::envelope::encode_entry;
+    use hitbox_core::{EntryMeta, Timestamp};
+
+    fn backend() -> CachekitBackend {
+        CachekitBackend::builder()
+            .api_key("ck_unit_secret")
+            .stale_ttl(Duration::from_secs(7))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_authorization_header_is_sensitive() {
+        let backend = backend();
+        assert!(backend.inner.auth.is_sensitive());
+        let headers = backend.common_headers(L1Status::Disabled);
+        assert!(headers.get(AUTHORIZATION).unwrap().is_sensitive());
+        assert!(!format!("{:?}", headers.get(AUTHORIZATION).unwrap()).contains("ck_unit_secret"));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let backend = backend();
+        for attempt in 0..3 {
+            let base = Duration::from_millis(100) * (1 << attempt);
+            for _ in 0..20 {
+                let wait = backend.backoff(attempt);
+                assert!(wait >= base && wait <= base + base / 2, "{attempt}: {wait:?}");
+            }
+        }
+        assert_eq!(backend.backoff(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn writes_split_an_envelope_into_fresh_and_stale_windows() {
+        let backend = backend();
+        let now = Timestamp::from_millis(1_000_000);
+        let meta = EntryMeta {
+            stored_at: now,
+            fresh_until: now.add(Duration::from_secs(10)),
+            stale_until: now.add(Duration::from_secs(30)),
+            error_until: now.add(Duration::from_secs(70)),
+            tags: Vec::new(),
+        };
+        let envelope = encode_entry(&"v".to_string(), &meta, Format::default()).unwrap();
+        let options = backend.write_options(&envelope, Duration::from_secs(70)).unwrap();
+        assert_eq!(
+            options,
+            SetOptions::ttl(Duration::from_secs(10)).with_stale(Duration::from_secs(60))
+        );
+        // Already stale: one fresh second, the rest stale.
+        let options = backend.write_options(&envelope, Duration::from_secs(40)).unwrap();
+        assert_eq!(
+            options,
+            SetOptions::ttl(Duration::from_secs(1)).with_stale(Duration::from_secs(39))
+        );
+        // Opaque bytes (a staged value): the configured window, within the cap.
+        let opaque = Bytes::from_static(b"HS\x01sealed");
+        let options = backend
+            .write_options(&opaque, Duration::from_millis(2500))
+            .unwrap();
+        assert_eq!(
+            options,
+            SetOptions::ttl(Duration::from_secs(3)).with_stale(Duration::from_secs(7))
+        );
+        let options = backend
+            .write_options(&opaque, Duration::from_secs(9_999_999))
+            .unwrap();
+        assert_eq!(options, SetOptions::ttl(Duration::from_secs(2_592_000)));
+        assert_eq!(backend.write_options(&opaque, Duration::ZERO), None);
+    }
+}
