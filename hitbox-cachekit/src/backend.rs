@@ -291,8 +291,8 @@ struct Inner {
     api_key: ApiKey,
     auth: HeaderValue,
     config: CachekitConfig,
-    breaker: Breaker,
-    permits: Semaphore,
+    breaker: Arc<Breaker>,
+    permits: Arc<Semaphore>,
     stats: Stats,
     l1: Option<Arc<L1Counters>>,
     label: Arc<str>,
@@ -387,14 +387,18 @@ impl CachekitBackend {
             .map_err(|error| CachekitError::Config {
                 reason: scrub(&error.without_url().to_string(), &api_key),
             })?;
-        let breaker = Breaker::new(config.failure_threshold, config.cool_down, config.clock.clone());
+        let breaker = Arc::new(Breaker::new(
+            config.failure_threshold,
+            config.cool_down,
+            config.clock.clone(),
+        ));
         Ok(CachekitBackend {
             inner: Arc::new(Inner {
                 client,
                 origin,
                 auth,
                 breaker,
-                permits: Semaphore::new(config.max_concurrency),
+                permits: Arc::new(Semaphore::new(config.max_concurrency)),
                 stats: Stats::default(),
                 l1: None,
                 label: config.label.as_str().into(),
@@ -407,7 +411,9 @@ impl CachekitBackend {
     /// This backend sending the counters of the L1 in front of it with
     /// every request, and `X-CacheKit-L1-Status: miss` instead of
     /// `disabled` on reads (a read that reaches the remote tier is an L1
-    /// miss). [`CachekitTiered`](crate::CachekitTiered) does this for you.
+    /// miss). The view shares the connection pool, circuit breaker and
+    /// concurrency limit of `self`, and counts its own hits and misses.
+    /// [`CachekitTiered`](crate::CachekitTiered) does this for you.
     pub fn with_l1_counters(&self, counters: Arc<L1Counters>) -> Self {
         let inner = &self.inner;
         CachekitBackend {
@@ -417,12 +423,8 @@ impl CachekitBackend {
                 api_key: inner.api_key.clone(),
                 auth: inner.auth.clone(),
                 config: inner.config.clone(),
-                breaker: Breaker::new(
-                    inner.config.failure_threshold,
-                    inner.config.cool_down,
-                    inner.config.clock.clone(),
-                ),
-                permits: Semaphore::new(inner.config.max_concurrency),
+                breaker: Arc::clone(&inner.breaker),
+                permits: Arc::clone(&inner.permits),
                 stats: Stats::default(),
                 l1: Some(counters),
                 label: inner.label.clone(),

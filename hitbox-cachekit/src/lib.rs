@@ -25,7 +25,7 @@
 //!   sensitive, and is scrubbed from error text. Bodies over 25 MB are
 //!   refused before sending.
 //! - **Reliability**: reads have 5 s and writes 10 s, retries included;
-//!   408, 429 and 5xx are retried (3 attempts, `100 ms × 2^n` backoff with
+//!   connection failures, 408, 429 and 5xx are retried (3 attempts, `100 ms × 2^n` backoff with
 //!   jitter, at most 5 s each) except a 429 carrying
 //!   `x-cachekit-deny-reason`; a circuit breaker stops asking a failing
 //!   service; a semaphore bounds the requests in flight. Every failure

@@ -157,6 +157,12 @@ async fn the_breaker_opens_refuses_without_asking_then_probes() {
         backend.read(&key).await,
         Err(BackendError::Unavailable { .. })
     ));
+    // A view with L1 counters shares the breaker.
+    let view = backend.with_l1_counters(Arc::new(hitbox_cachekit::L1Counters::new()));
+    assert_eq!(
+        view.read_with_freshness("k").await.unwrap_err(),
+        CachekitError::CircuitOpen
+    );
     assert_eq!(server.requests().len(), asked, "an open breaker sends nothing");
 
     // After the cool-down one probe goes; it fails, the breaker reopens.
