@@ -7,13 +7,14 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use hitbox_backend::LoadLead;
-use hitbox_core::CacheKey;
+use hitbox_core::{CacheKey, EntryMeta};
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::layer::Shared;
-use crate::response::CachedResponse;
+use crate::response::{CachedResponse, VaryMarker};
+use crate::rfc9111::freshness::Exchange;
 
 /// Why a response was not stored; what waiters of its load are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +77,11 @@ impl<B> CacheBody<B> {
 
 /// Collects the origin's body for the cache while it streams to the client.
 pub(crate) struct Tee {
-    pub lead: LoadLead<CachedResponse, Uncacheable>,
+    /// The single-flight this response answers, if it leads one.
+    pub lead: Option<LoadLead<CachedResponse, Uncacheable>>,
+    /// Standards mode: how to store it (policy mode lets the engine store
+    /// what the lead reports).
+    pub rfc: Option<RfcStore>,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub chunks: Vec<Bytes>,
@@ -84,6 +89,44 @@ pub(crate) struct Tee {
     pub limit: usize,
     pub shared: Arc<Shared>,
     pub key: CacheKey,
+}
+
+/// What standards mode stores with a response: its lifetime, computed from
+/// its headers, and what the age and `Vary` rules need later.
+pub(crate) struct RfcStore {
+    pub meta: EntryMeta,
+    pub exchange: Exchange,
+    pub request_headers: HeaderMap,
+    pub marker: MarkerChange,
+}
+
+/// What happens to the `Vary` marker of the response's URL.
+pub(crate) enum MarkerChange {
+    Keep,
+    Set(CacheKey, VaryMarker),
+    Delete(CacheKey),
+}
+
+impl RfcStore {
+    /// Stores `value` (and the marker) and returns it.
+    pub async fn store(self, shared: &Shared, key: &CacheKey, mut value: CachedResponse) -> CachedResponse {
+        value.exchange = Some(self.exchange);
+        value.request_headers = self.request_headers;
+        let cache = &shared.cache;
+        match &self.marker {
+            MarkerChange::Keep => {}
+            MarkerChange::Set(marker_key, marker) => {
+                let _ = cache.set_entry(marker_key, marker, &self.meta).await;
+            }
+            MarkerChange::Delete(marker_key) => {
+                let _ = cache.delete(marker_key).await;
+            }
+        }
+        if let Err(error) = cache.set_entry(key, &value, &self.meta).await {
+            tracing::debug!(%error, "response not stored");
+        }
+        value
+    }
 }
 
 impl Tee {
@@ -99,8 +142,10 @@ impl Tee {
 
     fn give_up(self, reason: Uncacheable) {
         tracing::debug!(key = %self.key.log_id(), %reason, "response not stored");
-        self.shared.remember_uncacheable(&self.key);
-        self.lead.complete(Err(reason));
+        if let Some(lead) = self.lead {
+            self.shared.remember_uncacheable(&self.key);
+            lead.complete(Err(reason));
+        }
     }
 
     fn finish(self) {
@@ -115,11 +160,26 @@ impl Tee {
                 joined.freeze()
             }
         };
-        self.lead.complete(Ok(CachedResponse {
-            status: self.status,
-            headers: self.headers,
-            body,
-        }));
+        let value = CachedResponse::new(self.status, self.headers, body);
+        match self.rfc {
+            None => {
+                if let Some(lead) = self.lead {
+                    lead.complete(Ok(value));
+                }
+            }
+            Some(rfc) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let (shared, key, lead) = (self.shared, self.key, self.lead);
+                runtime.spawn(async move {
+                    let value = rfc.store(&shared, &key, value).await;
+                    if let Some(lead) = lead {
+                        lead.complete(Ok(value));
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -69,6 +69,25 @@ pub enum CacheOutcome {
     },
     /// Served with the response another request was loading.
     Collapsed,
+    /// Served stale, as the request allowed (`max-stale`).
+    StaleAllowed {
+        /// Seconds since it went stale.
+        stale_for: u64,
+    },
+    /// Forwarded to the origin for a reason RFC 9211 names (`stale`:
+    /// revalidation of a stored response, `request`: the request's
+    /// directives); `status` is the origin's answer.
+    Forwarded {
+        /// The `fwd` reason.
+        fwd: &'static str,
+        /// The origin's status (`304` for a successful revalidation).
+        status: u16,
+        /// Whether the response is stored.
+        stored: bool,
+    },
+    /// Not forwarded because the request said `only-if-cached`, and
+    /// nothing usable was stored.
+    OnlyIfCached,
     /// Not handled by the cache (by configuration, or remembered as
     /// uncacheable: `detail`).
     Bypass {
@@ -99,6 +118,16 @@ impl CacheOutcome {
                 }
             }
             CacheOutcome::Collapsed => out.push_str("; hit; collapsed"),
+            CacheOutcome::StaleAllowed { stale_for } => {
+                let _ = write!(out, "; hit; ttl=-{stale_for}");
+            }
+            CacheOutcome::Forwarded { fwd, status, stored } => {
+                let _ = write!(out, "; fwd={fwd}; fwd-status={status}");
+                if stored {
+                    out.push_str("; stored");
+                }
+            }
+            CacheOutcome::OnlyIfCached => out.push_str("; detail=only-if-cached"),
             CacheOutcome::Bypass { detail } => {
                 out.push_str("; fwd=bypass");
                 if let Some(detail) = detail {
@@ -115,8 +144,17 @@ impl CacheOutcome {
             CacheOutcome::Hit { .. }
             | CacheOutcome::StaleWhileRevalidate { .. }
             | CacheOutcome::StaleIfError { .. }
+            | CacheOutcome::StaleAllowed { .. }
             | CacheOutcome::Collapsed => HeaderValue::from_static("HIT"),
-            CacheOutcome::Miss { .. } | CacheOutcome::Bypass { .. } => HeaderValue::from_static("MISS"),
+            CacheOutcome::Forwarded {
+                fwd: "stale",
+                status: 304,
+                ..
+            } => HeaderValue::from_static("HIT"),
+            CacheOutcome::Miss { .. }
+            | CacheOutcome::Bypass { .. }
+            | CacheOutcome::Forwarded { .. }
+            | CacheOutcome::OnlyIfCached => HeaderValue::from_static("MISS"),
         }
     }
 }
@@ -166,6 +204,16 @@ mod tests {
                 "hitbox; hit; ttl=-9; fwd=stale; detail=stale-if-error",
             ),
             (CacheOutcome::Collapsed, "hitbox; hit; collapsed"),
+            (CacheOutcome::StaleAllowed { stale_for: 4 }, "hitbox; hit; ttl=-4"),
+            (
+                CacheOutcome::Forwarded {
+                    fwd: "stale",
+                    status: 304,
+                    stored: true,
+                },
+                "hitbox; fwd=stale; fwd-status=304; stored",
+            ),
+            (CacheOutcome::OnlyIfCached, "hitbox; detail=only-if-cached"),
             (CacheOutcome::Bypass { detail: None }, "hitbox; fwd=bypass"),
             (
                 CacheOutcome::Bypass {

@@ -9,6 +9,7 @@ use hitbox_backend::Cache;
 use hitbox_core::{CacheKey, Timestamp};
 use tower_layer::Layer;
 
+use crate::rfc9111::Rfc9111;
 use crate::rule::Rule;
 use crate::service::CacheService;
 
@@ -41,6 +42,7 @@ pub(crate) struct Shared {
     pub rules: Vec<Rule>,
     pub name: Arc<str>,
     pub x_cache: bool,
+    pub rfc: Option<Rfc9111>,
     hit_for_pass: Duration,
     passes: Mutex<HashMap<CacheKey, Timestamp>>,
     pass_count: AtomicUsize,
@@ -99,6 +101,7 @@ impl CacheLayer {
             rules: Vec::new(),
             name: "hitbox".into(),
             x_cache: false,
+            rfc: None,
             hit_for_pass: DEFAULT_HIT_FOR_PASS,
         }
     }
@@ -123,6 +126,7 @@ pub struct CacheLayerBuilder {
     rules: Vec<Rule>,
     name: Arc<str>,
     x_cache: bool,
+    rfc: Option<Rfc9111>,
     hit_for_pass: Duration,
 }
 
@@ -154,6 +158,15 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// Switches the layer to standards mode: it behaves as an RFC 9111
+    /// shared cache, and the origin's headers (not rules) decide what is
+    /// stored and for how long; rules are then ignored. See
+    /// [`rfc9111`](crate::rfc9111).
+    pub fn rfc9111(mut self, config: Rfc9111) -> Self {
+        self.rfc = Some(config);
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> CacheLayer {
         let rules = if self.rules.is_empty() {
@@ -167,6 +180,7 @@ impl CacheLayerBuilder {
                 rules,
                 name: self.name,
                 x_cache: self.x_cache,
+                rfc: self.rfc,
                 hit_for_pass: self.hit_for_pass,
                 passes: Mutex::new(HashMap::new()),
                 pass_count: AtomicUsize::new(0),

@@ -33,6 +33,10 @@
 //! `hitbox; hit; ttl=-3; fwd=stale`, `hitbox; hit; collapsed`,
 //! `hitbox; fwd=bypass`.
 //!
+//! **Standards mode.** With
+//! [`CacheLayerBuilder::rfc9111`] the layer is an RFC 9111 shared cache
+//! instead, driven by the origin's headers: see [`rfc9111`].
+//!
 //! **Safe by default.** Only `GET` is cached (and `HEAD` answered from it);
 //! requests with `Authorization` or `Cookie` and responses with
 //! `Set-Cookie`, `Cache-Control: private` or `no-store` are not stored
@@ -48,8 +52,10 @@ mod layer;
 pub mod path;
 pub mod predicate;
 mod response;
+pub mod rfc9111;
 mod rule;
 pub mod service;
+mod standard;
 
 pub use body::{CacheBody, Uncacheable};
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS};

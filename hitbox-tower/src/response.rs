@@ -1,16 +1,27 @@
 //! A stored HTTP response and its byte layout.
 //!
 //! ```text
-//! u16 status | u32 header count | per header: u16 name length, name,
-//! u32 value length, value | body (the rest)
+//! u8 layout version (2) | u8 flags (bit 0: exchange present)
+//! | exchange: u64 request time, u64 response time, u64 Date (MAX: none), u64 Age
+//! | u16 status | headers | request headers named by Vary | body (the rest)
+//! headers: u32 count | per header: u16 name length, name, u32 value length, value
 //! ```
 //!
-//! All integers are big-endian. Decoding slices header values and the body
+//! All integers are big-endian. The first layout began with the status, so
+//! its first byte was at most 3: an entry written in it fails to decode
+//! (and is a miss) instead of being misread. Decoding slices header values and the body
 //! out of the stored buffer: a hit copies no body byte, whatever its size.
 
 use bytes::{BufMut, Bytes};
 use hitbox_backend::{CacheableValue, DecodeError, Format};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::rfc9111::freshness::Exchange;
+
+/// The layout version written first.
+const LAYOUT: u8 = 2;
+/// The first byte of a stored `Vary` marker.
+const VARY_LAYOUT: u8 = 0x56;
 
 /// A response as the cache keeps it: status, end-to-end headers and the
 /// whole body.
@@ -22,54 +33,160 @@ pub struct CachedResponse {
     pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
+    /// Standards mode: the exchange that produced (or last revalidated) the
+    /// response, for the age calculation.
+    pub exchange: Option<Exchange>,
+    /// Standards mode: the request fields the response's `Vary` names, as
+    /// the request that produced it sent them.
+    pub request_headers: HeaderMap,
+}
+
+impl CachedResponse {
+    /// A response as policy mode stores it.
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        CachedResponse {
+            status,
+            headers,
+            body,
+            exchange: None,
+            request_headers: HeaderMap::new(),
+        }
+    }
+}
+
+fn encoded_headers_len(headers: &HeaderMap) -> usize {
+    4 + headers
+        .iter()
+        .map(|(name, value)| 6 + name.as_str().len() + value.len())
+        .sum::<usize>()
+}
+
+fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.put_u32(headers.len() as u32);
+    for (name, value) in headers {
+        let name = name.as_str().as_bytes();
+        out.put_u16(u16::try_from(name.len()).map_err(|_| too_long("header name"))?);
+        out.put_slice(name);
+        out.put_u32(u32::try_from(value.len()).map_err(|_| too_long("header value"))?);
+        out.put_slice(value.as_bytes());
+    }
+    Ok(())
+}
+
+fn decode_headers(payload: &Bytes, pos: &mut usize) -> Result<HeaderMap, DecodeError> {
+    let count = read_u32(payload, pos)? as usize;
+    // Every header takes at least six bytes: refuse counts the payload
+    // cannot hold before reserving anything.
+    if count > (payload.len() - *pos) / 6 {
+        return Err(DecodeError::Truncated);
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(read_u16(payload, pos)?);
+        let name = take(payload, pos, len)?;
+        let name = HeaderName::from_bytes(&name).map_err(|_| bad("invalid header name"))?;
+        let len = read_u32(payload, pos)? as usize;
+        let value = take(payload, pos, len)?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 impl CacheableValue for CachedResponse {
     fn encode(&self, _format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let head: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| 6 + name.as_str().len() + value.len())
-            .sum();
-        out.reserve(6 + head + self.body.len());
-        out.put_u16(self.status.as_u16());
-        out.put_u32(self.headers.len() as u32);
-        for (name, value) in &self.headers {
-            let name = name.as_str().as_bytes();
-            out.put_u16(u16::try_from(name.len()).map_err(|_| too_long("header name"))?);
-            out.put_slice(name);
-            out.put_u32(u32::try_from(value.len()).map_err(|_| too_long("header value"))?);
-            out.put_slice(value.as_bytes());
+        out.reserve(
+            2 + 32
+                + 2
+                + encoded_headers_len(&self.headers)
+                + encoded_headers_len(&self.request_headers)
+                + self.body.len(),
+        );
+        out.put_u8(LAYOUT);
+        out.put_u8(u8::from(self.exchange.is_some()));
+        if let Some(exchange) = &self.exchange {
+            out.put_u64(exchange.request_time);
+            out.put_u64(exchange.response_time);
+            out.put_u64(exchange.date.unwrap_or(u64::MAX));
+            out.put_u64(exchange.age);
         }
+        out.put_u16(self.status.as_u16());
+        encode_headers(&self.headers, out)?;
+        encode_headers(&self.request_headers, out)?;
         out.put_slice(&self.body);
         Ok(())
     }
 
     fn decode(payload: Bytes, _format: Format) -> Result<Self, DecodeError> {
         let mut pos = 0;
+        let version = take(&payload, &mut pos, 1)?[0];
+        if version != LAYOUT {
+            return Err(bad("unknown response layout"));
+        }
+        let flags = take(&payload, &mut pos, 1)?[0];
+        let exchange = if flags & 1 == 1 {
+            let request_time = read_u64(&payload, &mut pos)?;
+            let response_time = read_u64(&payload, &mut pos)?;
+            let date = read_u64(&payload, &mut pos)?;
+            let age = read_u64(&payload, &mut pos)?;
+            if response_time < request_time {
+                return Err(bad("response time before request time"));
+            }
+            Some(Exchange {
+                request_time,
+                response_time,
+                date: (date != u64::MAX).then_some(date),
+                age,
+            })
+        } else {
+            None
+        };
         let status = read_u16(&payload, &mut pos)?;
         let status = StatusCode::from_u16(status).map_err(|_| bad("status code out of range"))?;
-        let count = read_u32(&payload, &mut pos)? as usize;
-        // Every header takes at least six bytes: refuse counts the payload
-        // cannot hold before reserving anything.
-        if count > (payload.len() - pos) / 6 {
-            return Err(DecodeError::Truncated);
-        }
-        let mut headers = HeaderMap::with_capacity(count);
-        for _ in 0..count {
-            let len = usize::from(read_u16(&payload, &mut pos)?);
-            let name = take(&payload, &mut pos, len)?;
-            let name = HeaderName::from_bytes(&name).map_err(|_| bad("invalid header name"))?;
-            let len = read_u32(&payload, &mut pos)? as usize;
-            let value = take(&payload, &mut pos, len)?;
-            let value = HeaderValue::from_maybe_shared(value).map_err(|_| bad("invalid header value"))?;
-            headers.append(name, value);
-        }
+        let headers = decode_headers(&payload, &mut pos)?;
+        let request_headers = decode_headers(&payload, &mut pos)?;
         Ok(CachedResponse {
             status,
             headers,
             body: payload.slice(pos..),
+            exchange,
+            request_headers,
         })
+    }
+}
+
+/// What standards mode stores under a URL whose responses vary: the
+/// request fields that select among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VaryMarker {
+    pub names: Vec<HeaderName>,
+}
+
+impl CacheableValue for VaryMarker {
+    fn encode(&self, _format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        out.put_u8(VARY_LAYOUT);
+        out.put_u16(u16::try_from(self.names.len()).map_err(|_| too_long("vary"))?);
+        for name in &self.names {
+            let name = name.as_str().as_bytes();
+            out.put_u16(u16::try_from(name.len()).map_err(|_| too_long("header name"))?);
+            out.put_slice(name);
+        }
+        Ok(())
+    }
+
+    fn decode(payload: Bytes, _format: Format) -> Result<Self, DecodeError> {
+        let mut pos = 0;
+        if take(&payload, &mut pos, 1)?[0] != VARY_LAYOUT {
+            return Err(bad("not a vary marker"));
+        }
+        let count = read_u16(&payload, &mut pos)?;
+        let mut names = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            let len = usize::from(read_u16(&payload, &mut pos)?);
+            let name = take(&payload, &mut pos, len)?;
+            names.push(HeaderName::from_bytes(&name).map_err(|_| bad("invalid header name"))?);
+        }
+        Ok(VaryMarker { names })
     }
 }
 
@@ -96,6 +213,11 @@ fn read_u16(payload: &Bytes, pos: &mut usize) -> Result<u16, DecodeError> {
     Ok(u16::from_be_bytes([raw[0], raw[1]]))
 }
 
+fn read_u64(payload: &Bytes, pos: &mut usize) -> Result<u64, DecodeError> {
+    let raw = take(payload, pos, 8)?;
+    Ok(u64::from_be_bytes(raw[..].try_into().expect("eight bytes")))
+}
+
 fn read_u32(payload: &Bytes, pos: &mut usize) -> Result<u32, DecodeError> {
     let raw = take(payload, pos, 4)?;
     Ok(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]))
@@ -111,10 +233,19 @@ mod tests {
         headers.append("vary", HeaderValue::from_static("accept"));
         headers.append("vary", HeaderValue::from_static("accept-encoding"));
         headers.insert("x-opaque", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let mut request_headers = HeaderMap::new();
+        request_headers.insert("accept", HeaderValue::from_static("text/html"));
         CachedResponse {
             status: StatusCode::CREATED,
             headers,
             body: Bytes::from(vec![b'x'; 10_000]),
+            exchange: Some(Exchange {
+                request_time: 100,
+                response_time: 101,
+                date: None,
+                age: 7,
+            }),
+            request_headers,
         }
     }
 
@@ -141,13 +272,50 @@ mod tests {
             assert!(result.is_err(), "len {len}");
         }
         let mut bad_status = out.clone();
-        bad_status[0..2].copy_from_slice(&9_999u16.to_be_bytes());
+        bad_status[34..36].copy_from_slice(&9_999u16.to_be_bytes());
         assert!(CachedResponse::decode(bad_status.into(), Format::Postcard).is_err());
         let mut huge_count = out.clone();
-        huge_count[2..6].copy_from_slice(&u32::MAX.to_be_bytes());
+        huge_count[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(CachedResponse::decode(huge_count.into(), Format::Postcard).is_err());
-        let mut bad_name = out;
-        bad_name[8] = b' ';
+        let mut bad_name = out.clone();
+        bad_name[42] = b' ';
         assert!(CachedResponse::decode(bad_name.into(), Format::Postcard).is_err());
+        let mut backwards = out;
+        backwards[2..10].copy_from_slice(&500u64.to_be_bytes());
+        assert!(CachedResponse::decode(backwards.into(), Format::Postcard).is_err());
+    }
+
+    #[test]
+    fn the_first_layout_reads_as_an_error_not_garbage() {
+        // u16 status 200, one header `a: b`, body "hello", as written
+        // before the layout had a version byte.
+        let mut old = Vec::new();
+        old.put_u16(200);
+        old.put_u32(1);
+        old.put_u16(1);
+        old.put_slice(b"a");
+        old.put_u32(1);
+        old.put_slice(b"b");
+        old.put_slice(b"hello");
+        assert!(CachedResponse::decode(old.into(), Format::Postcard).is_err());
+    }
+
+    #[test]
+    fn policy_mode_responses_and_vary_markers_round_trip() {
+        let plain = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
+        let mut out = Vec::new();
+        plain.encode(Format::Postcard, &mut out).unwrap();
+        assert_eq!(
+            CachedResponse::decode(out.into(), Format::Postcard).unwrap(),
+            plain
+        );
+        let marker = VaryMarker {
+            names: vec![http::header::ACCEPT, http::header::ACCEPT_LANGUAGE],
+        };
+        let mut out = Vec::new();
+        marker.encode(Format::Postcard, &mut out).unwrap();
+        let out = Bytes::from(out);
+        assert_eq!(VaryMarker::decode(out.clone(), Format::Postcard).unwrap(), marker);
+        assert!(CachedResponse::decode(out, Format::Postcard).is_err());
     }
 }

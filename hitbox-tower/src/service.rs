@@ -154,14 +154,14 @@ impl Shared {
             && (rule.store_private || !has_cache_directive(&parts.headers, "private"))
     }
 
-    fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
+    pub(crate) fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
         headers.insert("cache-status", outcome.cache_status(&self.name));
         if self.x_cache {
             headers.insert("x-cache", outcome.x_cache());
         }
     }
 
-    fn serve<B>(
+    pub(crate) fn serve<B>(
         &self,
         stored: CachedResponse,
         age: u64,
@@ -210,7 +210,7 @@ fn blake2b_256(bytes: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(bytes).into()
 }
 
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -233,7 +233,7 @@ where
 }
 
 /// Calls a service that has not been made ready.
-async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>
+pub(crate) async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>
 where
     S: Service<R>,
 {
@@ -256,6 +256,9 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
+    if shared.rfc.is_some() {
+        return crate::standard::handle(shared, inner, request).await;
+    }
     let (mut parts, body) = request.into_parts();
     let (rule_index, mut key, head) = match shared.decide(&mut parts) {
         Decision::Bypass(detail) => {
@@ -383,7 +386,8 @@ where
     let mut stored_headers = parts.headers.clone();
     strip_hop_by_hop(&mut stored_headers);
     let tee = Tee {
-        lead,
+        lead: Some(lead),
+        rfc: None,
         status: parts.status,
         headers: stored_headers,
         chunks: Vec::new(),
@@ -445,10 +449,6 @@ fn refresh_in_background<S, ReqB, ResB>(
                 .map_err(|_| Uncacheable::TooLarge)?
                 .to_bytes();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(CachedResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
+            Ok(CachedResponse::new(parts.status, parts.headers, body))
         });
 }

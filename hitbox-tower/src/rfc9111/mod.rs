@@ -1,0 +1,201 @@
+//! Standards mode: the layer as an RFC 9111 shared HTTP cache.
+//!
+//! In the default (policy) mode, rules say what is cached and for how long.
+//! In standards mode, enabled with
+//! [`CacheLayerBuilder::rfc9111`](crate::CacheLayerBuilder::rfc9111), the
+//! origin's headers decide, as they would for a CDN or a caching reverse
+//! proxy:
+//!
+//! ```
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::{CacheLayer, rfc9111::Rfc9111};
+//!
+//! let cache = Cache::new(MokaBackend::new(64 << 20));
+//! let layer = CacheLayer::builder(cache)
+//!     .rfc9111(Rfc9111::new().targeted_field("cdn-cache-control").heuristic_max(Duration::from_secs(3600)))
+//!     .build();
+//! ```
+//!
+//! The rules live in pure functions over headers and a `now` in seconds,
+//! one module per area of the RFCs, each unit-tested; the service only
+//! stores, looks up and calls the origin:
+//!
+//! - [`directives`]: `Cache-Control` parsing (RFC 9111 5.2): quoted
+//!   arguments accepted, unknown extensions ignored, invalid or conflicting
+//!   delta-seconds make the response stale, values capped at 2^31.
+//! - [`storage`]: what a shared cache may store (section 3): `GET` only;
+//!   final statuses but `206` and `304`; not `no-store` (request or
+//!   response, unless `must-understand`), not unqualified `private`, not a
+//!   request with `Authorization` unless `public`, `s-maxage` or
+//!   `must-revalidate`; not `Vary: *`; only with explicit freshness or a
+//!   heuristically cacheable status (200, 203, 204, 300, 301, 308, 404, 405,
+//!   410, 414, 501). Fields named by qualified `no-cache` or `private` are
+//!   not stored.
+//! - [`freshness`]: lifetime (4.2.1: `s-maxage`, `max-age`, `Expires` minus
+//!   `Date`), heuristics (4.2.2, only with `Last-Modified`, a fraction of
+//!   its age, capped), age (4.2.3, with upstream `Age`, request and
+//!   response times), and the verdict for a request (`no-cache`,
+//!   `max-age`, `max-stale`, `min-fresh`; `must-revalidate`,
+//!   `proxy-revalidate`, `s-maxage`; RFC 5861 `stale-while-revalidate` and
+//!   `stale-if-error`).
+//! - [`vary`]: secondary keys (4.1); several variants of one URL are stored
+//!   side by side; field values are compared after joining lines and
+//!   trimming whitespace; absent matches only absent.
+//! - [`validation`]: conditional requests with the stored `ETag` and
+//!   `Last-Modified`, `304` selection and header update (4.3), `304`
+//!   answers to the client's own `If-None-Match`/`If-Modified-Since`.
+//! - [`invalidation`]: unsafe methods (4.4).
+//!
+//! `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control`, when listed with
+//! [`Rfc9111::targeted_field`], take precedence over `Cache-Control` and
+//! are removed before the response reaches the client. Every response
+//! carries `Cache-Status` (RFC 9211); hop-by-hop fields, and those
+//! `Connection` names, are never stored.
+//!
+//! Known gaps: responses to `POST` are never stored (RFC 9111 allows it
+//! with explicit freshness and `Content-Location`); `206` partial content
+//! is not stored or combined; a `304` updates only the variant it was asked
+//! for; the request directive `no-transform` and the response directive
+//! `no-transform` have nothing to act on (the cache never transforms).
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+pub mod date;
+pub mod directives;
+pub mod freshness;
+pub mod invalidation;
+pub mod storage;
+pub mod validation;
+pub mod vary;
+
+use directives::CacheControl;
+
+/// The configuration of standards mode.
+#[derive(Debug, Clone)]
+pub struct Rfc9111 {
+    pub(crate) heuristic_fraction: f64,
+    pub(crate) heuristic_max: Duration,
+    pub(crate) targeted: Vec<HeaderName>,
+    pub(crate) keep_stale: Duration,
+    pub(crate) max_body_size: usize,
+}
+
+impl Default for Rfc9111 {
+    fn default() -> Self {
+        Rfc9111::new()
+    }
+}
+
+impl Rfc9111 {
+    /// Heuristic freshness of 10% of the time since `Last-Modified`, capped
+    /// at a day; no targeted fields; stale entries kept an hour for
+    /// revalidation; bodies up to [`crate::DEFAULT_MAX_BODY_SIZE`].
+    pub fn new() -> Self {
+        Rfc9111 {
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(86_400),
+            targeted: Vec::new(),
+            keep_stale: Duration::from_secs(3_600),
+            max_body_size: crate::DEFAULT_MAX_BODY_SIZE,
+        }
+    }
+
+    /// The fraction of the time since `Last-Modified` a response without
+    /// explicit freshness is fresh for (zero turns heuristics off).
+    pub fn heuristic_fraction(mut self, fraction: f64) -> Self {
+        self.heuristic_fraction = fraction.max(0.0);
+        self
+    }
+
+    /// The longest heuristic freshness.
+    pub fn heuristic_max(mut self, max: Duration) -> Self {
+        self.heuristic_max = max;
+        self
+    }
+
+    /// Adds a targeted cache-control field (RFC 9213) this cache obeys,
+    /// such as `cdn-cache-control` or `surrogate-control`. Fields are tried
+    /// in the order added; the first present and valid one replaces
+    /// `Cache-Control` for this cache. All of them are removed from the
+    /// responses sent to clients.
+    pub fn targeted_field(mut self, name: &str) -> Self {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            self.targeted.push(name);
+        }
+        self
+    }
+
+    /// How long a stale response with validators is kept to be revalidated
+    /// (its stale windows count on top).
+    pub fn keep_stale(mut self, duration: Duration) -> Self {
+        self.keep_stale = duration;
+        self
+    }
+
+    /// Responses with larger bodies are passed through, not stored.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// The cache control this cache obeys for a response: the first
+    /// targeted field that is present and holds a directive this cache
+    /// understands, else `Cache-Control`.
+    pub fn response_cache_control(&self, headers: &HeaderMap) -> CacheControl {
+        for name in &self.targeted {
+            if headers.contains_key(name) {
+                let cc = CacheControl::from_headers(headers, name.as_str());
+                if !cc.is_empty() {
+                    return cc;
+                }
+            }
+        }
+        CacheControl::from_headers(headers, "cache-control")
+    }
+
+    /// Removes the targeted fields, which are for this cache only.
+    pub fn strip_targeted(&self, headers: &mut HeaderMap) {
+        for name in &self.targeted {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn a_valid_targeted_field_replaces_cache_control() {
+        let config = Rfc9111::new()
+            .targeted_field("cdn-cache-control")
+            .targeted_field("surrogate-control");
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+        headers.insert("surrogate-control", HeaderValue::from_static("max-age=30"));
+        assert_eq!(
+            config.response_cache_control(&headers).max_age,
+            Some(directives::Delta::Secs(30))
+        );
+        headers.insert("cdn-cache-control", HeaderValue::from_static("max-age=60"));
+        assert_eq!(
+            config.response_cache_control(&headers).max_age,
+            Some(directives::Delta::Secs(60))
+        );
+        // An invalid targeted field is ignored.
+        headers.insert("cdn-cache-control", HeaderValue::from_static("%%%"));
+        assert_eq!(
+            config.response_cache_control(&headers).max_age,
+            Some(directives::Delta::Secs(30))
+        );
+        config.strip_targeted(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(!Rfc9111::new().response_cache_control(&headers).is_empty());
+    }
+}
