@@ -1,9 +1,23 @@
-//! The main job: an axum server with the cache layer on the moka tier.
+//! The main job: an axum server with the cache layer on the moka tier, or
+//! on moka in front of Redis.
 //!
 //! ```sh
 //! cargo run --release --example demo        # listens on 127.0.0.1:3000
 //! HITBOX_DEMO_ADDR=0.0.0.0:8080 cargo run --release --example demo
+//! HITBOX_REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example demo
 //! ```
+//!
+//! Tiers:
+//! - without `HITBOX_REDIS_URL`: moka only, in this process, nothing else
+//!   to run;
+//! - with `HITBOX_REDIS_URL` (any URL [`RedisBackend::from_url`] takes:
+//!   standalone, cluster, sentinel): moka as L1 composed in front of Redis
+//!   as L2, the Redis tier's entries compressed with zstd (those of 1 KiB
+//!   and more: smaller ones are stored as they are). Entries live under the
+//!   `hitbox-demo:` prefix. Redis may be down at start-up: the L2 tier then
+//!   fails, its breaker opens, and moka serves on its own until it is back.
+//!
+//! The first log line says which tiers are in use.
 //!
 //! Routes:
 //! - `GET /slow/{id}`: an origin that takes 100 ms and returns JSON naming
@@ -25,9 +39,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hitbox_backend::Cache;
+use hitbox_backend::{Cache, Compose, Compression, Staged, Stages};
 use hitbox_core::CachePolicy;
 use hitbox_moka::MokaBackend;
+use hitbox_redis::RedisBackend;
 use hitbox_tower::{CacheLayer, Rule};
 use serde_json::json;
 
@@ -67,6 +82,38 @@ async fn log_requests(request: Request, next: Next) -> Response {
     response
 }
 
+/// The cache: over moka alone, or over moka composed in front of Redis
+/// when `HITBOX_REDIS_URL` is set.
+async fn cache() -> Cache {
+    let moka = MokaBackend::new(256 << 20);
+    let url = match std::env::var("HITBOX_REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            tracing::info!("cache tiers: moka (set HITBOX_REDIS_URL to put Redis behind it)");
+            return Cache::new(moka);
+        }
+    };
+    let redis = RedisBackend::builder()
+        .url(url.trim())
+        .key_prefix("hitbox-demo:")
+        .label("redis")
+        .build()
+        .unwrap_or_else(|error| panic!("HITBOX_REDIS_URL: {error}"));
+    match redis.wait_connected(Duration::from_secs(3)).await {
+        Ok(()) => {
+            let mode = if redis.is_clustered() { "cluster" } else { "server" };
+            tracing::info!("cache tiers: moka (L1) + redis {mode} (L2, zstd)");
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "cache tiers: moka (L1) + redis (L2, zstd), but Redis is not reachable yet: \
+             moka serves alone until it is"
+        ),
+    }
+    let l2 = Staged::new(redis, Stages::new().compression(Compression::zstd(3)));
+    Cache::new(moka.compose(l2))
+}
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -77,7 +124,7 @@ async fn main() {
         .parse()
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
-    let cache = Cache::new(MokaBackend::new(256 << 20));
+    let cache = cache().await;
     let slow_policy =
         CachePolicy::new(Duration::from_secs(30)).stale_while_revalidate(Duration::from_secs(30));
     let cached = |namespace: &str, policy: CachePolicy| {
