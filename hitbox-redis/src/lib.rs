@@ -563,4 +563,34 @@ mod tests {
         assert!(!is_outage(&Error::new(ErrorKind::Parse, "bad reply")));
         assert!(!is_outage(&Error::new(ErrorKind::InvalidArgument, "bad")));
     }
+
+    #[tokio::test]
+    async fn commands_sent_are_timed_and_those_the_breaker_refuses_are_not() {
+        // Nothing listens on port 1: every read waits out its timeout.
+        let backend = RedisBackend::builder()
+            .url("redis://127.0.0.1:1")
+            .read_timeout(Duration::from_millis(30))
+            .failure_threshold(2)
+            .build()
+            .expect("the backend builds");
+        let key = CacheKey::builder("t").build();
+        for _ in 0..2 {
+            assert!(matches!(
+                backend.read(&key).await,
+                Err(BackendError::Timeout { .. })
+            ));
+        }
+        assert!(matches!(
+            backend.read(&key).await,
+            Err(BackendError::Unavailable { .. })
+        ));
+        let stats = &backend.tier_stats()[0];
+        assert_eq!((stats.errors, stats.timed_calls), (3, 2), "{stats:?}");
+        assert!(stats.max_latency_micros >= 30_000, "{stats:?}");
+        assert!(stats.total_latency_micros >= 60_000, "{stats:?}");
+        assert!(
+            stats.mean_latency() >= Some(Duration::from_millis(30)),
+            "{stats:?}"
+        );
+    }
 }
