@@ -148,7 +148,8 @@ impl Tee {
         }
     }
 
-    fn finish(self) {
+    /// Stores the collected body (all of it: the body has ended).
+    pub(crate) fn finish(self) {
         let body = match self.chunks.len() {
             0 => Bytes::new(),
             1 => self.chunks.into_iter().next().expect("one chunk"),

@@ -537,6 +537,11 @@ where
     let outcome = outcome(true);
     client_headers(&config, &mut head.headers);
     shared.decorate(&mut head.headers, outcome);
+    // A server never polls a body that says it has ended (an empty one).
+    if body.is_end_stream() {
+        tee.finish();
+        return Ok(Response::from_parts(head, CacheBody::origin(body)));
+    }
     Ok(Response::from_parts(head, CacheBody::teed(body, tee)))
 }
 

@@ -1,0 +1,224 @@
+//! A scripted origin behind the layer in standards mode, over real TCP.
+//!
+//! The origin answers each path with the reply the test scripted for it
+//! (200 `default` otherwise) and records every request it receives, so a
+//! test can assert both what the client got and what reached the origin.
+//! Time is a `ManualClock` the test moves; stores are awaited on the
+//! cache's counters, never with sleeps.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use hitbox_backend::Cache;
+use hitbox_core::{Clock, ManualClock};
+use hitbox_moka::MokaBackend;
+use hitbox_tower::CacheLayer;
+use hitbox_tower::rfc9111::Rfc9111;
+use hitbox_tower::rfc9111::date::format_http_date;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// What the origin answers for a path.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// One request the origin received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+#[derive(Clone, Default)]
+pub struct Origin {
+    script: Arc<Mutex<HashMap<String, Reply>>>,
+    log: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    /// Scripts the reply for `path` (path and query).
+    pub fn reply(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
+        let reply = Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_owned(),
+        };
+        self.script.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
+    /// How many requests reached the origin.
+    pub fn calls(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The `i`th request the origin received.
+    pub fn seen(&self, i: usize) -> Seen {
+        self.log.lock().unwrap()[i].clone()
+    }
+
+    /// The last request the origin received.
+    pub fn last(&self) -> Seen {
+        self.log
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the origin was called")
+    }
+}
+
+async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) -> Response {
+    let (parts, _) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    origin.log.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+    });
+    let reply = origin
+        .script
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or(Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: "default".to_owned(),
+        });
+    // `{name}` in a scripted body stands for the request's `name` header.
+    let mut body = reply.body;
+    while let Some(start) = body.find('{') {
+        let Some(len) = body[start..].find('}') else { break };
+        let name = body[start + 1..start + len].to_owned();
+        let value = parts
+            .headers
+            .get(name.as_str())
+            .map_or("-", |v| v.to_str().unwrap_or("?"));
+        body.replace_range(start..start + len + 1, value);
+    }
+    let mut response = Response::new(Body::from(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+    for (name, value) in reply.headers {
+        response.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub origin: Origin,
+    pub cache: Cache,
+    pub clock: ManualClock,
+}
+
+pub async fn setup() -> Proxy {
+    setup_with(Rfc9111::new()).await
+}
+
+pub async fn setup_with(config: Rfc9111) -> Proxy {
+    let clock = ManualClock::new();
+    let cache = Cache::builder(MokaBackend::default())
+        .clock(clock.clone())
+        .build();
+    let origin = Origin::default();
+    let layer = CacheLayer::builder(cache.clone()).rfc9111(config).build();
+    let app = Router::new()
+        .fallback(scripted)
+        .with_state(origin.clone())
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Proxy {
+        addr,
+        origin,
+        cache,
+        clock,
+    }
+}
+
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn cache_status(&self) -> &str {
+        self.headers.get("cache-status").unwrap().to_str().unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn age(&self) -> u64 {
+        self.header("age").unwrap().parse().unwrap()
+    }
+}
+
+impl Proxy {
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Got {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut request = client.request(method, format!("http://{}{}", self.addr, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        Got {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        self.send(Method::GET, path, headers).await
+    }
+
+    /// Moves time forward.
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// The clock's time as an HTTP-date, `offset` seconds away.
+    pub fn date(&self, offset: i64) -> String {
+        let now = (self.clock.now().as_millis() / 1000) as i64;
+        format_http_date((now + offset).max(0) as u64)
+    }
+
+    /// Waits until `n` entries have been stored in all.
+    pub async fn stores(&self, n: u64) {
+        until(|| self.cache.stats().stores >= n).await;
+    }
+}
+
+/// Polls until `done` holds, for at most 30 s.
+pub async fn until(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
