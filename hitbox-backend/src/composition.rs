@@ -307,16 +307,25 @@ struct Health {
 }
 
 impl Health {
-    fn available(&self, now: Timestamp) -> bool {
+    /// Whether the tier may be asked. The clock is read only while the tier
+    /// is in cool-down: a healthy tier costs one atomic load per call.
+    fn available(&self, now: impl FnOnce() -> Timestamp) -> bool {
         let until = self.skip_until.load(Ordering::SeqCst);
-        until == 0 || now.as_millis() >= until
+        until == 0 || now().as_millis() >= until
     }
 
-    fn record<T>(&self, result: &Result<T, BackendError>, now: Timestamp) {
+    /// Records the outcome of a call. The clock is read only on failures,
+    /// and a success writes only when there was a failure to forget, so the
+    /// hit path of a healthy tier writes no shared cache line.
+    fn record<T>(&self, result: &Result<T, BackendError>, now: impl FnOnce() -> Timestamp) {
         match result {
             Ok(_) => {
-                self.failures.store(0, Ordering::SeqCst);
-                self.skip_until.store(0, Ordering::SeqCst);
+                if self.failures.load(Ordering::SeqCst) != 0 {
+                    self.failures.store(0, Ordering::SeqCst);
+                }
+                if self.skip_until.load(Ordering::SeqCst) != 0 {
+                    self.skip_until.store(0, Ordering::SeqCst);
+                }
             }
             // The tier answered, it just would not take this value: no
             // sign of an outage either way.
@@ -324,7 +333,7 @@ impl Health {
             Err(_) => {
                 let failures = self.failures.fetch_add(1, Ordering::SeqCst).saturating_add(1);
                 if self.threshold > 0 && failures >= self.threshold {
-                    let until = now.add(self.cool_down).as_millis().max(1);
+                    let until = now().add(self.cool_down).as_millis().max(1);
                     self.skip_until.store(until, Ordering::SeqCst);
                 }
             }
@@ -354,7 +363,7 @@ impl TierState {
     }
 
     fn available(&self) -> bool {
-        self.health.available(self.clock.now())
+        self.health.available(|| self.clock.now())
     }
 
     /// Runs one operation on the tier, timing it and recording its outcome.
@@ -373,7 +382,7 @@ impl TierState {
         let started = Instant::now();
         let result = operation(&*self.backend).await;
         self.counters.latency(started.elapsed());
-        self.health.record(&result, self.clock.now());
+        self.health.record(&result, || self.clock.now());
         if let Err(error) = &result {
             Counters::bump(&self.counters.errors);
             tracing::debug!(tier = self.label(), %error, "composition tier failed");
