@@ -1,0 +1,137 @@
+//! The HTTP layer in process: building the key of a typical request, and a
+//! whole `Service::call` answered from L1 (moka), with the body collected.
+//!
+//! No sockets: the layer wraps a trivial inner service, and every call is
+//! driven on a current-thread runtime, so what is measured is the layer's
+//! own cost on a hit (decide, key, moka read, decode, response).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use hitbox_backend::Cache;
+use hitbox_core::{Extractor, KeyBuilder};
+use hitbox_moka::MokaBackend;
+use hitbox_tower::extract::default_key;
+use hitbox_tower::{CacheLayer, Rule};
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// A request as a browser or an API client sends it: absolute path with a
+/// query, a host and a handful of ordinary headers.
+fn typical_request() -> Request<Full<Bytes>> {
+    Request::get("/v1/items/42?page=2&sort=name&lang=en")
+        .header(header::HOST, "api.example.com")
+        .header(header::ACCEPT, "application/json")
+        .header(header::ACCEPT_ENCODING, "gzip, br")
+        .header(header::USER_AGENT, "hitbox-bench/1.0")
+        .header("x-request-id", "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
+        .body(Full::default())
+        .unwrap()
+}
+
+fn bench_key(c: &mut Criterion) {
+    let (parts, _) = typical_request().into_parts();
+    let extractor = default_key();
+    let mut group = c.benchmark_group("http/key");
+    group.bench_function("default_key", |b| {
+        b.iter(|| {
+            let mut key = KeyBuilder::new("http");
+            extractor.extract(black_box(&parts), &mut key);
+            key.build()
+        })
+    });
+    group.finish();
+}
+
+fn bench_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("http/call");
+    for (label, size) in [("1KiB", 1024), ("100KiB", 100 * 1024)] {
+        let body = Bytes::from(vec![b'x'; size]);
+        let origin = service_fn(move |_request: Request<Full<Bytes>>| {
+            let body = body.clone();
+            async move {
+                let mut response = Response::new(Full::new(body));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        });
+
+        // The origin alone: what any tower stack pays for a call.
+        group.bench_function(BenchmarkId::new("origin_only", label), |b| {
+            b.to_async(&runtime).iter_batched(
+                typical_request,
+                |request| {
+                    let service = origin.clone();
+                    async move {
+                        let response = service.oneshot(request).await.unwrap();
+                        response.into_body().collect().await.unwrap().to_bytes()
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+
+        let cache = Cache::new(MokaBackend::default());
+        let layer = CacheLayer::builder(cache).rule(Rule::new()).build();
+        let service = layer.layer(origin.clone());
+        // Fill the cache (the store completes in a task of its own), then
+        // check that two hits hand out the stored buffer itself: no copy.
+        let call = || async {
+            let response = service.clone().oneshot(typical_request()).await.unwrap();
+            let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+            (status, response.into_body().collect().await.unwrap().to_bytes())
+        };
+        let (first, second) = runtime.block_on(async {
+            for _ in 0..100 {
+                let (status, _) = call().await;
+                if status.contains("; hit") && !status.contains("collapsed") {
+                    return (call().await, call().await);
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the layer never answered a hit");
+        });
+        for (status, body) in [&first, &second] {
+            assert!(status.contains("; hit"), "not a hit: {status}");
+            assert_eq!(body.len(), size);
+        }
+        assert_eq!(
+            first.1.as_ptr(),
+            second.1.as_ptr(),
+            "two hits should hand out the same stored buffer"
+        );
+
+        group.bench_function(BenchmarkId::new("l1_hit", label), |b| {
+            b.to_async(&runtime).iter_batched(
+                typical_request,
+                |request| {
+                    let service = service.clone();
+                    async move {
+                        let response = service.oneshot(request).await.unwrap();
+                        response.into_body().collect().await.unwrap().to_bytes()
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
+    targets = bench_key, bench_hit
+}
+criterion_main!(benches);
