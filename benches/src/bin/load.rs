@@ -116,9 +116,29 @@ fn parse_args() -> Args {
     args
 }
 
+/// Reports `message`, stops the redis-server this run started, and exits.
 fn fail(message: &str) -> ! {
     eprintln!("load: {message}");
+    stop_redis();
     std::process::exit(2);
+}
+
+/// The redis-server of this run, where `fail` (which exits without
+/// unwinding) and the main thread's guard can both stop it.
+static REDIS: std::sync::Mutex<Option<RedisServer>> = std::sync::Mutex::new(None);
+
+fn stop_redis() {
+    let server = REDIS.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(server);
+}
+
+/// Stops the redis-server when the main thread ends, panics included.
+struct StopRedisOnDrop;
+
+impl Drop for StopRedisOnDrop {
+    fn drop(&mut self) {
+        stop_redis();
+    }
 }
 
 // ---------------------------------------------------------------- redis
@@ -205,6 +225,7 @@ fn start_redis() -> RedisServer {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(server);
     fail(&format!("redis-server on port {port} did not answer PING"));
 }
 
@@ -727,27 +748,31 @@ fn main() {
     }
     let args = parse_args();
     let redis = start_redis();
-    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let (redis_port, redis_pid) = (redis.port, redis.child.id());
+    *REDIS.lock().unwrap_or_else(|p| p.into_inner()) = Some(redis);
+    let _stop_redis = StopRedisOnDrop;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (server, server_thread) = start_server(redis_url.clone(), stopped);
     let client = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("client runtime");
-    let ratio = client.block_on(drive(&args, &server, &redis, &redis_url));
+    let ratio = client.block_on(drive(&args, &server, (redis_port, redis_pid), &redis_url));
     let _ = stop.send(());
     let _ = server_thread.join();
-    drop(redis);
+    stop_redis();
     println!("hit/static ratio: {ratio:.2}");
 }
 
-async fn drive(args: &Args, server: &ServerHandles, redis: &RedisServer, redis_url: &str) -> f64 {
+async fn drive(args: &Args, server: &ServerHandles, redis: (u16, u32), redis_url: &str) -> f64 {
+    let (redis_port, redis_pid) = redis;
     let probe = CpuProbe {
         server: server
             .tid
             .map_or_else(String::new, |tid| format!("/proc/self/task/{tid}/stat")),
         client: thread_id().map_or_else(String::new, |tid| format!("/proc/self/task/{tid}/stat")),
-        redis: format!("/proc/{}/stat", redis.child.id()),
+        redis: format!("/proc/{redis_pid}/stat"),
     };
     let run = Arc::new(Run {
         addr: server.addr,
@@ -761,7 +786,7 @@ async fn drive(args: &Args, server: &ServerHandles, redis: &RedisServer, redis_u
          redis-server {} on port {} (its own process)",
         server.addr.port(),
         redis_version(),
-        redis.port
+        redis_port
     );
     println!(
         "client: hyper http1, {} keep-alive connections, closed loop, one current-thread runtime \
