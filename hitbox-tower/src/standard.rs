@@ -12,8 +12,9 @@
 //! 3. Otherwise the origin is asked, with the stored validators when there
 //!    are some. A `304` refreshes the stored response; a storable response
 //!    streams to the client through the tee that stores it; `only-if-cached`
-//!    gets a `504` instead. Requests for a URL nothing is stored for share
-//!    one origin call (single-flight).
+//!    gets a `504` instead. Plain requests (no conditions, no `no-cache`)
+//!    for one variant share one origin call (single-flight), a miss or a
+//!    revalidation alike.
 //! 4. An origin error or `5xx` is answered with the stale response where
 //!    `stale-if-error` allows it.
 
@@ -375,8 +376,7 @@ where
 
     // One origin call for a URL nothing is stored for.
     let mut lead = None;
-    let plain = found.stored.is_none()
-        && !is_head
+    let plain = !is_head
         && !validation::is_conditional(&client)
         && request_cc.no_cache.is_none()
         && !request_cc.no_store
@@ -435,6 +435,9 @@ where
         if validation::selects(&head.headers, &stored.headers) {
             let exchange = Exchange::new(&head.headers, request_time, response_time);
             let updated = refreshed(&shared, &config, stored, &head.headers, exchange, &found.key, tag).await;
+            if let Some(lead) = lead {
+                lead.complete(Ok(updated.clone()));
+            }
             let outcome = CacheOutcome::Forwarded {
                 fwd,
                 status: 304,

@@ -44,6 +44,9 @@ pub struct Seen {
 pub struct Origin {
     script: Arc<Mutex<HashMap<String, Reply>>>,
     log: Arc<Mutex<Vec<Seen>>>,
+    /// While set, requests wait for the gate to open before they are answered.
+    held: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<tokio::sync::Notify>,
 }
 
 impl Origin {
@@ -58,6 +61,17 @@ impl Origin {
             body: body.to_owned(),
         };
         self.script.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
+    /// Holds every answer until [`Origin::release`].
+    pub fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the held requests, and the later ones at once.
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.gate.notify_waiters();
     }
 
     /// How many requests reached the origin.
@@ -89,6 +103,13 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
         path: path.clone(),
         headers: parts.headers.clone(),
     });
+    while origin.held.load(std::sync::atomic::Ordering::SeqCst) {
+        let opened = origin.gate.notified();
+        if !origin.held.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        opened.await;
+    }
     let reply = origin
         .script
         .lock()
