@@ -476,7 +476,18 @@ struct Answer {
     body_len: usize,
 }
 
-async fn request(conn: &mut Conn, host: &str, path: &str) -> Result<Answer, hyper::Error> {
+/// How long one request may take before the run calls it failed (so that a
+/// hung server cannot hang the run).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn request(conn: &mut Conn, host: &str, path: &str) -> Result<Answer, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request_once(conn, host, path)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+    }
+}
+
+async fn request_once(conn: &mut Conn, host: &str, path: &str) -> Result<Answer, hyper::Error> {
     let request = http::Request::get(path)
         .header(header::HOST, host)
         .body(Empty::new())
