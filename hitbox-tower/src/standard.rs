@@ -105,6 +105,7 @@ async fn invalidate(shared: &Shared, host: &str, path: &str) {
 /// The response headers a client sees: no hop-by-hop fields, no fields
 /// meant for this cache only.
 fn client_headers(config: &Rfc9111, headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
     config.strip_targeted(headers);
 }
 

@@ -118,7 +118,9 @@ async fn unknown_extensions_are_ignored_and_hop_by_hop_fields_never_stored() {
         ],
         "x",
     );
-    p.get("/ext", &[]).await;
+    let miss = p.get("/ext", &[]).await;
+    assert_eq!(miss.header("x-hop"), None);
+    assert_eq!(miss.header("x-kept"), Some("1"));
     p.stores(1).await;
     let hit = p.get("/ext", &[]).await;
     assert!(hit.cache_status().contains("hit"));
@@ -137,4 +139,21 @@ async fn other_methods_pass_through_with_cache_status() {
         assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=method");
     }
     assert_eq!(p.origin.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_from_the_stored_get_and_never_stored_itself() {
+    let p = setup().await;
+    p.origin
+        .reply("/h", 200, &[("cache-control", "max-age=60")], "hello");
+    let head = p.send(Method::HEAD, "/h", &[]).await;
+    assert_eq!(head.cache_status(), "hitbox; fwd=miss");
+    p.get("/h", &[]).await;
+    p.stores(1).await;
+    let head = p.send(Method::HEAD, "/h", &[]).await;
+    assert!(head.cache_status().contains("hit"));
+    assert_eq!(head.header("content-length"), Some("5"));
+    assert_eq!(head.body, "");
+    assert_eq!(p.origin.calls(), 2);
+    assert_eq!(p.cache.stats().stores, 1);
 }
