@@ -190,16 +190,16 @@ pub fn verdict(stored: StoredView<'_>, request_cc: &CacheControl, now: u64, conf
     let ttl = lifetime as i64 - age as i64;
     let stale_for = age.saturating_sub(lifetime);
     let strict = forbids_stale(stored.cc);
+    // Unqualified no-cache in the response: never without validation.
+    let response_no_cache = stored.cc.no_cache.as_ref().is_some_and(Vec::is_empty);
     let stale_if_error = !strict
-        && stored.cc.no_cache.is_none()
+        && !response_no_cache
         && (stored.cc.stale_if_error.is_some_and(|w| stale_for <= w)
             || request_cc.stale_if_error.is_some_and(|w| stale_for <= w));
     let revalidate = Verdict::Revalidate {
         stale_if_error,
         stale_for,
     };
-    // Unqualified no-cache in either message: never without validation.
-    let response_no_cache = stored.cc.no_cache.as_ref().is_some_and(Vec::is_empty);
     if response_no_cache || request_cc.no_cache.is_some() {
         return revalidate;
     }
@@ -384,7 +384,23 @@ mod tests {
                 stale_for: 40
             }
         );
-        let no_cache = [("cache-control", "max-age=60, no-cache")];
-        assert!(matches!(decide(&no_cache, "", T + 1), Verdict::Revalidate { .. }));
+        let no_cache = [("cache-control", "max-age=60, no-cache, stale-if-error=60")];
+        assert_eq!(
+            decide(&no_cache, "", T + 1),
+            Verdict::Revalidate {
+                stale_if_error: false,
+                stale_for: 0
+            }
+        );
+        // The qualified form only concerns the fields it names.
+        let qualified = [("cache-control", "max-age=60, no-cache=\"x-a\", stale-if-error=60")];
+        assert_eq!(decide(&qualified, "", T + 1), Verdict::Serve { ttl: 59 });
+        assert_eq!(
+            decide(&qualified, "", T + 70),
+            Verdict::Revalidate {
+                stale_if_error: true,
+                stale_for: 10
+            }
+        );
     }
 }

@@ -57,7 +57,9 @@
 //! Known gaps: responses to `POST` are never stored (RFC 9111 allows it
 //! with explicit freshness and `Content-Location`); `206` partial content
 //! is not stored or combined; a `304` updates only the variant it was asked
-//! for; the request directive `no-transform` and the response directive
+//! for; `max-stale` can only reach stale responses that are still kept
+//! (those with validators, for [`Rfc9111::keep_stale`], and those inside
+//! their RFC 5861 windows); the request directive `no-transform` and the response directive
 //! `no-transform` have nothing to act on (the cache never transforms).
 
 use std::time::Duration;
