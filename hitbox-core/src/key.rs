@@ -243,13 +243,29 @@ impl KeyBuilder {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Whether `byte` is written as it is (see the module documentation).
+fn is_raw(byte: u8) -> bool {
+    matches!(byte, b'!'..=b'~') && !matches!(byte, b'%' | b':' | b'=' | b'#')
+}
+
 fn escape_into(out: &mut String, bytes: &[u8]) {
-    for &byte in bytes {
-        match byte {
-            b'%' | b':' | b'=' | b'#' => push_escaped(out, byte),
-            b'!'..=b'~' => out.push(byte as char),
-            _ => push_escaped(out, byte),
+    out.reserve(bytes.len());
+    // Copy runs of raw bytes whole: most parts need no escaping at all.
+    let mut run_start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if !is_raw(byte) {
+            push_ascii(out, &bytes[run_start..i]);
+            push_escaped(out, byte);
+            run_start = i + 1;
         }
+    }
+    push_ascii(out, &bytes[run_start..]);
+}
+
+/// Appends bytes known to be printable ASCII (raw bytes only).
+fn push_ascii(out: &mut String, raw: &[u8]) {
+    if !raw.is_empty() {
+        out.push_str(std::str::from_utf8(raw).expect("raw key bytes are printable ASCII"));
     }
 }
 
@@ -361,6 +377,36 @@ mod tests {
         let suffix = &digested.as_str()["ns:v1:".len()..];
         let forged = CacheKey::builder("ns").part(suffix, "").build();
         assert_ne!(digested.as_str(), forged.as_str());
+    }
+
+    #[test]
+    fn escaping_matches_its_byte_by_byte_definition() {
+        fn reference(bytes: &[u8]) -> String {
+            bytes
+                .iter()
+                .map(|&b| {
+                    if (b'!'..=b'~').contains(&b) && !b"%:=#".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        }
+        let every_byte: Vec<u8> = (0..=255).collect();
+        let samples: [&[u8]; 6] = [
+            b"",
+            b"plain",
+            b"a:b=c#d%e",
+            b"  lead and trail  ",
+            &every_byte,
+            b"caf\xc3\xa9:\xff",
+        ];
+        for sample in samples {
+            let mut out = String::new();
+            escape_into(&mut out, sample);
+            assert_eq!(out, reference(sample), "{sample:?}");
+        }
     }
 
     #[test]
