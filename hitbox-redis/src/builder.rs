@@ -370,6 +370,16 @@ impl RedisBackendBuilder {
         };
         let mut connection = ConnectionConfig {
             connection_timeout: self.connection_timeout,
+            // fred 10.1 mishandles ASK (a slot being migrated): it sends
+            // ASKING to the new owner but the command back to the old one,
+            // which answers ASK again, and when the command's write attempts
+            // run out first its router task ends for good; ASKING's reply is
+            // also read off a connection that may have other replies in
+            // flight, handing "OK" to another command. With no redirections
+            // allowed, an ASK fails just the one command (a miss for the
+            // cache), and a MOVED still refreshes the routing table before
+            // failing the command that met it, so the next one goes right.
+            max_redirections: 0,
             ..ConnectionConfig::default()
         };
         if let Some(after) = self.unresponsive_after {

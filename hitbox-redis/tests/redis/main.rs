@@ -7,8 +7,10 @@
 //! other users of the same servers.
 
 mod cluster;
+mod cluster_reshard;
 mod common;
 mod distributed;
+mod encrypted;
 mod outage;
 mod sentinel;
 mod standalone;
