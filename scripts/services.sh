@@ -39,6 +39,13 @@ _hitbox_log() { echo "services: $*" >&2; }
 
 _hitbox_die() {
     echo "services: ERROR: $*" >&2
+    # Show what the servers said before their data goes away with them.
+    local log
+    for log in "$_HITBOX_RUN_DIR"/*/redis.log "$_HITBOX_RUN_DIR"/*/stdout.log; do
+        [ -s "$log" ] || continue
+        echo "services: --- last lines of $log" >&2
+        tail -n 15 "$log" >&2
+    done
     stop_services
     return 1
 }
@@ -90,7 +97,10 @@ _hitbox_free_port() {
     local port tries=0
     while [ "$tries" -lt 200 ]; do
         tries=$((tries + 1))
-        port=$((20000 + RANDOM % 30000))
+        # Below the kernel's ephemeral range (32768 and up on Linux): a port
+        # there may be the local end of some outgoing connection, which the
+        # probe below cannot see, and redis-server would fail to bind it.
+        port=$((20000 + RANDOM % 12000))
         case "$_HITBOX_PORTS_TAKEN" in *" $port "*) continue ;; esac
         if ! _hitbox_port_busy "$port"; then
             _HITBOX_PORTS_TAKEN="$_HITBOX_PORTS_TAKEN$port "
