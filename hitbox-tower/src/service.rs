@@ -304,7 +304,6 @@ where
         };
         return forward(&shared, inner, request, outcome).await;
     }
-    let options = entry_options(rule, &shared);
     let cache = &shared.cache;
     let now = cache.clock().now();
 
@@ -317,6 +316,7 @@ where
                 return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
             }
             Freshness::Stale => {
+                let options = entry_options(rule, &shared);
                 refresh_in_background(&shared, rule_index, &key, &options, inner, &parts, body_bytes);
                 let stale_for = now.since(entry.meta.fresh_until).as_secs();
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
@@ -338,6 +338,8 @@ where
         return forward(&shared, inner, request, CacheOutcome::Miss { stored: false }).await;
     }
 
+    // Built only now: a fresh hit never needs the entry options.
+    let options = entry_options(rule, &shared);
     let lead = match cache.lead_or_join::<CachedResponse, Uncacheable>(&key, &options) {
         LoadTicket::Lead(lead) => lead,
         LoadTicket::Join(join) => {
