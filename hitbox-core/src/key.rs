@@ -132,25 +132,45 @@ impl fmt::Debug for KeyLogId<'_> {
 /// assert!(private.as_str().starts_with("api:v1:#"));
 /// assert!(!private.as_str().contains("s3cr3t"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KeyBuilder {
+    /// The key as built so far: `esc(namespace) ":v" version`, then the
+    /// parts. Only printable ASCII is ever written into it.
+    encoded: Vec<u8>,
     namespace_end: usize,
-    version: u32,
-    parts: String,
+    /// Where the parts begin (after the version).
+    parts_start: usize,
     sensitive: bool,
     max_len: usize,
+}
+
+impl fmt::Debug for KeyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The parts may hold a credential: show only namespace and version.
+        f.debug_struct("KeyBuilder")
+            .field(
+                "prefix",
+                &String::from_utf8_lossy(&self.encoded[..self.parts_start]),
+            )
+            .field("sensitive", &self.sensitive)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyBuilder {
     /// Starts a key in `namespace`, at version 1 with no parts.
     pub fn new(namespace: impl AsRef<str>) -> Self {
-        let mut parts = String::with_capacity(64);
-        escape_into(&mut parts, namespace.as_ref().as_bytes());
-        let namespace_end = parts.len();
+        let namespace = namespace.as_ref().as_bytes();
+        // Room for a typical HTTP key (method, host, path, a query) without
+        // growing, and not much more than the default digest threshold.
+        let mut encoded = Vec::with_capacity(namespace.len() + 192);
+        escape_into(&mut encoded, namespace);
+        let namespace_end = encoded.len();
+        encoded.extend_from_slice(b":v1");
         KeyBuilder {
+            parts_start: encoded.len(),
+            encoded,
             namespace_end,
-            version: 1,
-            parts,
             sensitive: false,
             max_len: DEFAULT_MAX_KEY_LEN,
         }
@@ -159,7 +179,10 @@ impl KeyBuilder {
     /// Sets the version: bump it when the shape of the cached value changes,
     /// so old entries are simply never read again.
     pub fn version(mut self, version: u32) -> Self {
-        self.version = version;
+        let written = format!(":v{version}");
+        self.encoded
+            .splice(self.namespace_end..self.parts_start, written.bytes());
+        self.parts_start = self.namespace_end + written.len();
         self
     }
 
@@ -186,11 +209,31 @@ impl KeyBuilder {
     /// `None` records the part's name alone (for "absent"), which differs
     /// from an empty value.
     pub fn push(&mut self, name: &str, value: Option<&[u8]>) {
-        self.parts.push(':');
-        escape_into(&mut self.parts, name.as_bytes());
+        self.push_prefixed(name, b"", value);
+    }
+
+    /// Appends a part named `prefix` followed by `name`, in place: the same
+    /// key as [`KeyBuilder::push`] with the two concatenated, without
+    /// building the name first (`query.` and a parameter's name, say).
+    ///
+    /// ```
+    /// use hitbox_core::CacheKey;
+    ///
+    /// let mut joined = CacheKey::builder("api");
+    /// joined.push("query.page", Some(b"2"));
+    /// let mut prefixed = CacheKey::builder("api");
+    /// prefixed.push_prefixed("query.", b"page", Some(b"2"));
+    /// assert_eq!(joined.build(), prefixed.build());
+    /// ```
+    pub fn push_prefixed(&mut self, prefix: &str, name: &[u8], value: Option<&[u8]>) {
+        self.encoded.push(b':');
+        // Escaping works byte by byte, so escaping the two halves apart
+        // gives the escaping of their concatenation.
+        escape_into(&mut self.encoded, prefix.as_bytes());
+        escape_into(&mut self.encoded, name);
         if let Some(value) = value {
-            self.parts.push('=');
-            escape_into(&mut self.parts, value);
+            self.encoded.push(b'=');
+            escape_into(&mut self.encoded, value);
         }
     }
 
@@ -207,35 +250,21 @@ impl KeyBuilder {
 
     /// Finishes the key.
     pub fn build(self) -> CacheKey {
-        let namespace = &self.parts[..self.namespace_end];
-        let mut version = self.version.to_string();
-        let body = &self.parts[self.namespace_end..];
-        let plain_len = namespace.len() + 2 + version.len() + body.len();
-        if !self.sensitive && plain_len <= self.max_len {
-            let mut encoded = String::with_capacity(plain_len);
-            encoded.push_str(namespace);
-            encoded.push_str(":v");
-            encoded.push_str(&version);
-            encoded.push_str(body);
+        let encoded = std::str::from_utf8(&self.encoded).expect("escaped key bytes are printable ASCII");
+        if !self.sensitive && encoded.len() <= self.max_len {
             return CacheKey {
-                encoded: encoded.into(),
+                encoded: Arc::from(encoded),
                 digested: false,
             };
         }
-        let mut hasher = Blake2b256::new();
-        hasher.update(namespace.as_bytes());
-        hasher.update(b":v");
-        hasher.update(version.as_bytes());
-        hasher.update(body.as_bytes());
-        let digest = hasher.finalize();
-        version.insert_str(0, ":v");
-        let mut encoded = String::with_capacity(namespace.len() + version.len() + 2 + 64);
-        encoded.push_str(namespace);
-        encoded.push_str(&version);
-        encoded.push_str(":#");
-        encoded.push_str(&hex::encode(digest));
+        let digest = Blake2b256::digest(encoded.as_bytes());
+        let prefix = &encoded[..self.parts_start];
+        let mut digested = String::with_capacity(prefix.len() + 2 + 64);
+        digested.push_str(prefix);
+        digested.push_str(":#");
+        digested.push_str(&hex::encode(digest));
         CacheKey {
-            encoded: encoded.into(),
+            encoded: digested.into(),
             digested: true,
         }
     }
@@ -243,36 +272,33 @@ impl KeyBuilder {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Whether `byte` is written as it is (see the module documentation).
-fn is_raw(byte: u8) -> bool {
-    matches!(byte, b'!'..=b'~') && !matches!(byte, b'%' | b':' | b'=' | b'#')
-}
+/// Whether each byte is written as it is (see the module documentation).
+const RAW: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = b'!';
+    while byte <= b'~' {
+        table[byte as usize] = !matches!(byte, b'%' | b':' | b'=' | b'#');
+        byte += 1;
+    }
+    table
+};
 
-fn escape_into(out: &mut String, bytes: &[u8]) {
-    out.reserve(bytes.len());
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     // Copy runs of raw bytes whole: most parts need no escaping at all.
-    let mut run_start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        if !is_raw(byte) {
-            push_ascii(out, &bytes[run_start..i]);
-            push_escaped(out, byte);
-            run_start = i + 1;
-        }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let run = rest.iter().take_while(|&&byte| RAW[usize::from(byte)]).count();
+        out.extend_from_slice(&rest[..run]);
+        let Some(&byte) = rest.get(run) else {
+            return;
+        };
+        out.extend_from_slice(&[
+            b'%',
+            HEX_UPPER[usize::from(byte >> 4)],
+            HEX_UPPER[usize::from(byte & 0x0f)],
+        ]);
+        rest = &rest[run + 1..];
     }
-    push_ascii(out, &bytes[run_start..]);
-}
-
-/// Appends bytes known to be printable ASCII (raw bytes only).
-fn push_ascii(out: &mut String, raw: &[u8]) {
-    if !raw.is_empty() {
-        out.push_str(std::str::from_utf8(raw).expect("raw key bytes are printable ASCII"));
-    }
-}
-
-fn push_escaped(out: &mut String, byte: u8) {
-    out.push('%');
-    out.push(HEX_UPPER[usize::from(byte >> 4)] as char);
-    out.push(HEX_UPPER[usize::from(byte & 0x0f)] as char);
 }
 
 #[cfg(test)]
@@ -403,10 +429,31 @@ mod tests {
             b"caf\xc3\xa9:\xff",
         ];
         for sample in samples {
-            let mut out = String::new();
+            let mut out = Vec::new();
             escape_into(&mut out, sample);
-            assert_eq!(out, reference(sample), "{sample:?}");
+            assert_eq!(String::from_utf8(out).unwrap(), reference(sample), "{sample:?}");
         }
+    }
+
+    #[test]
+    fn version_may_be_set_after_the_parts() {
+        let early = CacheKey::builder("ns").version(12).part("id", "1").build();
+        let late = CacheKey::builder("ns").part("id", "1").version(12).build();
+        assert_eq!(early.as_str(), "ns:v12:id=1");
+        assert_eq!(early, late);
+        let digested = CacheKey::builder("ns")
+            .sensitive_part("a", "b")
+            .version(3)
+            .build();
+        assert!(digested.as_str().starts_with("ns:v3:#"));
+    }
+
+    #[test]
+    fn a_builder_debug_form_shows_no_part() {
+        let builder = CacheKey::builder("ns").sensitive_part("authorization", "Bearer secret");
+        let shown = format!("{builder:?}");
+        assert!(shown.contains("ns:v1"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]
