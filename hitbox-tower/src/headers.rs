@@ -1,8 +1,6 @@
 //! Header rules the layer applies: hop-by-hop headers, `Cache-Control`
 //! directives that forbid storing, and the `Cache-Status` it reports.
 
-use std::fmt::Write;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never a response (RFC 9110
@@ -99,43 +97,54 @@ pub enum CacheOutcome {
 impl CacheOutcome {
     /// The `Cache-Status` entry for this outcome, named `cache`.
     pub fn cache_status(&self, cache: &str) -> HeaderValue {
-        let mut out = String::with_capacity(cache.len() + 32);
-        out.push_str(cache);
+        // Built on the stack and copied once into the value: a hit pays
+        // one allocation for its `Cache-Status`, and no formatting.
+        let mut out = ValueWriter::new();
+        out.put(cache.as_bytes());
         match *self {
             CacheOutcome::Hit { ttl } => {
-                let _ = write!(out, "; hit; ttl={ttl}");
+                out.put(b"; hit; ttl=").decimal(ttl);
             }
             CacheOutcome::StaleWhileRevalidate { stale_for } => {
-                let _ = write!(out, "; hit; ttl=-{stale_for}; fwd=stale");
+                out.put(b"; hit; ttl=-").decimal(stale_for).put(b"; fwd=stale");
             }
             CacheOutcome::StaleIfError { stale_for } => {
-                let _ = write!(out, "; hit; ttl=-{stale_for}; fwd=stale; detail=stale-if-error");
+                out.put(b"; hit; ttl=-")
+                    .decimal(stale_for)
+                    .put(b"; fwd=stale; detail=stale-if-error");
             }
             CacheOutcome::Miss { stored } => {
-                out.push_str("; fwd=miss");
+                out.put(b"; fwd=miss");
                 if stored {
-                    out.push_str("; stored");
+                    out.put(b"; stored");
                 }
             }
-            CacheOutcome::Collapsed => out.push_str("; hit; collapsed"),
+            CacheOutcome::Collapsed => {
+                out.put(b"; hit; collapsed");
+            }
             CacheOutcome::StaleAllowed { stale_for } => {
-                let _ = write!(out, "; hit; ttl=-{stale_for}");
+                out.put(b"; hit; ttl=-").decimal(stale_for);
             }
             CacheOutcome::Forwarded { fwd, status, stored } => {
-                let _ = write!(out, "; fwd={fwd}; fwd-status={status}");
+                out.put(b"; fwd=")
+                    .put(fwd.as_bytes())
+                    .put(b"; fwd-status=")
+                    .decimal(u64::from(status));
                 if stored {
-                    out.push_str("; stored");
+                    out.put(b"; stored");
                 }
             }
-            CacheOutcome::OnlyIfCached => out.push_str("; detail=only-if-cached"),
+            CacheOutcome::OnlyIfCached => {
+                out.put(b"; detail=only-if-cached");
+            }
             CacheOutcome::Bypass { detail } => {
-                out.push_str("; fwd=bypass");
+                out.put(b"; fwd=bypass");
                 if let Some(detail) = detail {
-                    let _ = write!(out, "; detail={detail}");
+                    out.put(b"; detail=").put(detail.as_bytes());
                 }
             }
         }
-        HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("hitbox"))
+        out.value().unwrap_or_else(|| HeaderValue::from_static("hitbox"))
     }
 
     /// `HIT` or `MISS`, for the optional `X-Cache` header.
@@ -156,6 +165,69 @@ impl CacheOutcome {
             | CacheOutcome::Forwarded { .. }
             | CacheOutcome::OnlyIfCached => HeaderValue::from_static("MISS"),
         }
+    }
+}
+
+/// A number as a header value (`Age`, `Content-Length`), without the
+/// formatting machinery.
+pub(crate) fn decimal_value(n: u64) -> HeaderValue {
+    let mut out = ValueWriter::new();
+    out.decimal(n);
+    out.value().expect("digits are a valid header value")
+}
+
+/// Builds a header value on the stack, spilling to the heap only past
+/// [`ValueWriter::INLINE`] bytes.
+struct ValueWriter {
+    inline: [u8; ValueWriter::INLINE],
+    len: usize,
+    spilled: Option<Vec<u8>>,
+}
+
+impl ValueWriter {
+    const INLINE: usize = 128;
+
+    fn new() -> Self {
+        ValueWriter {
+            inline: [0; Self::INLINE],
+            len: 0,
+            spilled: None,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> &mut Self {
+        if let Some(spilled) = &mut self.spilled {
+            spilled.extend_from_slice(bytes);
+        } else if self.len + bytes.len() <= Self::INLINE {
+            self.inline[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            let mut spilled = Vec::with_capacity(self.len + bytes.len() + 64);
+            spilled.extend_from_slice(&self.inline[..self.len]);
+            spilled.extend_from_slice(bytes);
+            self.spilled = Some(spilled);
+        }
+        self
+    }
+
+    fn decimal(&mut self, mut n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[start..])
+    }
+
+    /// The value, or `None` if it holds bytes a header value cannot.
+    fn value(&self) -> Option<HeaderValue> {
+        let bytes = self.spilled.as_deref().unwrap_or(&self.inline[..self.len]);
+        HeaderValue::from_bytes(bytes).ok()
     }
 }
 
@@ -224,6 +296,17 @@ mod tests {
         ];
         for (outcome, expected) in cases {
             assert_eq!(outcome.cache_status("hitbox"), expected);
+            // A name too long for the stack buffer gives the same value.
+            let long = "c".repeat(300);
+            let value = outcome.cache_status(&long);
+            assert_eq!(
+                value.to_str().unwrap(),
+                format!("{long}{}", &expected["hitbox".len()..])
+            );
+        }
+        assert_eq!(CacheOutcome::Hit { ttl: 1 }.cache_status("bad\nname"), "hitbox");
+        for n in [0, 7, 10, 99, 3600, u64::MAX] {
+            assert_eq!(decimal_value(n), n.to_string().as_str());
         }
         assert_eq!(CacheOutcome::Collapsed.x_cache(), "HIT");
         assert_eq!(CacheOutcome::Miss { stored: true }.x_cache(), "MISS");

@@ -20,6 +20,8 @@ use crate::rfc9111::freshness::Exchange;
 
 /// The layout version written first.
 const LAYOUT: u8 = 2;
+/// How many headers serving a stored response may add.
+const SERVED_HEADERS: usize = 4;
 /// The first byte of a stored `Vary` marker.
 const VARY_LAYOUT: u8 = 0x56;
 
@@ -42,8 +44,14 @@ pub struct CachedResponse {
 }
 
 impl CachedResponse {
-    /// A response as policy mode stores it.
-    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+    /// A response as it is stored. Its `Content-Length` is set to the
+    /// body's length when the origin sent none (a streamed body, or one
+    /// whose length only the server's connection would have written), so
+    /// that a hit never computes it again.
+    pub fn new(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
+        if !headers.contains_key(http::header::CONTENT_LENGTH) {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         CachedResponse {
             status,
             headers,
@@ -73,14 +81,15 @@ fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), DecodeEr
     Ok(())
 }
 
-fn decode_headers(payload: &Bytes, pos: &mut usize) -> Result<HeaderMap, DecodeError> {
+/// Decodes a header list into a map with room for `spare` more headers.
+fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<HeaderMap, DecodeError> {
     let count = read_u32(payload, pos)? as usize;
     // Every header takes at least six bytes: refuse counts the payload
     // cannot hold before reserving anything.
     if count > (payload.len() - *pos) / 6 {
         return Err(DecodeError::Truncated);
     }
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(count + spare);
     for _ in 0..count {
         let len = usize::from(read_u16(payload, pos)?);
         let name = take(payload, pos, len)?;
@@ -143,8 +152,10 @@ impl CacheableValue for CachedResponse {
         };
         let status = read_u16(&payload, &mut pos)?;
         let status = StatusCode::from_u16(status).map_err(|_| bad("status code out of range"))?;
-        let headers = decode_headers(&payload, &mut pos)?;
-        let request_headers = decode_headers(&payload, &mut pos)?;
+        // Room for what a hit adds (`Age`, `Cache-Status`, `X-Cache`,
+        // `Content-Length`), so that serving it never grows the map.
+        let headers = decode_headers(&payload, &mut pos, SERVED_HEADERS)?;
+        let request_headers = decode_headers(&payload, &mut pos, 0)?;
         Ok(CachedResponse {
             status,
             headers,

@@ -26,17 +26,20 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hitbox_backend::{BoxError, LoadTicket};
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Timestamp};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{Method, Request, Response, request, response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use crate::body::{CacheBody, Tee, Uncacheable};
-use crate::headers::{CacheOutcome, has_cache_directive, strip_hop_by_hop};
+use crate::headers::{CacheOutcome, decimal_value, has_cache_directive, strip_hop_by_hop};
 use crate::layer::Shared;
 use crate::response::CachedResponse;
 use crate::rule::Rule;
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// The service a [`CacheLayer`](crate::CacheLayer) wraps around another.
 pub struct CacheService<S> {
@@ -90,8 +93,54 @@ where
         // The service `poll_ready` prepared is the one that must be called:
         // keep it, and leave a fresh clone behind for the next request.
         let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        Box::pin(handle(Arc::clone(&self.shared), ready, request))
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        if shared.rfc.is_some() {
+            return Box::pin(crate::standard::handle(shared, inner, request));
+        }
+        // Deciding and keying need no waiting: done here, so that the
+        // future boxed for a hit holds only what a hit needs.
+        let (mut parts, body) = request.into_parts();
+        match shared.decide(&mut parts) {
+            Decision::Bypass(detail) => {
+                let request = Request::from_parts(parts, body);
+                Box::pin(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
+            }
+            Decision::Cache { rule, key, head } => {
+                if head || shared.rules[rule].body_key_limit.is_none() {
+                    let request = Keyed {
+                        parts,
+                        body,
+                        rule,
+                        key: key.build(),
+                        head,
+                        body_bytes: None,
+                    };
+                    Box::pin(lookup(shared, inner, request))
+                } else {
+                    Box::pin(key_body_then_lookup(shared, inner, parts, body, rule, key))
+                }
+            }
+        }
+    }
+}
+
+/// A request the cache handles, with its key.
+struct Keyed<ReqB> {
+    parts: request::Parts,
+    body: ReqB,
+    /// The index of the rule that applies.
+    rule: usize,
+    key: CacheKey,
+    /// A `HEAD`, keyed (and looked up) as the `GET` of the same URL.
+    head: bool,
+    /// The request body, when it is part of the key.
+    body_bytes: Option<Bytes>,
+}
+
+impl<ReqB> Keyed<ReqB> {
+    fn into_request(self) -> Request<ReqB> {
+        Request::from_parts(self.parts, self.body)
     }
 }
 
@@ -155,9 +204,9 @@ impl Shared {
     }
 
     pub(crate) fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
-        headers.insert("cache-status", outcome.cache_status(&self.name));
+        headers.insert(CACHE_STATUS, outcome.cache_status(&self.name));
         if self.x_cache {
-            headers.insert("x-cache", outcome.x_cache());
+            headers.insert(X_CACHE, outcome.x_cache());
         }
     }
 
@@ -169,15 +218,17 @@ impl Shared {
         outcome: CacheOutcome,
     ) -> Response<CacheBody<B>> {
         let mut headers = stored.headers;
+        // Stored responses carry their length (`CachedResponse::new`);
+        // this is for entries written without it.
         if !headers.contains_key(header::CONTENT_LENGTH) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+            headers.insert(header::CONTENT_LENGTH, decimal_value(stored.body.len() as u64));
         }
+        headers.insert(header::AGE, decimal_value(age));
+        self.decorate(&mut headers, outcome);
         let body = if head { Bytes::new() } else { stored.body };
         let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = stored.status;
         *response.headers_mut() = headers;
-        response.headers_mut().insert(header::AGE, HeaderValue::from(age));
-        self.decorate(response.headers_mut(), outcome);
         response
     }
 
@@ -218,7 +269,7 @@ pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 async fn forward<S, ReqB, ResB>(
-    shared: &Shared,
+    shared: Arc<Shared>,
     mut inner: S,
     request: Request<ReqB>,
     outcome: CacheOutcome,
@@ -241,10 +292,15 @@ where
     service.call(request).await
 }
 
-async fn handle<S, ReqB, ResB>(
+/// Reads a body that selects the response whole, digests it into the key,
+/// and hands it on to the origin as it was read; then [`lookup`].
+async fn key_body_then_lookup<S, ReqB, ResB>(
     shared: Arc<Shared>,
-    mut inner: S,
-    request: Request<ReqB>,
+    inner: S,
+    parts: request::Parts,
+    body: ReqB,
+    rule: usize,
+    mut key: KeyBuilder,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -256,59 +312,67 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    if shared.rfc.is_some() {
-        return crate::standard::handle(shared, inner, request).await;
-    }
-    let (mut parts, body) = request.into_parts();
-    let (rule_index, mut key, head) = match shared.decide(&mut parts) {
-        Decision::Bypass(detail) => {
-            let request = Request::from_parts(parts, body);
-            return forward(&shared, inner, request, CacheOutcome::Bypass { detail }).await;
-        }
-        Decision::Cache { rule, key, head } => (rule, key, head),
-    };
-    let rule = &shared.rules[rule_index];
-    // A body that selects the response is read whole, digested into the
-    // key, and handed on to the origin as it was read.
-    let (body, body_bytes) = match rule.body_key_limit {
-        Some(limit) if !head => {
-            let declared = content_length(&parts.headers).or(body.size_hint().exact());
-            if declared.is_none_or(|len| len > limit as u64) {
-                let request = Request::from_parts(parts, body);
-                let outcome = CacheOutcome::Bypass { detail: Some("body") };
-                return forward(&shared, inner, request, outcome).await;
-            }
-            match Limited::new(body, limit).collect().await {
-                Ok(collected) => {
-                    let bytes = collected.to_bytes();
-                    key.push("body", Some(hex::encode(blake2b_256(&bytes)).as_bytes()));
-                    (ReqB::from(bytes.clone()), Some(bytes))
-                }
-                Err(error) => {
-                    tracing::debug!(error = %error, "request body could not be read");
-                    let mut response = Response::new(CacheBody::stored(Bytes::from_static(
-                        b"the request body could not be read\n",
-                    )));
-                    *response.status_mut() = http::StatusCode::BAD_REQUEST;
-                    return Ok(response);
-                }
-            }
-        }
-        _ => (body, None),
-    };
-    let key = key.build();
-    if shared.is_uncacheable(&key) {
+    let limit = shared.rules[rule].body_key_limit.unwrap_or(0);
+    let declared = content_length(&parts.headers).or(body.size_hint().exact());
+    if declared.is_none_or(|len| len > limit as u64) {
         let request = Request::from_parts(parts, body);
+        let outcome = CacheOutcome::Bypass { detail: Some("body") };
+        return forward(shared, inner, request, outcome).await;
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            key.push("body", Some(hex::encode(blake2b_256(&bytes)).as_bytes()));
+            let request = Keyed {
+                parts,
+                body: ReqB::from(bytes.clone()),
+                rule,
+                key: key.build(),
+                head: false,
+                body_bytes: Some(bytes),
+            };
+            lookup(shared, inner, request).await
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "request body could not be read");
+            let mut response = Response::new(CacheBody::stored(Bytes::from_static(
+                b"the request body could not be read\n",
+            )));
+            *response.status_mut() = http::StatusCode::BAD_REQUEST;
+            Ok(response)
+        }
+    }
+}
+
+/// Answers from the cache when it can; otherwise [`load`]. Everything that
+/// may wait on the origin is boxed apart, so that this future (the one a
+/// hit allocates) stays small.
+async fn lookup<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    inner: S,
+    request: Keyed<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + From<Bytes> + Default + Send + 'static,
+    ReqB::Data: Send,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    if shared.is_uncacheable(&request.key) {
         let outcome = CacheOutcome::Bypass {
             detail: Some("uncacheable"),
         };
-        return forward(&shared, inner, request, outcome).await;
+        return Box::pin(forward(shared, inner, request.into_request(), outcome)).await;
     }
     let cache = &shared.cache;
     let now = cache.clock().now();
-
+    let head = request.head;
     let mut stale = None;
-    if let Some(entry) = cache.get_entry::<CachedResponse>(&key).await {
+    if let Some(entry) = cache.get_entry::<CachedResponse>(&request.key).await {
         match entry.freshness {
             Freshness::Fresh => {
                 let ttl = entry.meta.time_to_stale(now).as_secs();
@@ -316,8 +380,9 @@ where
                 return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
             }
             Freshness::Stale => {
+                let rule = &shared.rules[request.rule];
                 let options = entry_options(rule, &shared);
-                refresh_in_background(&shared, rule_index, &key, &options, inner, &parts, body_bytes);
+                refresh_in_background(&shared, &request, &options, inner);
                 let stale_for = now.since(entry.meta.fresh_until).as_secs();
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
                 return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
@@ -326,6 +391,30 @@ where
             Freshness::Expired => {}
         }
     }
+    Box::pin(load(shared, inner, request, stale, now)).await
+}
+
+/// A miss (or an entry only good if the origin fails): the first request
+/// for the key calls the origin and stores its response while streaming
+/// it; the others wait for it.
+async fn load<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    request: Keyed<ReqB>,
+    stale: Option<hitbox_backend::CachedEntry<CachedResponse>>,
+    now: Timestamp,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Body + From<Bytes> + Default + Send + 'static,
+    ReqB::Data: Send,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let head = request.head;
     let serve_stale = |shared: &Shared, entry: hitbox_backend::CachedEntry<CachedResponse>| {
         let stale_for = now.since(entry.meta.fresh_until).as_secs();
         let outcome = CacheOutcome::StaleIfError { stale_for };
@@ -334,26 +423,33 @@ where
 
     // A HEAD response has no body to store: forward it.
     if head {
-        let request = Request::from_parts(parts, body);
-        return forward(&shared, inner, request, CacheOutcome::Miss { stored: false }).await;
+        let outcome = CacheOutcome::Miss { stored: false };
+        return forward(shared, inner, request.into_request(), outcome).await;
     }
 
+    let rule_index = request.rule;
+    let key = request.key.clone();
+    let rule = &shared.rules[rule_index];
     // Built only now: a fresh hit never needs the entry options.
     let options = entry_options(rule, &shared);
-    let lead = match cache.lead_or_join::<CachedResponse, Uncacheable>(&key, &options) {
+    let lead = match shared
+        .cache
+        .lead_or_join::<CachedResponse, Uncacheable>(&key, &options)
+    {
         LoadTicket::Lead(lead) => lead,
         LoadTicket::Join(join) => {
-            let request = Request::from_parts(parts, body);
             return match join.wait().await {
                 Ok(stored) => Ok(shared.serve(stored, 0, false, CacheOutcome::Collapsed)),
                 // The leader's response was not storable: go to the origin.
-                Err(_) => forward(&shared, inner, request, CacheOutcome::Miss { stored: false }).await,
+                Err(_) => {
+                    let outcome = CacheOutcome::Miss { stored: false };
+                    forward(shared, inner, request.into_request(), outcome).await
+                }
             };
         }
     };
 
-    let request = Request::from_parts(parts, body);
-    let response = match inner.call(request).await {
+    let response = match inner.call(request.into_request()).await {
         Ok(response) => response,
         Err(error) => {
             lead.complete(Err(Uncacheable::OriginFailed));
@@ -363,6 +459,7 @@ where
             };
         }
     };
+    let rule = &shared.rules[rule_index];
     let (mut parts, body) = response.into_parts();
     if parts.status.is_server_error()
         && let Some(entry) = stale
@@ -409,12 +506,9 @@ where
 /// head (`GET` for a `HEAD`) and the body it was keyed by, if any.
 fn refresh_in_background<S, ReqB, ResB>(
     shared: &Arc<Shared>,
-    rule_index: usize,
-    key: &CacheKey,
+    original: &Keyed<ReqB>,
     options: &EntryOptions,
     inner: S,
-    parts: &request::Parts,
-    body: Option<Bytes>,
 ) where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -422,6 +516,8 @@ fn refresh_in_background<S, ReqB, ResB>(
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
+    let (parts, rule_index, key) = (&original.parts, original.rule, &original.key);
+    let body = original.body_bytes.clone();
     let mut request = Request::new(body.map_or_else(ReqB::default, ReqB::from));
     *request.method_mut() = if parts.method == Method::HEAD {
         Method::GET

@@ -1,0 +1,87 @@
+//! Drives `Service::call` for an L1 hit a given number of times, with no
+//! timing of its own: a target for instruction counters.
+//!
+//! ```sh
+//! cargo build --release -p hitbox-benches --bin hit_profile
+//! for n in 2000 12000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=cg.$n target/release/hit_profile $n 1024
+//! done
+//! ```
+//!
+//! The difference between the two totals, divided by 10,000, is what one
+//! hit costs, with start-up and the filling miss cancelled out. Pass
+//! `origin` as the third argument to drive the bare inner service instead.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use hitbox_backend::Cache;
+use hitbox_moka::MokaBackend;
+use hitbox_tower::{CacheLayer, Rule};
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt, service_fn};
+
+fn typical_request() -> Request<Full<Bytes>> {
+    Request::get("/v1/items/42?page=2&sort=name&lang=en")
+        .header(header::HOST, "api.example.com")
+        .header(header::ACCEPT, "application/json")
+        .header(header::ACCEPT_ENCODING, "gzip, br")
+        .header(header::USER_AGENT, "hitbox-bench/1.0")
+        .header("x-request-id", "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
+        .body(Full::default())
+        .unwrap()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let size: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1024);
+    let origin_only = args.next().as_deref() == Some("origin");
+
+    let body = Bytes::from(vec![b'x'; size]);
+    let origin = service_fn(move |_request: Request<Full<Bytes>>| {
+        let body = body.clone();
+        async move {
+            let mut response = Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = CacheLayer::builder(Cache::new(MokaBackend::default()))
+        .rule(Rule::new())
+        .build();
+    let service = layer.layer(origin.clone());
+    let total = runtime.block_on(async {
+        // Fill: the store completes in a task of its own.
+        for _ in 0..100 {
+            let response = service.clone().oneshot(typical_request()).await.unwrap();
+            let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+            response.into_body().collect().await.unwrap();
+            if status.contains("; hit") && !status.contains("collapsed") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let mut total = 0;
+        for _ in 0..count {
+            let body = if origin_only {
+                let response = origin.clone().oneshot(typical_request()).await.unwrap();
+                response.into_body().collect().await.unwrap().to_bytes()
+            } else {
+                let response = service.clone().oneshot(typical_request()).await.unwrap();
+                response.into_body().collect().await.unwrap().to_bytes()
+            };
+            total += body.len();
+        }
+        total
+    });
+    assert_eq!(total, count * size);
+    println!("{count} calls of {size} B");
+}
