@@ -59,6 +59,17 @@ pub trait Backend: Send + Sync + 'static {
     fn tier_stats(&self) -> Vec<TierStats> {
         Vec::new()
     }
+
+    /// Whether reads of an unchanged entry answer with the buffer that was
+    /// stored (in-process tiers), so that the engine may keep each stored
+    /// buffer's decoded form and skip decoding it again. The default is
+    /// `false`: a tier whose reads build new buffers (from the network, or
+    /// through stages) gains nothing from it. Saying `true` wrongly costs
+    /// time and memory but never correctness: the engine matches a buffer
+    /// only by its identity.
+    fn shares_buffers(&self) -> bool {
+        false
+    }
 }
 
 /// Counters a tier keeps about itself.
@@ -127,6 +138,9 @@ macro_rules! forward_backend {
             }
             fn tier_stats(&self) -> Vec<TierStats> {
                 (**self).tier_stats()
+            }
+            fn shares_buffers(&self) -> bool {
+                (**self).shares_buffers()
             }
         }
     )*};

@@ -1067,6 +1067,12 @@ impl Backend for CompositionBackend {
         }
         stats
     }
+
+    /// As L1 does: its hits are the ones worth remembering decoded, and an
+    /// L2 hit refilled into it is read back from there.
+    fn shares_buffers(&self) -> bool {
+        self.l1.backend.shares_buffers()
+    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ mod typed_backend;
 pub use backend::{Backend, BackendFuture, TierStats};
 pub use cache::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
-    LoadTicket, TypedCache,
+    LoadTicket, SharedEntry, TypedCache,
 };
 pub use composition::{
     Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,

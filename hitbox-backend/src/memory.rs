@@ -222,4 +222,8 @@ impl Backend for MemoryBackend {
             ..TierStats::default()
         }]
     }
+
+    fn shares_buffers(&self) -> bool {
+        true
+    }
 }

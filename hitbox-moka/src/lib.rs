@@ -326,6 +326,11 @@ impl Backend for MokaBackend {
             ..TierStats::default()
         }]
     }
+
+    /// Reads hand out the stored buffer: the engine keeps its decoding.
+    fn shares_buffers(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -919,6 +919,11 @@ impl Backend for LocalTier {
     fn tier_stats(&self) -> Vec<TierStats> {
         self.shared.l1.tier_stats()
     }
+
+    /// As the local tier does: a hit is a slice of its stored buffer.
+    fn shares_buffers(&self) -> bool {
+        self.shared.l1.shares_buffers()
+    }
 }
 
 /// A backend (usually the `L1 + Redis` composition) whose removals and tag
@@ -1001,6 +1006,10 @@ impl<B: Backend> Backend for Broadcasting<B> {
 
     fn tier_stats(&self) -> Vec<TierStats> {
         self.tiers.tier_stats()
+    }
+
+    fn shares_buffers(&self) -> bool {
+        self.tiers.shares_buffers()
     }
 }
 

@@ -11,6 +11,7 @@
 //! write is skipped; both are logged and counted in [`Cache::stats`].
 
 mod flight;
+mod memo;
 mod stats;
 mod typed;
 
@@ -31,6 +32,7 @@ use crate::backend::Backend;
 use crate::envelope::{RawEntry, encode_entry};
 use crate::error::{BackendError, LoadError};
 use crate::format::{CacheableValue, Format};
+use memo::{Decoded, DecodedMemo};
 
 pub use flight::{LoadJoin, LoadLead, LoadTicket};
 pub use stats::CacheStats;
@@ -51,6 +53,39 @@ pub struct CachedEntry<V> {
     pub freshness: Freshness,
 }
 
+/// An entry read with [`Cache::get_entry_shared`]: the decoded value is
+/// shared with other reads of the same stored entry, not copied.
+#[derive(Debug)]
+pub struct SharedEntry<V> {
+    decoded: Arc<Decoded<V>>,
+    /// Its freshness when it was read.
+    pub freshness: Freshness,
+}
+
+impl<V> SharedEntry<V> {
+    /// The value.
+    pub fn value(&self) -> &V {
+        &self.decoded.value
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &EntryMeta {
+        &self.decoded.meta
+    }
+
+    /// An owned copy, as [`Cache::get_entry`] returns it.
+    pub fn to_entry(&self) -> CachedEntry<V>
+    where
+        V: Clone,
+    {
+        CachedEntry {
+            value: self.decoded.value.clone(),
+            meta: self.decoded.meta.clone(),
+            freshness: self.freshness,
+        }
+    }
+}
+
 /// The programmatic cache. See the [crate documentation](crate) for a tour.
 #[derive(Clone)]
 pub struct Cache {
@@ -66,6 +101,8 @@ pub(crate) struct Inner {
     next_flight: AtomicU64,
     stats: Counters,
     refreshes: Arc<Semaphore>,
+    /// Decoded entries of a tier that hands out its stored buffers.
+    memo: Option<DecodedMemo>,
 }
 
 /// A load in progress for one key.
@@ -131,7 +168,6 @@ impl CacheBuilder {
     pub fn build(self) -> Cache {
         Cache {
             inner: Arc::new(Inner {
-                backend: self.backend,
                 format: self.format,
                 policy: self.policy,
                 clock: self.clock,
@@ -139,6 +175,8 @@ impl CacheBuilder {
                 next_flight: AtomicU64::new(1),
                 stats: Counters::default(),
                 refreshes: Arc::new(Semaphore::new(self.max_background_refreshes)),
+                memo: self.backend.shares_buffers().then(DecodedMemo::new),
+                backend: self.backend,
             }),
         }
     }
@@ -239,6 +277,36 @@ impl Cache {
             Lookup::Found(entry) => Some(entry),
             Lookup::Miss => None,
         }
+    }
+
+    /// Like [`Cache::get_entry`], but the decoded entry is shared instead of
+    /// handed out: over a tier that answers with its stored buffers (moka,
+    /// [`MemoryBackend`](crate::MemoryBackend), a composition whose L1 is
+    /// one), an entry is decoded on its first read only, and later reads of
+    /// the same stored entry share that decoding. This is the hit path of
+    /// the HTTP layer.
+    pub async fn get_entry_shared<V>(&self, key: &CacheKey) -> Option<SharedEntry<V>>
+    where
+        V: CacheableValue + Send + Sync + 'static,
+    {
+        let bytes = self.read_bytes(key).await?;
+        if let Some(memo) = &self.inner.memo
+            && let Some(decoded) = memo.get::<V>(&bytes)
+        {
+            let freshness = decoded.meta.freshness(self.inner.clock.now());
+            return Some(SharedEntry { decoded, freshness });
+        }
+        let raw = self.decode_envelope(key, bytes.clone())?;
+        let value = self.decode_value::<V>(key, &raw)?;
+        let decoded = Arc::new(Decoded {
+            meta: raw.meta,
+            value,
+        });
+        if let Some(memo) = &self.inner.memo {
+            memo.put(&bytes, &decoded);
+        }
+        let freshness = decoded.meta.freshness(self.inner.clock.now());
+        Some(SharedEntry { decoded, freshness })
     }
 
     /// Whether a fresh or revalidatable entry is stored under `key`.
@@ -415,16 +483,18 @@ impl Cache {
         }
     }
 
-    async fn read_raw(&self, key: &CacheKey) -> Option<RawEntry> {
-        let bytes = match self.inner.backend.read(key).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
+    async fn read_bytes(&self, key: &CacheKey) -> Option<bytes::Bytes> {
+        match self.inner.backend.read(key).await {
+            Ok(found) => found,
             Err(error) => {
                 self.inner.stats.tier_error(error.tier());
                 tracing::warn!(key = %key.log_id(), %error, "cache read failed, treated as a miss");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    fn decode_envelope(&self, key: &CacheKey, bytes: bytes::Bytes) -> Option<RawEntry> {
         match RawEntry::decode(bytes) {
             Ok(raw) => Some(raw),
             Err(reason) => {
@@ -435,12 +505,28 @@ impl Cache {
         }
     }
 
+    fn decode_value<V: CacheableValue>(&self, key: &CacheKey, raw: &RawEntry) -> Option<V> {
+        match raw.value::<V>(self.inner.format) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                Counters::bump(&self.inner.stats.unreadable_entries);
+                tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
+                None
+            }
+        }
+    }
+
+    async fn read_raw(&self, key: &CacheKey) -> Option<RawEntry> {
+        let bytes = self.read_bytes(key).await?;
+        self.decode_envelope(key, bytes)
+    }
+
     async fn lookup<V: CacheableValue>(&self, key: &CacheKey) -> Lookup<V> {
         let Some(raw) = self.read_raw(key).await else {
             return Lookup::Miss;
         };
-        match raw.value::<V>(self.inner.format) {
-            Ok(value) => {
+        match self.decode_value::<V>(key, &raw) {
+            Some(value) => {
                 let freshness = raw.meta.freshness(self.inner.clock.now());
                 Lookup::Found(CachedEntry {
                     value,
@@ -448,11 +534,7 @@ impl Cache {
                     freshness,
                 })
             }
-            Err(reason) => {
-                Counters::bump(&self.inner.stats.unreadable_entries);
-                tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
-                Lookup::Miss
-            }
+            None => Lookup::Miss,
         }
     }
 
