@@ -152,8 +152,8 @@ impl CacheableValue for CachedResponse {
         };
         let status = read_u16(&payload, &mut pos)?;
         let status = StatusCode::from_u16(status).map_err(|_| bad("status code out of range"))?;
-        // Room for what a hit adds (`Age`, `Cache-Status`, `X-Cache`,
-        // `Content-Length`), so that serving it never grows the map.
+        // Room for what serving adds (`Age`, `Cache-Status`, `X-Cache`,
+        // `Content-Length`), so that it never grows the map.
         let headers = decode_headers(&payload, &mut pos, SERVED_HEADERS)?;
         let request_headers = decode_headers(&payload, &mut pos, 0)?;
         Ok(CachedResponse {
@@ -163,6 +163,35 @@ impl CacheableValue for CachedResponse {
             exchange,
             request_headers,
         })
+    }
+}
+
+/// A stored response read for serving as a policy-mode hit. Its headers
+/// already hold `Age` and `Cache-Status` (with empty values, to be
+/// replaced), so the copy each hit makes of them has room for the values
+/// it sets. Decoded once per stored entry when the tier shares its
+/// buffers ([`Cache::get_entry_shared`](hitbox_backend::Cache::get_entry_shared)).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HitResponse(pub CachedResponse);
+
+/// The headers a hit sets, present in a [`HitResponse`] as placeholders.
+pub(crate) const HIT_HEADERS: [HeaderName; 2] = [http::header::AGE, HeaderName::from_static("cache-status")];
+
+impl CacheableValue for HitResponse {
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let mut plain = self.0.clone();
+        for name in &HIT_HEADERS {
+            plain.headers.remove(name);
+        }
+        plain.encode(format, out)
+    }
+
+    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError> {
+        let mut response = CachedResponse::decode(payload, format)?;
+        for name in HIT_HEADERS {
+            response.headers.insert(name, HeaderValue::from_static(""));
+        }
+        Ok(HitResponse(response))
     }
 }
 
@@ -309,6 +338,24 @@ mod tests {
         old.put_slice(b"b");
         old.put_slice(b"hello");
         assert!(CachedResponse::decode(old.into(), Format::Postcard).is_err());
+    }
+
+    #[test]
+    fn a_hit_response_holds_placeholders_and_stores_without_them() {
+        let plain = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
+        let mut out = Vec::new();
+        plain.encode(Format::Postcard, &mut out).unwrap();
+        let hit = HitResponse::decode(out.into(), Format::Postcard).unwrap();
+        for name in &HIT_HEADERS {
+            assert_eq!(hit.0.headers[name], "");
+        }
+        assert_eq!(hit.0.headers["content-length"], "2");
+        let mut again = Vec::new();
+        hit.encode(Format::Postcard, &mut again).unwrap();
+        assert_eq!(
+            CachedResponse::decode(again.into(), Format::Postcard).unwrap(),
+            plain
+        );
     }
 
     #[test]

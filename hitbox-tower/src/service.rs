@@ -35,7 +35,7 @@ use tower_service::Service;
 use crate::body::{CacheBody, Tee, Uncacheable};
 use crate::headers::{CacheOutcome, decimal_value, has_cache_directive, strip_hop_by_hop};
 use crate::layer::Shared;
-use crate::response::CachedResponse;
+use crate::response::{CachedResponse, HitResponse};
 use crate::rule::Rule;
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -217,17 +217,43 @@ impl Shared {
         head: bool,
         outcome: CacheOutcome,
     ) -> Response<CacheBody<B>> {
-        let mut headers = stored.headers;
+        self.respond(stored.status, stored.headers, stored.body, age, head, outcome)
+    }
+
+    /// Serves a response other hits share: its headers are copied (values
+    /// are reference-counted), its body is not.
+    fn serve_shared<B>(
+        &self,
+        stored: &CachedResponse,
+        age: u64,
+        head: bool,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
+        let (headers, body) = (stored.headers.clone(), stored.body.clone());
+        self.respond(stored.status, headers, body, age, head, outcome)
+    }
+
+    /// The response for a stored status, headers and whole body (the
+    /// body is left out for a `HEAD`; its length is kept).
+    fn respond<B>(
+        &self,
+        status: http::StatusCode,
+        mut headers: http::HeaderMap,
+        body: Bytes,
+        age: u64,
+        head: bool,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
         // Stored responses carry their length (`CachedResponse::new`);
         // this is for entries written without it.
         if !headers.contains_key(header::CONTENT_LENGTH) {
-            headers.insert(header::CONTENT_LENGTH, decimal_value(stored.body.len() as u64));
+            headers.insert(header::CONTENT_LENGTH, decimal_value(body.len() as u64));
         }
         headers.insert(header::AGE, decimal_value(age));
         self.decorate(&mut headers, outcome);
-        let body = if head { Bytes::new() } else { stored.body };
+        let body = if head { Bytes::new() } else { body };
         let mut response = Response::new(CacheBody::stored(body));
-        *response.status_mut() = stored.status;
+        *response.status_mut() = status;
         *response.headers_mut() = headers;
         response
     }
@@ -372,22 +398,31 @@ where
     let now = cache.clock().now();
     let head = request.head;
     let mut stale = None;
-    if let Some(entry) = cache.get_entry::<CachedResponse>(&request.key).await {
+    // Shared, not copied: an L1 entry is decoded on its first hit only.
+    if let Some(entry) = cache.get_entry_shared::<HitResponse>(&request.key).await {
+        let meta = entry.meta();
         match entry.freshness {
             Freshness::Fresh => {
-                let ttl = entry.meta.time_to_stale(now).as_secs();
+                let ttl = meta.time_to_stale(now).as_secs();
                 let outcome = CacheOutcome::Hit { ttl };
-                return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
+                return Ok(shared.serve_shared(&entry.value().0, meta.age(now).as_secs(), head, outcome));
             }
             Freshness::Stale => {
                 let rule = &shared.rules[request.rule];
                 let options = entry_options(rule, &shared);
                 refresh_in_background(&shared, &request, &options, inner);
-                let stale_for = now.since(entry.meta.fresh_until).as_secs();
+                let stale_for = now.since(meta.fresh_until).as_secs();
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
-                return Ok(shared.serve_entry(entry.value, &entry.meta, now, head, outcome));
+                return Ok(shared.serve_shared(&entry.value().0, meta.age(now).as_secs(), head, outcome));
             }
-            Freshness::StaleIfError => stale = Some(entry),
+            Freshness::StaleIfError => {
+                let entry = entry.to_entry();
+                stale = Some(hitbox_backend::CachedEntry {
+                    value: entry.value.0,
+                    meta: entry.meta,
+                    freshness: entry.freshness,
+                });
+            }
             Freshness::Expired => {}
         }
     }

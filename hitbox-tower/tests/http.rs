@@ -202,6 +202,17 @@ async fn a_miss_is_stored_and_then_served_with_age_and_cache_status() {
     assert_eq!(headers["x-cache"], "HIT");
     assert_eq!(headers["content-type"], "text/plain");
     assert_eq!(s.origin.calls(), 1);
+    // Each set once, the second hit (served from the decoded entry the
+    // first one left) as well as the first.
+    s.clock.advance(Duration::from_secs(1));
+    let (_, headers, body) = s.get("/item/1").await;
+    assert_eq!(body, "item 1 call 1");
+    assert_eq!(cache_status(&headers), "hitbox; hit; ttl=6");
+    for name in ["age", "cache-status", "x-cache", "content-length"] {
+        assert_eq!(headers.get_all(name).iter().count(), 1, "{name}");
+    }
+    assert_eq!(headers["age"], "4");
+    assert_eq!(headers["content-length"], "13");
 
     // Another path is another key.
     let (_, _, body) = s.get("/item/2").await;
