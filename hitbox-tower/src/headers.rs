@@ -1,6 +1,8 @@
 //! Header rules the layer applies: hop-by-hop headers, `Cache-Control`
 //! directives that forbid storing, and the `Cache-Status` it reports.
 
+use std::cell::RefCell;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never a response (RFC 9110
@@ -168,6 +170,47 @@ impl CacheOutcome {
     }
 }
 
+thread_local! {
+    /// The last `Cache-Status` of a fresh hit built on this thread: cache
+    /// name, TTL, value.
+    static LAST_HIT_STATUS: RefCell<Option<(Box<str>, u64, HeaderValue)>> = const { RefCell::new(None) };
+    /// The last `Age` value built on this thread.
+    static LAST_AGE: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// The `Cache-Status` of a fresh hit. Hits on the same entry within the
+/// same second report the same TTL, so the value is built once and then
+/// shared (a reference count, no allocation), as servers do with `Date`.
+pub(crate) fn hit_status(cache: &str, ttl: u64) -> HeaderValue {
+    LAST_HIT_STATUS.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((name, last_ttl, value)) = &*last
+            && *last_ttl == ttl
+            && **name == *cache
+        {
+            return value.clone();
+        }
+        let value = CacheOutcome::Hit { ttl }.cache_status(cache);
+        *last = Some((cache.into(), ttl, value.clone()));
+        value
+    })
+}
+
+/// An `Age` value, shared while it does not change; see [`hit_status`].
+pub(crate) fn age_value(age: u64) -> HeaderValue {
+    LAST_AGE.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((last_age, value)) = &*last
+            && *last_age == age
+        {
+            return value.clone();
+        }
+        let value = decimal_value(age);
+        *last = Some((age, value.clone()));
+        value
+    })
+}
+
 /// A number as a header value (`Age`, `Content-Length`), without the
 /// formatting machinery.
 pub(crate) fn decimal_value(n: u64) -> HeaderValue {
@@ -307,6 +350,17 @@ mod tests {
         assert_eq!(CacheOutcome::Hit { ttl: 1 }.cache_status("bad\nname"), "hitbox");
         for n in [0, 7, 10, 99, 3600, u64::MAX] {
             assert_eq!(decimal_value(n), n.to_string().as_str());
+        }
+        // The per-thread reuse gives the value it would build, whatever
+        // came before.
+        for (name, ttl) in [("a", 5), ("a", 5), ("b", 5), ("a", 6), ("a", 5)] {
+            assert_eq!(
+                hit_status(name, ttl),
+                CacheOutcome::Hit { ttl }.cache_status(name)
+            );
+        }
+        for age in [0, 0, 3, 0, 3] {
+            assert_eq!(age_value(age), age.to_string().as_str());
         }
         assert_eq!(CacheOutcome::Collapsed.x_cache(), "HIT");
         assert_eq!(CacheOutcome::Miss { stored: true }.x_cache(), "MISS");

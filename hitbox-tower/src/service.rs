@@ -33,7 +33,9 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use crate::body::{CacheBody, Tee, Uncacheable};
-use crate::headers::{CacheOutcome, decimal_value, has_cache_directive, strip_hop_by_hop};
+use crate::headers::{
+    CacheOutcome, age_value, decimal_value, has_cache_directive, hit_status, strip_hop_by_hop,
+};
 use crate::layer::Shared;
 use crate::response::{CachedResponse, HitResponse};
 use crate::rule::Rule;
@@ -204,7 +206,11 @@ impl Shared {
     }
 
     pub(crate) fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
-        headers.insert(CACHE_STATUS, outcome.cache_status(&self.name));
+        let status = match outcome {
+            CacheOutcome::Hit { ttl } => hit_status(&self.name, ttl),
+            other => other.cache_status(&self.name),
+        };
+        headers.insert(CACHE_STATUS, status);
         if self.x_cache {
             headers.insert(X_CACHE, outcome.x_cache());
         }
@@ -249,7 +255,7 @@ impl Shared {
         if !headers.contains_key(header::CONTENT_LENGTH) {
             headers.insert(header::CONTENT_LENGTH, decimal_value(body.len() as u64));
         }
-        headers.insert(header::AGE, decimal_value(age));
+        headers.insert(header::AGE, age_value(age));
         self.decorate(&mut headers, outcome);
         let body = if head { Bytes::new() } else { body };
         let mut response = Response::new(CacheBody::stored(body));
