@@ -39,6 +39,18 @@ fn bench_hits(c: &mut Criterion) {
                 black_box(cache.get_entry::<CachedResponse>(black_box(&key)).await.unwrap())
             })
         });
+        // Decoded on the first read, shared afterwards (entries up to
+        // 16 KiB): the layer's hit path.
+        group.bench_function(BenchmarkId::new("get_entry_shared", label), |b| {
+            b.to_async(&runtime).iter(|| async {
+                black_box(
+                    cache
+                        .get_entry_shared::<CachedResponse>(black_box(&key))
+                        .await
+                        .unwrap(),
+                )
+            })
+        });
     }
     group.finish();
 }
