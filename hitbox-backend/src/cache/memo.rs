@@ -23,6 +23,10 @@
 //! their stored buffers ([`Backend::shares_buffers`](crate::Backend::shares_buffers)),
 //! and it is per engine: another engine over the same tier (with another
 //! format, say) never sees this one's decoded values.
+//!
+//! A slot's lock is held for an address comparison and a reference-count
+//! increment. Threads reading one hot key meet on that lock, as they meet
+//! on the entry's reference counts in the tier itself.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
