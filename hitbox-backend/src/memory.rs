@@ -16,7 +16,11 @@ use hitbox_core::{CacheKey, Clock, SharedClock, SystemClock, Tag, Timestamp};
 use crate::backend::{Backend, BackendFuture, TierStats};
 use crate::error::BackendError;
 
-/// An unbounded in-memory tier; see the [module documentation](self).
+/// An unbounded in-memory tier: the reference implementation of
+/// [`Backend`]. It honours TTLs against a [`Clock`], so tests can drive
+/// expiry, and can be told to fail, which is how the engine's degradation
+/// rules are tested. For real in-process caching use `hitbox-moka`, which
+/// bounds memory.
 #[derive(Clone)]
 pub struct MemoryBackend {
     shared: Arc<Shared>,

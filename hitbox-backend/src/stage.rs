@@ -346,7 +346,9 @@ fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> R
     }
 }
 
-/// A tier with stages: see the [module documentation](self).
+/// A tier with stages: compression, then encryption, on the way to the
+/// wrapped tier, and the reverse on the way back. Each entry records its
+/// stages in a header, so one read with other stages is a miss.
 pub struct Staged<B> {
     inner: B,
     stages: Stages,

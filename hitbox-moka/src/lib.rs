@@ -4,7 +4,7 @@
 //! - **Bounded in bytes.** Capacity is a number of bytes, not of entries:
 //!   each entry weighs its key, its stored bytes and a fixed overhead, and
 //!   moka evicts the least useful entries (TinyLFU) to stay under the bound.
-//!   Evictions are counted in [`TierStats`](hitbox_backend::TierStats).
+//!   Evictions are counted in [`TierStats`].
 //! - **Per-entry expiry.** Every entry lives exactly as long as the engine
 //!   asks (the end of its stale windows), not for a global TTL.
 //! - **Tags.** An index from tag to keys serves
