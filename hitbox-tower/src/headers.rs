@@ -253,18 +253,8 @@ impl ValueWriter {
         self
     }
 
-    fn decimal(&mut self, mut n: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.put(&digits[start..])
+    fn decimal(&mut self, n: u64) -> &mut Self {
+        self.put(itoa::Buffer::new().format(n).as_bytes())
     }
 
     /// The value, or `None` if it holds bytes a header value cannot.

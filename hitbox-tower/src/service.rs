@@ -422,10 +422,9 @@ where
                 return Ok(shared.serve_shared(&entry.value().0, meta.age(now).as_secs(), head, outcome));
             }
             Freshness::StaleIfError => {
-                let entry = entry.to_entry();
                 stale = Some(hitbox_backend::CachedEntry {
-                    value: entry.value.0,
-                    meta: entry.meta,
+                    value: entry.value().0.clone(),
+                    meta: meta.clone(),
                     freshness: entry.freshness,
                 });
             }
