@@ -58,26 +58,38 @@ fn target(parts: &request::Parts) -> (String, String) {
     (host, path)
 }
 
-fn url_builder(host: &str, path: &str) -> KeyBuilder {
+/// The start of every key for a URL: its host and target, and the request
+/// fields configured with [`Rfc9111::key_field`].
+fn url_builder(config: &Rfc9111, host: &str, path: &str, request: &HeaderMap) -> KeyBuilder {
     let mut key = KeyBuilder::new("rfc9111");
     key.push("host", Some(host.as_bytes()));
     key.push("target", Some(path.as_bytes()));
+    for name in &config.key_fields {
+        key.push_prefixed(
+            "field:",
+            name.as_str().as_bytes(),
+            vary::normalised(request, name).as_deref(),
+        );
+    }
     key
 }
 
-fn marker_key(host: &str, path: &str) -> CacheKey {
-    let mut key = url_builder(host, path);
+fn marker_key(config: &Rfc9111, host: &str, path: &str, request: &HeaderMap) -> CacheKey {
+    let mut key = url_builder(config, host, path, request);
     key.push("vary", None);
     key.build()
 }
 
-fn response_key(host: &str, path: &str, names: &[http::HeaderName], request: &HeaderMap) -> CacheKey {
-    let mut key = url_builder(host, path);
+fn response_key(
+    config: &Rfc9111,
+    host: &str,
+    path: &str,
+    names: &[http::HeaderName],
+    request: &HeaderMap,
+) -> CacheKey {
+    let mut key = url_builder(config, host, path, request);
     for name in names {
-        key.push(
-            name.as_str(),
-            vary::normalised(request, name).as_deref().map(str::as_bytes),
-        );
+        key.push(name.as_str(), vary::normalised(request, name).as_deref());
     }
     key.build()
 }
@@ -93,11 +105,11 @@ fn url_tag(host: &str, path: &str) -> Tag {
     Tag::new(format!("rfc9111:{}", hex::encode(hasher.finalize())))
 }
 
-async fn invalidate(shared: &Shared, host: &str, path: &str) {
+async fn invalidate(shared: &Shared, config: &Rfc9111, host: &str, path: &str, request: &HeaderMap) {
     let cache = &shared.cache;
-    let _ = cache.delete(&marker_key(host, path)).await;
+    let _ = cache.delete(&marker_key(config, host, path, request)).await;
     let _ = cache
-        .delete(&response_key(host, path, &[], &HeaderMap::new()))
+        .delete(&response_key(config, host, path, &[], request))
         .await;
     let _ = cache.invalidate_tag(&url_tag(host, path)).await;
 }
@@ -126,13 +138,13 @@ struct Found {
     stored: Option<CachedResponse>,
 }
 
-async fn lookup(shared: &Shared, host: &str, path: &str, request: &HeaderMap) -> Found {
+async fn lookup(shared: &Shared, config: &Rfc9111, host: &str, path: &str, request: &HeaderMap) -> Found {
     let cache = &shared.cache;
     let marker = cache
-        .get_entry::<VaryMarker>(&marker_key(host, path))
+        .get_entry::<VaryMarker>(&marker_key(config, host, path, request))
         .await
         .map(|entry| entry.value.names);
-    let key = response_key(host, path, marker.as_deref().unwrap_or(&[]), request);
+    let key = response_key(config, host, path, marker.as_deref().unwrap_or(&[]), request);
     let stored = cache
         .get_entry::<CachedResponse>(&key)
         .await
@@ -258,10 +270,11 @@ where
 
     if invalidation::is_unsafe(&parts.method) {
         let method = parts.method.clone();
+        let parts_headers = parts.headers.clone();
         let response = inner.call(Request::from_parts(parts, body)).await?;
         let (mut head, body) = response.into_parts();
         for (host, path) in invalidation::targets(&method, head.status, &host, &path, &head.headers) {
-            invalidate(&shared, &host, &path).await;
+            invalidate(&shared, &config, &host, &path, &parts_headers).await;
         }
         client_headers(&config, &mut head.headers);
         shared.decorate(
@@ -288,7 +301,7 @@ where
     let is_head = parts.method == Method::HEAD;
     let request_cc = CacheControl::from_headers(&parts.headers, "cache-control");
     let now = cache.clock().now();
-    let found = lookup(&shared, &host, &path, &parts.headers).await;
+    let found = lookup(&shared, &config, &host, &path, &parts.headers).await;
     let mut stale_if_error = None;
     let mut fwd = "miss";
     if let Some(stored) = &found.stored {
@@ -511,11 +524,14 @@ where
     }
 
     let names = vary::vary_names(&head.headers).unwrap_or_default();
-    let store_key = response_key(&host, &path, &names, &client);
+    let store_key = response_key(&config, &host, &path, &names, &client);
     let marker = match (&found.marker, names.is_empty()) {
         (Some(old), false) if *old == names => MarkerChange::Keep,
-        (_, false) => MarkerChange::Set(marker_key(&host, &path), VaryMarker { names: names.clone() }),
-        (Some(_), true) => MarkerChange::Delete(marker_key(&host, &path)),
+        (_, false) => MarkerChange::Set(
+            marker_key(&config, &host, &path, &client),
+            VaryMarker { names: names.clone() },
+        ),
+        (Some(_), true) => MarkerChange::Delete(marker_key(&config, &host, &path, &client)),
         (None, true) => MarkerChange::Keep,
     };
     let mut stored_headers = head.headers.clone();

@@ -85,6 +85,7 @@ pub struct Rfc9111 {
     pub(crate) targeted: Vec<HeaderName>,
     pub(crate) keep_stale: Duration,
     pub(crate) max_body_size: usize,
+    pub(crate) key_fields: Vec<HeaderName>,
 }
 
 impl Default for Rfc9111 {
@@ -104,6 +105,7 @@ impl Rfc9111 {
             targeted: Vec::new(),
             keep_stale: Duration::from_secs(3_600),
             max_body_size: crate::DEFAULT_MAX_BODY_SIZE,
+            key_fields: Vec::new(),
         }
     }
 
@@ -142,6 +144,19 @@ impl Rfc9111 {
     /// Responses with larger bodies are passed through, not stored.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
+        self
+    }
+
+    /// Makes a request field part of every key, as if every response
+    /// varied on it: requests that differ in it never share a stored
+    /// response. For fields a trusted front end sets and the origin reads,
+    /// such as `X-Forwarded-Proto` behind a proxy that trusts its clients'
+    /// forwarding headers. Values are compared byte for byte, after the
+    /// whitespace folding `Vary` does.
+    pub fn key_field(mut self, name: &str) -> Self {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            self.key_fields.push(name);
+        }
         self
     }
 

@@ -7,12 +7,12 @@ use http::header::{self, HeaderMap, HeaderName};
 pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut names = Vec::new();
     for value in headers.get_all(header::VARY) {
-        for name in String::from_utf8_lossy(value.as_bytes()).split(',') {
-            let name = name.trim();
-            if name == "*" {
+        for name in value.as_bytes().split(|&b| b == b',') {
+            let name = name.trim_ascii();
+            if name == b"*" {
                 return None;
             }
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(name) {
                 names.push(name);
             }
         }
@@ -23,21 +23,36 @@ pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 }
 
 /// A request field's value as `Vary` compares it: its lines joined with
-/// commas, with whitespace around list separators and at the ends removed
-/// (RFC 9111 4.1 allows this normalisation: it does not change what the
-/// field means). An absent field is `None`, which only matches absent.
-pub fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+/// commas, each list member with its surrounding whitespace removed and
+/// inner runs of whitespace folded to one space (RFC 9111 4.1 allows this
+/// normalisation: it does not change what the field means). The bytes are
+/// compared as they are, never decoded: two values that differ in any byte
+/// outside that whitespace select different responses. An absent field is
+/// `None`, which only matches absent.
+pub fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
-    let joined: Vec<String> = values
-        .flat_map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .map(|part| part.split_ascii_whitespace().collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    Some(joined.join(","))
+    let mut out = Vec::new();
+    let mut first_member = true;
+    for value in values {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            if !first_member {
+                out.push(b',');
+            }
+            first_member = false;
+            let mut words = member
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|word| !word.is_empty());
+            if let Some(word) = words.next() {
+                out.extend_from_slice(word);
+            }
+            for word in words {
+                out.push(b' ');
+                out.extend_from_slice(word);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Whether a request with `request` headers may be served a response stored
@@ -96,5 +111,21 @@ mod tests {
             &HeaderMap::new(),
             &map(&[("accept-language", "")])
         ));
+    }
+
+    #[test]
+    fn values_are_compared_as_bytes_never_as_lossy_text() {
+        let names = [header::ACCEPT_LANGUAGE];
+        let bytes = |b: &[u8]| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_bytes(b).unwrap());
+            m
+        };
+        // Both decode to U+FFFD as lossy UTF-8; as bytes they differ.
+        let a = bytes(b"en-\xff");
+        let b = bytes(b"en-\xfe");
+        assert!(!matches(&names, &a, &b));
+        assert!(matches(&names, &a, &bytes(b"  en-\xff ")));
+        assert_eq!(normalised(&a, &header::ACCEPT_LANGUAGE).unwrap(), b"en-\xff");
     }
 }
