@@ -281,8 +281,10 @@ impl Extractor<Parts> for PathParams {
 ///   one part per value, in the request's order; a missing one is recorded
 ///   as absent, which differs from present and empty (`?page=`). Always
 ///   returns `true` (when the list is not empty).
-/// - [`Query::all`] keeps every parameter, sorted by name then value, so
-///   `?b=2&a=1` and `?a=1&b=2` give one key. Returns `false` when the query
+/// - [`Query::all`] keeps every parameter, sorted by name only, so
+///   `?b=2&a=1` and `?a=1&b=2` give one key; the values of a repeated
+///   parameter keep their order, since an origin may read `?id=1&id=2` as
+///   a list that differs from `?id=2&id=1`. Returns `false` when the query
 ///   has no parameter.
 ///
 /// Names and values are decoded as `application/x-www-form-urlencoded`
@@ -349,7 +351,8 @@ impl Query {
         }
     }
 
-    /// Every parameter, sorted by name then value.
+    /// Every parameter, sorted by name; a repeated one keeps the order of
+    /// its values.
     pub fn all() -> Self {
         Query { kind: QueryKind::All }
     }
@@ -403,7 +406,8 @@ impl Extractor<Parts> for Query {
                     }
                     if count != usize::MAX {
                         let pairs = &mut pairs[..count];
-                        pairs.sort_unstable();
+                        // Stable, by name only: repeated names keep order.
+                        pairs.sort_by(|a, b| a.0.cmp(b.0));
                         for (name, value) in pairs.iter() {
                             // Undecoded, a name is part of a `str`: UTF-8.
                             key.push_prefixed("query.", name, Some(value));
@@ -412,7 +416,7 @@ impl Extractor<Parts> for Query {
                     }
                 }
                 let mut pairs: Vec<_> = query_pairs(query).collect();
-                pairs.sort_unstable();
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
                 for (name, value) in &pairs {
                     push_query_part(key, name, value);
                 }
@@ -843,7 +847,14 @@ mod tests {
         assert_eq!(k("/?%61=A"), k("/?a=A"));
         assert_eq!(k("/?a=x+y"), k("/?a=x%20y"));
         assert_ne!(k("/?a=x%2By"), k("/?a=x+y"));
-        assert_eq!(k("/?a=2&a=1&a=10"), "t:v1:query.a=1:query.a=10:query.a=2");
+        // Sorted by name only: a repeated parameter keeps its order, on the
+        // stack path and the decoding one alike.
+        assert_eq!(
+            k("/?a=2&b=0&a=1&a=10"),
+            "t:v1:query.a=2:query.a=1:query.a=10:query.b=0"
+        );
+        assert_eq!(k("/?a=2&b=%30&a=1&a=10"), k("/?a=2&b=0&a=1&a=10"));
+        assert_ne!(k("/?id=1&id=2"), k("/?id=2&id=1"));
         assert_eq!(k("/?flag"), "t:v1:query.flag=");
         assert_eq!(k("/?flag"), k("/?flag="));
         assert_eq!(k("/?&&a=1&"), k("/?a=1"));

@@ -52,23 +52,31 @@ pub enum CacheOutcome {
         /// Seconds of freshness left.
         ttl: u64,
     },
-    /// Served from a stale entry while it is revalidated in the background.
+    /// Served from a stale entry while it is revalidated in the background:
+    /// this request was not forwarded, so it is a `hit`.
     StaleWhileRevalidate {
         /// Seconds since it went stale.
         stale_for: u64,
     },
-    /// Served from a stale entry because the origin failed.
+    /// Forwarded, and served from a stale entry because the origin failed.
     StaleIfError {
         /// Seconds since it went stale.
         stale_for: u64,
+        /// The origin's status, when it answered (a `5xx`); `None` when it
+        /// could not be reached.
+        status: Option<u16>,
     },
     /// Forwarded to the origin; `stored` when the response is being stored.
     Miss {
         /// Whether the response will be stored.
         stored: bool,
     },
-    /// Served with the response another request was loading.
+    /// Served with the response another request was loading: it waited
+    /// for that request's miss.
     Collapsed,
+    /// Waited for another request's load longer than the lock timeout, then
+    /// went to the origin itself.
+    LockTimeout,
     /// Served stale, as the request allowed (`max-stale`).
     StaleAllowed {
         /// Seconds since it went stale.
@@ -94,6 +102,12 @@ pub enum CacheOutcome {
         /// Why, when it is not plain configuration.
         detail: Option<&'static str>,
     },
+    /// Refused by the cache without asking the origin, such as a request
+    /// whose `Host` is ambiguous (`400`).
+    Rejected {
+        /// Why.
+        detail: &'static str,
+    },
 }
 
 impl CacheOutcome {
@@ -108,12 +122,16 @@ impl CacheOutcome {
                 out.put(b"; hit; ttl=").decimal(ttl);
             }
             CacheOutcome::StaleWhileRevalidate { stale_for } => {
-                out.put(b"; hit; ttl=-").decimal(stale_for).put(b"; fwd=stale");
+                out.put(b"; hit; ttl=-").decimal(stale_for);
             }
-            CacheOutcome::StaleIfError { stale_for } => {
-                out.put(b"; hit; ttl=-")
+            CacheOutcome::StaleIfError { stale_for, status } => {
+                out.put(b"; fwd=stale");
+                if let Some(status) = status {
+                    out.put(b"; fwd-status=").decimal(u64::from(status));
+                }
+                out.put(b"; ttl=-")
                     .decimal(stale_for)
-                    .put(b"; fwd=stale; detail=stale-if-error");
+                    .put(b"; detail=stale-if-error");
             }
             CacheOutcome::Miss { stored } => {
                 out.put(b"; fwd=miss");
@@ -122,7 +140,10 @@ impl CacheOutcome {
                 }
             }
             CacheOutcome::Collapsed => {
-                out.put(b"; hit; collapsed");
+                out.put(b"; fwd=miss; collapsed");
+            }
+            CacheOutcome::LockTimeout => {
+                out.put(b"; fwd=miss; detail=lock-timeout");
             }
             CacheOutcome::StaleAllowed { stale_for } => {
                 out.put(b"; hit; ttl=-").decimal(stale_for);
@@ -145,6 +166,9 @@ impl CacheOutcome {
                     out.put(b"; detail=").put(detail.as_bytes());
                 }
             }
+            CacheOutcome::Rejected { detail } => {
+                out.put(b"; detail=").put(detail.as_bytes());
+            }
         }
         out.value().unwrap_or_else(|| HeaderValue::from_static("hitbox"))
     }
@@ -163,8 +187,10 @@ impl CacheOutcome {
                 ..
             } => HeaderValue::from_static("HIT"),
             CacheOutcome::Miss { .. }
+            | CacheOutcome::LockTimeout
             | CacheOutcome::Bypass { .. }
             | CacheOutcome::Forwarded { .. }
+            | CacheOutcome::Rejected { .. }
             | CacheOutcome::OnlyIfCached => HeaderValue::from_static("MISS"),
         }
     }
@@ -302,13 +328,30 @@ mod tests {
             (CacheOutcome::Miss { stored: false }, "hitbox; fwd=miss"),
             (
                 CacheOutcome::StaleWhileRevalidate { stale_for: 3 },
-                "hitbox; hit; ttl=-3; fwd=stale",
+                "hitbox; hit; ttl=-3",
             ),
             (
-                CacheOutcome::StaleIfError { stale_for: 9 },
-                "hitbox; hit; ttl=-9; fwd=stale; detail=stale-if-error",
+                CacheOutcome::StaleIfError {
+                    stale_for: 9,
+                    status: None,
+                },
+                "hitbox; fwd=stale; ttl=-9; detail=stale-if-error",
             ),
-            (CacheOutcome::Collapsed, "hitbox; hit; collapsed"),
+            (
+                CacheOutcome::StaleIfError {
+                    stale_for: 9,
+                    status: Some(503),
+                },
+                "hitbox; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error",
+            ),
+            (CacheOutcome::Collapsed, "hitbox; fwd=miss; collapsed"),
+            (CacheOutcome::LockTimeout, "hitbox; fwd=miss; detail=lock-timeout"),
+            (
+                CacheOutcome::Rejected {
+                    detail: "invalid-host",
+                },
+                "hitbox; detail=invalid-host",
+            ),
             (CacheOutcome::StaleAllowed { stale_for: 4 }, "hitbox; hit; ttl=-4"),
             (
                 CacheOutcome::Forwarded {

@@ -17,6 +17,11 @@ use crate::service::CacheService;
 /// straight to the origin (hit-for-pass), by default.
 pub const DEFAULT_HIT_FOR_PASS: Duration = Duration::from_secs(10);
 
+/// How long a request waits for another request's load of the same key
+/// before it goes to the origin itself, by default (nginx's
+/// `proxy_cache_lock_timeout` default is the same).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// At most this many keys are remembered as uncacheable; past it, expired
 /// ones are dropped, and if that is not enough, all of them.
 const MAX_REMEMBERED_PASSES: usize = 10_000;
@@ -43,6 +48,7 @@ pub(crate) struct Shared {
     pub name: Arc<str>,
     pub x_cache: bool,
     pub rfc: Option<Rfc9111>,
+    pub lock_timeout: Duration,
     hit_for_pass: Duration,
     passes: Mutex<HashMap<CacheKey, Timestamp>>,
     pass_count: AtomicUsize,
@@ -103,6 +109,7 @@ impl CacheLayer {
             x_cache: false,
             rfc: None,
             hit_for_pass: DEFAULT_HIT_FOR_PASS,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 
@@ -128,6 +135,7 @@ pub struct CacheLayerBuilder {
     x_cache: bool,
     rfc: Option<Rfc9111>,
     hit_for_pass: Duration,
+    lock_timeout: Duration,
 }
 
 impl CacheLayerBuilder {
@@ -158,6 +166,16 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// How long a request for a key that another request is loading waits
+    /// for that load (default 5 s). Past it, the request goes to the origin
+    /// itself and its response is not stored (`Cache-Status:
+    /// fwd=miss; detail=lock-timeout`), so an origin that hangs for one
+    /// request never holds every other request for the same URL.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
     /// Switches the layer to standards mode: it behaves as an RFC 9111
     /// shared cache, and the origin's headers (not rules) decide what is
     /// stored and for how long; rules are then ignored. See
@@ -181,6 +199,7 @@ impl CacheLayerBuilder {
                 name: self.name,
                 x_cache: self.x_cache,
                 rfc: self.rfc,
+                lock_timeout: self.lock_timeout,
                 hit_for_pass: self.hit_for_pass,
                 passes: Mutex::new(HashMap::new()),
                 pass_count: AtomicUsize::new(0),

@@ -58,7 +58,7 @@ pub mod service;
 mod standard;
 
 pub use body::{CacheBody, Uncacheable};
-pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS};
+pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
 pub use service::{CacheService, ResponseFuture};

@@ -170,16 +170,41 @@ impl CacheableValue for CachedResponse {
 /// already hold `Age` and `Cache-Status` (with empty values, to be
 /// replaced), so the copy each hit makes of them has room for the values
 /// it sets. Decoded once per stored entry when the tier shares its
-/// buffers ([`Cache::get_entry_shared`](hitbox_backend::Cache::get_entry_shared)).
+/// buffers ([`Cache::get_entry_shared`](hitbox_backend::Cache::get_entry_shared)),
+/// with its `Vary` read then, not on every hit.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HitResponse(pub CachedResponse);
+pub(crate) struct HitResponse {
+    pub response: CachedResponse,
+    /// The fields the response's `Vary` names (empty: it does not vary);
+    /// `None` for `Vary: *`, which no request matches.
+    pub vary: Option<Vec<HeaderName>>,
+}
+
+impl HitResponse {
+    /// A stored response ready for serving: its `Vary` read once.
+    pub fn new(response: CachedResponse) -> Self {
+        let vary = crate::rfc9111::vary::vary_names(&response.headers);
+        HitResponse { response, vary }
+    }
+
+    /// Whether this response may answer a request with `request` headers:
+    /// every field its `Vary` names has the value the request that stored
+    /// it sent.
+    pub fn selects(&self, request: &HeaderMap) -> bool {
+        match &self.vary {
+            Some(names) if names.is_empty() => true,
+            Some(names) => crate::rfc9111::vary::matches(names, &self.response.request_headers, request),
+            None => false,
+        }
+    }
+}
 
 /// The headers a hit sets, present in a [`HitResponse`] as placeholders.
 pub(crate) const HIT_HEADERS: [HeaderName; 2] = [http::header::AGE, HeaderName::from_static("cache-status")];
 
 impl CacheableValue for HitResponse {
     fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let mut plain = self.0.clone();
+        let mut plain = self.response.clone();
         for name in &HIT_HEADERS {
             plain.headers.remove(name);
         }
@@ -188,10 +213,11 @@ impl CacheableValue for HitResponse {
 
     fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError> {
         let mut response = CachedResponse::decode(payload, format)?;
+        let vary = crate::rfc9111::vary::vary_names(&response.headers);
         for name in HIT_HEADERS {
             response.headers.insert(name, HeaderValue::from_static(""));
         }
-        Ok(HitResponse(response))
+        Ok(HitResponse { response, vary })
     }
 }
 
@@ -347,9 +373,9 @@ mod tests {
         plain.encode(Format::Postcard, &mut out).unwrap();
         let hit = HitResponse::decode(out.into(), Format::Postcard).unwrap();
         for name in &HIT_HEADERS {
-            assert_eq!(hit.0.headers[name], "");
+            assert_eq!(hit.response.headers[name], "");
         }
-        assert_eq!(hit.0.headers["content-length"], "2");
+        assert_eq!(hit.response.headers["content-length"], "2");
         let mut again = Vec::new();
         hit.encode(Format::Postcard, &mut again).unwrap();
         assert_eq!(

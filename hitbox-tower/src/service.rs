@@ -33,11 +33,11 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use crate::body::{CacheBody, Tee, Uncacheable};
-use crate::headers::{
-    CacheOutcome, age_value, decimal_value, has_cache_directive, hit_status, strip_hop_by_hop,
-};
+use crate::headers::{CacheOutcome, age_value, decimal_value, hit_status, strip_hop_by_hop};
 use crate::layer::Shared;
 use crate::response::{CachedResponse, HitResponse};
+use crate::rfc9111::directives::CacheControl;
+use crate::rfc9111::vary;
 use crate::rule::Rule;
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -81,7 +81,7 @@ where
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = S::Error;
@@ -103,7 +103,7 @@ where
         // Deciding and keying need no waiting: done here, so that the
         // future boxed for a hit holds only what a hit needs.
         let (mut parts, body) = request.into_parts();
-        match shared.decide(&mut parts) {
+        match shared.decide(&mut parts, has_body(&body)) {
             Decision::Bypass(detail) => {
                 let request = Request::from_parts(parts, body);
                 Box::pin(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
@@ -157,7 +157,7 @@ enum Decision {
 }
 
 impl Shared {
-    fn decide(&self, parts: &mut request::Parts) -> Decision {
+    fn decide(&self, parts: &mut request::Parts, with_body: bool) -> Decision {
         let Some(index) = self.rules.iter().position(|rule| rule.matches(parts)) else {
             return Decision::Bypass(None);
         };
@@ -166,6 +166,11 @@ impl Shared {
         let method = if head { &Method::GET } else { &parts.method };
         if !rule.methods.contains(method) {
             return Decision::Bypass(Some("method"));
+        }
+        // A `GET` body the key does not capture could change the response
+        // for everyone who shares the key.
+        if with_body && *method == Method::GET && rule.body_key_limit.is_none() {
+            return Decision::Bypass(Some("request-body"));
         }
         if parts.headers.contains_key(header::AUTHORIZATION) && !rule.cache_authorized {
             return Decision::Bypass(Some("authorization"));
@@ -198,25 +203,31 @@ impl Shared {
         }
     }
 
+    /// Whether a response may be stored under a rule: its status, no
+    /// cookie or `private` unless the rule accepts them, not `no-store`,
+    /// not an unqualified `no-cache` (policy mode does not revalidate, so it
+    /// does not store what must be revalidated before every use), and not
+    /// `Vary: *`.
     fn is_storable(&self, rule: &Rule, parts: &response::Parts) -> bool {
+        let cc = CacheControl::from_headers(&parts.headers, "cache-control");
         rule.is_storable_status(parts)
             && (rule.store_set_cookie || !parts.headers.contains_key(header::SET_COOKIE))
-            && !has_cache_directive(&parts.headers, "no-store")
-            && (rule.store_private || !has_cache_directive(&parts.headers, "private"))
+            && !cc.no_store
+            && !cc.no_cache.as_ref().is_some_and(Vec::is_empty)
+            && (rule.store_private || cc.private.is_none())
+            && vary::vary_names(&parts.headers).is_some()
     }
 
+    /// Adds this cache's member to a response's `Cache-Status`, after any
+    /// member an upstream cache put there (RFC 9211).
     pub(crate) fn decorate(&self, headers: &mut http::HeaderMap, outcome: CacheOutcome) {
-        let status = match outcome {
-            CacheOutcome::Hit { ttl } => hit_status(&self.name, ttl),
-            other => other.cache_status(&self.name),
-        };
-        headers.insert(CACHE_STATUS, status);
+        headers.append(CACHE_STATUS, outcome.cache_status(&self.name));
         if self.x_cache {
             headers.insert(X_CACHE, outcome.x_cache());
         }
     }
 
-    pub(crate) fn serve<B>(
+    pub(crate) fn serve<B: Body>(
         &self,
         stored: CachedResponse,
         age: u64,
@@ -228,7 +239,7 @@ impl Shared {
 
     /// Serves a response other hits share: its headers are copied (values
     /// are reference-counted), its body is not.
-    fn serve_shared<B>(
+    fn serve_shared<B: Body>(
         &self,
         stored: &CachedResponse,
         age: u64,
@@ -241,7 +252,7 @@ impl Shared {
 
     /// The response for a stored status, headers and whole body (the
     /// body is left out for a `HEAD`; its length is kept).
-    fn respond<B>(
+    fn respond<B: Body>(
         &self,
         status: http::StatusCode,
         mut headers: http::HeaderMap,
@@ -256,7 +267,16 @@ impl Shared {
             headers.insert(header::CONTENT_LENGTH, decimal_value(body.len() as u64));
         }
         headers.insert(header::AGE, age_value(age));
-        self.decorate(&mut headers, outcome);
+        // Stored headers hold no `Cache-Status` but a hit's placeholder:
+        // this cache's member is the only one.
+        let member = match outcome {
+            CacheOutcome::Hit { ttl } => hit_status(&self.name, ttl),
+            other => other.cache_status(&self.name),
+        };
+        headers.insert(CACHE_STATUS, member);
+        if self.x_cache {
+            headers.insert(X_CACHE, outcome.x_cache());
+        }
         let body = if head { Bytes::new() } else { body };
         let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = status;
@@ -264,7 +284,7 @@ impl Shared {
         response
     }
 
-    fn serve_entry<B>(
+    fn serve_entry<B: Body>(
         &self,
         stored: CachedResponse,
         meta: &EntryMeta,
@@ -300,6 +320,12 @@ pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// Whether a request carries a body (a `GET` with one is never cached on
+/// a key that does not capture it).
+pub(crate) fn has_body<B: Body>(body: &B) -> bool {
+    !body.is_end_stream() && body.size_hint().exact() != Some(0)
+}
+
 async fn forward<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -308,6 +334,7 @@ async fn forward<S, ReqB, ResB>(
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
 {
     let response = inner.call(request).await?;
     let (mut parts, body) = response.into_parts();
@@ -342,7 +369,7 @@ where
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     let limit = shared.rules[rule].body_key_limit.unwrap_or(0);
     let declared = content_length(&parts.headers).or(body.size_hint().exact());
@@ -376,13 +403,37 @@ where
     }
 }
 
+/// The key of one variant of a response that varies: the primary key, and
+/// the request's values of the fields its `Vary` names. Digested when the
+/// primary key is, or when it names credentials.
+fn variant_key(primary: &CacheKey, names: &[HeaderName], request: &http::HeaderMap) -> CacheKey {
+    let mut key = KeyBuilder::new("vary");
+    key.push("of", Some(primary.as_str().as_bytes()));
+    for name in names {
+        key.push(name.as_str(), vary::normalised(request, name).as_deref());
+    }
+    if primary.is_digested()
+        || names
+            .iter()
+            .any(|n| n == header::COOKIE || n == header::AUTHORIZATION)
+    {
+        key.mark_sensitive();
+    }
+    key.build()
+}
+
 /// Answers from the cache when it can; otherwise [`load`]. Everything that
 /// may wait on the origin is boxed apart, so that this future (the one a
 /// hit allocates) stays small.
+///
+/// A response that varies is stored under the primary key for the first
+/// request that loads it, and under a variant key (see [`variant_key`]) for
+/// the others; a variant older than the primary entry is not used, so that
+/// reloading the primary entry renews its variants too.
 async fn lookup<S, ReqB, ResB>(
     shared: Arc<Shared>,
     inner: S,
-    request: Keyed<ReqB>,
+    mut request: Keyed<ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -392,7 +443,7 @@ where
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     if shared.is_uncacheable(&request.key) {
         let outcome = CacheOutcome::Bypass {
@@ -405,13 +456,32 @@ where
     let head = request.head;
     let mut stale = None;
     // Shared, not copied: an L1 entry is decoded on its first hit only.
-    if let Some(entry) = cache.get_entry_shared::<HitResponse>(&request.key).await {
+    let mut found = cache.get_entry_shared::<HitResponse>(&request.key).await;
+    if let Some(primary) = &found
+        && !primary.value().selects(&request.parts.headers)
+    {
+        let names = primary.value().vary.clone().unwrap_or_default();
+        let stored_at = primary.meta().stored_at;
+        request.key = variant_key(&request.key, &names, &request.parts.headers);
+        found = cache
+            .get_entry_shared::<HitResponse>(&request.key)
+            .await
+            .filter(|variant| {
+                variant.meta().stored_at >= stored_at && variant.value().selects(&request.parts.headers)
+            });
+    }
+    if let Some(entry) = found {
         let meta = entry.meta();
         match entry.freshness {
             Freshness::Fresh => {
                 let ttl = meta.time_to_stale(now).as_secs();
                 let outcome = CacheOutcome::Hit { ttl };
-                return Ok(shared.serve_shared(&entry.value().0, meta.age(now).as_secs(), head, outcome));
+                return Ok(shared.serve_shared(
+                    &entry.value().response,
+                    meta.age(now).as_secs(),
+                    head,
+                    outcome,
+                ));
             }
             Freshness::Stale => {
                 let rule = &shared.rules[request.rule];
@@ -419,11 +489,16 @@ where
                 refresh_in_background(&shared, &request, &options, inner);
                 let stale_for = now.since(meta.fresh_until).as_secs();
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
-                return Ok(shared.serve_shared(&entry.value().0, meta.age(now).as_secs(), head, outcome));
+                return Ok(shared.serve_shared(
+                    &entry.value().response,
+                    meta.age(now).as_secs(),
+                    head,
+                    outcome,
+                ));
             }
             Freshness::StaleIfError => {
                 stale = Some(hitbox_backend::CachedEntry {
-                    value: entry.value().0.clone(),
+                    value: entry.value().response.clone(),
                     meta: meta.clone(),
                     freshness: entry.freshness,
                 });
@@ -434,9 +509,24 @@ where
     Box::pin(load(shared, inner, request, stale, now)).await
 }
 
+/// A stored response as a rule keeps it: hop-by-hop fields out, the fields
+/// a qualified `no-cache` names out (they would need revalidating), and
+/// the request's values of the fields its `Vary` names.
+fn to_store(headers: &http::HeaderMap, request: &http::HeaderMap) -> (http::HeaderMap, http::HeaderMap) {
+    let mut stored = headers.clone();
+    strip_hop_by_hop(&mut stored);
+    let cc = CacheControl::from_headers(headers, "cache-control");
+    for name in cc.no_cache.iter().flatten() {
+        stored.remove(name);
+    }
+    stored.remove(CACHE_STATUS);
+    let names = vary::vary_names(headers).unwrap_or_default();
+    (stored, vary::selecting_headers(&names, request))
+}
+
 /// A miss (or an entry only good if the origin fails): the first request
 /// for the key calls the origin and stores its response while streaming
-/// it; the others wait for it.
+/// it; the others wait for it, at most the lock timeout.
 async fn load<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -452,12 +542,12 @@ where
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
     let head = request.head;
-    let serve_stale = |shared: &Shared, entry: hitbox_backend::CachedEntry<CachedResponse>| {
+    let serve_stale = |shared: &Shared, entry: hitbox_backend::CachedEntry<CachedResponse>, status| {
         let stale_for = now.since(entry.meta.fresh_until).as_secs();
-        let outcome = CacheOutcome::StaleIfError { stale_for };
+        let outcome = CacheOutcome::StaleIfError { stale_for, status };
         shared.serve_entry(entry.value, &entry.meta, now, head, outcome)
     };
 
@@ -478,23 +568,27 @@ where
     {
         LoadTicket::Lead(lead) => lead,
         LoadTicket::Join(join) => {
-            return match join.wait().await {
-                Ok(stored) => Ok(shared.serve(stored, 0, false, CacheOutcome::Collapsed)),
-                // The leader's response was not storable: go to the origin.
-                Err(_) => {
-                    let outcome = CacheOutcome::Miss { stored: false };
-                    forward(shared, inner, request.into_request(), outcome).await
+            let outcome = match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
+                Ok(Ok(stored)) if HitResponse::new(stored.clone()).selects(&request.parts.headers) => {
+                    return Ok(shared.serve(stored, 0, false, CacheOutcome::Collapsed));
                 }
+                // The leader's response was not storable, or is another
+                // variant: go to the origin.
+                Ok(_) => CacheOutcome::Miss { stored: false },
+                Err(_) => CacheOutcome::LockTimeout,
             };
+            return forward(shared, inner, request.into_request(), outcome).await;
         }
     };
 
+    // What `Vary` may select on, kept before the request goes.
+    let request_headers = request.parts.headers.clone();
     let response = match inner.call(request.into_request()).await {
         Ok(response) => response,
         Err(error) => {
             lead.complete(Err(Uncacheable::OriginFailed));
             return match stale {
-                Some(entry) => Ok(serve_stale(&shared, entry)),
+                Some(entry) => Ok(serve_stale(&shared, entry, None)),
                 None => Err(error),
             };
         }
@@ -505,7 +599,7 @@ where
         && let Some(entry) = stale
     {
         lead.complete(Err(Uncacheable::OriginFailed));
-        return Ok(serve_stale(&shared, entry));
+        return Ok(serve_stale(&shared, entry, Some(parts.status.as_u16())));
     }
     // The length the body declares, in a header or (for bodies built in
     // the same process, such as axum's) in its size hint.
@@ -522,13 +616,13 @@ where
         shared.decorate(&mut parts.headers, CacheOutcome::Miss { stored: false });
         return Ok(Response::from_parts(parts, CacheBody::origin(body)));
     }
-    let mut stored_headers = parts.headers.clone();
-    strip_hop_by_hop(&mut stored_headers);
+    let (stored_headers, request_headers) = to_store(&parts.headers, &request_headers);
     let tee = Tee {
         lead: Some(lead),
         rfc: None,
         status: parts.status,
         headers: stored_headers,
+        request_headers,
         chunks: Vec::new(),
         size: 0,
         limit: rule.max_body_size,
@@ -539,7 +633,7 @@ where
     // without one, the body may still outgrow the limit.
     let stored = declared.is_some();
     shared.decorate(&mut parts.headers, CacheOutcome::Miss { stored });
-    Ok(Response::from_parts(parts, CacheBody::teed(body, tee)))
+    Ok(Response::from_parts(parts, tee.fill(body)))
 }
 
 /// Refreshes a stale entry with a request rebuilt from the original: its
@@ -573,10 +667,11 @@ fn refresh_in_background<S, ReqB, ResB>(
     shared
         .cache
         .refresh_in_background(key, options, move || async move {
+            let request_headers = request.headers().clone();
             let response = call_when_ready(inner, request)
                 .await
                 .map_err(|_| Uncacheable::OriginFailed)?;
-            let (mut parts, body) = response.into_parts();
+            let (parts, body) = response.into_parts();
             let rule = &shared_for_load.rules[rule_index];
             if !shared_for_load.is_storable(rule, &parts) {
                 return Err(Uncacheable::NotStorable);
@@ -586,7 +681,9 @@ fn refresh_in_background<S, ReqB, ResB>(
                 .await
                 .map_err(|_| Uncacheable::TooLarge)?
                 .to_bytes();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(CachedResponse::new(parts.status, parts.headers, body))
+            let (headers, request_headers) = to_store(&parts.headers, &request_headers);
+            let mut value = CachedResponse::new(parts.status, headers, body);
+            value.request_headers = request_headers;
+            Ok(value)
         });
 }

@@ -1,6 +1,11 @@
 //! The request flow of standards mode: the I/O around the pure rules of
 //! [`crate::rfc9111`].
 //!
+//! 0. The request is made what the origin will see: hop-by-hop fields, and
+//!    those `Connection` names, are removed before anything is keyed. A
+//!    request whose `Host` is ambiguous (repeated, malformed, or at odds
+//!    with an absolute-form target) is refused with `400`. A `GET` or `HEAD`
+//!    with a body is forwarded without the cache (`detail=request-body`).
 //! 1. An unsafe method is forwarded; when it succeeds, the stored responses
 //!    for its target, `Location` and `Content-Location` are invalidated
 //!    (every variant: they share a tag).
@@ -11,20 +16,27 @@
 //!    own conditional request with `304` when it matches.
 //! 3. Otherwise the origin is asked, with the stored validators when there
 //!    are some. A `304` refreshes the stored response; a storable response
-//!    streams to the client through the tee that stores it; `only-if-cached`
-//!    gets a `504` instead. Plain requests (no conditions, no `no-cache`)
-//!    for one variant share one origin call (single-flight), a miss or a
-//!    revalidation alike.
+//!    streams to the client while a task reads it into the cache at the
+//!    origin's pace; `only-if-cached` gets a `504` instead. Plain requests
+//!    (no conditions, no `no-cache`) for one variant share one origin call
+//!    (single-flight), a miss or a revalidation alike; a request waits for
+//!    another's call at most the lock timeout.
 //! 4. An origin error or `5xx` is answered with the stale response where
 //!    `stale-if-error` allows it.
+//!
+//! What is stored is shared: `Set-Cookie`, and the fields a qualified
+//! `no-cache` or `private` names, are kept out of every stored response
+//! and every `304` merged into one. Only the client whose request reached
+//! the origin receives them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hitbox_backend::{BoxError, CachedEntry, LoadTicket};
+use hitbox_backend::{BoxError, LoadTicket};
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, KeyBuilder, Tag, Timestamp};
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
@@ -36,32 +48,70 @@ use crate::layer::Shared;
 use crate::response::{CachedResponse, VaryMarker};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
+use crate::rfc9111::storage::NotStorable;
 use crate::rfc9111::{Rfc9111, invalidation, storage, validation, vary};
-use crate::service::{call_when_ready, content_length};
+use crate::service::{call_when_ready, content_length, has_body};
+
+/// The version of standards mode's keys. Version 2 began when stored
+/// responses stopped carrying `Set-Cookie`: entries written before are
+/// never read.
+const KEY_VERSION: u32 = 2;
 
 fn secs(time: Timestamp) -> u64 {
     time.as_millis() / 1000
 }
 
-/// The URL a request is for: its host (the `Host` header, else the URI's
-/// authority) and its path and query, exactly as sent.
-fn target(parts: &request::Parts) -> (String, String) {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    (host, path)
+/// Why a `Host` is refused.
+const AMBIGUOUS_HOST: &str = "ambiguous-host";
+const INVALID_HOST: &str = "invalid-host";
+
+/// The port an authority names, or the scheme's default.
+fn port_or_default(authority: &Authority, scheme: Option<&Scheme>) -> Option<u16> {
+    authority.port_u16().or(match scheme {
+        Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
+        _ => Some(80),
+    })
+}
+
+/// The host a request is for, as the origin will see it (RFC 9112 3.2):
+/// its one `Host` field, which must be a valid authority without user
+/// information and, for an absolute-form target, name the same host and
+/// port as the target; else the target's authority. Lower-cased.
+pub(crate) fn request_host(parts: &request::Parts) -> Result<String, &'static str> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let field = fields.next().filter(|value| !value.is_empty());
+    if fields.next().is_some() {
+        return Err(AMBIGUOUS_HOST);
+    }
+    let target = parts.uri.authority();
+    let Some(field) = field else {
+        return Ok(target.map_or_else(String::new, |authority| {
+            let host = authority.host().to_ascii_lowercase();
+            match authority.port_u16() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        }));
+    };
+    let authority = Authority::try_from(field.as_bytes()).map_err(|_| INVALID_HOST)?;
+    if authority.as_str().contains('@') {
+        return Err(INVALID_HOST);
+    }
+    if let Some(target) = target {
+        let scheme = parts.uri.scheme();
+        if !target.host().eq_ignore_ascii_case(authority.host())
+            || port_or_default(target, scheme) != port_or_default(&authority, scheme)
+        {
+            return Err(AMBIGUOUS_HOST);
+        }
+    }
+    Ok(authority.as_str().to_ascii_lowercase())
 }
 
 /// The start of every key for a URL: its host and target, and the request
 /// fields configured with [`Rfc9111::key_field`].
 fn url_builder(config: &Rfc9111, host: &str, path: &str, request: &HeaderMap) -> KeyBuilder {
-    let mut key = KeyBuilder::new("rfc9111");
+    let mut key = KeyBuilder::new("rfc9111").version(KEY_VERSION);
     key.push("host", Some(host.as_bytes()));
     key.push("target", Some(path.as_bytes()));
     for name in &config.key_fields {
@@ -148,7 +198,7 @@ async fn lookup(shared: &Shared, config: &Rfc9111, host: &str, path: &str, reque
     let stored = cache
         .get_entry::<CachedResponse>(&key)
         .await
-        .map(|entry: CachedEntry<CachedResponse>| entry.value)
+        .map(|entry| entry.value)
         .filter(|value| value.exchange.is_some() && selected_by(value, request));
     Found { key, marker, stored }
 }
@@ -161,7 +211,7 @@ fn selected_by(stored: &CachedResponse, request: &HeaderMap) -> bool {
 
 /// A stored response for the client: `304` when the client's own
 /// conditional request matches, else the whole response.
-fn serve<B>(
+fn serve<B: Body>(
     shared: &Shared,
     config: &Rfc9111,
     mut stored: CachedResponse,
@@ -184,12 +234,19 @@ fn serve<B>(
     shared.serve(stored, age, request.method == Method::HEAD, outcome)
 }
 
-fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
-    let mut response = Response::new(CacheBody::stored(Bytes::from_static(
-        b"only-if-cached: nothing usable is stored\n",
-    )));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    shared.decorate(response.headers_mut(), CacheOutcome::OnlyIfCached);
+/// A response the cache makes itself, without asking the origin.
+fn answer<B: Body>(
+    shared: &Shared,
+    status: StatusCode,
+    body: &'static str,
+    outcome: CacheOutcome,
+) -> Response<CacheBody<B>> {
+    let mut response = Response::new(CacheBody::stored(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    shared.decorate(response.headers_mut(), outcome);
     response
 }
 
@@ -230,6 +287,23 @@ fn entry_meta(
     }
 }
 
+/// Whether a response may be stored for a request, by the RFC and by this
+/// cache's configuration.
+fn storable(
+    config: &Rfc9111,
+    request: &HeaderMap,
+    request_cc: &CacheControl,
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+) -> Result<(), NotStorable> {
+    storage::check_storable(&Method::GET, request, request_cc, status, headers, cc)?;
+    if config.refuse_set_cookie && storage::has_personal_fields(headers, cc) {
+        return Err(NotStorable::PersonalFields);
+    }
+    Ok(())
+}
+
 /// Rebuilds a request to the origin from a head and a body.
 fn rebuild<ReqB>(
     method: Method,
@@ -248,6 +322,40 @@ fn rebuild<ReqB>(
     request
 }
 
+/// Forwards a request the cache does not handle, and passes the response
+/// on with `outcome`.
+async fn pass<S, ReqB, ResB>(
+    shared: &Shared,
+    config: &Rfc9111,
+    inner: &mut S,
+    request: Request<ReqB>,
+    outcome: CacheOutcome,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    let (mut head, body) = inner.call(request).await?.into_parts();
+    client_headers(config, &mut head.headers);
+    shared.decorate(&mut head.headers, outcome);
+    Ok(Response::from_parts(head, CacheBody::origin(body)))
+}
+
+/// Why a response from the origin is passed on without being stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The RFC or the configuration forbids storing it.
+    NotStorable(NotStorable),
+    /// A `HEAD` response has no body to store.
+    Head,
+    /// Its declared length is over the limit.
+    TooLarge,
+    /// It would be stale at once.
+    Stale,
+    /// This request gave up waiting for another's load of the same key.
+    LockTimeout,
+}
+
 pub(crate) async fn handle<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
@@ -261,47 +369,76 @@ where
     ReqB::Data: Send,
     ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    ResB::Error: Into<BoxError> + Send,
 {
-    let config = shared.rfc.clone().expect("standards mode");
-    let (parts, body) = request.into_parts();
-    let (host, path) = target(&parts);
+    let config = shared.rfc.as_ref().expect("standards mode");
+    let (mut parts, body) = request.into_parts();
+    // Keyed as the origin will see it: what the hop to this cache carried
+    // never selects a response.
+    strip_hop_by_hop(&mut parts.headers);
+    let host = match request_host(&parts) {
+        Ok(host) => host,
+        Err(detail) => {
+            let outcome = CacheOutcome::Rejected { detail };
+            return Ok(answer(
+                &shared,
+                StatusCode::BAD_REQUEST,
+                "the Host of this request is ambiguous\n",
+                outcome,
+            ));
+        }
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let cache = shared.cache.clone();
 
     if invalidation::is_unsafe(&parts.method) {
         let method = parts.method.clone();
-        let parts_headers = parts.headers.clone();
+        let request_headers = parts.headers.clone();
         let response = inner.call(Request::from_parts(parts, body)).await?;
         let (mut head, body) = response.into_parts();
         for (host, path) in invalidation::targets(&method, head.status, &host, &path, &head.headers) {
-            invalidate(&shared, &config, &host, &path, &parts_headers).await;
+            invalidate(&shared, config, &host, &path, &request_headers).await;
         }
-        client_headers(&config, &mut head.headers);
-        shared.decorate(
-            &mut head.headers,
-            CacheOutcome::Bypass {
-                detail: Some("method"),
-            },
-        );
+        client_headers(config, &mut head.headers);
+        let outcome = CacheOutcome::Bypass {
+            detail: Some("method"),
+        };
+        shared.decorate(&mut head.headers, outcome);
         return Ok(Response::from_parts(head, CacheBody::origin(body)));
     }
     if parts.method != Method::GET && parts.method != Method::HEAD {
-        let response = inner.call(Request::from_parts(parts, body)).await?;
-        let (mut head, body) = response.into_parts();
-        client_headers(&config, &mut head.headers);
-        shared.decorate(
-            &mut head.headers,
-            CacheOutcome::Bypass {
-                detail: Some("method"),
-            },
-        );
-        return Ok(Response::from_parts(head, CacheBody::origin(body)));
+        let outcome = CacheOutcome::Bypass {
+            detail: Some("method"),
+        };
+        return pass(
+            &shared,
+            config,
+            &mut inner,
+            Request::from_parts(parts, body),
+            outcome,
+        )
+        .await;
+    }
+    // A body on a `GET` means nothing the key could capture: whatever the
+    // origin makes of it must not be stored for requests without it.
+    if has_body(&body) {
+        let outcome = CacheOutcome::Bypass {
+            detail: Some("request-body"),
+        };
+        return pass(
+            &shared,
+            config,
+            &mut inner,
+            Request::from_parts(parts, body),
+            outcome,
+        )
+        .await;
     }
 
     let is_head = parts.method == Method::HEAD;
     let request_cc = CacheControl::from_headers(&parts.headers, "cache-control");
     let now = cache.clock().now();
-    let found = lookup(&shared, &config, &host, &path, &parts.headers).await;
+    let found = lookup(&shared, config, &host, &path, &parts.headers).await;
     let mut stale_if_error = None;
     let mut fwd = "miss";
     if let Some(stored) = &found.stored {
@@ -313,7 +450,7 @@ where
             cc: &cc,
             exchange: &exchange,
         };
-        match freshness::verdict(view, &request_cc, secs(now), &config) {
+        match freshness::verdict(view, &request_cc, secs(now), config) {
             Verdict::Serve { ttl } => {
                 let outcome = if ttl > 0 {
                     CacheOutcome::Hit { ttl: ttl as u64 }
@@ -322,35 +459,12 @@ where
                         stale_for: ttl.unsigned_abs(),
                     }
                 };
-                return Ok(serve(
-                    &shared,
-                    &config,
-                    stored.clone(),
-                    secs(now),
-                    &parts,
-                    outcome,
-                ));
+                return Ok(serve(&shared, config, stored.clone(), secs(now), &parts, outcome));
             }
             Verdict::ServeStaleAndRevalidate { stale_for } => {
-                revalidate_in_background(
-                    &shared,
-                    &config,
-                    inner,
-                    &parts,
-                    &found,
-                    stored.clone(),
-                    &host,
-                    &path,
-                );
+                revalidate_in_background(&shared, inner, &parts, &found, stored.clone(), &host, &path);
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
-                return Ok(serve(
-                    &shared,
-                    &config,
-                    stored.clone(),
-                    secs(now),
-                    &parts,
-                    outcome,
-                ));
+                return Ok(serve(&shared, config, stored.clone(), secs(now), &parts, outcome));
             }
             Verdict::Revalidate {
                 stale_if_error: allowed,
@@ -368,11 +482,24 @@ where
         }
     }
     if request_cc.only_if_cached {
-        return Ok(gateway_timeout(&shared));
+        let body = "only-if-cached: nothing usable is stored\n";
+        return Ok(answer(
+            &shared,
+            StatusCode::GATEWAY_TIMEOUT,
+            body,
+            CacheOutcome::OnlyIfCached,
+        ));
     }
-    let serve_stale = |shared: &Shared, stored: CachedResponse, stale_for: u64, parts: &request::Parts| {
-        let outcome = CacheOutcome::StaleIfError { stale_for };
-        serve(shared, &config, stored, secs(cache.clock().now()), parts, outcome)
+    let serve_stale = |stored: CachedResponse, stale_for: u64, status: Option<u16>| {
+        let outcome = CacheOutcome::StaleIfError { stale_for, status };
+        serve(
+            &shared,
+            config,
+            stored,
+            secs(cache.clock().now()),
+            &parts,
+            outcome,
+        )
     };
 
     // The client's request as it came: what `Vary` selects on, what its
@@ -388,8 +515,9 @@ where
     }
     let tag = url_tag(&host, &path);
 
-    // One origin call for a URL nothing is stored for.
+    // One origin call for a URL nothing (usable) is stored for.
     let mut lead = None;
+    let mut skip = None;
     let plain = !is_head
         && !validation::is_conditional(&client)
         && request_cc.no_cache.is_none()
@@ -398,21 +526,22 @@ where
     if plain {
         match cache.lead_or_join::<CachedResponse, Uncacheable>(&found.key, &flight_options(tag.clone())) {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
-            LoadTicket::Join(join) => {
-                if let Ok(value) = join.wait().await
-                    && selected_by(&value, &client)
-                {
+            LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
+                Ok(Ok(value)) if selected_by(&value, &client) => {
                     let now = secs(cache.clock().now());
                     return Ok(serve(
                         &shared,
-                        &config,
+                        config,
                         value,
                         now,
                         &parts,
                         CacheOutcome::Collapsed,
                     ));
                 }
-            }
+                // Not storable, or another variant: ask for this one.
+                Ok(_) => {}
+                Err(_) => skip = Some(Skip::LockTimeout),
+            },
         }
     }
 
@@ -427,7 +556,7 @@ where
                 lead.complete(Err(Uncacheable::OriginFailed));
             }
             return match (found.stored, stale_if_error) {
-                (Some(stored), Some(stale_for)) => Ok(serve_stale(&shared, stored, stale_for, &parts)),
+                (Some(stored), Some(stale_for)) => Ok(serve_stale(stored, stale_for, None)),
                 _ => Err(error),
             };
         }
@@ -440,7 +569,7 @@ where
         if let Some(lead) = lead {
             lead.complete(Err(Uncacheable::OriginFailed));
         }
-        return Ok(serve_stale(&shared, stored.clone(), stale_for, &parts));
+        return Ok(serve_stale(stored.clone(), stale_for, Some(head.status.as_u16())));
     }
 
     if head.status == StatusCode::NOT_MODIFIED
@@ -448,16 +577,34 @@ where
     {
         if validation::selects(&head.headers, &stored.headers) {
             let exchange = Exchange::new(&head.headers, request_time, response_time);
-            let updated = refreshed(&shared, &config, stored, &head.headers, exchange, &found.key, tag).await;
+            let update = Update {
+                exchange,
+                request: &client,
+                request_cc: &request_cc,
+                key: &found.key,
+                tag,
+            };
+            let (updated, stored, personal) =
+                revalidated(&shared, config, stored, &head.headers, update).await;
             if let Some(lead) = lead {
-                lead.complete(Ok(updated.clone()));
+                lead.complete(if stored {
+                    Ok(updated.clone())
+                } else {
+                    Err(Uncacheable::NotStorable)
+                });
             }
             let outcome = CacheOutcome::Forwarded {
                 fwd,
                 status: 304,
-                stored: true,
+                stored,
             };
-            return Ok(serve(&shared, &config, updated, response_time, &parts, outcome));
+            let mut response = serve(&shared, config, updated, response_time, &parts, outcome);
+            // The one client whose request refreshed the entry gets what
+            // the `304` said to it alone.
+            for (name, value) in &personal {
+                response.headers_mut().append(name, value.clone());
+            }
+            return Ok(response);
         }
         // The 304 is for another response than the one stored: ask again
         // without conditions (section 4.3.4), unless the client's own
@@ -473,7 +620,7 @@ where
             );
             let response = call_when_ready(inner, retry).await?;
             let (mut head, body) = response.into_parts();
-            client_headers(&config, &mut head.headers);
+            client_headers(config, &mut head.headers);
             shared.decorate(&mut head.headers, CacheOutcome::Miss { stored: false });
             return Ok(Response::from_parts(head, CacheBody::origin(body)));
         }
@@ -481,17 +628,9 @@ where
 
     let cc = config.response_cache_control(&head.headers);
     let declared = content_length(&head.headers).or(body.size_hint().exact());
-    let mut verdict = storage::check_storable(&method, &client, &request_cc, head.status, &head.headers, &cc)
-        .map_err(|reason| reason.as_str());
-    if is_head {
-        verdict = Err("head");
-    }
-    if declared.is_some_and(|len| len > config.max_body_size as u64) {
-        verdict = Err("size");
-    }
     let exchange = Exchange::new(&head.headers, request_time, response_time);
     let meta = entry_meta(
-        &config,
+        config,
         head.status,
         &head.headers,
         &cc,
@@ -499,99 +638,141 @@ where
         cache.clock().now(),
         tag,
     );
-    if verdict.is_ok() && meta.expires_at() <= meta.stored_at {
-        verdict = Err("no-freshness");
-    }
-    let outcome = |stored| {
-        if fwd == "miss" {
-            CacheOutcome::Miss { stored }
-        } else {
-            CacheOutcome::Forwarded {
-                fwd,
-                status: head.status.as_u16(),
-                stored,
-            }
-        }
+    let skip = skip
+        .or(is_head.then_some(Skip::Head))
+        .or_else(|| {
+            storable(config, &client, &request_cc, head.status, &head.headers, &cc)
+                .err()
+                .map(Skip::NotStorable)
+        })
+        .or(declared
+            .is_some_and(|len| len > config.max_body_size as u64)
+            .then_some(Skip::TooLarge))
+        .or((meta.expires_at() <= meta.stored_at).then_some(Skip::Stale));
+    let outcome = |stored| match (skip, fwd) {
+        (Some(Skip::LockTimeout), _) => CacheOutcome::LockTimeout,
+        (_, "miss") => CacheOutcome::Miss { stored },
+        (_, fwd) => CacheOutcome::Forwarded {
+            fwd,
+            status: head.status.as_u16(),
+            stored,
+        },
     };
-    if verdict.is_err() {
+    if let Some(skip) = skip {
+        tracing::debug!(?skip, "response not stored");
         if let Some(lead) = lead {
             lead.complete(Err(Uncacheable::NotStorable));
         }
         let outcome = outcome(false);
-        client_headers(&config, &mut head.headers);
+        client_headers(config, &mut head.headers);
         shared.decorate(&mut head.headers, outcome);
         return Ok(Response::from_parts(head, CacheBody::origin(body)));
     }
 
     let names = vary::vary_names(&head.headers).unwrap_or_default();
-    let store_key = response_key(&config, &host, &path, &names, &client);
+    let store_key = response_key(config, &host, &path, &names, &client);
     let marker = match (&found.marker, names.is_empty()) {
         (Some(old), false) if *old == names => MarkerChange::Keep,
         (_, false) => MarkerChange::Set(
-            marker_key(&config, &host, &path, &client),
+            marker_key(config, &host, &path, &client),
             VaryMarker { names: names.clone() },
         ),
-        (Some(_), true) => MarkerChange::Delete(marker_key(&config, &host, &path, &client)),
+        (Some(_), true) => MarkerChange::Delete(marker_key(config, &host, &path, &client)),
         (None, true) => MarkerChange::Keep,
     };
     let mut stored_headers = head.headers.clone();
     strip_hop_by_hop(&mut stored_headers);
-    storage::strip_unstorable_fields(&mut stored_headers, &cc);
+    storage::take_personal_fields(&mut stored_headers, &cc);
     stored_headers.remove("cache-status");
     let tee = Tee {
         lead,
         rfc: Some(RfcStore {
             meta,
             exchange,
-            request_headers: vary::selecting_headers(&names, &client),
             marker,
         }),
         status: head.status,
         headers: stored_headers,
+        request_headers: vary::selecting_headers(&names, &client),
         chunks: Vec::new(),
         size: 0,
         limit: config.max_body_size,
         shared: Arc::clone(&shared),
         key: store_key,
     };
-    let outcome = outcome(true);
-    client_headers(&config, &mut head.headers);
+    // `stored` only when it is sure: a length known up front, within the
+    // limit. A body of unknown length may still outgrow it.
+    let outcome = outcome(declared.is_some());
+    client_headers(config, &mut head.headers);
     shared.decorate(&mut head.headers, outcome);
-    // A server never polls a body that says it has ended (an empty one).
-    if body.is_end_stream() {
-        tee.finish();
-        return Ok(Response::from_parts(head, CacheBody::origin(body)));
-    }
-    Ok(Response::from_parts(head, CacheBody::teed(body, tee)))
+    Ok(Response::from_parts(head, tee.fill(body)))
 }
 
-/// Applies a `304` to a stored response and stores the result under `key`.
-async fn refreshed(
+/// What a revalidation refreshes, and for which request.
+struct Update<'a> {
+    exchange: Exchange,
+    request: &'a HeaderMap,
+    request_cc: &'a CacheControl,
+    key: &'a CacheKey,
+    tag: Tag,
+}
+
+/// Applies a `304` to a stored response (RFC 9111 3.2) and stores the
+/// result under the key if it may still be stored; otherwise the stored
+/// response is removed (a `304` may have turned it `private` or
+/// `no-store`). Returns the merged response, whether it was stored, and the
+/// fields the `304` meant for the requesting client alone, which never
+/// enter the stored headers.
+async fn revalidated(
     shared: &Shared,
     config: &Rfc9111,
     mut stored: CachedResponse,
     not_modified: &HeaderMap,
-    exchange: Exchange,
-    key: &CacheKey,
-    tag: Tag,
-) -> CachedResponse {
+    update: Update<'_>,
+) -> (CachedResponse, bool, HeaderMap) {
     validation::update_headers(&mut stored.headers, not_modified);
     let cc = config.response_cache_control(&stored.headers);
+    let personal = storage::take_personal_fields(&mut stored.headers, &cc);
+    stored.exchange = Some(update.exchange);
     let now = shared.cache.clock().now();
-    let meta = entry_meta(config, stored.status, &stored.headers, &cc, &exchange, now, tag);
-    stored.exchange = Some(exchange);
-    if let Err(error) = shared.cache.set_entry(key, &stored, &meta).await {
-        tracing::debug!(%error, "revalidated response not stored");
+    let meta = entry_meta(
+        config,
+        stored.status,
+        &stored.headers,
+        &cc,
+        &update.exchange,
+        now,
+        update.tag,
+    );
+    // The merged response is judged as if it had just arrived.
+    let mut verdict = storable(
+        config,
+        update.request,
+        update.request_cc,
+        stored.status,
+        &stored.headers,
+        &cc,
+    );
+    if verdict.is_ok() && config.refuse_set_cookie && !personal.is_empty() {
+        verdict = Err(NotStorable::PersonalFields);
     }
-    stored
+    if verdict.is_ok() && meta.expires_at() > meta.stored_at {
+        if let Err(error) = shared.cache.set_entry(update.key, &stored, &meta).await {
+            tracing::debug!(%error, "revalidated response not stored");
+            return (stored, false, personal);
+        }
+        return (stored, true, personal);
+    }
+    tracing::debug!(?verdict, "revalidated response no longer stored");
+    let _ = shared.cache.delete(update.key).await;
+    (stored, false, personal)
 }
 
 /// Revalidates a stored response in the background (stale-while-revalidate),
-/// at most once at a time per key.
-#[allow(clippy::too_many_arguments)]
+/// at most once at a time per key. No client waits for it, so what the
+/// origin says to one client alone is dropped.
 fn revalidate_in_background<S, ReqB, ResB>(
     shared: &Arc<Shared>,
-    config: &Rfc9111,
     inner: S,
     parts: &request::Parts,
     found: &Found,
@@ -616,13 +797,14 @@ fn revalidate_in_background<S, ReqB, ResB>(
         ReqB::default(),
     );
     let tag = url_tag(host, path);
-    let (shared_for_load, config, key) = (Arc::clone(shared), config.clone(), found.key.clone());
+    let (shared_for_load, key) = (Arc::clone(shared), found.key.clone());
     let client = parts.headers.clone();
-    let request_cc = CacheControl::from_headers(&client, "cache-control");
     shared
         .cache
         .refresh_in_background(&found.key, &flight_options(tag.clone()), move || async move {
             let shared = shared_for_load;
+            let config = shared.rfc.as_ref().expect("standards mode");
+            let request_cc = CacheControl::from_headers(&client, "cache-control");
             let request_time = secs(shared.cache.clock().now());
             let response = call_when_ready(inner, request)
                 .await
@@ -634,19 +816,21 @@ fn revalidate_in_background<S, ReqB, ResB>(
                 if !validation::selects(&head.headers, &stored.headers) {
                     return Err(Uncacheable::NotStorable);
                 }
-                return Ok(refreshed(&shared, &config, stored, &head.headers, exchange, &key, tag).await);
+                let update = Update {
+                    exchange,
+                    request: &client,
+                    request_cc: &request_cc,
+                    key: &key,
+                    tag,
+                };
+                return match revalidated(&shared, config, stored, &head.headers, update).await {
+                    (updated, true, _) => Ok(updated),
+                    _ => Err(Uncacheable::NotStorable),
+                };
             }
             let cc = config.response_cache_control(&head.headers);
             let names = vary::vary_names(&head.headers).ok_or(Uncacheable::NotStorable)?;
-            if storage::check_storable(
-                &Method::GET,
-                &client,
-                &request_cc,
-                head.status,
-                &head.headers,
-                &cc,
-            )
-            .is_err()
+            if storable(config, &client, &request_cc, head.status, &head.headers, &cc).is_err()
                 || vary::vary_names(&stored.headers).as_ref() != Some(&names)
             {
                 return Err(Uncacheable::NotStorable);
@@ -657,18 +841,69 @@ fn revalidate_in_background<S, ReqB, ResB>(
                 .map_err(|_| Uncacheable::TooLarge)?
                 .to_bytes();
             let now = shared.cache.clock().now();
-            let meta = entry_meta(&config, head.status, &head.headers, &cc, &exchange, now, tag);
+            let meta = entry_meta(config, head.status, &head.headers, &cc, &exchange, now, tag);
             let mut headers = head.headers;
             strip_hop_by_hop(&mut headers);
-            storage::strip_unstorable_fields(&mut headers, &cc);
+            storage::take_personal_fields(&mut headers, &cc);
+            headers.remove("cache-status");
             let store = RfcStore {
                 meta,
                 exchange,
-                request_headers: vary::selecting_headers(&names, &client),
                 marker: MarkerChange::Keep,
             };
-            Ok(store
-                .store(&shared, &key, CachedResponse::new(head.status, headers, body))
-                .await)
+            let mut value = CachedResponse::new(head.status, headers, body);
+            value.request_headers = vary::selecting_headers(&names, &client);
+            Ok(store.store(&shared, &key, value).await)
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(uri: &str, hosts: &[&[u8]]) -> Result<String, &'static str> {
+        let mut request = Request::get(uri);
+        for host in hosts {
+            request = request.header(header::HOST, HeaderValue::from_bytes(host).unwrap());
+        }
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        request_host(&parts)
+    }
+
+    #[test]
+    fn one_unambiguous_host_or_a_400() {
+        assert_eq!(
+            host_of("/x", &[b"Example.COM:8080"]),
+            Ok("example.com:8080".into())
+        );
+        assert_eq!(host_of("/x", &[]), Ok(String::new()));
+        assert_eq!(host_of("http://a.example/x", &[]), Ok("a.example".into()));
+        assert_eq!(
+            host_of("http://u:p@a.example:81/x", &[]),
+            Ok("a.example:81".into())
+        );
+        // Repeated, even when equal.
+        assert_eq!(host_of("/x", &[b"a.example", b"a.example"]), Err(AMBIGUOUS_HOST));
+        // At odds with the absolute-form target; default ports agree.
+        assert_eq!(
+            host_of("http://a.example/x", &[b"b.example"]),
+            Err(AMBIGUOUS_HOST)
+        );
+        assert_eq!(
+            host_of("http://a.example/x", &[b"a.example:8080"]),
+            Err(AMBIGUOUS_HOST)
+        );
+        assert_eq!(
+            host_of("http://a.example/x", &[b"A.example:80"]),
+            Ok("a.example:80".into())
+        );
+        assert_eq!(
+            host_of("https://a.example/x", &[b"a.example:443"]),
+            Ok("a.example:443".into())
+        );
+        // Not an authority, or with user information.
+        assert_eq!(host_of("/x", &[b"a.example/evil"]), Err(INVALID_HOST));
+        assert_eq!(host_of("/x", &[b"user@a.example"]), Err(INVALID_HOST));
+        assert_eq!(host_of("/x", &[b"a b"]), Err(INVALID_HOST));
+    }
 }

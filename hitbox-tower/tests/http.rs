@@ -349,7 +349,7 @@ async fn a_thousand_concurrent_requests_for_one_cold_url_reach_the_origin_once()
     for request in requests {
         let (status, body) = request.await.unwrap();
         assert_eq!(body, "item hot call 1");
-        if status == "hitbox; hit; collapsed" {
+        if status == "hitbox; fwd=miss; collapsed" {
             collapsed += 1;
         } else {
             assert_eq!(status, "hitbox; fwd=miss; stored");
@@ -375,7 +375,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     for _ in 0..5 {
         let (_, headers, body) = s.get("/item/s").await;
         assert_eq!(body, "item s call 1");
-        assert_eq!(cache_status(&headers), "hitbox; hit; ttl=-2; fwd=stale");
+        assert_eq!(cache_status(&headers), "hitbox; hit; ttl=-2");
     }
     until(|| s.origin.calls() == 2).await;
     assert_eq!(s.cache.stats().background_refreshes, 1);
@@ -399,7 +399,7 @@ async fn stale_if_error_serves_the_stale_response_when_the_origin_fails() {
     assert_eq!(body, "item e call 1");
     assert_eq!(
         cache_status(&headers),
-        "hitbox; hit; ttl=-20; fwd=stale; detail=stale-if-error"
+        "hitbox; fwd=stale; fwd-status=502; ttl=-20; detail=stale-if-error"
     );
     // Past the error window the failure reaches the client.
     s.clock.advance(Duration::from_secs(61));

@@ -130,7 +130,7 @@ async fn a_transport_error_inside_the_stale_if_error_window_serves_the_stale_res
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["cache-status"],
-        "hitbox; hit; ttl=-10; fwd=stale; detail=stale-if-error"
+        "hitbox; fwd=stale; ttl=-10; detail=stale-if-error"
     );
     assert_eq!(
         &response.into_body().collect().await.unwrap().to_bytes()[..],

@@ -86,6 +86,7 @@ pub struct Rfc9111 {
     pub(crate) keep_stale: Duration,
     pub(crate) max_body_size: usize,
     pub(crate) key_fields: Vec<HeaderName>,
+    pub(crate) refuse_set_cookie: bool,
 }
 
 impl Default for Rfc9111 {
@@ -106,6 +107,7 @@ impl Rfc9111 {
             keep_stale: Duration::from_secs(3_600),
             max_body_size: crate::DEFAULT_MAX_BODY_SIZE,
             key_fields: Vec::new(),
+            refuse_set_cookie: false,
         }
     }
 
@@ -144,6 +146,17 @@ impl Rfc9111 {
     /// Responses with larger bodies are passed through, not stored.
     pub fn max_body_size(mut self, bytes: usize) -> Self {
         self.max_body_size = bytes;
+        self
+    }
+
+    /// With `true`, responses that carry `Set-Cookie`, or fields a
+    /// qualified `no-cache` or `private` names, are not stored at all. By
+    /// default they are stored without those fields: the client whose
+    /// request reached the origin receives them, a response served from the
+    /// cache never does. Either way no client ever sees a cookie set for
+    /// another.
+    pub fn refuse_set_cookie(mut self, refuse: bool) -> Self {
+        self.refuse_set_cookie = refuse;
         self
     }
 

@@ -1,6 +1,6 @@
 //! Whether a response may be stored (RFC 9111 section 3), by a shared cache.
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::directives::CacheControl;
@@ -41,6 +41,15 @@ pub enum NotStorable {
     /// No explicit freshness and a status that is not heuristically
     /// cacheable.
     NoFreshness,
+    /// The request carried credentials (`Cookie` or `Authorization`) and
+    /// the response has no explicit freshness (`max-age`, `s-maxage`,
+    /// `Expires`): it is never stored on a guess from `Last-Modified`.
+    Credentials,
+    /// The response carries fields meant for one client (`Set-Cookie`, or
+    /// fields a qualified `no-cache` or `private` names), and the cache is
+    /// configured to refuse such responses rather than store them without
+    /// those fields ([`Rfc9111::refuse_set_cookie`](super::Rfc9111::refuse_set_cookie)).
+    PersonalFields,
 }
 
 impl NotStorable {
@@ -54,6 +63,8 @@ impl NotStorable {
             NotStorable::Authorization => "authorization",
             NotStorable::VaryStar => "vary-star",
             NotStorable::NoFreshness => "no-freshness",
+            NotStorable::Credentials => "credentials",
+            NotStorable::PersonalFields => "personal-fields",
         }
     }
 }
@@ -92,34 +103,80 @@ pub fn check_storable(
     if super::vary::vary_names(response_headers).is_none() {
         return Err(NotStorable::VaryStar);
     }
-    let explicit = response_cc.public
-        || response_cc.max_age.is_some()
+    let explicit_lifetime = response_cc.max_age.is_some()
         || response_cc.s_maxage.is_some()
         || response_headers.contains_key(header::EXPIRES);
-    if !explicit && !heuristically_cacheable(status) {
+    // A response to one user's credentials is shared only when the origin
+    // said for how long: a guess from `Last-Modified` would also store the
+    // personal page an origin serves for `/account/profile.css` (web cache
+    // deception).
+    let credentials =
+        request_headers.contains_key(header::AUTHORIZATION) || request_headers.contains_key(header::COOKIE);
+    if credentials && !explicit_lifetime {
+        return Err(NotStorable::Credentials);
+    }
+    if !(explicit_lifetime || response_cc.public) && !heuristically_cacheable(status) {
         return Err(NotStorable::NoFreshness);
     }
     Ok(())
 }
 
-/// Removes what must not be stored although the response is: the fields a
-/// qualified `no-cache` or `private` names (the cache would have to
-/// revalidate before sending them, so it never keeps them).
-pub fn strip_unstorable_fields(headers: &mut HeaderMap, response_cc: &CacheControl) {
-    for list in [&response_cc.no_cache, &response_cc.private]
-        .into_iter()
-        .flatten()
-    {
-        for name in list {
-            headers.remove(name);
+/// The fields of a response meant for the one client whose request
+/// reached the origin: every `Set-Cookie`, and the fields a qualified
+/// `no-cache` or `private` names (RFC 9111 5.2.2.4 and 5.2.2.7).
+fn personal_names<'a>(
+    headers: &'a HeaderMap,
+    response_cc: &'a CacheControl,
+) -> impl Iterator<Item = &'a HeaderName> {
+    std::iter::once(&header::SET_COOKIE)
+        .chain(response_cc.no_cache.iter().flatten())
+        .chain(response_cc.private.iter().flatten())
+        .filter(|name| headers.contains_key(*name))
+}
+
+/// Whether a response carries fields meant for one client only.
+pub fn has_personal_fields(headers: &HeaderMap, response_cc: &CacheControl) -> bool {
+    personal_names(headers, response_cc).next().is_some()
+}
+
+/// Removes the fields meant for one client from a response that is being
+/// stored, and returns them: the client whose request went to the origin
+/// gets them, a response served from the cache never does (as Apache
+/// httpd's cache does with `Set-Cookie`).
+pub fn take_personal_fields(headers: &mut HeaderMap, response_cc: &CacheControl) -> HeaderMap {
+    let names: Vec<HeaderName> = personal_names(headers, response_cc).cloned().collect();
+    let mut taken = HeaderMap::new();
+    for name in names {
+        if let header::Entry::Occupied(entry) = headers.entry(&name) {
+            let (name, values) = entry.remove_entry_mult();
+            for value in values {
+                taken.append(name.clone(), value);
+            }
         }
     }
+    taken
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn personal_fields_are_taken_out_whole() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("set-cookie", HeaderValue::from_static("b=2"));
+        headers.append("x-user", HeaderValue::from_static("alice"));
+        headers.append("x-kept", HeaderValue::from_static("1"));
+        let cc = CacheControl::parse("max-age=60, private=\"x-user\", no-cache=\"x-absent\"");
+        assert!(has_personal_fields(&headers, &cc));
+        let taken = take_personal_fields(&mut headers, &cc);
+        assert_eq!(taken.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(taken["x-user"], "alice");
+        assert_eq!(headers.len(), 1);
+        assert!(!has_personal_fields(&headers, &cc));
+    }
 
     fn check(status: u16, request: &[(&str, &str)], response: &[(&str, &str)]) -> Result<(), NotStorable> {
         let mut req = HeaderMap::new();
@@ -186,7 +243,8 @@ mod tests {
             check(200, &auth, &[("cache-control", "max-age=5")]),
             Err(NotStorable::Authorization)
         );
-        for allowing in ["public", "s-maxage=5", "must-revalidate"] {
+        // Each allows sharing; credentials also need explicit freshness.
+        for allowing in ["public, max-age=5", "s-maxage=5", "must-revalidate, max-age=5"] {
             assert_eq!(
                 check(200, &auth, &[("cache-control", allowing)]),
                 Ok(()),
@@ -194,6 +252,37 @@ mod tests {
             );
         }
         assert_eq!(check(200, &[], &[("vary", "*")]), Err(NotStorable::VaryStar));
+        // Credentials need explicit freshness: no heuristics, and `public`
+        // alone says nothing of how long.
+        let modified = [("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")];
+        assert_eq!(check(200, &[], &modified), Ok(()));
+        for credentials in [("cookie", "session=alice"), ("authorization", "Bearer t")] {
+            // (`Authorization` without `public` is refused before that.)
+            assert!(matches!(
+                check(200, &[credentials], &modified),
+                Err(NotStorable::Credentials | NotStorable::Authorization)
+            ));
+            assert_eq!(
+                check(200, &[credentials], &[("cache-control", "public")]),
+                Err(NotStorable::Credentials)
+            );
+            assert_eq!(
+                check(200, &[credentials], &[("cache-control", "public, max-age=5")]),
+                Ok(())
+            );
+            assert_eq!(
+                check(
+                    200,
+                    &[credentials],
+                    &[("expires", "Sun, 06 Nov 2094 08:49:37 GMT")]
+                ),
+                if credentials.0 == "cookie" {
+                    Ok(())
+                } else {
+                    Err(NotStorable::Authorization)
+                }
+            );
+        }
         assert_eq!(
             check(
                 200,
