@@ -19,7 +19,7 @@ use axum::response::Response;
 use hitbox_backend::Cache;
 use hitbox_core::{Clock, ManualClock};
 use hitbox_moka::MokaBackend;
-use hitbox_tower::CacheLayer;
+use hitbox_tower::{CacheLayer, CacheLayerBuilder};
 use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::rfc9111::date::format_http_date;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -30,6 +30,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Sent as a stream of unknown length, in 16 KiB chunks.
+    pub streamed: bool,
 }
 
 /// One request the origin received.
@@ -59,8 +61,15 @@ impl Origin {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             body: body.to_owned(),
+            streamed: false,
         };
         self.script.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
+    /// Like [`Origin::reply`], with a body of unknown length.
+    pub fn reply_streamed(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
+        self.reply(path, status, headers, body);
+        self.script.lock().unwrap().get_mut(path).unwrap().streamed = true;
     }
 
     /// Holds every answer until [`Origin::release`].
@@ -120,6 +129,7 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
             status: 200,
             headers: Vec::new(),
             body: "default".to_owned(),
+            streamed: false,
         });
     // `{name}` in a scripted body stands for the request's `name` header.
     let mut body = reply.body;
@@ -132,7 +142,16 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
             .map_or("-", |v| v.to_str().unwrap_or("?"));
         body.replace_range(start..start + len + 1, value);
     }
-    let mut response = Response::new(Body::from(Bytes::from(body)));
+    let mut response = if reply.streamed {
+        let bytes = Bytes::from(body);
+        let chunks: Vec<Result<Bytes, std::io::Error>> = (0..bytes.len())
+            .step_by(16 * 1024)
+            .map(|start| Ok(bytes.slice(start..(start + 16 * 1024).min(bytes.len()))))
+            .collect();
+        Response::new(Body::from_stream(futures::stream::iter(chunks)))
+    } else {
+        Response::new(Body::from(Bytes::from(body)))
+    };
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     for (name, value) in reply.headers {
         response.headers_mut().append(
@@ -155,12 +174,18 @@ pub async fn setup() -> Proxy {
 }
 
 pub async fn setup_with(config: Rfc9111) -> Proxy {
+    setup_layer(|layer| layer.rfc9111(config)).await
+}
+
+/// The scripted origin behind a layer configured by `configure` (standards
+/// mode or rules).
+pub async fn setup_layer(configure: impl FnOnce(CacheLayerBuilder) -> CacheLayerBuilder) -> Proxy {
     let clock = ManualClock::new();
     let cache = Cache::builder(MokaBackend::default())
         .clock(clock.clone())
         .build();
     let origin = Origin::default();
-    let layer = CacheLayer::builder(cache.clone()).rfc9111(config).build();
+    let layer = configure(CacheLayer::builder(cache.clone())).build();
     let app = Router::new()
         .fallback(scripted)
         .with_state(origin.clone())
@@ -174,6 +199,27 @@ pub async fn setup_with(config: Rfc9111) -> Proxy {
         cache,
         clock,
     }
+}
+
+/// A request written byte for byte over a fresh connection, for what no
+/// HTTP client will send (two `Host` fields, an absolute-form target); the
+/// answer's status and head.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        answer.extend_from_slice(&buf[..n]);
+        if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
 }
 
 pub struct Got {
