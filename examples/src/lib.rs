@@ -1,1 +1,4 @@
 //! Runnable examples of hitbox live beside this crate: see `cargo run --example`.
+//! The ones with enough logic to be tested keep it here.
+
+pub mod proxy;
