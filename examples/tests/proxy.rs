@@ -573,6 +573,47 @@ async fn an_unreachable_upstream_gets_502() {
 }
 
 #[tokio::test]
+async fn a_connect_timeout_gets_504_not_502() {
+    // A local blackhole: a listener that never accepts, its accept queue
+    // filled, so that Linux drops further SYNs and a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(1).unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let mut held = Vec::new();
+    let mut full = false;
+    for _ in 0..64 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(stream) => held.push(stream.unwrap()),
+            Err(_) => {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the accept queue never filled");
+
+    let mut config = Config::new(format!("http://{addr}").parse().unwrap());
+    config.connect_timeout = Duration::from_millis(300);
+    let h = start_proxy(config, Origin::default()).await;
+    let started = Instant::now();
+    let response = client().get(h.url("/")).send().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 504);
+    assert!(
+        cache_status(&response).contains("detail=upstream-timeout"),
+        "{}",
+        cache_status(&response)
+    );
+    // Well before the 30 s response-head timeout: the connect timeout fired.
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    drop((held, blackhole));
+}
+
+#[tokio::test]
 async fn a_stalled_body_fails_after_the_idle_timeout_and_is_not_stored() {
     let h = start_with(&["--idle-timeout", "0.3"], |_| {}).await;
     h.origin
