@@ -81,13 +81,18 @@
 //!    letting the origin read them.
 //! 4. **Host.** The key's host is the request's `Host` field, else the
 //!    authority of an absolute-form target (`GET http://example.com/ ...`).
-//!    The upstream is sent exactly that host: when the client gave no
-//!    `Host` field, the proxy sets one from the original authority before
-//!    it rewrites the target to the upstream's address (otherwise the
-//!    client library would send the upstream's own address). A request
-//!    with no host at all (HTTP/1.0) keys with an empty host and reaches
-//!    the upstream with the upstream's address as `Host`, the same for
-//!    every such request.
+//!    The upstream is sent exactly that host, lowercased as the key has
+//!    it: when the client gave no `Host` field, the proxy sets one from the
+//!    original authority before it rewrites the target to the upstream's
+//!    address (otherwise the HTTP client would send the upstream's own
+//!    address). `X-Forwarded-Host` and `Forwarded`'s `host` are that host
+//!    too. Requests whose host the key and the origin could read
+//!    differently are refused with `400` before the cache sees them: more
+//!    than one `Host` field, a `Host` that is not a plain `host[:port]`
+//!    (user info, a path, bytes that are not ASCII), or one that
+//!    disagrees with an absolute-form target. A request with no host at
+//!    all (HTTP/1.0) keys with an empty host and reaches the upstream with
+//!    the upstream's address as `Host`, the same for every such request.
 //!
 //! `Via` (`1.1 hitbox`, or `1.0`/`2` after the version received) is added
 //! both ways, and hop-by-hop fields are removed from responses too.
@@ -143,7 +148,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-
 use hitbox_backend::{Cache, Compose};
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
