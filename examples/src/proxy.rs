@@ -656,13 +656,15 @@ impl Service<Request<Body>> for Upstream {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        // The host the key was built from goes upstream: without this, the
-        // client would send the upstream's own authority as `Host`.
+        // The host the key was built from goes upstream, lowercased as the
+        // key has it: without this, the client would send the upstream's
+        // own authority as `Host`.
         if !parts.headers.contains_key(header::HOST)
             && let Some(authority) = parts.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
-            parts.headers.insert(header::HOST, host);
+            parts
+                .headers
+                .insert(header::HOST, lowercase(authority.as_str().as_bytes()));
         }
         let mut uri = parts.uri.into_parts();
         uri.scheme = Some(Scheme::HTTP);

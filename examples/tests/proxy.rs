@@ -480,11 +480,11 @@ async fn no_default_drops_passes_the_routing_headers_through() {
 #[tokio::test]
 async fn the_origin_gets_the_host_the_key_was_built_from() {
     let h = start().await;
-    // Absolute form without `Host`: the key's host is victim.example, and
-    // so is the origin's.
+    // Absolute form without `Host`: the key's host is victim.example
+    // (lowercased), and so is the origin's.
     let (status, _, body_a) = raw(
         h.proxy,
-        "GET http://victim.example/host HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET http://Victim.EXAMPLE/host HTTP/1.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(status, 200);
