@@ -348,6 +348,27 @@ async fn client_forwarding_headers_are_replaced_and_never_reach_another_client()
 }
 
 #[tokio::test]
+async fn an_ipv6_client_is_bracketed_and_quoted_in_forwarded() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    let origin = Origin::default();
+    let origin_addr = start_origin(origin.clone()).await;
+    let config = Config::new(format!("http://{origin_addr}").parse().unwrap());
+    let proxy = listener.local_addr().unwrap();
+    let app = proxy::app(&config, Cache::new(MokaBackend::default()));
+    tokio::spawn(async move { proxy::serve(listener, app).await.unwrap() });
+
+    let response = client().get(format!("http://{proxy}/v6")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = &origin.seen("/v6")[0];
+    assert_eq!(header(seen, "x-forwarded-for"), Some("::1"));
+    let forwarded = format!("for=\"[::1]\";host=\"{proxy}\";proto=http");
+    assert_eq!(header(seen, "forwarded"), Some(forwarded.as_str()));
+}
+
+#[tokio::test]
 async fn a_connection_header_cannot_remove_a_field_after_it_was_keyed() {
     // `Connection: x-forwarded-host` would make a later hop-by-hop pass
     // remove the proxy's own value; the proxy strips first, then sets.
@@ -490,8 +511,8 @@ async fn the_origin_gets_the_host_the_key_was_built_from() {
     assert_eq!(status, 200);
     assert!(body_a.contains("host: victim.example\n"), "{body_a}");
     assert!(body_a.contains("x-forwarded-host: victim.example\n"), "{body_a}");
-    let origin_addr = h.origin.seen("/host")[0].clone();
-    assert_eq!(header(&origin_addr, "host"), Some("victim.example"));
+    let seen = h.origin.seen("/host")[0].clone();
+    assert_eq!(header(&seen, "host"), Some("victim.example"));
     h.stored(1).await;
 
     // A client of the proxy's own host does not get victim.example's entry.
