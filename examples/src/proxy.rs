@@ -154,6 +154,7 @@ use hitbox_redis::RedisBackend;
 use hitbox_tower::CacheLayer;
 use hitbox_tower::headers::strip_hop_by_hop;
 use hitbox_tower::rfc9111::Rfc9111;
+use hitbox_tower::rfc9111::host::{HostError, request_host};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -660,11 +661,11 @@ impl Service<Request<Body>> for Upstream {
         // key has it: without this, the client would send the upstream's
         // own authority as `Host`.
         if !parts.headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = request_host(&parts.headers, &parts.uri)
+            && let Ok(host) = HeaderValue::from_str(&host)
+            && !host.is_empty()
         {
-            parts
-                .headers
-                .insert(header::HOST, lowercase(authority.as_str().as_bytes()));
+            parts.headers.insert(header::HOST, host);
         }
         let mut uri = parts.uri.into_parts();
         uri.scheme = Some(Scheme::HTTP);
@@ -789,43 +790,10 @@ fn appended(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> HeaderValue 
     HeaderValue::from_bytes(&out).expect("built from header bytes")
 }
 
-/// The host of a request as the cache key reads it, lowercased: the one
-/// `Host` field, else the target's authority. `Err` for a request whose
-/// host the key and the origin could read differently: several `Host`
-/// fields, one that is not a plain `host[:port]`, or one that disagrees
-/// with an absolute-form target.
-fn request_host(request: &Request<Body>) -> Result<Option<HeaderValue>, &'static str> {
-    let mut fields = request.headers().get_all(header::HOST).iter();
-    let field = fields.next();
-    if fields.next().is_some() {
-        return Err("more than one Host field");
-    }
-    let authority = request.uri().authority();
-    let Some(field) = field else {
-        return Ok(authority.map(|a| lowercase(a.as_str().as_bytes())));
-    };
-    let parsed: Authority = field
-        .to_str()
-        .ok()
-        .and_then(|host| host.parse().ok())
-        .filter(|host: &Authority| !host.as_str().contains('@') && !host.host().is_empty())
-        .ok_or("a Host field that is not host[:port]")?;
-    if let Some(authority) = authority
-        && !authority.as_str().eq_ignore_ascii_case(parsed.as_str())
-    {
-        return Err("a Host field that disagrees with the request target");
-    }
-    Ok(Some(lowercase(parsed.as_str().as_bytes())))
-}
-
-fn lowercase(host: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(&host.to_ascii_lowercase()).expect("an authority is a header value")
-}
-
 impl Front {
     /// Rewrites the request the cache layer and the upstream see; `Err`
     /// says why a request is refused (`400`).
-    fn rewrite(&self, request: &mut Request<Body>) -> Result<(), &'static str> {
+    fn rewrite(&self, request: &mut Request<Body>) -> Result<(), HostError> {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -837,7 +805,9 @@ impl Front {
         }
         // Read after stripping, which removes `Host` if `Connection` names
         // it: what the key will see.
-        let host = request_host(request)?;
+        let host = request_host(request.headers(), request.uri())?;
+        let host =
+            (!host.is_empty()).then(|| HeaderValue::from_str(&host).expect("an authority is a header value"));
         let headers = request.headers_mut();
         if let Some(host) = &host
             && headers.contains_key(header::HOST)
@@ -881,14 +851,18 @@ impl Front {
     }
 }
 
-/// The proxy's answer to a request it refuses.
-fn bad_request(reason: &'static str) -> Response<Body> {
+/// The proxy's answer to a request whose host it refuses, as the cache
+/// layer would answer it.
+fn bad_request(reason: HostError) -> Response<Body> {
     let mut response = Response::new(Body::from(format!("400 Bad Request: {reason}\n")));
     *response.status_mut() = StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
-        CACHE_STATUS,
-        HeaderValue::from_static("hitbox; fwd=bypass; detail=bad-host"),
-    );
+    let member = match reason {
+        HostError::Ambiguous => "hitbox; detail=ambiguous-host",
+        HostError::Invalid => "hitbox; detail=invalid-host",
+    };
+    response
+        .headers_mut()
+        .insert(CACHE_STATUS, HeaderValue::from_static(member));
     response
         .headers_mut()
         .insert(header::VIA, HeaderValue::from_static(VIA));

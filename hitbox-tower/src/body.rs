@@ -335,7 +335,7 @@ where
             Kind::Stored { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Origin { body } => body.size_hint(),
             // What the origin's body said before any of it was read.
-            Kind::Filled { hint, .. } => hint.clone(),
+            Kind::Filled { hint, .. } => *hint,
         }
     }
 }

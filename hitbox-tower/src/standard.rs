@@ -36,7 +36,6 @@ use bytes::Bytes;
 use hitbox_backend::{BoxError, LoadTicket};
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, KeyBuilder, Tag, Timestamp};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
@@ -49,7 +48,7 @@ use crate::response::{CachedResponse, VaryMarker};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
 use crate::rfc9111::storage::NotStorable;
-use crate::rfc9111::{Rfc9111, invalidation, storage, validation, vary};
+use crate::rfc9111::{Rfc9111, host, invalidation, storage, validation, vary};
 use crate::service::{call_when_ready, content_length, has_body};
 
 /// The version of standards mode's keys. Version 2 began when stored
@@ -59,53 +58,6 @@ const KEY_VERSION: u32 = 2;
 
 fn secs(time: Timestamp) -> u64 {
     time.as_millis() / 1000
-}
-
-/// Why a `Host` is refused.
-const AMBIGUOUS_HOST: &str = "ambiguous-host";
-const INVALID_HOST: &str = "invalid-host";
-
-/// The port an authority names, or the scheme's default.
-fn port_or_default(authority: &Authority, scheme: Option<&Scheme>) -> Option<u16> {
-    authority.port_u16().or(match scheme {
-        Some(scheme) if *scheme == Scheme::HTTPS => Some(443),
-        _ => Some(80),
-    })
-}
-
-/// The host a request is for, as the origin will see it (RFC 9112 3.2):
-/// its one `Host` field, which must be a valid authority without user
-/// information and, for an absolute-form target, name the same host and
-/// port as the target; else the target's authority. Lower-cased.
-pub(crate) fn request_host(parts: &request::Parts) -> Result<String, &'static str> {
-    let mut fields = parts.headers.get_all(header::HOST).iter();
-    let field = fields.next().filter(|value| !value.is_empty());
-    if fields.next().is_some() {
-        return Err(AMBIGUOUS_HOST);
-    }
-    let target = parts.uri.authority();
-    let Some(field) = field else {
-        return Ok(target.map_or_else(String::new, |authority| {
-            let host = authority.host().to_ascii_lowercase();
-            match authority.port_u16() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            }
-        }));
-    };
-    let authority = Authority::try_from(field.as_bytes()).map_err(|_| INVALID_HOST)?;
-    if authority.as_str().contains('@') {
-        return Err(INVALID_HOST);
-    }
-    if let Some(target) = target {
-        let scheme = parts.uri.scheme();
-        if !target.host().eq_ignore_ascii_case(authority.host())
-            || port_or_default(target, scheme) != port_or_default(&authority, scheme)
-        {
-            return Err(AMBIGUOUS_HOST);
-        }
-    }
-    Ok(authority.as_str().to_ascii_lowercase())
 }
 
 /// The start of every key for a URL: its host and target, and the request
@@ -376,10 +328,12 @@ where
     // Keyed as the origin will see it: what the hop to this cache carried
     // never selects a response.
     strip_hop_by_hop(&mut parts.headers);
-    let host = match request_host(&parts) {
+    let host = match host::request_host(&parts.headers, &parts.uri) {
         Ok(host) => host,
-        Err(detail) => {
-            let outcome = CacheOutcome::Rejected { detail };
+        Err(error) => {
+            let outcome = CacheOutcome::Rejected {
+                detail: error.as_str(),
+            };
             return Ok(answer(
                 &shared,
                 StatusCode::BAD_REQUEST,
@@ -855,55 +809,4 @@ fn revalidate_in_background<S, ReqB, ResB>(
             value.request_headers = vary::selecting_headers(&names, &client);
             Ok(store.store(&shared, &key, value).await)
         });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host_of(uri: &str, hosts: &[&[u8]]) -> Result<String, &'static str> {
-        let mut request = Request::get(uri);
-        for host in hosts {
-            request = request.header(header::HOST, HeaderValue::from_bytes(host).unwrap());
-        }
-        let (parts, ()) = request.body(()).unwrap().into_parts();
-        request_host(&parts)
-    }
-
-    #[test]
-    fn one_unambiguous_host_or_a_400() {
-        assert_eq!(
-            host_of("/x", &[b"Example.COM:8080"]),
-            Ok("example.com:8080".into())
-        );
-        assert_eq!(host_of("/x", &[]), Ok(String::new()));
-        assert_eq!(host_of("http://a.example/x", &[]), Ok("a.example".into()));
-        assert_eq!(
-            host_of("http://u:p@a.example:81/x", &[]),
-            Ok("a.example:81".into())
-        );
-        // Repeated, even when equal.
-        assert_eq!(host_of("/x", &[b"a.example", b"a.example"]), Err(AMBIGUOUS_HOST));
-        // At odds with the absolute-form target; default ports agree.
-        assert_eq!(
-            host_of("http://a.example/x", &[b"b.example"]),
-            Err(AMBIGUOUS_HOST)
-        );
-        assert_eq!(
-            host_of("http://a.example/x", &[b"a.example:8080"]),
-            Err(AMBIGUOUS_HOST)
-        );
-        assert_eq!(
-            host_of("http://a.example/x", &[b"A.example:80"]),
-            Ok("a.example:80".into())
-        );
-        assert_eq!(
-            host_of("https://a.example/x", &[b"a.example:443"]),
-            Ok("a.example:443".into())
-        );
-        // Not an authority, or with user information.
-        assert_eq!(host_of("/x", &[b"a.example/evil"]), Err(INVALID_HOST));
-        assert_eq!(host_of("/x", &[b"user@a.example"]), Err(INVALID_HOST));
-        assert_eq!(host_of("/x", &[b"a b"]), Err(INVALID_HOST));
-    }
 }

@@ -68,7 +68,8 @@ async fn refusing_set_cookie_stores_no_such_response() {
         &[("cache-control", "max-age=60"), ("set-cookie", "session=alice")],
         "x",
     );
-    p.origin.reply("/plain", 200, &[("cache-control", "max-age=60")], "y");
+    p.origin
+        .reply("/plain", 200, &[("cache-control", "max-age=60")], "y");
     for _ in 0..2 {
         let got = p.get("/c", &[]).await;
         assert_eq!(got.header("set-cookie"), Some("session=alice"));
@@ -143,7 +144,8 @@ async fn a_304_that_makes_the_response_private_removes_the_entry() {
     assert_eq!(first.cache_status(), "hitbox; fwd=stale; fwd-status=304");
     // The entry is gone: the next request asks the origin (without
     // validators) instead of being served a response now private.
-    p.origin.reply("/r", 200, &[("cache-control", "private")], "fresh");
+    p.origin
+        .reply("/r", 200, &[("cache-control", "private")], "fresh");
     let second = p.get("/r", &[]).await;
     assert_eq!(second.body, "fresh");
     assert_eq!(second.cache_status(), "hitbox; fwd=miss");
@@ -340,7 +342,12 @@ async fn vary_values_that_differ_only_in_invalid_utf8_are_different_variants() {
     send(b"a\xff").await.unwrap();
     p.stores(1).await;
     let other = send(b"a\xfe").await.unwrap();
-    assert!(other.headers()["cache-status"].to_str().unwrap().contains("fwd=miss"));
+    assert!(
+        other.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("fwd=miss")
+    );
     let same = send(b"a\xff").await.unwrap();
     assert!(same.headers()["cache-status"].to_str().unwrap().contains("hit"));
     assert_eq!(p.origin.calls(), 2);
@@ -471,8 +478,12 @@ fn rules(layer: hitbox_tower::CacheLayerBuilder) -> hitbox_tower::CacheLayerBuil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_mode_keeps_variants_side_by_side_and_never_stores_vary_star() {
     let p = setup_layer(rules).await;
-    p.origin
-        .reply("/v", 200, &[("vary", "accept-language")], "lang {accept-language}");
+    p.origin.reply(
+        "/v",
+        200,
+        &[("vary", "accept-language")],
+        "lang {accept-language}",
+    );
     let en = p.get("/v", &[("accept-language", "en")]).await;
     assert_eq!(en.body, "lang en");
     p.stores(1).await;
@@ -484,7 +495,11 @@ async fn rule_mode_keeps_variants_side_by_side_and_never_stores_vary_star() {
     // Both are now hits, side by side.
     for (lang, body) in [("en", "lang en"), ("fr", "lang fr"), ("en", "lang en")] {
         let got = p.get("/v", &[("accept-language", lang)]).await;
-        assert!(got.cache_status().contains("hit"), "{lang}: {}", got.cache_status());
+        assert!(
+            got.cache_status().contains("hit"),
+            "{lang}: {}",
+            got.cache_status()
+        );
         assert_eq!(got.body, body);
     }
     let none = p.get("/v", &[]).await;
@@ -502,7 +517,10 @@ async fn rule_mode_does_not_store_no_cache_and_strips_fields_it_names() {
     let p = setup_layer(rules).await;
     p.origin.reply("/nc", 200, &[("cache-control", "no-cache")], "x");
     p.get("/nc", &[]).await;
-    assert_eq!(p.get("/nc", &[]).await.cache_status(), "hitbox; fwd=bypass; detail=uncacheable");
+    assert_eq!(
+        p.get("/nc", &[]).await.cache_status(),
+        "hitbox; fwd=bypass; detail=uncacheable"
+    );
     assert_eq!(p.origin.calls(), 2);
     p.origin.reply(
         "/q",

@@ -47,6 +47,8 @@
 //!   `Last-Modified`, `304` selection and header update (4.3), `304`
 //!   answers to the client's own `If-None-Match`/`If-Modified-Since`.
 //! - [`invalidation`]: unsafe methods (4.4).
+//! - [`host`]: the one host a request is for (RFC 9112 3.2); a request
+//!   whose host is ambiguous is refused with `400`.
 //!
 //! `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control`, when listed with
 //! [`Rfc9111::targeted_field`], take precedence over `Cache-Control` and
@@ -70,6 +72,7 @@ use http::header::HeaderName;
 pub mod date;
 pub mod directives;
 pub mod freshness;
+pub mod host;
 pub mod invalidation;
 pub mod storage;
 pub mod validation;

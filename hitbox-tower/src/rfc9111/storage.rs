@@ -115,7 +115,7 @@ pub fn check_storable(
     if credentials && !explicit_lifetime {
         return Err(NotStorable::Credentials);
     }
-    if !(explicit_lifetime || response_cc.public) && !heuristically_cacheable(status) {
+    if !(explicit_lifetime || response_cc.public || heuristically_cacheable(status)) {
         return Err(NotStorable::NoFreshness);
     }
     Ok(())

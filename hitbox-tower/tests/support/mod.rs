@@ -19,9 +19,9 @@ use axum::response::Response;
 use hitbox_backend::Cache;
 use hitbox_core::{Clock, ManualClock};
 use hitbox_moka::MokaBackend;
-use hitbox_tower::{CacheLayer, CacheLayerBuilder};
 use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::rfc9111::date::format_http_date;
+use hitbox_tower::{CacheLayer, CacheLayerBuilder};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 /// What the origin answers for a path.
