@@ -30,8 +30,11 @@
 //! which requests it caches and under which key, in [`Rule`],
 //! [`predicate`] and [`extract`]. Every response carries a `Cache-Status`
 //! header (RFC 9211): `hitbox; hit; ttl=42`, `hitbox; fwd=miss; stored`,
-//! `hitbox; hit; ttl=-3; fwd=stale`, `hitbox; hit; collapsed`,
-//! `hitbox; fwd=bypass`.
+//! `hitbox; hit; ttl=-3` (stale, refreshed in the background),
+//! `hitbox; fwd=miss; collapsed` (it waited for another request's load),
+//! `hitbox; fwd=stale; ttl=-9; detail=stale-if-error`, `hitbox; fwd=bypass`.
+//! `stored` is said only when storing is sure; an upstream cache's member is
+//! kept before ours.
 //!
 //! **Standards mode.** With
 //! [`CacheLayerBuilder::rfc9111`] the layer is an RFC 9111 shared cache
@@ -41,6 +44,12 @@
 //! requests with `Authorization` or `Cookie` and responses with
 //! `Set-Cookie`, `Cache-Control: private` or `no-store` are not stored
 //! unless a rule opts in, and then credentials become part of the key.
+//! Responses with an unqualified `no-cache` or `Vary: *` are never stored;
+//! other `Vary` fields keep variants apart. A `GET` with a body bypasses
+//! the cache. The fill of a response into the cache runs at the origin's
+//! pace whatever the client reads, and a request waits for another's load
+//! at most [`CacheLayerBuilder::lock_timeout`]. The README's Security
+//! section lists every default, beside those of Varnish and nginx.
 #![warn(missing_docs)]
 
 mod body;

@@ -19,8 +19,10 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
 ///
 /// The defaults are the safe ones: only `GET` (and `HEAD`, answered from
 /// the stored `GET`), not when the request carries `Authorization` or
-/// `Cookie`, not when the response sets a cookie or is marked `private` or
-/// `no-store`, and only `2xx` (but `206`), `301` and `308` responses. The
+/// `Cookie`, not when the response sets a cookie or is marked `private`,
+/// `no-store` or (unqualified) `no-cache`, never `Vary: *`, and only `2xx`
+/// (but `206`), `301` and `308` responses. A response that varies is stored
+/// per variant. The
 /// default key is [`extract::default_key`]: method, scheme and host, path
 /// and the normalised query.
 ///

@@ -1,22 +1,27 @@
 //! The service: what happens to one request.
 //!
 //! 1. **Decide.** The first rule whose predicate matches applies; a request
-//!    no rule matches, with a method the rule does not cache, or carrying
-//!    credentials the rule does not accept, is forwarded untouched
-//!    (`fwd=bypass`). Otherwise the rule's extractor builds the key (`HEAD`
-//!    is keyed as `GET`). A key remembered as uncacheable is forwarded too.
-//! 2. **Look up.** A fresh entry is served (`hit`). A stale one inside its
-//!    stale-while-revalidate window is served while one background request
-//!    refreshes it (`hit; fwd=stale`). One inside its stale-if-error window
-//!    is kept in hand in case the origin fails.
+//!    no rule matches, with a method the rule does not cache, carrying
+//!    credentials the rule does not accept, or a `GET` with a body the key
+//!    does not capture, is forwarded untouched (`fwd=bypass`). Otherwise the
+//!    rule's extractor builds the key (`HEAD` is keyed as `GET`). A key
+//!    remembered as uncacheable is forwarded too.
+//! 2. **Look up.** A stored response whose `Vary` the request does not
+//!    match leads to the variant stored for the request's values. A fresh
+//!    entry is served (`hit`). A stale one inside its stale-while-revalidate
+//!    window is served while one background request refreshes it
+//!    (`hit; ttl=-N`). One inside its stale-if-error window is kept in hand
+//!    in case the origin fails.
 //! 3. **Load once.** The first request for a missing key leads: it calls the
-//!    origin and streams the body to its client while collecting it; the
-//!    others wait for it and are served the stored response (`collapsed`).
-//!    If the response is not storable (or grows past the limit), the waiters
-//!    are released to call the origin themselves at once, and the key is
-//!    remembered as uncacheable for a while (hit-for-pass).
+//!    origin and streams the body to its client while a task collects it
+//!    at the origin's pace; the others wait for it, at most the lock
+//!    timeout, and are served the stored response (`fwd=miss; collapsed`).
+//!    If the response is not storable (or grows past the limit), the
+//!    waiters are released to call the origin themselves at once, and the
+//!    key is remembered as uncacheable for a while (hit-for-pass).
 //! 4. **Fail softly.** An origin error or `5xx` inside a stale-if-error
-//!    window is answered with the stale response instead.
+//!    window is answered with the stale response instead
+//!    (`fwd=stale; detail=stale-if-error`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -326,7 +331,10 @@ pub(crate) fn has_body<B: Body>(body: &B) -> bool {
     !body.is_end_stream() && body.size_hint().exact() != Some(0)
 }
 
-async fn forward<S, ReqB, ResB>(
+/// Forwards a request the cache does not handle, and passes the response
+/// on with `outcome` (in standards mode, without hop-by-hop fields and the
+/// fields meant for this cache only).
+pub(crate) async fn forward<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
     request: Request<ReqB>,
@@ -338,6 +346,9 @@ where
 {
     let response = inner.call(request).await?;
     let (mut parts, body) = response.into_parts();
+    if let Some(config) = &shared.rfc {
+        crate::standard::client_headers(config, &mut parts.headers);
+    }
     shared.decorate(&mut parts.headers, outcome);
     Ok(Response::from_parts(parts, CacheBody::origin(body)))
 }

@@ -49,7 +49,7 @@ use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
 use crate::rfc9111::storage::NotStorable;
 use crate::rfc9111::{Rfc9111, host, invalidation, storage, validation, vary};
-use crate::service::{call_when_ready, content_length, has_body};
+use crate::service::{call_when_ready, content_length, forward, has_body};
 
 /// The version of standards mode's keys. Version 2 began when stored
 /// responses stopped carrying `Set-Cookie`: entries written before are
@@ -118,7 +118,7 @@ async fn invalidate(shared: &Shared, config: &Rfc9111, host: &str, path: &str, r
 
 /// The response headers a client sees: no hop-by-hop fields, no fields
 /// meant for this cache only.
-fn client_headers(config: &Rfc9111, headers: &mut HeaderMap) {
+pub(crate) fn client_headers(config: &Rfc9111, headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     config.strip_targeted(headers);
 }
@@ -274,25 +274,6 @@ fn rebuild<ReqB>(
     request
 }
 
-/// Forwards a request the cache does not handle, and passes the response
-/// on with `outcome`.
-async fn pass<S, ReqB, ResB>(
-    shared: &Shared,
-    config: &Rfc9111,
-    inner: &mut S,
-    request: Request<ReqB>,
-    outcome: CacheOutcome,
-) -> Result<Response<CacheBody<ResB>>, S::Error>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body,
-{
-    let (mut head, body) = inner.call(request).await?.into_parts();
-    client_headers(config, &mut head.headers);
-    shared.decorate(&mut head.headers, outcome);
-    Ok(Response::from_parts(head, CacheBody::origin(body)))
-}
-
 /// Why a response from the origin is passed on without being stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Skip {
@@ -360,33 +341,18 @@ where
         shared.decorate(&mut head.headers, outcome);
         return Ok(Response::from_parts(head, CacheBody::origin(body)));
     }
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        let outcome = CacheOutcome::Bypass {
-            detail: Some("method"),
-        };
-        return pass(
-            &shared,
-            config,
-            &mut inner,
-            Request::from_parts(parts, body),
-            outcome,
-        )
-        .await;
-    }
     // A body on a `GET` means nothing the key could capture: whatever the
     // origin makes of it must not be stored for requests without it.
-    if has_body(&body) {
-        let outcome = CacheOutcome::Bypass {
-            detail: Some("request-body"),
-        };
-        return pass(
-            &shared,
-            config,
-            &mut inner,
-            Request::from_parts(parts, body),
-            outcome,
-        )
-        .await;
+    let bypass = if parts.method != Method::GET && parts.method != Method::HEAD {
+        Some("method")
+    } else if has_body(&body) {
+        Some("request-body")
+    } else {
+        None
+    };
+    if let Some(detail) = bypass {
+        let outcome = CacheOutcome::Bypass { detail: Some(detail) };
+        return forward(shared, inner, Request::from_parts(parts, body), outcome).await;
     }
 
     let is_head = parts.method == Method::HEAD;
