@@ -3,38 +3,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use hitbox_backend::LoadLead;
-use hitbox_core::{CacheKey, EntryMeta};
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::layer::Shared;
-use crate::response::{CachedResponse, VaryMarker};
+use crate::response::CachedResponse;
 use crate::rfc9111::freshness::Exchange;
-
-/// Why a response was not stored; what waiters of its load are told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Uncacheable {
-    /// The response is not storable (status, headers, rule).
-    #[error("the response is not storable")]
-    NotStorable,
-    /// The body grew past the rule's limit.
-    #[error("the body is larger than the limit")]
-    TooLarge,
-    /// The body carried trailers, which are not stored.
-    #[error("the body has trailers")]
-    Trailers,
-    /// The origin failed.
-    #[error("the origin failed")]
-    OriginFailed,
-}
+use crate::store::{Store, Uncacheable};
 
 pin_project! {
     /// The body of a response that passed through the cache layer.
@@ -83,57 +63,19 @@ impl<B: Body> CacheBody<B> {
 
 /// Collects the origin's body for the cache while it streams to the client.
 pub(crate) struct Tee {
-    /// The single-flight this response answers, if it leads one.
-    pub lead: Option<LoadLead<CachedResponse, Uncacheable>>,
-    /// Standards mode: how to store it (policy mode lets the engine store
-    /// what the lead reports).
-    pub rfc: Option<RfcStore>,
+    /// Where the collected response goes.
+    pub store: Store,
     pub status: StatusCode,
+    /// The headers stored (see [`Storing`](crate::policy::Storing)).
     pub headers: HeaderMap,
     /// The request fields the response's `Vary` names, as this request
     /// sent them (empty when it does not vary).
     pub request_headers: HeaderMap,
+    /// Standards mode: the exchange, for the age calculation.
+    pub exchange: Option<Exchange>,
     pub chunks: Vec<Bytes>,
     pub size: usize,
     pub limit: usize,
-    pub shared: Arc<Shared>,
-    pub key: CacheKey,
-}
-
-/// What standards mode stores with a response: its lifetime, computed from
-/// its headers, and what the age and `Vary` rules need later.
-pub(crate) struct RfcStore {
-    pub meta: EntryMeta,
-    pub exchange: Exchange,
-    pub marker: MarkerChange,
-}
-
-/// What happens to the `Vary` marker of the response's URL.
-pub(crate) enum MarkerChange {
-    Keep,
-    Set(CacheKey, VaryMarker),
-    Delete(CacheKey),
-}
-
-impl RfcStore {
-    /// Stores `value` (and the marker) and returns it.
-    pub async fn store(self, shared: &Shared, key: &CacheKey, mut value: CachedResponse) -> CachedResponse {
-        value.exchange = Some(self.exchange);
-        let cache = &shared.cache;
-        match &self.marker {
-            MarkerChange::Keep => {}
-            MarkerChange::Set(marker_key, marker) => {
-                let _ = cache.set_entry(marker_key, marker, &self.meta).await;
-            }
-            MarkerChange::Delete(marker_key) => {
-                let _ = cache.delete(marker_key).await;
-            }
-        }
-        if let Err(error) = cache.set_entry(key, &value, &self.meta).await {
-            tracing::debug!(%error, "response not stored");
-        }
-        value
-    }
 }
 
 impl Tee {
@@ -149,11 +91,7 @@ impl Tee {
     }
 
     fn give_up(self, reason: Uncacheable) {
-        tracing::debug!(key = %self.key.log_id(), %reason, "response not stored");
-        if let Some(lead) = self.lead {
-            self.shared.remember_uncacheable(&self.key);
-            lead.complete(Err(reason));
-        }
+        self.store.give_up(reason);
     }
 
     /// Streams `body` to the client while a task reads it into the cache at
@@ -229,7 +167,7 @@ impl Tee {
                 // The origin failed mid-body: nothing is stored, and the
                 // waiters are released as the lead is dropped.
                 Some(Err(error)) => {
-                    tracing::debug!(key = %self.key.log_id(), "origin body failed: response not stored");
+                    tracing::debug!(key = %self.store.key.log_id(), "origin body failed: response not stored");
                     let _ = feed.send(Err(error));
                     return;
                 }
@@ -256,25 +194,8 @@ impl Tee {
         };
         let mut value = CachedResponse::new(self.status, self.headers, body);
         value.request_headers = self.request_headers;
-        match self.rfc {
-            None => {
-                if let Some(lead) = self.lead {
-                    lead.complete(Ok(value));
-                }
-            }
-            Some(rfc) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                let (shared, key, lead) = (self.shared, self.key, self.lead);
-                runtime.spawn(async move {
-                    let value = rfc.store(&shared, &key, value).await;
-                    if let Some(lead) = lead {
-                        lead.complete(Ok(value));
-                    }
-                });
-            }
-        }
+        value.exchange = self.exchange;
+        self.store.finish(value);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Header rules the layer applies: hop-by-hop headers, `Cache-Control`
-//! directives that forbid storing, and the `Cache-Status` it reports.
+//! Header rules the layer applies: hop-by-hop headers, and the
+//! `Cache-Status` it reports. (`Cache-Control` is parsed in one place,
+//! [`rfc9111::directives`](crate::rfc9111::directives), for both modes.)
 
 use std::cell::RefCell;
 
@@ -32,16 +33,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether any `Cache-Control` header carries `directive` (case-insensitive,
-/// with or without an argument).
-pub fn has_cache_directive(headers: &HeaderMap, directive: &str) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|item| item.split('=').next().unwrap_or("").trim())
-        .any(|name| name.eq_ignore_ascii_case(directive))
+/// Why a request was forwarded to the origin (RFC 9211 `fwd`), when the
+/// cache had something to say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing usable was stored.
+    Miss,
+    /// A stored response was stale: it is being revalidated.
+    Stale,
+    /// The request's own directives (`no-cache`, `max-age`) asked for it.
+    Request,
+}
+
+impl Fwd {
+    /// The parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::Miss => "miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+        }
+    }
+}
+
+/// Why a request went past the cache (`fwd=bypass; detail=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// The method is not cached.
+    Method,
+    /// The request carries `Authorization` and the rule does not accept it.
+    Authorization,
+    /// The request carries `Cookie` and the rule does not accept it.
+    Cookie,
+    /// A `GET` or `HEAD` with a body, which no key captures.
+    RequestBody,
+    /// A body the key needs could not be read within the rule's limit.
+    Body,
+    /// The key's last response was not storable (hit-for-pass).
+    Uncacheable,
+}
+
+impl BypassReason {
+    /// The `detail` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Method => "method",
+            BypassReason::Authorization => "authorization",
+            BypassReason::Cookie => "cookie",
+            BypassReason::RequestBody => "request-body",
+            BypassReason::Body => "body",
+            BypassReason::Uncacheable => "uncacheable",
+        }
+    }
 }
 
 /// What happened to a request, as reported in `Cache-Status` (RFC 9211).
@@ -87,7 +130,7 @@ pub enum CacheOutcome {
     /// directives); `status` is the origin's answer.
     Forwarded {
         /// The `fwd` reason.
-        fwd: &'static str,
+        fwd: Fwd,
         /// The origin's status (`304` for a successful revalidation).
         status: u16,
         /// Whether the response is stored.
@@ -100,13 +143,13 @@ pub enum CacheOutcome {
     /// uncacheable: `detail`).
     Bypass {
         /// Why, when it is not plain configuration.
-        detail: Option<&'static str>,
+        detail: Option<BypassReason>,
     },
-    /// Refused by the cache without asking the origin, such as a request
-    /// whose `Host` is ambiguous (`400`).
+    /// Refused by the cache without asking the origin: a request whose
+    /// `Host` is ambiguous (`400`).
     Rejected {
         /// Why.
-        detail: &'static str,
+        detail: crate::rfc9111::host::HostError,
     },
 }
 
@@ -150,7 +193,7 @@ impl CacheOutcome {
             }
             CacheOutcome::Forwarded { fwd, status, stored } => {
                 out.put(b"; fwd=")
-                    .put(fwd.as_bytes())
+                    .put(fwd.as_str().as_bytes())
                     .put(b"; fwd-status=")
                     .decimal(u64::from(status));
                 if stored {
@@ -163,11 +206,11 @@ impl CacheOutcome {
             CacheOutcome::Bypass { detail } => {
                 out.put(b"; fwd=bypass");
                 if let Some(detail) = detail {
-                    out.put(b"; detail=").put(detail.as_bytes());
+                    out.put(b"; detail=").put(detail.as_str().as_bytes());
                 }
             }
             CacheOutcome::Rejected { detail } => {
-                out.put(b"; detail=").put(detail.as_bytes());
+                out.put(b"; detail=").put(detail.as_str().as_bytes());
             }
         }
         out.value().unwrap_or_else(|| HeaderValue::from_static("hitbox"))
@@ -182,7 +225,7 @@ impl CacheOutcome {
             | CacheOutcome::StaleAllowed { .. }
             | CacheOutcome::Collapsed => HeaderValue::from_static("HIT"),
             CacheOutcome::Forwarded {
-                fwd: "stale",
+                fwd: Fwd::Stale,
                 status: 304,
                 ..
             } => HeaderValue::from_static("HIT"),
@@ -308,19 +351,6 @@ mod tests {
     }
 
     #[test]
-    fn cache_control_directives_are_found_case_insensitively() {
-        let mut headers = HeaderMap::new();
-        headers.append("cache-control", HeaderValue::from_static("max-age=60"));
-        headers.append(
-            "cache-control",
-            HeaderValue::from_static("Private=\"set-cookie\", must-revalidate"),
-        );
-        assert!(has_cache_directive(&headers, "private"));
-        assert!(has_cache_directive(&headers, "max-age"));
-        assert!(!has_cache_directive(&headers, "no-store"));
-    }
-
-    #[test]
     fn cache_status_values() {
         let cases = [
             (CacheOutcome::Hit { ttl: 42 }, "hitbox; hit; ttl=42"),
@@ -348,14 +378,14 @@ mod tests {
             (CacheOutcome::LockTimeout, "hitbox; fwd=miss; detail=lock-timeout"),
             (
                 CacheOutcome::Rejected {
-                    detail: "invalid-host",
+                    detail: crate::rfc9111::host::HostError::Invalid,
                 },
                 "hitbox; detail=invalid-host",
             ),
             (CacheOutcome::StaleAllowed { stale_for: 4 }, "hitbox; hit; ttl=-4"),
             (
                 CacheOutcome::Forwarded {
-                    fwd: "stale",
+                    fwd: Fwd::Stale,
                     status: 304,
                     stored: true,
                 },
@@ -365,7 +395,7 @@ mod tests {
             (CacheOutcome::Bypass { detail: None }, "hitbox; fwd=bypass"),
             (
                 CacheOutcome::Bypass {
-                    detail: Some("uncacheable"),
+                    detail: Some(BypassReason::Uncacheable),
                 },
                 "hitbox; fwd=bypass; detail=uncacheable",
             ),

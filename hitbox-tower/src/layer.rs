@@ -1,17 +1,21 @@
-//! The layer: cheap, `Clone` configuration shared by every service it wraps.
+//! The layer: cheap, `Clone` configuration, and the state every service it
+//! wraps shares.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hitbox_backend::Cache;
-use hitbox_core::{CacheKey, Timestamp};
-use tower_layer::Layer;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::Body;
 
+use crate::body::CacheBody;
+use crate::headers::{CacheOutcome, age_value, decimal_value, hit_status};
+use crate::pass::HitForPass;
+use crate::policy::{HttpPolicy, RulePolicy, StandardsPolicy};
 use crate::rfc9111::Rfc9111;
 use crate::rule::Rule;
-use crate::service::CacheService;
 
 /// How long a key whose response turned out not to be storable is sent
 /// straight to the origin (hit-for-pass), by default.
@@ -22,80 +26,121 @@ pub const DEFAULT_HIT_FOR_PASS: Duration = Duration::from_secs(10);
 /// `proxy_cache_lock_timeout` default is the same).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// At most this many keys are remembered as uncacheable; past it, expired
-/// ones are dropped, and if that is not enough, all of them.
-const MAX_REMEMBERED_PASSES: usize = 10_000;
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// A `tower::Layer` that caches HTTP responses; see the
 /// [crate documentation](crate).
 #[derive(Clone)]
 pub struct CacheLayer {
-    shared: Arc<Shared>,
+    pub(crate) mode: Mode,
+}
+
+/// The layer's state, by the policy it runs.
+#[derive(Clone)]
+pub(crate) enum Mode {
+    Rules(Arc<Shared<RulePolicy>>),
+    Standards(Arc<Shared<StandardsPolicy>>),
 }
 
 impl std::fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheLayer")
-            .field("cache", &self.shared.cache)
-            .field("rules", &self.shared.rules)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("CacheLayer");
+        match &self.mode {
+            Mode::Rules(shared) => out
+                .field("cache", &shared.cache)
+                .field("rules", &shared.policy.rules),
+            Mode::Standards(shared) => out
+                .field("cache", &shared.cache)
+                .field("rfc9111", &shared.policy.config),
+        };
+        out.finish_non_exhaustive()
     }
 }
 
-pub(crate) struct Shared {
+/// What every service of one layer shares: the cache, the policy, and how
+/// responses are labelled.
+pub(crate) struct Shared<P> {
     pub cache: Cache,
-    pub rules: Vec<Rule>,
+    pub policy: P,
     pub name: Arc<str>,
     pub x_cache: bool,
-    pub rfc: Option<Rfc9111>,
     pub lock_timeout: Duration,
-    hit_for_pass: Duration,
-    passes: Mutex<HashMap<CacheKey, Timestamp>>,
-    pass_count: AtomicUsize,
+    pub passes: Arc<HitForPass>,
 }
 
-impl Shared {
-    /// Remembers `key` as uncacheable for the hit-for-pass time.
-    pub fn remember_uncacheable(&self, key: &CacheKey) {
-        if self.hit_for_pass.is_zero() {
-            return;
+impl<P: HttpPolicy> Shared<P> {
+    /// Adds this cache's member to a forwarded response's `Cache-Status`,
+    /// after any member an upstream cache put there (RFC 9211).
+    pub fn decorate(&self, headers: &mut HeaderMap, outcome: CacheOutcome) {
+        headers.append(CACHE_STATUS, outcome.cache_status(&self.name));
+        if self.x_cache {
+            headers.insert(X_CACHE, outcome.x_cache());
         }
-        let now = self.cache.clock().now();
-        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        if passes.len() >= MAX_REMEMBERED_PASSES {
-            passes.retain(|_, until| *until > now);
-            if passes.len() >= MAX_REMEMBERED_PASSES {
-                passes.clear();
-            }
-        }
-        passes.insert(key.clone(), now.add(self.hit_for_pass));
-        self.pass_count.store(passes.len(), Ordering::Relaxed);
     }
 
-    /// Whether `key` is remembered as uncacheable.
-    pub fn is_uncacheable(&self, key: &CacheKey) -> bool {
-        // Most caches remember nothing: skip the lock on the hit path.
-        if self.pass_count.load(Ordering::Relaxed) == 0 {
-            return false;
+    /// The response for a stored status, headers and whole body (the body
+    /// is left out for a `HEAD`; its length is kept). Stored headers hold
+    /// no `Cache-Status` (or a hit's placeholder): this cache's member is
+    /// the only one.
+    pub fn respond<B: Body>(
+        &self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: Bytes,
+        age: u64,
+        head: bool,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
+        // Stored responses carry their length (`CachedResponse::new`);
+        // this is for entries written without it.
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, decimal_value(body.len() as u64));
         }
-        let now = self.cache.clock().now();
-        let mut passes = self.passes.lock().unwrap_or_else(|p| p.into_inner());
-        let remembered = match passes.get(key) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                passes.remove(key);
-                false
-            }
-            None => false,
+        headers.insert(header::AGE, age_value(age));
+        let member = match outcome {
+            CacheOutcome::Hit { ttl } => hit_status(&self.name, ttl),
+            other => other.cache_status(&self.name),
         };
-        self.pass_count.store(passes.len(), Ordering::Relaxed);
-        remembered
+        headers.insert(CACHE_STATUS, member);
+        if self.x_cache {
+            headers.insert(X_CACHE, outcome.x_cache());
+        }
+        self.policy.for_client(&mut headers, false);
+        let body = if head { Bytes::new() } else { body };
+        let mut response = Response::new(CacheBody::stored(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// A response the cache makes itself, without asking the origin.
+    pub fn answer<B: Body>(
+        &self,
+        status: StatusCode,
+        body: &'static str,
+        outcome: CacheOutcome,
+    ) -> Response<CacheBody<B>> {
+        let mut response = Response::new(CacheBody::stored(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        self.decorate(response.headers_mut(), outcome);
+        response
     }
 }
 
 impl CacheLayer {
     /// A layer that caches every `GET` with the safe defaults of
     /// [`Rule::new`] and the cache's own policy.
+    ///
+    /// ```
+    /// use hitbox_backend::{Cache, MemoryBackend};
+    /// use hitbox_tower::CacheLayer;
+    ///
+    /// let layer = CacheLayer::new(Cache::new(MemoryBackend::new()));
+    /// ```
     pub fn new(cache: Cache) -> Self {
         CacheLayer::builder(cache).build()
     }
@@ -115,19 +160,27 @@ impl CacheLayer {
 
     /// The cache behind the layer.
     pub fn cache(&self) -> &Cache {
-        &self.shared.cache
-    }
-}
-
-impl<S> Layer<S> for CacheLayer {
-    type Service = CacheService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CacheService::new(inner, Arc::clone(&self.shared))
+        match &self.mode {
+            Mode::Rules(shared) => &shared.cache,
+            Mode::Standards(shared) => &shared.cache,
+        }
     }
 }
 
 /// Configures a [`CacheLayer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_backend::{Cache, MemoryBackend};
+/// use hitbox_tower::{CacheLayer, Rule};
+///
+/// let layer = CacheLayer::builder(Cache::new(MemoryBackend::new()))
+///     .rule(Rule::new().namespace("api"))
+///     .cache_name("edge")
+///     .x_cache_header(true)
+///     .lock_timeout(Duration::from_secs(2))
+///     .build();
+/// ```
 pub struct CacheLayerBuilder {
     cache: Cache,
     rules: Vec<Rule>,
@@ -148,8 +201,8 @@ impl CacheLayerBuilder {
     }
 
     /// The cache's name in `Cache-Status` (default `hitbox`).
-    pub fn cache_name(mut self, name: &str) -> Self {
-        self.name = name.into();
+    pub fn cache_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into().into();
         self
     }
 
@@ -185,25 +238,32 @@ impl CacheLayerBuilder {
         self
     }
 
+    fn shared<P>(&self, policy: P) -> Arc<Shared<P>> {
+        let passes = HitForPass::new(self.cache.clock().clone(), self.hit_for_pass);
+        Arc::new(Shared {
+            cache: self.cache.clone(),
+            policy,
+            name: Arc::clone(&self.name),
+            x_cache: self.x_cache,
+            lock_timeout: self.lock_timeout,
+            passes: Arc::new(passes),
+        })
+    }
+
     /// Builds the layer.
-    pub fn build(self) -> CacheLayer {
-        let rules = if self.rules.is_empty() {
-            vec![Rule::new()]
-        } else {
-            self.rules
+    pub fn build(mut self) -> CacheLayer {
+        let mode = match self.rfc.take() {
+            Some(config) => Mode::Standards(self.shared(StandardsPolicy { config })),
+            None => {
+                let rules = if self.rules.is_empty() {
+                    vec![Rule::new()]
+                } else {
+                    std::mem::take(&mut self.rules)
+                };
+                let fallback = self.cache.policy();
+                Mode::Rules(self.shared(RulePolicy { rules, fallback }))
+            }
         };
-        CacheLayer {
-            shared: Arc::new(Shared {
-                cache: self.cache,
-                rules,
-                name: self.name,
-                x_cache: self.x_cache,
-                rfc: self.rfc,
-                lock_timeout: self.lock_timeout,
-                hit_for_pass: self.hit_for_pass,
-                passes: Mutex::new(HashMap::new()),
-                pass_count: AtomicUsize::new(0),
-            }),
-        }
+        CacheLayer { mode }
     }
 }

@@ -26,7 +26,7 @@
 //! # }
 //! ```
 //!
-//! What the layer does with a request is told in the [`service`] module;
+//! What the layer does with a request is told in [`CacheService`];
 //! which requests it caches and under which key, in [`Rule`],
 //! [`predicate`] and [`extract`]. Every response carries a `Cache-Status`
 //! header (RFC 9211): `hitbox; hit; ttl=42`, `hitbox; fwd=miss; stored`,
@@ -56,21 +56,27 @@ mod body;
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod extract;
+mod flow;
+mod future;
 pub mod headers;
 mod layer;
+mod pass;
 pub mod path;
+mod policy;
 pub mod predicate;
 mod response;
 pub mod rfc9111;
 mod rule;
-pub mod service;
-mod standard;
+mod service;
+mod store;
 
-pub use body::{CacheBody, Uncacheable};
+pub use body::CacheBody;
+pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
-pub use service::{CacheService, ResponseFuture};
+pub use service::{CacheService, Origin, RequestBody, ResponseBody};
+pub use store::Uncacheable;
 
 /// The README's code, compiled as doctests so it stays true.
 #[cfg(all(doctest, feature = "reqwest"))]

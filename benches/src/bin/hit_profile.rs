@@ -9,14 +9,16 @@
 //! ```
 //!
 //! The difference between the two totals, divided by 10,000, is what one
-//! hit costs, with start-up and the filling miss cancelled out. Pass
-//! `origin` as the third argument to drive the bare inner service instead.
+//! hit costs, with start-up and the filling miss cancelled out. The third
+//! argument picks what is driven: `rules` (the default: a rule-mode hit),
+//! `rfc9111` (a standards-mode hit) or `origin` (the bare inner service).
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use hitbox_backend::Cache;
 use hitbox_moka::MokaBackend;
+use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::{CacheLayer, Rule};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full};
@@ -37,7 +39,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let size: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1024);
-    let origin_only = args.next().as_deref() == Some("origin");
+    let mode = args.next().unwrap_or_else(|| "rules".to_owned());
+    let origin_only = mode == "origin";
 
     let body = Bytes::from(vec![b'x'; size]);
     let origin = service_fn(move |_request: Request<Full<Bytes>>| {
@@ -47,6 +50,10 @@ fn main() {
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            // What standards mode needs to store it; rules ignore it.
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, "max-age=3600".parse().unwrap());
             Ok::<_, Infallible>(response)
         }
     });
@@ -54,9 +61,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let layer = CacheLayer::builder(Cache::new(MokaBackend::default()))
-        .rule(Rule::new())
-        .build();
+    let builder = CacheLayer::builder(Cache::new(MokaBackend::default()));
+    let layer = match mode.as_str() {
+        "rfc9111" => builder.rfc9111(Rfc9111::new()),
+        _ => builder.rule(Rule::new()),
+    }
+    .build();
     let service = layer.layer(origin.clone());
     let total = runtime.block_on(async {
         // Fill: the store completes in a task of its own.

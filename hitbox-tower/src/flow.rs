@@ -1,0 +1,741 @@
+//! What happens to one request, in both modes: the phases, written once
+//! around the answers of an [`HttpPolicy`].
+//!
+//! 1. **Decide** ([`start`]), without waiting: the policy bypasses the
+//!    request (`fwd=bypass`), refuses it (`400` for an ambiguous `Host`),
+//!    forwards it and then invalidates what it changed (an unsafe method in
+//!    standards mode), or keys it. A key remembered as uncacheable is
+//!    bypassed (hit-for-pass). Only then is a future boxed, holding only
+//!    what its phase needs.
+//! 2. **Look up** ([`lookup`]). A stored response whose `Vary` the request
+//!    does not match leads to the variant stored for the request's values
+//!    ([`variant_key`]); a variant older than the primary entry is not
+//!    used. The policy says what the stored response is worth: fresh
+//!    (`hit`), stale but acceptable (`hit; ttl=-N`), stale and served while
+//!    one background request refreshes it, or to be revalidated first.
+//!    A client's own conditional request is answered `304` where the
+//!    policy uses validators.
+//! 3. **Load** ([`load`]). Requests the policy lets share a load wait for
+//!    the one that leads it, at most the lock timeout
+//!    (`fwd=miss; collapsed`, or `detail=lock-timeout`). The leader asks the
+//!    origin, with the stored validators when revalidating. An origin error
+//!    or `5xx` is answered with the stale response where stale-if-error
+//!    allows it; a `304` refreshes the stored response (its fields meant for
+//!    one client go to that client only).
+//! 4. **Store.** The policy says whether and how the response is stored; it
+//!    streams to the client while a task collects it at the origin's pace
+//!    ([`Tee`]), then it is stored and the waiters are served.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hitbox_backend::LoadTicket;
+use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Timestamp};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, request};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+
+use crate::body::{CacheBody, Tee};
+use crate::future::ResponseFuture;
+use crate::headers::{BypassReason, CacheOutcome, Fwd};
+use crate::layer::Shared;
+use crate::policy::{Decision, HttpPolicy, Skip, Worth};
+use crate::response::{CachedResponse, HitResponse};
+use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::{validation, vary};
+use crate::service::{Origin, RequestBody, ResponseBody};
+use crate::store::{self, Store, Uncacheable, variant_key};
+
+/// A request the cache handles, with its key.
+struct Keyed<C, ReqB> {
+    parts: request::Parts,
+    body: ReqB,
+    context: C,
+    key: CacheKey,
+    /// A `HEAD`, looked up as the `GET` of the same URL.
+    head: bool,
+    /// The request body, when it is part of the key.
+    body_bytes: Option<Bytes>,
+}
+
+impl<C, ReqB> Keyed<C, ReqB> {
+    fn into_request(self) -> Request<ReqB> {
+        Request::from_parts(self.parts, self.body)
+    }
+}
+
+/// A stored response that may not be served before the origin is asked.
+struct Pending {
+    stored: CachedResponse,
+    meta: EntryMeta,
+    fwd: Fwd,
+    /// Ask with the stored validators.
+    validate: bool,
+    /// How long it has been stale, when it may stand in for an origin error.
+    stale_if_error: Option<u64>,
+}
+
+/// The age a stored response is served with: by the RFC's calculation
+/// when its exchange was kept (standards mode), else since it was stored.
+fn age_of(stored: &CachedResponse, meta: &EntryMeta, now: Timestamp) -> u64 {
+    match &stored.exchange {
+        Some(exchange) => exchange.current_age(now.as_millis() / 1000),
+        None => meta.age(now).as_secs(),
+    }
+}
+
+/// Whether a request carries a body (a `GET` with one is never cached on
+/// a key that does not capture it).
+pub(crate) fn has_body<B: Body>(body: &B) -> bool {
+    !body.is_end_stream() && body.size_hint().exact() != Some(0)
+}
+
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Decides, and boxes the future of the phase that follows.
+pub(crate) fn start<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    inner: S,
+    request: Request<ReqB>,
+) -> ResponseFuture<ResB, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    let (mut parts, body) = request.into_parts();
+    match shared.policy.decide(&mut parts, has_body(&body)) {
+        Decision::Bypass(detail) => {
+            let request = Request::from_parts(parts, body);
+            ResponseFuture::new(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
+        }
+        Decision::Reject(detail) => {
+            let response = shared.answer(
+                StatusCode::BAD_REQUEST,
+                "the Host of this request is ambiguous\n",
+                CacheOutcome::Rejected { detail },
+            );
+            ResponseFuture::new(std::future::ready(Ok(response)))
+        }
+        Decision::Invalidate(context) => ResponseFuture::new(invalidate(
+            shared,
+            inner,
+            Request::from_parts(parts, body),
+            context,
+        )),
+        Decision::Cache {
+            key,
+            body_limit: Some(limit),
+            head,
+            context,
+        } => ResponseFuture::new(key_body_then_lookup(
+            shared, inner, parts, body, key, limit, head, context,
+        )),
+        Decision::Cache {
+            key,
+            body_limit: None,
+            head,
+            context,
+        } => {
+            let request = Keyed {
+                parts,
+                body,
+                context,
+                key: key.build(),
+                head,
+                body_bytes: None,
+            };
+            ResponseFuture::new(lookup(shared, inner, request))
+        }
+    }
+}
+
+/// Forwards a request the cache does not handle, and passes the response
+/// on with `outcome`.
+async fn forward<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    mut inner: S,
+    request: Request<ReqB>,
+    outcome: CacheOutcome,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ResB: ResponseBody,
+{
+    let (mut head, body) = inner.call(request).await?.into_parts();
+    shared.policy.for_client(&mut head.headers, true);
+    shared.decorate(&mut head.headers, outcome);
+    Ok(Response::from_parts(head, CacheBody::origin(body)))
+}
+
+/// Forwards an unsafe request; when it succeeds, what it changed is
+/// invalidated (every variant: they share a tag).
+async fn invalidate<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    mut inner: S,
+    request: Request<ReqB>,
+    context: P::Context,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ResB: ResponseBody,
+{
+    let request_headers = request.headers().clone();
+    let (mut head, body) = inner.call(request).await?.into_parts();
+    for (key, tag) in shared.policy.invalidations(&context, &request_headers, &head) {
+        let _ = shared.cache.delete(&key).await;
+        let _ = shared.cache.invalidate_tag(&tag).await;
+    }
+    shared.policy.for_client(&mut head.headers, true);
+    let outcome = CacheOutcome::Bypass {
+        detail: Some(BypassReason::Method),
+    };
+    shared.decorate(&mut head.headers, outcome);
+    Ok(Response::from_parts(head, CacheBody::origin(body)))
+}
+
+/// Reads a body that selects the response whole, digests it into the key,
+/// and hands it on to the origin as it was read; then [`lookup`].
+#[allow(clippy::too_many_arguments)]
+async fn key_body_then_lookup<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    inner: S,
+    parts: request::Parts,
+    body: ReqB,
+    mut key: KeyBuilder,
+    limit: usize,
+    head: bool,
+    context: P::Context,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    let declared = content_length(&parts.headers).or(body.size_hint().exact());
+    if declared.is_none_or(|len| len > limit as u64) {
+        let request = Request::from_parts(parts, body);
+        let outcome = CacheOutcome::Bypass {
+            detail: Some(BypassReason::Body),
+        };
+        return forward(shared, inner, request, outcome).await;
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            use blake2::{Blake2b, Digest, digest::consts::U32};
+            let bytes = collected.to_bytes();
+            let digest: [u8; 32] = Blake2b::<U32>::digest(&bytes).into();
+            key.push("body", Some(hex::encode(digest).as_bytes()));
+            let request = Keyed {
+                parts,
+                body: ReqB::from(bytes.clone()),
+                context,
+                key: key.build(),
+                head,
+                body_bytes: Some(bytes),
+            };
+            lookup(shared, inner, request).await
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "request body could not be read");
+            let mut response = Response::new(CacheBody::stored(Bytes::from_static(
+                b"the request body could not be read\n",
+            )));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(response)
+        }
+    }
+}
+
+/// Serves a stored response: `304` when the policy uses validators and the
+/// client's own conditional request matches, else the whole response. Its
+/// headers are copied (values are reference-counted), its body is not.
+fn serve<P: HttpPolicy, B: Body>(
+    shared: &Shared<P>,
+    stored: &CachedResponse,
+    age: u64,
+    request: &request::Parts,
+    head: bool,
+    outcome: CacheOutcome,
+) -> Response<CacheBody<B>> {
+    if shared.policy.uses_validators()
+        && validation::is_conditional(&request.headers)
+        && validation::not_modified(&request.headers, &stored.headers)
+    {
+        let mut response = Response::new(CacheBody::stored(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let mut headers = validation::not_modified_headers(&stored.headers);
+        headers.insert(header::AGE, HeaderValue::from(age));
+        shared.decorate(&mut headers, outcome);
+        *response.headers_mut() = headers;
+        return response;
+    }
+    let (headers, body) = (stored.headers.clone(), stored.body.clone());
+    shared.respond(stored.status, headers, body, age, head, outcome)
+}
+
+/// Answers from the cache when it can; otherwise [`load`]. Everything that
+/// may wait on the origin is boxed apart, so that this future (the one a
+/// hit allocates) stays small.
+async fn lookup<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    inner: S,
+    mut request: Keyed<P::Context, ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    if shared.passes.contains(&request.key) {
+        let outcome = CacheOutcome::Bypass {
+            detail: Some(BypassReason::Uncacheable),
+        };
+        return Box::pin(forward(shared, inner, request.into_request(), outcome)).await;
+    }
+    let cache = &shared.cache;
+    let now = cache.clock().now();
+    // Shared, not copied: an L1 entry is decoded on its first hit only.
+    let mut found = cache.get_entry_shared::<HitResponse>(&request.key).await;
+    if let Some(primary) = &found
+        && !primary.value().selects(&request.parts.headers)
+    {
+        let names = primary.value().vary.clone().unwrap_or_default();
+        let stored_at = primary.meta().stored_at;
+        request.key = variant_key(&request.key, &names, &request.parts.headers);
+        found = cache
+            .get_entry_shared::<HitResponse>(&request.key)
+            .await
+            .filter(|variant| {
+                variant.meta().stored_at >= stored_at && variant.value().selects(&request.parts.headers)
+            });
+    }
+    let mut pending = None;
+    if let Some(entry) = found {
+        let (stored, meta) = (entry.value(), entry.meta());
+        let worth = shared.policy.worth(
+            &request.context,
+            stored,
+            meta,
+            entry.freshness,
+            &request.parts.headers,
+            now,
+        );
+        let (parts, head) = (&request.parts, request.head);
+        match worth {
+            Some(Worth::Fresh { ttl, age }) => {
+                let outcome = CacheOutcome::Hit { ttl };
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+            }
+            Some(Worth::StaleAllowed { stale_for, age }) => {
+                let outcome = CacheOutcome::StaleAllowed { stale_for };
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+            }
+            Some(Worth::StaleWhileRevalidate { stale_for, age }) => {
+                refresh_in_background(&shared, &request, stored.to_stored(), inner);
+                let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+            }
+            Some(Worth::Revalidate {
+                fwd,
+                validate,
+                stale_if_error,
+            }) => {
+                pending = Some(Pending {
+                    stored: stored.to_stored(),
+                    meta: meta.clone(),
+                    fwd,
+                    validate: validate && !head,
+                    stale_if_error,
+                });
+            }
+            None => {}
+        }
+    }
+    Box::pin(load(shared, inner, request, pending)).await
+}
+
+/// A miss, or a stored response to revalidate: asks the origin (once for
+/// every request that may share the answer) and stores what may be stored
+/// while it streams to the client.
+async fn load<P, S, ReqB, ResB>(
+    shared: Arc<Shared<P>>,
+    mut inner: S,
+    request: Keyed<P::Context, ReqB>,
+    mut pending: Option<Pending>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    let policy = &shared.policy;
+    let cache = &shared.cache;
+    let (context, head) = (&request.context, request.head);
+    if policy.only_if_cached(context) {
+        let body = "only-if-cached: nothing usable is stored\n";
+        return Ok(shared.answer(StatusCode::GATEWAY_TIMEOUT, body, CacheOutcome::OnlyIfCached));
+    }
+    let fwd = pending.as_ref().map_or(Fwd::Miss, |pending| pending.fwd);
+
+    // One origin call for a key, however many requests want it.
+    let mut lead = None;
+    let mut skip = None;
+    if !head && policy.joins_loads(context, &request.parts.headers) {
+        match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &policy.flight_options(context))
+        {
+            LoadTicket::Lead(ticket) => lead = Some(ticket),
+            LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
+                Ok(Ok(value)) if HitResponse::new(value.clone()).selects(&request.parts.headers) => {
+                    let now = cache.clock().now();
+                    let age = value
+                        .exchange
+                        .map_or(0, |e| e.current_age(now.as_millis() / 1000));
+                    return Ok(serve(
+                        &shared,
+                        &value,
+                        age,
+                        &request.parts,
+                        false,
+                        CacheOutcome::Collapsed,
+                    ));
+                }
+                // Not storable, or another variant: ask for this one.
+                Ok(_) => {}
+                Err(_) => skip = Some(LockTimeout),
+            },
+        }
+    }
+
+    // What the response is judged against, kept before the request goes.
+    let client = request.parts.headers.clone();
+    let Keyed {
+        mut parts,
+        body,
+        key,
+        context,
+        body_bytes: _,
+        ..
+    } = request;
+    let validating = pending.as_ref().filter(|pending| pending.validate);
+    if let Some(pending) = validating {
+        validation::add_validators(&mut parts.headers, &pending.stored.headers);
+    }
+    let retry = validating.map(|_| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.extensions.clone(),
+        )
+    });
+    let request_time = cache.clock().now();
+    let response = match inner.call(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(lead) = lead {
+                lead.complete(Err(Uncacheable::OriginFailed));
+            }
+            return match pending {
+                Some(pending) if pending.stale_if_error.is_some() => {
+                    Ok(serve_stale(&shared, pending, None, &client, head))
+                }
+                _ => Err(error),
+            };
+        }
+    };
+    let response_time = cache.clock().now();
+    let (mut head_parts, body) = response.into_parts();
+    if head_parts.status.is_server_error()
+        && let Some(pending) = pending.take_if(|pending| pending.stale_if_error.is_some())
+    {
+        if let Some(lead) = lead {
+            lead.complete(Err(Uncacheable::OriginFailed));
+        }
+        let status = Some(head_parts.status.as_u16());
+        return Ok(serve_stale(&shared, pending, status, &client, head));
+    }
+    let exchange = Exchange::new(
+        &head_parts.headers,
+        request_time.as_millis() / 1000,
+        response_time.as_millis() / 1000,
+    );
+
+    if head_parts.status == StatusCode::NOT_MODIFIED
+        && let Some(pending) = pending.filter(|pending| pending.validate)
+    {
+        if validation::selects(&head_parts.headers, &pending.stored.headers) {
+            let merged = policy.merge(
+                &context,
+                pending.stored,
+                &head_parts.headers,
+                exchange,
+                &client,
+                response_time,
+            );
+            let stored = match &merged.meta {
+                Some(meta) => store::put(cache, &key, &merged.response, meta).await,
+                None => {
+                    let _ = cache.delete(&key).await;
+                    false
+                }
+            };
+            if let Some(lead) = lead {
+                lead.complete(if stored {
+                    Ok(merged.response.clone())
+                } else {
+                    Err(Uncacheable::NotStorable)
+                });
+            }
+            let outcome = CacheOutcome::Forwarded {
+                fwd,
+                status: 304,
+                stored,
+            };
+            let age = merged
+                .response
+                .exchange
+                .map_or(0, |e| e.current_age(response_time.as_millis() / 1000));
+            let mut response = serve_parts(&shared, &merged.response, age, &client, head, outcome);
+            // The one client whose request refreshed the entry gets what
+            // the `304` said to it alone.
+            for (name, value) in &merged.personal {
+                response.headers_mut().append(name, value.clone());
+            }
+            return Ok(response);
+        }
+        // The 304 is for another response than the one stored: ask again
+        // without conditions (RFC 9111 4.3.4), unless the client's own
+        // conditions were what the origin answered.
+        if !validation::is_conditional(&client)
+            && let Some((method, uri, version, extensions)) = retry
+        {
+            drop(lead);
+            let mut again = Request::new(ReqB::default());
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.version_mut() = version;
+            *again.headers_mut() = client;
+            *again.extensions_mut() = extensions;
+            let outcome = CacheOutcome::Miss { stored: false };
+            return crate::service::call_when_ready(inner, again)
+                .await
+                .map(|response| passed(&shared, response, outcome));
+        }
+    }
+
+    let declared = content_length(&head_parts.headers).or(body.size_hint().exact());
+    let storing = match (skip, head) {
+        (Some(LockTimeout), _) => Err(None),
+        (None, true) => Err(Some(Skip::Head)),
+        (None, false) => policy
+            .storing(&context, &client, &head_parts, declared, exchange, response_time)
+            .map_err(Some),
+    };
+    let outcome = |stored: bool| match (skip, fwd) {
+        (Some(LockTimeout), _) => CacheOutcome::LockTimeout,
+        (None, Fwd::Miss) => CacheOutcome::Miss { stored },
+        (None, fwd) => CacheOutcome::Forwarded {
+            fwd,
+            status: head_parts.status.as_u16(),
+            stored,
+        },
+    };
+    let plan = storing.and_then(|storing| {
+        let store = Store {
+            cache: cache.clone(),
+            passes: Arc::clone(&shared.passes),
+            key: key.clone(),
+            lead: lead.take(),
+            meta: storing.meta.clone(),
+        };
+        // A request that joined a load that stored nothing cannot lead
+        // the engine's store: it passes the response on.
+        if store.stores() {
+            Ok((store, storing))
+        } else {
+            Err(None)
+        }
+    });
+    let (store, storing) = match plan {
+        Ok(plan) => plan,
+        Err(skip) => {
+            if let Some(skip) = skip {
+                tracing::debug!(key = %key.log_id(), ?skip, "response not stored");
+                if shared.policy.remembers(skip) {
+                    shared.passes.remember(&key);
+                }
+            }
+            if let Some(lead) = lead {
+                lead.complete(Err(Uncacheable::NotStorable));
+            }
+            let outcome = outcome(false);
+            return Ok(passed(&shared, Response::from_parts(head_parts, body), outcome));
+        }
+    };
+    let names = vary::vary_names(&head_parts.headers).unwrap_or_default();
+    let tee = Tee {
+        store,
+        status: head_parts.status,
+        headers: storing.headers,
+        request_headers: vary::selecting_headers(&names, &client),
+        exchange: storing.exchange,
+        chunks: Vec::new(),
+        size: 0,
+        limit: storing.limit,
+    };
+    // `stored` only when it is sure: a length known up front, within the
+    // limit. A body of unknown length may still outgrow it.
+    let outcome = outcome(declared.is_some());
+    shared.policy.for_client(&mut head_parts.headers, true);
+    shared.decorate(&mut head_parts.headers, outcome);
+    Ok(Response::from_parts(head_parts, tee.fill(body)))
+}
+
+/// A request that gave up waiting for another's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LockTimeout;
+
+/// A response from the origin passed on as it is, with `outcome`.
+fn passed<P: HttpPolicy, B: Body>(
+    shared: &Shared<P>,
+    response: Response<B>,
+    outcome: CacheOutcome,
+) -> Response<CacheBody<B>> {
+    let (mut head, body) = response.into_parts();
+    shared.policy.for_client(&mut head.headers, true);
+    shared.decorate(&mut head.headers, outcome);
+    Response::from_parts(head, CacheBody::origin(body))
+}
+
+/// [`serve`] for a request whose parts went to the origin: only its headers
+/// (for conditionals) are left.
+fn serve_parts<P: HttpPolicy, B: Body>(
+    shared: &Shared<P>,
+    stored: &CachedResponse,
+    age: u64,
+    client: &HeaderMap,
+    head: bool,
+    outcome: CacheOutcome,
+) -> Response<CacheBody<B>> {
+    let mut parts = Request::new(()).into_parts().0;
+    parts.headers = client.clone();
+    serve(shared, stored, age, &parts, head, outcome)
+}
+
+/// The stale response, standing in for an origin that failed (`status`, a
+/// `5xx`, when it answered).
+fn serve_stale<P: HttpPolicy, B: Body>(
+    shared: &Shared<P>,
+    pending: Pending,
+    status: Option<u16>,
+    client: &HeaderMap,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    let now = shared.cache.clock().now();
+    let age = age_of(&pending.stored, &pending.meta, now);
+    let stale_for = pending.stale_if_error.unwrap_or(0);
+    let outcome = CacheOutcome::StaleIfError { stale_for, status };
+    serve_parts(shared, &pending.stored, age, client, head, outcome)
+}
+
+/// Refreshes a stale entry in the background (at most once at a time per
+/// key) with a request rebuilt from the original: its head (`GET` for a
+/// `HEAD`), the body it was keyed by, if any, and the stored validators
+/// where the policy uses them. No client waits for it, so what the origin
+/// says to one client alone is dropped.
+fn refresh_in_background<P, S, ReqB, ResB>(
+    shared: &Arc<Shared<P>>,
+    original: &Keyed<P::Context, ReqB>,
+    stored: CachedResponse,
+    inner: S,
+) where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    let parts = &original.parts;
+    let body = original.body_bytes.clone();
+    let mut request = Request::new(body.map_or_else(ReqB::default, ReqB::from));
+    *request.method_mut() = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    let mut headers = parts.headers.clone();
+    let validate = shared.policy.uses_validators();
+    if validate {
+        validation::add_validators(&mut headers, &stored.headers);
+    }
+    *request.headers_mut() = headers;
+    // Routers keep what they matched (path parameters) in extensions.
+    *request.extensions_mut() = parts.extensions.clone();
+    let client = parts.headers.clone();
+    let (shared_for_load, key, context) =
+        (Arc::clone(shared), original.key.clone(), original.context.clone());
+    let options = shared.policy.flight_options(&context);
+    shared
+        .cache
+        .refresh_in_background(&original.key, &options, move || async move {
+            let shared = shared_for_load;
+            let (policy, cache) = (&shared.policy, &shared.cache);
+            let request_time = cache.clock().now();
+            let response = crate::service::call_when_ready(inner, request)
+                .await
+                .map_err(|_| Uncacheable::OriginFailed)?;
+            let now = cache.clock().now();
+            let (head, body) = response.into_parts();
+            let exchange = Exchange::new(
+                &head.headers,
+                request_time.as_millis() / 1000,
+                now.as_millis() / 1000,
+            );
+            if validate && head.status == StatusCode::NOT_MODIFIED {
+                if !validation::selects(&head.headers, &stored.headers) {
+                    return Err(Uncacheable::NotStorable);
+                }
+                let merged = policy.merge(&context, stored, &head.headers, exchange, &client, now);
+                return match &merged.meta {
+                    Some(meta) if store::put(cache, &key, &merged.response, meta).await => {
+                        Ok(merged.response)
+                    }
+                    _ => {
+                        let _ = cache.delete(&key).await;
+                        Err(Uncacheable::NotStorable)
+                    }
+                };
+            }
+            let declared = content_length(&head.headers).or(body.size_hint().exact());
+            let storing = policy
+                .storing(&context, &client, &head, declared, exchange, now)
+                .map_err(|_| Uncacheable::NotStorable)?;
+            let body = Limited::new(body, storing.limit)
+                .collect()
+                .await
+                .map_err(|_| Uncacheable::TooLarge)?
+                .to_bytes();
+            let names = vary::vary_names(&head.headers).unwrap_or_default();
+            let mut value = CachedResponse::new(head.status, storing.headers, body);
+            value.request_headers = vary::selecting_headers(&names, &client);
+            value.exchange = storing.exchange;
+            if let Some(meta) = &storing.meta {
+                store::put(cache, &key, &value, meta).await;
+            }
+            Ok(value)
+        });
+}

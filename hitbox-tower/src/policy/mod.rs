@@ -1,0 +1,186 @@
+//! What the cache does with an exchange, decided from values alone.
+//!
+//! A layer runs one [`HttpPolicy`]: the rules ([`RulePolicy`]), or RFC 9111
+//! ([`StandardsPolicy`]). The flow (`crate::flow`) asks it three questions
+//! and does the I/O around the answers:
+//!
+//! 1. [`HttpPolicy::decide`]: how to key and look up this request, or why
+//!    it bypasses the cache (or is refused);
+//! 2. [`HttpPolicy::worth`]: what a stored response is worth for this
+//!    request, now: fresh, stale and usable, to be revalidated, or unusable;
+//! 3. [`HttpPolicy::storing`]: whether and how to store the origin's
+//!    response.
+//!
+//! No answer reads a clock or touches the network: `now` is passed in, so
+//! every branch is a unit test.
+
+use hitbox_core::{EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
+use http::{HeaderMap, request, response};
+
+use crate::headers::{BypassReason, Fwd};
+use crate::response::{CachedResponse, HitResponse};
+use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::host::HostError;
+
+mod rules;
+mod standards;
+
+pub(crate) use rules::RulePolicy;
+pub(crate) use standards::StandardsPolicy;
+
+/// What a policy decides for a request before anything is looked up.
+pub(crate) enum Decision<C> {
+    /// Forwarded without the cache.
+    Bypass(Option<BypassReason>),
+    /// Answered `400` without asking the origin.
+    Reject(HostError),
+    /// Forwarded; what its response says changed is then invalidated.
+    Invalidate(C),
+    /// Looked up under the key `key` builds, after the request body is
+    /// digested into it when `body_limit` says so (up to that many bytes).
+    Cache {
+        key: KeyBuilder,
+        body_limit: Option<usize>,
+        /// A `HEAD`, looked up as the `GET` of the same URL.
+        head: bool,
+        context: C,
+    },
+}
+
+/// What a stored response is worth for a request, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Worth {
+    /// Fresh: served, with `ttl` seconds of freshness left.
+    Fresh { ttl: u64, age: u64 },
+    /// Stale, and the request accepts it as it is (`max-stale`).
+    StaleAllowed { stale_for: u64, age: u64 },
+    /// Stale: served while one background request refreshes it.
+    StaleWhileRevalidate { stale_for: u64, age: u64 },
+    /// Not served before the origin is asked (`fwd`); with the stored
+    /// validators when `validate`; and it may stand in for an origin error
+    /// when `stale_if_error` holds how long it has been stale.
+    Revalidate {
+        fwd: Fwd,
+        validate: bool,
+        stale_if_error: Option<u64>,
+    },
+}
+
+/// How a response is stored.
+pub(crate) struct Storing {
+    /// The status and headers kept: no hop-by-hop fields, none meant for
+    /// one client only.
+    pub headers: HeaderMap,
+    /// The largest body stored.
+    pub limit: usize,
+    /// The metadata to store it with; `None`: the engine stores it with the
+    /// flight's options ([`HttpPolicy::flight_options`]).
+    pub meta: Option<EntryMeta>,
+    /// The exchange kept with it, for the age calculation (standards mode).
+    pub exchange: Option<Exchange>,
+}
+
+/// Why a response is passed on without being stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skip {
+    /// The response may not be stored (its status or headers, or the
+    /// request's credentials or directives).
+    NotStorable,
+    /// A `HEAD` response has no body to store.
+    Head,
+    /// Its declared length is over the limit.
+    TooLarge,
+    /// It would be stale at once.
+    Stale,
+}
+
+/// A `304` applied to a stored response.
+pub(crate) struct Merged {
+    /// The stored response with the `304`'s fields, for the client.
+    pub response: CachedResponse,
+    /// What the `304` said to the requesting client alone.
+    pub personal: HeaderMap,
+    /// The metadata to store the merged response with, if it may still be
+    /// stored (else the stored response is removed).
+    pub meta: Option<EntryMeta>,
+}
+
+/// The three questions, and the few facts the flow needs beside them.
+pub(crate) trait HttpPolicy: Send + Sync + 'static {
+    /// What the policy keeps about a request between the questions.
+    type Context: Clone + Send + Sync + 'static;
+
+    /// How to key and look up this request, or why not.
+    fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<Self::Context>;
+
+    /// What `stored`, whose entry has `meta` and `freshness` on the engine's
+    /// clock, is worth for `request` at `now`; `None`: nothing usable.
+    fn worth(
+        &self,
+        context: &Self::Context,
+        stored: &HitResponse,
+        meta: &EntryMeta,
+        freshness: Freshness,
+        request: &HeaderMap,
+        now: Timestamp,
+    ) -> Option<Worth>;
+
+    /// Whether a request waits for another's load of the same key (and
+    /// leads one otherwise).
+    fn joins_loads(&self, context: &Self::Context, request: &HeaderMap) -> bool;
+
+    /// Whether the request may only be answered from the cache (`504`
+    /// otherwise).
+    fn only_if_cached(&self, context: &Self::Context) -> bool;
+
+    /// Whether the policy works with validators: a stored response answers
+    /// a client's own conditional request with `304`, and a refresh sends
+    /// the stored `ETag` and `Last-Modified` to the origin.
+    fn uses_validators(&self) -> bool;
+
+    /// The options of a load's single-flight (the engine stores the value
+    /// with them, unless their lifetime is zero).
+    fn flight_options(&self, context: &Self::Context) -> EntryOptions;
+
+    /// Whether and how to store `response`, received for a request with
+    /// the `request` headers in `exchange`, at `now`.
+    fn storing(
+        &self,
+        context: &Self::Context,
+        request: &HeaderMap,
+        response: &response::Parts,
+        declared: Option<u64>,
+        exchange: Exchange,
+        now: Timestamp,
+    ) -> Result<Storing, Skip>;
+
+    /// Whether a response skipped for `skip` makes the next requests for
+    /// its key go straight to the origin for a while (hit-for-pass).
+    fn remembers(&self, skip: Skip) -> bool;
+
+    /// Applies a `304` to `stored` (standards mode only: rules never
+    /// revalidate).
+    fn merge(
+        &self,
+        context: &Self::Context,
+        stored: CachedResponse,
+        not_modified: &HeaderMap,
+        exchange: Exchange,
+        request: &HeaderMap,
+        now: Timestamp,
+    ) -> Merged;
+
+    /// What a successful unsafe request invalidates: the keys of the URLs
+    /// it names, and the tags every variant of them carries.
+    fn invalidations(
+        &self,
+        context: &Self::Context,
+        request: &HeaderMap,
+        response: &response::Parts,
+    ) -> Vec<(hitbox_core::CacheKey, Tag)>;
+
+    /// Removes from a response's headers what its client must not see:
+    /// fields meant for this cache only, and, on a response `forwarded`
+    /// from the origin, hop-by-hop fields.
+    fn for_client(&self, headers: &mut HeaderMap, forwarded: bool);
+}
