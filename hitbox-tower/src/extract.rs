@@ -56,6 +56,7 @@ use http::request::Parts;
 use http::uri::Authority;
 
 use crate::path::PathPattern;
+use crate::rfc9111::host::plain_host;
 
 /// The request method, as part `method`.
 ///
@@ -146,35 +147,6 @@ impl Extractor<Parts> for SchemeHost {
         }
         true
     }
-}
-
-/// A `Host` value that is already in the form [`normalise_host`] gives:
-/// a lower-case name of letters, digits, `-` and `.`, then perhaps a port
-/// written without leading zeros. Returns the name and the port.
-fn plain_host(value: &[u8]) -> Option<(&[u8], Option<u16>)> {
-    let (host, port) = match value.iter().position(|&b| b == b':') {
-        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-        None => (value, None),
-    };
-    let name_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.';
-    if host.is_empty() || !host.iter().all(name_byte) {
-        return None;
-    }
-    let port = match port {
-        None => None,
-        Some(digits) => {
-            if digits.is_empty()
-                || digits.len() > 5
-                || digits[0] == b'0'
-                || !digits.iter().all(u8::is_ascii_digit)
-            {
-                return None;
-            }
-            let port = digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-            Some(u16::try_from(port).ok()?)
-        }
-    };
-    Some((host, port))
 }
 
 fn lower_case(text: &str) -> Cow<'_, str> {

@@ -18,7 +18,8 @@
 use std::time::Duration;
 
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
-use http::{HeaderMap, Method, StatusCode, request, response};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, request, response};
 
 use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
@@ -38,12 +39,24 @@ pub(crate) struct StandardsPolicy {
     pub config: Rfc9111,
 }
 
-/// What standards mode keeps about a request.
+/// What standards mode keeps about a request: its host and target (shared
+/// with the request's own buffers, not copied) and its directives.
 #[derive(Clone)]
 pub(crate) struct Url {
-    host: String,
-    path: String,
+    host: HeaderValue,
+    path: Option<PathAndQuery>,
     request_cc: CacheControl,
+}
+
+impl Url {
+    fn host(&self) -> &str {
+        // A host value holds visible ASCII only (see `host::host_value`).
+        self.host.to_str().unwrap_or_default()
+    }
+
+    fn path(&self) -> &str {
+        self.path.as_ref().map_or("/", PathAndQuery::as_str)
+    }
 }
 
 pub(crate) fn secs(time: Timestamp) -> u64 {
@@ -148,11 +161,11 @@ impl HttpPolicy for StandardsPolicy {
         // Keyed as the origin will see it: what the hop to this cache
         // carried never selects a response.
         strip_hop_by_hop(&mut parts.headers);
-        let host = match host::request_host(&parts.headers, &parts.uri) {
+        let host = match host::host_value(&parts.headers, &parts.uri) {
             Ok(host) => host,
             Err(error) => return Decision::Reject(error),
         };
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path = parts.uri.path_and_query().cloned();
         let request_cc = CacheControl::from_headers(&parts.headers, "cache-control");
         let url = Url {
             host,
@@ -171,7 +184,7 @@ impl HttpPolicy for StandardsPolicy {
             return Decision::Bypass(Some(BypassReason::RequestBody));
         }
         Decision::Cache {
-            key: self.url_key(&url.host, &url.path, &parts.headers),
+            key: self.url_key(url.host(), url.path(), &parts.headers),
             body_limit: None,
             head: parts.method == Method::HEAD,
             context: url,
@@ -261,7 +274,7 @@ impl HttpPolicy for StandardsPolicy {
             .ttl(Duration::ZERO)
             .stale_while_revalidate(Duration::ZERO)
             .stale_if_error(Duration::ZERO)
-            .tag(url_tag(&url.host, &url.path))
+            .tag(url_tag(url.host(), url.path()))
     }
 
     fn storing(
@@ -282,7 +295,7 @@ impl HttpPolicy for StandardsPolicy {
         if declared.is_some_and(|len| len > self.config.max_body_size as u64) {
             return Err(Skip::TooLarge);
         }
-        let tag = url_tag(&url.host, &url.path);
+        let tag = url_tag(url.host(), url.path());
         let meta = self.entry_meta(response.status, &response.headers, &cc, &exchange, now, tag);
         if meta.expires_at() <= meta.stored_at {
             return Err(Skip::Stale);
@@ -319,7 +332,7 @@ impl HttpPolicy for StandardsPolicy {
         let cc = self.config.response_cache_control(&stored.headers);
         let personal = storage::take_personal_fields(&mut stored.headers, &cc);
         stored.exchange = Some(exchange);
-        let tag = url_tag(&url.host, &url.path);
+        let tag = url_tag(url.host(), url.path());
         let meta = self.entry_meta(stored.status, &stored.headers, &cc, &exchange, now, tag);
         // The merged response is judged as if it had just arrived: a `304`
         // may have made it `private` or `no-store`.
@@ -342,7 +355,7 @@ impl HttpPolicy for StandardsPolicy {
         response: &response::Parts,
     ) -> Vec<(CacheKey, Tag)> {
         let method = &Method::POST; // any unsafe method names the same targets
-        invalidation::targets(method, response.status, &url.host, &url.path, &response.headers)
+        invalidation::targets(method, response.status, url.host(), url.path(), &response.headers)
             .into_iter()
             .map(|(host, path)| (self.url_key(&host, &path, request).build(), url_tag(&host, &path)))
             .collect()
@@ -360,7 +373,6 @@ impl HttpPolicy for StandardsPolicy {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http::HeaderValue;
 
     fn policy() -> StandardsPolicy {
         StandardsPolicy {
@@ -370,8 +382,8 @@ mod tests {
 
     fn url(request_cc: &str) -> Url {
         Url {
-            host: "a.example".into(),
-            path: "/x".into(),
+            host: HeaderValue::from_static("a.example"),
+            path: Some(PathAndQuery::from_static("/x")),
             request_cc: CacheControl::parse(request_cc),
         }
     }

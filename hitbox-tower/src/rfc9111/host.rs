@@ -10,7 +10,7 @@
 //! asks of a server for repeated or invalid `Host` fields.
 
 use http::Uri;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 
 /// Why a request's host is refused.
@@ -45,6 +45,36 @@ impl std::fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
+/// A `Host` value already in normal form (what the key extractors and
+/// [`request_host`] would make of it):
+/// a lower-case name of letters, digits, `-` and `.`, then perhaps a port
+/// written without leading zeros. Returns the name and the port.
+pub(crate) fn plain_host(value: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let (host, port) = match value.iter().position(|&b| b == b':') {
+        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+        None => (value, None),
+    };
+    let name_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.';
+    if host.is_empty() || !host.iter().all(name_byte) {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            if digits.is_empty()
+                || digits.len() > 5
+                || digits[0] == b'0'
+                || !digits.iter().all(u8::is_ascii_digit)
+            {
+                return None;
+            }
+            let port = digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            Some(u16::try_from(port).ok()?)
+        }
+    };
+    Some((host, port))
+}
+
 /// The port an authority names, or the scheme's default.
 fn port_or_default(authority: &Authority, scheme: Option<&Scheme>) -> u16 {
     authority.port_u16().unwrap_or(match scheme {
@@ -69,21 +99,34 @@ fn port_or_default(authority: &Authority, scheme: Option<&Scheme>) -> u16 {
 /// assert_eq!(request_host(&headers, &other), Err(HostError::Ambiguous));
 /// ```
 pub fn request_host(headers: &HeaderMap, uri: &Uri) -> Result<String, HostError> {
+    host_value(headers, uri).map(|host| String::from_utf8_lossy(host.as_bytes()).into_owned())
+}
+
+/// [`request_host`] as a header value: the request's own `Host` value,
+/// shared rather than copied, when it is already in normal form.
+pub(crate) fn host_value(headers: &HeaderMap, uri: &Uri) -> Result<HeaderValue, HostError> {
     let mut fields = headers.get_all(header::HOST).iter();
     let field = fields.next().filter(|value| !value.is_empty());
     if fields.next().is_some() {
         return Err(HostError::Ambiguous);
     }
     let target = uri.authority();
+    let lower =
+        |text: &str| HeaderValue::from_str(&text.to_ascii_lowercase()).map_err(|_| HostError::Invalid);
     let Some(field) = field else {
-        return Ok(target.map_or_else(String::new, |authority| {
-            let host = authority.host().to_ascii_lowercase();
-            match authority.port_u16() {
-                Some(port) => format!("{host}:{port}"),
-                None => host,
-            }
-        }));
+        return match target {
+            None => Ok(HeaderValue::from_static("")),
+            Some(authority) => match authority.port_u16() {
+                Some(port) => lower(&format!("{}:{port}", authority.host())),
+                None => lower(authority.host()),
+            },
+        };
     };
+    // The common case, without parsing: one `Host` already in normal form,
+    // and an origin-form target.
+    if target.is_none() && plain_host(field.as_bytes()).is_some() {
+        return Ok(field.clone());
+    }
     let authority = Authority::try_from(field.as_bytes()).map_err(|_| HostError::Invalid)?;
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(HostError::Invalid);
@@ -96,7 +139,7 @@ pub fn request_host(headers: &HeaderMap, uri: &Uri) -> Result<String, HostError>
             return Err(HostError::Ambiguous);
         }
     }
-    Ok(authority.as_str().to_ascii_lowercase())
+    lower(authority.as_str())
 }
 
 #[cfg(test)]
