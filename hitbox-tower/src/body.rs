@@ -66,7 +66,7 @@ pub(crate) struct Tee {
     /// Where the collected response goes.
     pub store: Store,
     pub status: StatusCode,
-    /// The headers stored (see [`Storing`](crate::policy::Storing)).
+    /// The headers stored: no hop-by-hop fields, none meant for one client.
     pub headers: HeaderMap,
     /// The request fields the response's `Vary` names, as this request
     /// sent them (empty when it does not vary).

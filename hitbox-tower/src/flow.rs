@@ -40,11 +40,11 @@ use crate::body::{CacheBody, Tee};
 use crate::future::ResponseFuture;
 use crate::headers::{BypassReason, CacheOutcome, Fwd};
 use crate::layer::Shared;
+use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::freshness::Exchange;
 use crate::rfc9111::{validation, vary};
-use crate::service::{Origin, RequestBody, ResponseBody};
 use crate::store::{self, Store, Uncacheable, variant_key};
 
 /// A request the cache handles, with its key.
@@ -530,7 +530,7 @@ where
             *again.headers_mut() = client;
             *again.extensions_mut() = extensions;
             let outcome = CacheOutcome::Miss { stored: false };
-            return crate::service::call_when_ready(inner, again)
+            return call_when_ready(inner, again)
                 .await
                 .map(|response| passed(&shared, response, outcome));
         }
@@ -695,7 +695,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             let shared = shared_for_load;
             let (policy, cache) = (&shared.policy, &shared.cache);
             let request_time = cache.clock().now();
-            let response = crate::service::call_when_ready(inner, request)
+            let response = call_when_ready(inner, request)
                 .await
                 .map_err(|_| Uncacheable::OriginFailed)?;
             let now = cache.clock().now();

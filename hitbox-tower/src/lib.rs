@@ -60,6 +60,7 @@ mod flow;
 mod future;
 pub mod headers;
 mod layer;
+mod origin;
 mod pass;
 pub mod path;
 mod policy;
@@ -73,9 +74,10 @@ mod store;
 pub use body::CacheBody;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
+pub use origin::{Origin, RequestBody, ResponseBody};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
-pub use service::{CacheService, Origin, RequestBody, ResponseBody};
+pub use service::CacheService;
 pub use store::Uncacheable;
 
 /// The README's code, compiled as doctests so it stays true.

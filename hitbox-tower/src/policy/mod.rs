@@ -1,7 +1,7 @@
 //! What the cache does with an exchange, decided from values alone.
 //!
 //! A layer runs one [`HttpPolicy`]: the rules ([`RulePolicy`]), or RFC 9111
-//! ([`StandardsPolicy`]). The flow (`crate::flow`) asks it three questions
+//! ([`StandardsPolicy`]). The request flow asks it three questions
 //! and does the I/O around the answers:
 //!
 //! 1. [`HttpPolicy::decide`]: how to key and look up this request, or why

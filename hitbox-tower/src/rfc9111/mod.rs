@@ -69,6 +69,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::HeaderName;
 
+pub mod connection;
 pub mod date;
 pub mod directives;
 pub mod freshness;

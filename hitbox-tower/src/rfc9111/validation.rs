@@ -93,7 +93,7 @@ fn get(map: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 /// `Content-Length` (the `304` has no body) and hop-by-hop fields.
 pub fn update_headers(stored: &mut HeaderMap, not_modified: &HeaderMap) {
     let mut fresh = not_modified.clone();
-    crate::headers::strip_hop_by_hop(&mut fresh);
+    super::connection::strip_hop_by_hop(&mut fresh);
     fresh.remove(header::CONTENT_LENGTH);
     fresh.remove("cache-status");
     let mut last = None;
