@@ -62,7 +62,7 @@ async fn main() {
                 Rule::new()
                     .namespace("me")
                     .policy(CachePolicy::new(Duration::from_secs(10)))
-                    .cache_authorized(),
+                    .cache_authorized(true),
             )),
         );
 

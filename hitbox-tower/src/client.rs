@@ -24,7 +24,16 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-/// Wraps a [`reqwest::Client`]: takes `http::Request<B>` for any body that
+/// Wraps a [`reqwest::Client`] (see the [module](self) for it under the
+/// layer):
+///
+/// ```
+/// use hitbox_tower::client::ReqwestService;
+///
+/// let service = ReqwestService::new(reqwest::Client::new());
+/// ```
+///
+/// It takes `http::Request<B>` for any body that
 /// converts into a reqwest body and answers `http::Response<reqwest::Body>`,
 /// whose body streams. Under the cache layer, send `reqwest::Body` (the
 /// layer may rebuild a request from its head, or from a body it read to

@@ -30,7 +30,19 @@ pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-statu
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// A `tower::Layer` that caches HTTP responses; see the
-/// [crate documentation](crate).
+/// [crate documentation](crate). Cheap to clone: every clone, and every
+/// service it wraps, shares one configuration and one cache.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use hitbox_backend::{Cache, MemoryBackend};
+/// use hitbox_tower::CacheLayer;
+///
+/// let layer = CacheLayer::new(Cache::new(MemoryBackend::new()));
+/// let app: Router = Router::new()
+///     .route("/a", get(|| async { "a" }).layer(layer.clone()))
+///     .route("/b", get(|| async { "b" }).layer(layer));
+/// ```
 #[derive(Clone)]
 pub struct CacheLayer {
     pub(crate) mode: Mode,

@@ -1,55 +1,113 @@
 //! The HTTP side of hitbox: a `tower` layer that caches responses, for axum
-//! routers (whole router, one route, or `route_layer`) and for HTTP clients
-//! (reqwest, hyper).
+//! routers (the whole router, one route, or `route_layer`) and for HTTP
+//! clients (reqwest, hyper).
 //!
-//! ```no_run
+//! # The simplest cache
+//!
+//! A [`CacheLayer`] over a [`Cache`](hitbox_backend::Cache) caches every
+//! `GET` with safe defaults and the cache's own lifetimes:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use hitbox_backend::Cache;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::CacheLayer;
+//!
+//! let cache = Cache::new(MokaBackend::new(64 << 20)); // 64 MiB in process
+//! let app: Router = Router::new()
+//!     .route("/products/{id}", get(|| async { "a product" }))
+//!     .layer(CacheLayer::new(cache));
+//! ```
+//!
+//! Every response says what happened in `Cache-Status` (RFC 9211):
+//! `hitbox; hit; ttl=42`, `hitbox; fwd=miss; stored`, `hitbox; hit; ttl=-3`
+//! (stale, refreshed in the background), `hitbox; fwd=miss; collapsed` (it
+//! waited for another request's load), `hitbox; fwd=stale; ttl=-9;
+//! detail=stale-if-error`, `hitbox; fwd=bypass`. `stored` is said only when
+//! storing is sure; an upstream cache's member is kept before ours.
+//!
+//! # Rules: which requests, which key, how long
+//!
+//! A [`Rule`] picks requests with a [`predicate`], keys them with the
+//! [`extract`] parts (by default method, scheme, host, path and the query
+//! sorted by name), and gives them a lifetime
+//! ([`CachePolicy`](hitbox_core::CachePolicy)) and tags. Rules are tried in
+//! order; the first that matches applies, and a request that none matches
+//! passes through. One layer can serve a whole router, or layers with other
+//! rules can share one cache per route:
+//!
+//! ```
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
 //! use hitbox_backend::Cache;
 //! use hitbox_core::CachePolicy;
 //! use hitbox_moka::MokaBackend;
-//! use hitbox_tower::{CacheLayer, Rule};
+//! use hitbox_tower::{CacheLayer, Rule, predicate::Path};
 //!
-//! # async fn run() {
 //! let cache = Cache::new(MokaBackend::new(64 << 20));
+//! let layer = CacheLayer::builder(cache)
+//!     .rule(Rule::new().when(Path::prefix("/prices")).policy(CachePolicy::real_time()))
+//!     .rule(Rule::new().policy(
+//!         CachePolicy::new(Duration::from_secs(300)).stale_while_revalidate(Duration::from_secs(60)),
+//!     ))
+//!     .build();
 //! let app: Router = Router::new()
-//!     .route("/slow/{id}", get(|| async { "made slowly" }))
-//!     .layer(
-//!         CacheLayer::builder(cache)
-//!             .rule(Rule::new().policy(
-//!                 CachePolicy::new(Duration::from_secs(30)).stale_while_revalidate(Duration::from_secs(30)),
-//!             ))
-//!             .build(),
-//!     );
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
-//! axum::serve(listener, app).await.unwrap();
-//! # }
+//!     .route("/prices/{id}", get(|| async { "a price" }))
+//!     .route("/products/{id}", get(|| async { "a product" }))
+//!     .layer(layer);
 //! ```
 //!
-//! What the layer does with a request is told in [`CacheService`];
-//! which requests it caches and under which key, in [`Rule`],
-//! [`predicate`] and [`extract`]. Every response carries a `Cache-Status`
-//! header (RFC 9211): `hitbox; hit; ttl=42`, `hitbox; fwd=miss; stored`,
-//! `hitbox; hit; ttl=-3` (stale, refreshed in the background),
-//! `hitbox; fwd=miss; collapsed` (it waited for another request's load),
-//! `hitbox; fwd=stale; ttl=-9; detail=stale-if-error`, `hitbox; fwd=bypass`.
-//! `stored` is said only when storing is sure; an upstream cache's member is
-//! kept before ours.
+//! # Safe by default
 //!
-//! **Standards mode.** With
-//! [`CacheLayerBuilder::rfc9111`] the layer is an RFC 9111 shared cache
-//! instead, driven by the origin's headers: see [`rfc9111`].
+//! Only `GET` is cached (and `HEAD` answered from it). Requests with
+//! `Authorization` or `Cookie`, and responses with `Set-Cookie`,
+//! `Cache-Control: private` or `no-store`, are not stored unless a rule
+//! opts in, and then credentials become part of the key. Responses with an
+//! unqualified `no-cache` or `Vary: *` are never stored; other `Vary`
+//! fields keep variants apart. A `GET` with a body bypasses the cache. The
+//! fill of a response into the cache runs at the origin's pace whatever the
+//! client reads, and a request waits for another's load at most
+//! [`CacheLayerBuilder::lock_timeout`]. The README's Security section lists
+//! every default, beside those of Varnish and nginx.
 //!
-//! **Safe by default.** Only `GET` is cached (and `HEAD` answered from it);
-//! requests with `Authorization` or `Cookie` and responses with
-//! `Set-Cookie`, `Cache-Control: private` or `no-store` are not stored
-//! unless a rule opts in, and then credentials become part of the key.
-//! Responses with an unqualified `no-cache` or `Vary: *` are never stored;
-//! other `Vary` fields keep variants apart. A `GET` with a body bypasses
-//! the cache. The fill of a response into the cache runs at the origin's
-//! pace whatever the client reads, and a request waits for another's load
-//! at most [`CacheLayerBuilder::lock_timeout`]. The README's Security
-//! section lists every default, beside those of Varnish and nginx.
+//! # Standards mode
+//!
+//! With [`CacheLayerBuilder::rfc9111`] the layer is an RFC 9111 shared
+//! cache instead, driven by the origin's headers (freshness, validation,
+//! `Vary`, invalidation by unsafe methods): see [`rfc9111`].
+//!
+//! ```
+//! use hitbox_backend::Cache;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::{CacheLayer, rfc9111::Rfc9111};
+//!
+//! let layer = CacheLayer::builder(Cache::new(MokaBackend::new(64 << 20)))
+//!     .rfc9111(Rfc9111::new().targeted_field("cdn-cache-control"))
+//!     .build();
+//! ```
+//!
+//! # Tiers
+//!
+//! The layer stores through its [`Cache`](hitbox_backend::Cache), so
+//! everything the engine offers applies: an in-process tier in front of
+//! Redis (`MokaBackend::new(..).compose(redis)`), compression and
+//! encryption stages, tags (`Cache::invalidate_tag`), stats. See the
+//! `hitbox-backend` crate.
+//!
+//! # Clients
+//!
+//! The layer wraps any `tower::Service` of HTTP requests: a reqwest client
+//! through [`client::ReqwestService`] (feature `reqwest`), or a hyper
+//! client. What it asks of that service and its bodies is named once, in
+//! [`Origin`], [`RequestBody`] and [`ResponseBody`].
+//!
+//! # How a request goes through
+//!
+//! Both modes run one flow over a pure policy (the rules, or RFC 9111):
+//! decide (bypass, refuse, or key the request), look up (a fresh, stale or
+//! revalidatable stored response, or nothing), load (once for every request
+//! that may share the answer), store (while the response streams to the
+//! client). [`CacheService`] tells it in detail.
 #![warn(missing_docs)]
 
 mod body;

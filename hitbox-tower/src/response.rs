@@ -25,6 +25,15 @@ const SERVED_HEADERS: usize = 4;
 
 /// A response as the cache keeps it: status, end-to-end headers and the
 /// whole body.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use hitbox_tower::CachedResponse;
+///
+/// let stored = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
+/// assert_eq!(stored.headers["content-length"], "2");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedResponse {
     /// The status.

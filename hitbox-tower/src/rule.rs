@@ -113,8 +113,8 @@ impl Rule {
 
     /// The key namespace (default `http`): two rules with different
     /// namespaces never share entries.
-    pub fn namespace(mut self, namespace: &str) -> Self {
-        self.namespace = namespace.into();
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into().into();
         self
     }
 
@@ -146,29 +146,29 @@ impl Rule {
 
     /// Caches requests that carry `Authorization`. The header value becomes
     /// part of the key (as a digest), so users never share an entry.
-    pub fn cache_authorized(mut self) -> Self {
-        self.cache_authorized = true;
+    pub fn cache_authorized(mut self, enabled: bool) -> Self {
+        self.cache_authorized = enabled;
         self
     }
 
     /// Caches requests that carry `Cookie`. The cookies become part of the
     /// key (as a digest), so users never share an entry.
-    pub fn cache_with_cookies(mut self) -> Self {
-        self.cache_with_cookies = true;
+    pub fn cache_with_cookies(mut self, enabled: bool) -> Self {
+        self.cache_with_cookies = enabled;
         self
     }
 
     /// Stores responses that set a cookie (the `Set-Cookie` header is then
     /// replayed to everyone who hits the entry: only for keys that are
     /// private to one user).
-    pub fn store_set_cookie(mut self) -> Self {
-        self.store_set_cookie = true;
+    pub fn store_set_cookie(mut self, enabled: bool) -> Self {
+        self.store_set_cookie = enabled;
         self
     }
 
     /// Stores responses marked `Cache-Control: private`.
-    pub fn store_private(mut self) -> Self {
-        self.store_private = true;
+    pub fn store_private(mut self, enabled: bool) -> Self {
+        self.store_private = enabled;
         self
     }
 

@@ -296,7 +296,7 @@ async fn safe_defaults_never_share_private_responses() {
 async fn credentials_opted_in_become_part_of_the_key() {
     let s = setup_with(Origin::default(), |cache| {
         CacheLayer::builder(cache)
-            .rule(Rule::new().cache_authorized().cache_with_cookies())
+            .rule(Rule::new().cache_authorized(true).cache_with_cookies(true))
             .build()
     })
     .await;

@@ -42,6 +42,15 @@ pub fn parse_delta(value: &str) -> Option<u64> {
 }
 
 /// The directives of one message's `Cache-Control` field lines.
+///
+/// ```
+/// use hitbox_tower::rfc9111::directives::{CacheControl, Delta};
+///
+/// let cc = CacheControl::parse("max-age=\"60\", private=\"set-cookie\", x-unknown");
+/// assert_eq!(cc.max_age, Some(Delta::Secs(60)));
+/// assert_eq!(cc.private.unwrap()[0], "set-cookie");
+/// assert!(CacheControl::parse("max-age=+1").max_age == Some(Delta::Invalid));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheControl {
     /// `max-age`.

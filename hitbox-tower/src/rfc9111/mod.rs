@@ -31,8 +31,9 @@
 //!   request with `Authorization` unless `public`, `s-maxage` or
 //!   `must-revalidate`; not `Vary: *`; only with explicit freshness or a
 //!   heuristically cacheable status (200, 203, 204, 300, 301, 308, 404, 405,
-//!   410, 414, 501). Fields named by qualified `no-cache` or `private` are
-//!   not stored.
+//!   410, 414, 501), and, for a request with `Cookie` or `Authorization`,
+//!   only with explicit freshness. `Set-Cookie`, and the fields named by
+//!   qualified `no-cache` or `private`, are kept out of what is stored.
 //! - [`freshness`]: lifetime (4.2.1: `s-maxage`, `max-age`, `Expires` minus
 //!   `Date`), heuristics (4.2.2, only with `Last-Modified`, a fraction of
 //!   its age, capped), age (4.2.3, with upstream `Age`, request and
@@ -41,8 +42,10 @@
 //!   `proxy-revalidate`, `s-maxage`; RFC 5861 `stale-while-revalidate` and
 //!   `stale-if-error`).
 //! - [`vary`]: secondary keys (4.1); several variants of one URL are stored
-//!   side by side; field values are compared after joining lines and
-//!   trimming whitespace; absent matches only absent.
+//!   side by side (the first under the URL's key, the others under keys
+//!   derived from it and their `Vary` values); field values are compared
+//!   byte for byte after joining lines and trimming whitespace; absent
+//!   matches only absent.
 //! - [`validation`]: conditional requests with the stored `ETag` and
 //!   `Last-Modified`, `304` selection and header update (4.3), `304`
 //!   answers to the client's own `If-None-Match`/`If-Modified-Since`.
@@ -82,6 +85,18 @@ pub mod vary;
 use directives::CacheControl;
 
 /// The configuration of standards mode.
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_tower::rfc9111::Rfc9111;
+///
+/// let config = Rfc9111::new()
+///     .targeted_field("cdn-cache-control")
+///     .heuristic_fraction(0.05)
+///     .heuristic_max(Duration::from_secs(600))
+///     .max_body_size(1 << 20)
+///     .refuse_set_cookie(true);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rfc9111 {
     pub(crate) heuristic_fraction: f64,
