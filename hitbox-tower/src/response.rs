@@ -173,7 +173,7 @@ impl CacheableValue for CachedResponse {
     }
 }
 
-/// A stored response read for serving as a policy-mode hit. Its headers
+/// A stored response read for serving as a hit (in either mode). Its headers
 /// already hold `Age` and `Cache-Status` (with empty values, to be
 /// replaced), so the copy each hit makes of them has room for the values
 /// it sets. Decoded once per stored entry when the tier shares its

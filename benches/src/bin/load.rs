@@ -19,6 +19,8 @@
 //! - `static`: a prebuilt response, no cache (the limit of the server);
 //! - `origin`: an origin taking 20 ms, no cache;
 //! - `l1`: that origin behind the layer, served from moka;
+//! - `rfc`: the same in standards mode (the origin then says
+//!   `Cache-Control: max-age=3600`);
 //! - `redis`: behind the layer with Redis as the only tier;
 //! - `tiers`: behind the layer on moka -> moka -> Redis;
 //! - `fred`: a handler doing a raw fred `GET` of the very bytes the `redis`
@@ -52,6 +54,7 @@ use hitbox_core::{CacheKey, CachePolicy, Extractor, KeyBuilder};
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
 use hitbox_tower::extract::default_key;
+use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::{CacheLayer, CachedResponse, Rule};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -256,6 +259,20 @@ fn json(body: Bytes) -> Response {
 }
 
 async fn origin(State(origin): State<Origin>) -> Response {
+    origin_response(origin).await
+}
+
+/// The origin, saying how long its answer may be cached (what standards
+/// mode needs to store it).
+async fn cacheable_origin(State(origin): State<Origin>) -> Response {
+    let mut response = origin_response(origin).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    response
+}
+
+async fn origin_response(origin: Origin) -> Response {
     origin.calls.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(ORIGIN_DELAY).await;
     json(origin.body.clone())
@@ -338,6 +355,14 @@ fn start_server(
                     .route(
                         "/l1/{id}",
                         get(origin).layer(layer(Cache::new(l1_moka.clone()), "l1")),
+                    )
+                    .route(
+                        "/rfc/{id}",
+                        get(cacheable_origin).layer(
+                            CacheLayer::builder(Cache::new(MokaBackend::builder().label("rfc").build()))
+                                .rfc9111(Rfc9111::new())
+                                .build(),
+                        ),
                     )
                     .route(
                         "/redis/{id}",
@@ -545,6 +570,12 @@ const CASES: &[Case] = &[
         cached: true,
     },
     Case {
+        name: "rfc",
+        route: "/rfc",
+        keys: Keys::One,
+        cached: true,
+    },
+    Case {
         name: "redis",
         route: "/redis",
         keys: Keys::One,
@@ -571,6 +602,12 @@ const CASES: &[Case] = &[
     Case {
         name: "l1-1k",
         route: "/l1",
+        keys: Keys::Spread,
+        cached: true,
+    },
+    Case {
+        name: "rfc-1k",
+        route: "/rfc",
         keys: Keys::Spread,
         cached: true,
     },
@@ -830,7 +867,7 @@ async fn drive(args: &Args, server: &ServerHandles, redis: (u16, u32), redis_url
 
     // Warm-up: fill the caches, check that the cached cases hit.
     let started = Instant::now();
-    for route in ["/l1", "/redis", "/tiers"] {
+    for route in ["/l1", "/rfc", "/redis", "/tiers"] {
         if !(wanted(route) || route == "/redis" && wanted("/fred")) {
             continue;
         }
@@ -882,7 +919,7 @@ async fn drive(args: &Args, server: &ServerHandles, redis: (u16, u32), redis_url
             .unwrap_or_else(|e| fail(&format!("redis SET: {e}")));
     }
     println!(
-        "warm-up: {:.1} s (1,000 keys in each of l1, redis, tiers; raw copies for fred: {stored_len} B each, \
+        "warm-up: {:.1} s (1,000 keys in each of l1, rfc, redis, tiers; raw copies for fred: {stored_len} B each, \
          the stored envelope of a 1 KiB response)",
         started.elapsed().as_secs_f64()
     );
@@ -968,6 +1005,10 @@ async fn drive(args: &Args, server: &ServerHandles, redis: (u16, u32), redis_url
         );
         if case.cached && hit_pct < 99.0 {
             println!("  warning: {} answered {hit_pct:.1}% hits", case.name);
+        }
+        if args.cases.is_some() {
+            // For instruction counts per request (benches/load-profile.sh).
+            println!("  requests: {}", tally.latencies_ns.len());
         }
         summary.insert(case.name, (rps, p50, p99));
     }

@@ -1,4 +1,4 @@
-//! Policy mode: the layer's rules decide which requests are cached, under
+//! Rule mode: the layer's rules decide which requests are cached, under
 //! which key, and for how long; the engine's freshness (from the rule's
 //! [`CachePolicy`]) says what a stored response is worth.
 

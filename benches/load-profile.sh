@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Instructions per request on the load benchmark's server thread, by
+# callgrind, for a static response, a rule-mode L1 hit and a standards-mode
+# L1 hit, and each one's ratio to static: the issue's measure, in one run.
+#   ./benches/load-profile.sh [SECONDS_PER_CASE]
+# Each case runs alone (`load --cases NAME`) under callgrind with one output
+# file per thread; the server thread is the one that ran hyper's server
+# dispatch. Its instructions (warm-up and start-up included, a small part of
+# thousands of requests) are divided by the requests the client completed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-2}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+cargo build --release -q -p hitbox-benches --bin load
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+per_request() {
+  local case=$1 requests file total
+  requests=$(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/cg.$case" \
+      target/release/load --seconds "$seconds" --cases "$case" 2>/dev/null | awk '/requests:/ {print $2}')
+  for file in "$out"/cg."$case"-*; do
+    if callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -q 'hyper::proto::h1::role::Server'; then
+      total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+      echo $(( total / requests ))
+      return
+    fi
+  done
+  echo "no server thread found for $case" >&2
+  exit 1
+}
+static=$(per_request static)
+printf '%-7s %9s %s\n' case instr "ratio to static"
+printf '%-7s %9d %s\n' static "$static" 1.00
+for case in l1 rfc l1-1k rfc-1k; do
+  n=$(per_request "$case")
+  printf '%-7s %9d %s\n' "$case" "$n" "$(awk -v a="$n" -v b="$static" 'BEGIN { printf "%.2f", a / b }')"
+done
