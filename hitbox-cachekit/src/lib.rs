@@ -74,6 +74,13 @@
 //! # });
 //! ```
 //!
+//! # Sharing entries with other SDKs
+//!
+//! [`interop`] builds the cross-SDK keys of cachekit interop mode v1
+//! (BLAKE2b-256 over canonical MessagePack arguments); with the `msgpack`
+//! feature, `hitbox_backend::Format::MessagePack` writes the values the
+//! other SDKs read.
+//!
 //! # Testing
 //!
 //! The hosted service cannot be reached from CI. This crate's tests run
@@ -88,6 +95,7 @@ mod breaker;
 mod config;
 mod error;
 mod freshness;
+pub mod interop;
 mod key;
 mod safety;
 mod tiered;

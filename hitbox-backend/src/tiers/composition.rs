@@ -148,9 +148,9 @@ use futures::future::{Either, select};
 use hitbox_core::{CacheKey, Clock, Freshness, SharedClock, SystemClock, Tag, Timestamp};
 use tokio::sync::{Mutex as AsyncMutex, Notify};
 
-use crate::backend::{Backend, BackendFuture, TierStats};
-use crate::envelope::RawEntry;
+use crate::codec::envelope::RawEntry;
 use crate::error::BackendError;
+use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 
 /// The default cap on the lifetime of an entry refilled into L1.
 pub const DEFAULT_REFILL_MAX_TTL: Duration = Duration::from_secs(30);
