@@ -44,13 +44,13 @@
 //!   memo, typed views, stats). It talks to exactly one [`Backend`].
 //! - `tiers`: the [`Backend`] trait and what implements it:
 //!   [`MemoryBackend`], [`Staged`], [`composition`] (L1 in front of L2),
-//!   and the typed [`BackendExt`].
+//!   the typed [`BackendExt`], and the shared circuit [`breaker`].
 //! - `codec`: how a value becomes stored bytes: [`Format`], the
 //!   [`envelope`], the compression and encryption [`Stages`], and (feature
 //!   `encryption`) the `encryption` module.
 //!
 //! Every public item is re-exported at the crate root; the modules
-//! `composition`, `envelope` and `encryption` are also public
+//! `composition`, `envelope`, `encryption` and `breaker` are also public
 //! under those names.
 //!
 //! # Tiers and stages
@@ -80,8 +80,13 @@
 //! - **Freshness**: where an entry stands on the injected clock
 //!   ([`hitbox_core::Clock`]): fresh (served), stale (served while it is
 //!   refreshed, or when the loader fails) or expired (a miss).
-//! - **Breaker**: what stops a composition (or a remote tier) from asking
-//!   a tier that keeps failing, for a cool-down.
+//! - **Breaker**: a [`CircuitBreaker`] in front of a tier (each tier of a
+//!   composition, the Redis tier, the cachekit.io tier). After consecutive
+//!   tier failures (timeouts, connection errors: see
+//!   [`BackendError::is_tier_failure`]; errors about one key do not count)
+//!   it opens, and the tier is not asked until a cool-down on the injected
+//!   clock has passed; then one probe decides whether it closes or opens
+//!   again. A late answer to a call made before it opened decides nothing.
 //!
 //! # Features
 //!
@@ -102,6 +107,7 @@ mod tiers;
 #[cfg(feature = "encryption")]
 pub use codec::encryption;
 pub use codec::envelope;
+pub use tiers::breaker;
 pub use tiers::composition;
 
 pub use codec::format::{CacheableValue, Format};
@@ -114,6 +120,7 @@ pub use engine::{
 };
 pub use error::{BackendError, BoxError, DecodeError, LoadError};
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
+pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{
     Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
 };

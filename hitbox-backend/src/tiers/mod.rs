@@ -9,7 +9,9 @@
 //! - [`memory`]: the unbounded in-memory reference tier (tests, examples).
 //! - [`staged`]: a tier behind compression and encryption stages.
 //! - [`composition`]: two tiers acting as one (L1 in front of L2), nested
-//!   for more.
+//!   for more; it skips a failing tier with a [`breaker`].
+//! - [`breaker`]: the circuit breaker every tier that can go down uses
+//!   (composition, Redis, cachekit.io), on the injected clock.
 //! - [`typed`]: typed `get`/`set` on one tier, without the engine.
 //!
 //! Because a composition is itself a `Backend`, the engine does not know
@@ -17,6 +19,7 @@
 //! to it.
 
 pub(crate) mod backend;
+pub mod breaker;
 pub mod composition;
 pub(crate) mod memory;
 pub(crate) mod staged;
