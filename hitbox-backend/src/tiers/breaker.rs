@@ -12,11 +12,14 @@
 //! failure opens it for another cool-down. A probe that is dropped before
 //! it ends (its caller gave up) lets the next call probe at once.
 //!
-//! What does not count: errors about one key or one value (a Redis
-//! `WRONGTYPE`, a cluster redirection, a value too large, one that does not
-//! encode) say the tier answered; they neither count as a failure nor reset
-//! the count, and a probe that ends in one is released so the next call
-//! probes. A success resets the count of a closed breaker.
+//! What does not count as a failure: errors about one key or one value. A
+//! [`BackendError::Key`] (a Redis `WRONGTYPE`, a cluster redirection, a
+//! reply that does not parse) says the tier answered, so it counts as a
+//! success: it resets the count, and closes the breaker if it answered the
+//! probe. A value refused before it reached the tier
+//! ([`BackendError::Refused`], [`BackendError::Encode`]) says nothing either
+//! way: no count, and a probe that ends in one is released so the next call
+//! probes. See [`Permit::record`].
 //!
 //! Only the probe decides. A call admitted before the breaker opened that
 //! ends after it did (a straggler) changes nothing, whether it failed or
@@ -419,12 +422,14 @@ impl Permit<'_> {
         self.breaker.released(self.probe, self.epoch);
     }
 
-    /// Reports `result`: `Ok` is a success, an error for which
-    /// [`BackendError::is_tier_failure`] holds is a failure, any other
-    /// error is [neutral](Permit::neutral).
+    /// Reports `result`: `Ok` is a success; an error for which
+    /// [`BackendError::is_tier_failure`] holds is a failure; a
+    /// [`BackendError::Key`] error is a success too (the tier answered,
+    /// about this one key); any other error (a value refused before it
+    /// reached the tier) is [neutral](Permit::neutral).
     pub fn record<T>(self, result: &Result<T, BackendError>) {
         match result {
-            Ok(_) => self.success(),
+            Ok(_) | Err(BackendError::Key { .. }) => self.success(),
             Err(error) if error.is_tier_failure() => self.failure(),
             Err(_) => self.neutral(),
         }
@@ -611,13 +616,21 @@ mod tests {
         )
     }
 
+    fn refused() -> BackendError {
+        BackendError::Refused {
+            tier: "t".into(),
+            reason: "too large",
+        }
+    }
+
     #[test]
-    fn per_key_errors_neither_count_nor_reset() {
+    fn a_per_key_error_does_not_open_the_breaker_and_resets_the_count() {
         let (b, _) = breaker(2, 10);
         for _ in 0..10 {
             b.try_acquire().expect("closed").record::<()>(&Err(key_error()));
         }
         assert_eq!(b.state(), BreakerState::Closed, "per-key errors do not open it");
+        // The tier answered: the run of failures starts again.
         b.try_acquire()
             .expect("closed")
             .record::<()>(&Err(client_error()));
@@ -625,32 +638,50 @@ mod tests {
         b.try_acquire()
             .expect("closed")
             .record::<()>(&Err(client_error()));
-        assert_eq!(b.state(), BreakerState::Open, "nor do they reset the count");
-        for refused in [
-            BackendError::Refused {
-                tier: "t".into(),
-                reason: "too large",
-            },
-            BackendError::Encode {
-                tier: "t".into(),
-                source: crate::DecodeError::Payload("bad".into()),
-            },
-        ] {
-            assert!(!refused.is_tier_failure(), "{refused:?}");
-        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire()
+            .expect("closed")
+            .record::<()>(&Err(client_error()));
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]
-    fn a_probe_ending_in_a_per_key_error_is_released() {
+    fn a_refused_value_neither_counts_nor_resets() {
+        let (b, _) = breaker(2, 10);
+        for _ in 0..10 {
+            b.try_acquire().expect("closed").record::<()>(&Err(refused()));
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire()
+            .expect("closed")
+            .record::<()>(&Err(client_error()));
+        b.try_acquire().expect("closed").record::<()>(&Err(refused()));
+        b.try_acquire()
+            .expect("closed")
+            .record::<()>(&Err(client_error()));
+        assert_eq!(b.state(), BreakerState::Open, "the count was not reset");
+        let encode = BackendError::Encode {
+            tier: "t".into(),
+            source: crate::DecodeError::Payload("bad".into()),
+        };
+        assert!(!encode.is_tier_failure());
+        assert!(!refused().is_tier_failure());
+        assert!(!key_error().is_tier_failure());
+        assert!(client_error().is_tier_failure());
+        assert!(BackendError::Unavailable { tier: "t".into() }.is_tier_failure());
+    }
+
+    #[test]
+    fn a_probe_answered_with_a_per_key_error_closes_and_a_refused_one_is_released() {
         let (b, clock) = breaker(1, 10);
         fail(&b, 1);
         clock.advance(Duration::from_secs(10));
-        b.try_acquire().expect("probe").record::<()>(&Err(key_error()));
-        assert_eq!(b.state(), BreakerState::Open);
+        b.try_acquire().expect("probe").record::<()>(&Err(refused()));
+        assert_eq!(b.state(), BreakerState::Open, "released, not decided");
         let next = b.try_acquire().expect("the next call probes at once");
         assert!(next.is_probe());
-        next.record(&Ok(()));
-        assert_eq!(b.state(), BreakerState::Closed);
+        next.record::<()>(&Err(key_error()));
+        assert_eq!(b.state(), BreakerState::Closed, "the tier answered the probe");
     }
 
     #[test]

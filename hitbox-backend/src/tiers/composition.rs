@@ -82,12 +82,12 @@
 //! (the others still skip it while the probe runs): its success makes the
 //! tier healthy, its failure starts another cool-down. Only errors for which
 //! [`BackendError::is_tier_failure`] holds count (timeouts, client errors,
-//! an inner tier's own breaker being open); an error about one key
-//! ([`BackendError::Key`]), a tier refusing a value
-//! ([`BackendError::Refused`]) or a value its stages cannot encode
-//! ([`BackendError::Encode`]) says nothing about the tier's health and
-//! counts neither way. Invalidations reach a tier in cool-down anyway; their
-//! outcome counts only while its breaker is closed.
+//! an inner tier's own breaker being open). An error about one key
+//! ([`BackendError::Key`]) is the tier answering and counts as a success;
+//! a tier refusing a value ([`BackendError::Refused`]) or a value its
+//! stages cannot encode ([`BackendError::Encode`]) says nothing about the
+//! tier's health and counts neither way. Invalidations reach a tier in
+//! cool-down anyway; their outcome counts only while its breaker is closed.
 //!
 //! # Example
 //!
