@@ -75,11 +75,16 @@
 //! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
 //! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
 //! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
-//! and through a circuit [breaker]: after
+//! and through a circuit [breaker] (hitbox-backend's, the one every tier
+//! shares): after
 //! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
-//! failures the tier answers [`BackendError::Unavailable`] at once, without
+//! connection-level failures (timeouts, I/O, a connection refused or reset)
+//! the tier answers [`BackendError::Unavailable`] at once, without
 //! touching Redis, until a probe made after the
-//! [cool-down](RedisBackendBuilder::cool_down) succeeds. Reconnecting is
+//! [cool-down](RedisBackendBuilder::cool_down) (5 s by default, on the
+//! [clock](RedisBackendBuilder::clock) it is given) succeeds. Errors Redis
+//! sends back about one key (`WRONGTYPE`, `MOVED`/`ASK`, any other `ERR`
+//! reply) are [`BackendError::Key`] and never count. Reconnecting is
 //! fred's job: the backend sets a reconnect policy (exponential back-off,
 //! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
 //! applies to the first connection, and logs reconnections and connection
