@@ -67,7 +67,7 @@
 //!   long it stays fresh and then stale, its tags), framed in the
 //!   [`envelope`]. [`CachedEntry`] is its decoded form.
 //! - **Tier**: one place entries live, behind the [`Backend`] trait: memory,
-//!   moka, Redis, cachekit.io, or a [composition](composition) of two tiers,
+//!   moka, Redis, cachekit.io, or a [`composition`] of two tiers,
 //!   which is a tier too. A tier stores bytes and never sees values.
 //! - **Stage**: a reversible transformation between the envelope and what a
 //!   tier stores: compression, encryption ([`Stages`], applied by

@@ -118,7 +118,7 @@ pub trait Encryptor: Send + Sync + 'static {
     fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError>;
 }
 
-/// The stages a [`Staged`] tier applies.
+/// The stages a [`Staged`](crate::Staged) tier applies.
 #[derive(Clone)]
 pub struct Stages {
     compression: Compression,
