@@ -29,9 +29,26 @@ pub enum BackendError {
         /// The tier's label.
         tier: Arc<str>,
     },
-    /// The tier's client reported an error.
+    /// The tier's client reported an error about the tier itself: the
+    /// connection was refused or reset, an I/O error, the server cannot be
+    /// reached. A [tier failure](BackendError::is_tier_failure). An error
+    /// about one key is [`BackendError::Key`] instead.
     #[error("tier `{tier}` failed: {source}")]
     Client {
+        /// The tier's label.
+        tier: Arc<str>,
+        /// What the client said.
+        #[source]
+        source: BoxError,
+    },
+    /// The tier answered, but failed this one operation on this one key: a
+    /// value of the wrong type (Redis `WRONGTYPE`), a cluster redirection
+    /// (`MOVED`, `ASK`) that outlived the client's retries, a command or
+    /// value the server would not take, a reply that does not parse, a
+    /// request the service refused for this key. The tier itself is
+    /// reachable: this is not a [tier failure](BackendError::is_tier_failure).
+    #[error("tier `{tier}` failed this operation: {source}")]
+    Key {
         /// The tier's label.
         tier: Arc<str>,
         /// What the client said.
@@ -64,12 +81,43 @@ impl BackendError {
             BackendError::Timeout { tier, .. }
             | BackendError::Unavailable { tier }
             | BackendError::Client { tier, .. }
+            | BackendError::Key { tier, .. }
             | BackendError::Refused { tier, .. }
             | BackendError::Encode { tier, .. } => tier,
         }
     }
 
-    /// A client error of `tier`.
+    /// Whether this error says the tier is unhealthy, and so counts towards
+    /// opening its [circuit breaker](crate::CircuitBreaker): it timed out
+    /// ([`Timeout`](BackendError::Timeout)), could not be reached or lost
+    /// its connection ([`Client`](BackendError::Client)), or is already
+    /// known to be down ([`Unavailable`](BackendError::Unavailable)).
+    ///
+    /// Errors about one key or one value are not: the tier answered
+    /// ([`Key`](BackendError::Key): a wrong type, a cluster redirection, a
+    /// reply that does not parse), or was never asked because of the value
+    /// ([`Refused`](BackendError::Refused): too large;
+    /// [`Encode`](BackendError::Encode): a value the stages cannot encode).
+    /// An entry that does not decode is a miss, not an error.
+    pub fn is_tier_failure(&self) -> bool {
+        match self {
+            BackendError::Timeout { .. } | BackendError::Unavailable { .. } | BackendError::Client { .. } => {
+                true
+            }
+            BackendError::Key { .. } | BackendError::Refused { .. } | BackendError::Encode { .. } => false,
+        }
+    }
+
+    /// A per-key error of `tier` ([`BackendError::Key`]): the tier answered,
+    /// but not with what was asked for.
+    pub fn key(tier: impl Into<Arc<str>>, source: impl Into<BoxError>) -> Self {
+        BackendError::Key {
+            tier: tier.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A client error of `tier` (connection-level: a tier failure).
     pub fn client(tier: impl Into<Arc<str>>, source: impl Into<BoxError>) -> Self {
         BackendError::Client {
             tier: tier.into(),

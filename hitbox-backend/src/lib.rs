@@ -38,6 +38,21 @@
 //! # });
 //! ```
 //!
+//! # How the crate is laid out
+//!
+//! - `engine`: the [`Cache`] engine (single-flight loads, the decoded-value
+//!   memo, typed views, stats). It talks to exactly one [`Backend`].
+//! - `tiers`: the [`Backend`] trait and what implements it:
+//!   [`MemoryBackend`], [`Staged`], [`composition`] (L1 in front of L2),
+//!   the typed [`BackendExt`], and the shared circuit [`breaker`].
+//! - `codec`: how a value becomes stored bytes: [`Format`], the
+//!   [`envelope`], the compression and encryption [`Stages`], and (feature
+//!   `encryption`) the `encryption` module.
+//!
+//! Every public item is re-exported at the crate root; the modules
+//! `composition`, `envelope`, `encryption` and `breaker` are also public
+//! under those names.
+//!
 //! # Tiers and stages
 //!
 //! A [`Backend`] stores bytes. The engine frames each value in an envelope
@@ -46,6 +61,33 @@
 //! what it stores, each stage recorded in a header so that a value read with
 //! other stages than it was written with is a clean miss.
 //!
+//! # Glossary
+//!
+//! - **Entry**: one stored value with its metadata (when it was stored, how
+//!   long it stays fresh and then stale, its tags), framed in the
+//!   [`envelope`]. [`CachedEntry`] is its decoded form.
+//! - **Tier**: one place entries live, behind the [`Backend`] trait: memory,
+//!   moka, Redis, cachekit.io, or a [`composition`] of two tiers,
+//!   which is a tier too. A tier stores bytes and never sees values.
+//! - **Stage**: a reversible transformation between the envelope and what a
+//!   tier stores: compression, encryption ([`Stages`], applied by
+//!   [`Staged`]). Stages are per tier and recorded in a header, so bytes
+//!   written with other stages read as a miss.
+//! - **Policy**: what the engine or a composition decides per call, set
+//!   once: the engine's [`CachePolicy`](hitbox_core::CachePolicy) (TTL,
+//!   stale windows, what to do on a loader error) and a composition's
+//!   [`ReadPolicy`], [`WritePolicy`] and [`RefillPolicy`].
+//! - **Freshness**: where an entry stands on the injected clock
+//!   ([`hitbox_core::Clock`]): fresh (served), stale (served while it is
+//!   refreshed, or when the loader fails) or expired (a miss).
+//! - **Breaker**: a [`CircuitBreaker`] in front of a tier (each tier of a
+//!   composition, the Redis tier, the cachekit.io tier). After consecutive
+//!   tier failures (timeouts, connection errors: see
+//!   [`BackendError::is_tier_failure`]; errors about one key do not count)
+//!   it opens, and the tier is not asked until a cool-down on the injected
+//!   clock has passed; then one probe decides whether it closes or opens
+//!   again. A late answer to a call made before it opened decides nothing.
+//!
 //! # Features
 //!
 //! - `bincode`: the bincode 2 format. Off by default: bincode is
@@ -53,36 +95,35 @@
 //! - `encryption`: the AES-256-GCM [`Encryptor`] (`encryption` module), with
 //!   per-tenant keys derived by HKDF-SHA256, wire-compatible with the
 //!   cachekit SDKs.
-//! - `msgpack`: the MessagePack format and the cachekit interop v1 key
-//!   builder (`interop` module).
+//! - `msgpack`: the MessagePack format, the value format the cachekit SDKs
+//!   share. (The cachekit interop key builder lives in `hitbox-cachekit`.)
 #![warn(missing_docs)]
 
-mod backend;
-mod cache;
-pub mod composition;
-#[cfg(feature = "encryption")]
-pub mod encryption;
-pub mod envelope;
+mod codec;
+mod engine;
 mod error;
-mod format;
-#[cfg(feature = "msgpack")]
-pub mod interop;
-mod memory;
-mod stage;
-mod typed_backend;
+mod tiers;
 
-pub use backend::{Backend, BackendFuture, TierStats};
-pub use cache::{
+#[cfg(feature = "encryption")]
+pub use codec::encryption;
+pub use codec::envelope;
+pub use tiers::breaker;
+pub use tiers::composition;
+
+pub use codec::format::{CacheableValue, Format};
+pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Stages};
+#[cfg(feature = "encryption")]
+pub use encryption::{AesGcmEncryptor, MasterKey};
+pub use engine::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
     LoadTicket, SharedEntry, TypedCache,
 };
-pub use composition::{
+pub use error::{BackendError, BoxError, DecodeError, LoadError};
+pub use tiers::backend::{Backend, BackendFuture, TierStats};
+pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use tiers::composition::{
     Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
 };
-#[cfg(feature = "encryption")]
-pub use encryption::{AesGcmEncryptor, MasterKey};
-pub use error::{BackendError, BoxError, DecodeError, LoadError};
-pub use format::{CacheableValue, Format};
-pub use memory::MemoryBackend;
-pub use stage::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Staged, Stages};
-pub use typed_backend::BackendExt;
+pub use tiers::memory::MemoryBackend;
+pub use tiers::staged::Staged;
+pub use tiers::typed::BackendExt;

@@ -857,6 +857,60 @@ async fn a_refused_value_does_not_count_against_a_tiers_health() {
     assert_eq!(tiers.tier_counters()[0].skipped, 0);
 }
 
+/// A tier that answers every read with an error about the key (a Redis
+/// `WRONGTYPE`, say): reachable, just not for this key.
+struct WrongType(MemoryBackend);
+
+impl Backend for WrongType {
+    fn read<'a>(&'a self, _: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async {
+            Err(BackendError::key(
+                "wrongtype",
+                "WRONGTYPE Operation against a key",
+            ))
+        })
+    }
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        self.0.write(key, value, ttl, tags)
+    }
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.0.remove(key)
+    }
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.0.invalidate_tag(tag)
+    }
+    fn label(&self) -> &str {
+        "wrongtype"
+    }
+}
+
+#[tokio::test]
+async fn a_per_key_error_does_not_open_a_tiers_breaker() {
+    let clock = ManualClock::new();
+    let l2 = mem("l2", &clock);
+    let tiers = CompositionBackend::builder(WrongType(mem("l1", &clock)), l2.clone())
+        .failure_threshold(1)
+        .clock(clock.clone())
+        .build();
+    l2.write(&key("a"), envelope(&clock, HOUR, "v"), HOUR, &[])
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert!(tiers.read(&key("a")).await.unwrap().is_some(), "served by L2");
+    }
+    assert!(tiers.is_available(Tier::L1));
+    let [l1, _] = tiers.tier_counters();
+    assert_eq!((l1.errors, l1.skipped), (5, 0), "asked every time: {l1:?}");
+    assert!(!BackendError::key("t", "MOVED 3999 127.0.0.1:6381").is_tier_failure());
+    assert!(BackendError::client("t", "connection refused").is_tier_failure());
+}
+
 #[tokio::test]
 async fn invalidations_reach_a_tier_in_cool_down() {
     let clock = ManualClock::new();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hitbox_backend::envelope::RawEntry;
-use hitbox_backend::{Backend, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendFuture, BreakerState, CircuitBreaker, TierStats};
 use hitbox_core::{CacheKey, Tag};
 use rand::Rng;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -15,7 +15,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::config::{ApiKey, CachekitConfig, MAX_BODY_BYTES, REDACTED};
 use crate::error::CachekitError;
 use crate::freshness::{Freshness, MAX_FRESH_FOR_SECS, parse_fresh_for, parse_freshness};
@@ -291,7 +290,7 @@ struct Inner {
     api_key: ApiKey,
     auth: HeaderValue,
     config: CachekitConfig,
-    breaker: Arc<Breaker>,
+    breaker: Arc<CircuitBreaker>,
     permits: Arc<Semaphore>,
     stats: Stats,
     l1: Option<Arc<L1Counters>>,
@@ -387,11 +386,9 @@ impl CachekitBackend {
             .map_err(|error| CachekitError::Config {
                 reason: scrub(&error.without_url().to_string(), &api_key),
             })?;
-        let breaker = Arc::new(Breaker::new(
-            config.failure_threshold,
-            config.cool_down,
-            config.clock.clone(),
-        ));
+        let breaker = Arc::new(
+            CircuitBreaker::new(config.breaker, config.clock.clone()).labelled(config.label.as_str()),
+        );
         Ok(CachekitBackend {
             inner: Arc::new(Inner {
                 client,
@@ -508,14 +505,10 @@ impl CachekitBackend {
             Kind::Read => self.inner.config.read_timeout,
             Kind::Write => self.inner.config.write_timeout,
         };
-        let admission = self.inner.breaker.admit();
-        if admission == Admission::Refused {
+        // Dropped with this future (the caller gave up), the permit releases
+        // a probe so the breaker does not stay half-open.
+        let Some(permit) = self.inner.breaker.try_acquire() else {
             return Err(CachekitError::CircuitOpen);
-        }
-        let mut verdict = ProbeGuard {
-            breaker: &self.inner.breaker,
-            admission,
-            done: false,
         };
         let attempts = async {
             let _permit = self
@@ -532,10 +525,13 @@ impl CachekitBackend {
             Ok(result) => result,
             Err(_) => Err(CachekitError::Timeout { after: budget }),
         };
-        let failed = matches!(&result, Err(error) if error.is_service_failure())
-            || matches!(&result, Ok(reply) if reply.status.is_server_error());
-        self.inner.breaker.record(admission, failed);
-        verdict.done = true;
+        // A 5xx the caller will turn into an error is the service failing;
+        // any other answer (a 404, a refused key, a quota) says it is up.
+        match &result {
+            Err(error) if error.is_service_failure() => permit.failure(),
+            Ok(reply) if reply.status.is_server_error() => permit.failure(),
+            _ => permit.success(),
+        }
         if result.is_err() {
             self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -935,22 +931,6 @@ pub enum RevalidateError<E> {
     /// The service failed.
     #[error(transparent)]
     Cachekit(CachekitError),
-}
-
-/// Marks a half-open probe as abandoned when its future is dropped before
-/// it reported, so the breaker does not stay half-open forever.
-struct ProbeGuard<'a> {
-    breaker: &'a Breaker,
-    admission: Admission,
-    done: bool,
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.breaker.abandon(self.admission);
-        }
-    }
 }
 
 fn is_transient(status: StatusCode) -> bool {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use hitbox_core::{SharedClock, SystemClock};
 
 use crate::backend::CachekitBackend;
-use crate::breaker::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD};
 use crate::error::CachekitError;
 use crate::safety::{DEFAULT_API_URL, UrlPolicy};
+use hitbox_backend::BreakerConfig;
 
 /// The variable holding the API key.
 pub const API_KEY_ENV: &str = "CACHEKIT_API_KEY";
@@ -83,8 +83,7 @@ pub struct CachekitConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
     pub(crate) max_concurrency: usize,
-    pub(crate) failure_threshold: u32,
-    pub(crate) cool_down: Duration,
+    pub(crate) breaker: BreakerConfig,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) stale_ttl: Option<Duration>,
     pub(crate) label: String,
@@ -103,8 +102,7 @@ impl fmt::Debug for CachekitConfig {
             .field("backoff_base", &self.backoff_base)
             .field("backoff_cap", &self.backoff_cap)
             .field("max_concurrency", &self.max_concurrency)
-            .field("failure_threshold", &self.failure_threshold)
-            .field("cool_down", &self.cool_down)
+            .field("breaker", &self.breaker)
             .field("default_ttl", &self.default_ttl)
             .field("stale_ttl", &self.stale_ttl)
             .field("label", &self.label)
@@ -124,8 +122,7 @@ impl Default for CachekitConfig {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_cap: DEFAULT_BACKOFF_CAP,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            cool_down: DEFAULT_COOL_DOWN,
+            breaker: BreakerConfig::default(),
             default_ttl: None,
             stale_ttl: None,
             label: "cachekit".to_owned(),
@@ -250,16 +247,26 @@ impl CachekitConfig {
         self
     }
 
-    /// Service failures in a row that open the circuit breaker (default 5;
-    /// 0 turns the breaker off).
+    /// Service failures in a row that open the circuit breaker (default
+    /// [`DEFAULT_FAILURE_THRESHOLD`](crate::DEFAULT_FAILURE_THRESHOLD), 5; 0
+    /// turns the breaker off).
     pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.failure_threshold = failures;
+        self.breaker.failure_threshold = failures;
         self
     }
 
-    /// How long the open breaker refuses calls (default 10 s).
+    /// How long the open breaker refuses calls before it lets a probe
+    /// through (default [`DEFAULT_COOL_DOWN`](crate::DEFAULT_COOL_DOWN), 5 s,
+    /// the same for every hitbox tier).
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
-        self.cool_down = cool_down;
+        self.breaker.cool_down = cool_down;
+        self
+    }
+
+    /// The whole circuit breaker configuration (default
+    /// [`BreakerConfig::default`]).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
         self
     }
 

@@ -103,7 +103,11 @@ pub enum CachekitError {
 
 impl CachekitError {
     /// Whether the circuit breaker should count this error as the service
-    /// being unhealthy (timeouts, transport errors, persistent 5xx).
+    /// being unhealthy (timeouts, transport errors, persistent 5xx). The
+    /// same errors become tier failures
+    /// ([`BackendError::is_tier_failure`]) through
+    /// [`CachekitError::into_backend_error`]; the others (a refused key, a
+    /// quota, a 4xx, a malformed answer) are about one request.
     pub fn is_service_failure(&self) -> bool {
         matches!(
             self,
@@ -111,7 +115,13 @@ impl CachekitError {
         )
     }
 
-    /// Converts to the error the engine understands, naming the tier.
+    /// Converts to the error the engine understands, naming the tier: a
+    /// service failure becomes a tier failure
+    /// ([`BackendError::Client`], [`BackendError::Timeout`]), an open
+    /// breaker [`BackendError::Unavailable`], a value or key refused before
+    /// sending [`BackendError::Refused`], and any other error, about this
+    /// one request, [`BackendError::Key`], which does not count towards a
+    /// composition's breaker.
     pub fn into_backend_error(self, tier: &str) -> BackendError {
         match self {
             CachekitError::Timeout { after } => BackendError::Timeout {
@@ -127,7 +137,56 @@ impl CachekitError {
                 tier: tier.into(),
                 reason,
             },
-            other => BackendError::client(tier, other),
+            other if other.is_service_failure() => BackendError::client(tier, other),
+            other => BackendError::key(tier, other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_service_failures_become_tier_failures() {
+        let failures = [
+            CachekitError::Timeout {
+                after: Duration::from_secs(1),
+            },
+            CachekitError::Transport {
+                message: "connection refused".into(),
+            },
+            CachekitError::Transient {
+                status: 503,
+                attempts: 3,
+            },
+        ];
+        for error in failures {
+            assert!(error.is_service_failure(), "{error:?}");
+            let backend = error.into_backend_error("cachekit");
+            assert!(backend.is_tier_failure(), "{backend:?}");
+        }
+        let per_request = [
+            CachekitError::Status { status: 404 },
+            CachekitError::Auth { status: 401 },
+            CachekitError::Denied {
+                reason: "quota".into(),
+            },
+            CachekitError::AlreadyStale,
+            CachekitError::Protocol {
+                message: "malformed JSON".into(),
+            },
+            CachekitError::TooLarge { size: 2, limit: 1 },
+            CachekitError::InvalidKey { reason: "reserved" },
+        ];
+        for error in per_request {
+            assert!(!error.is_service_failure(), "{error:?}");
+            let backend = error.into_backend_error("cachekit");
+            assert!(!backend.is_tier_failure(), "{backend:?}");
+        }
+        assert!(matches!(
+            CachekitError::Status { status: 404 }.into_backend_error("cachekit"),
+            BackendError::Key { .. }
+        ));
     }
 }

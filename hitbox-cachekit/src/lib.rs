@@ -74,6 +74,13 @@
 //! # });
 //! ```
 //!
+//! # Sharing entries with other SDKs
+//!
+//! [`interop`] builds the cross-SDK keys of cachekit interop mode v1
+//! (BLAKE2b-256 over canonical MessagePack arguments); with the `msgpack`
+//! feature, `hitbox_backend::Format::MessagePack` writes the values the
+//! other SDKs read.
+//!
 //! # Testing
 //!
 //! The hosted service cannot be reached from CI. This crate's tests run
@@ -84,10 +91,10 @@
 #![warn(missing_docs)]
 
 mod backend;
-mod breaker;
 mod config;
 mod error;
 mod freshness;
+pub mod interop;
 mod key;
 mod safety;
 mod tiered;
@@ -98,7 +105,6 @@ pub use backend::{
     MISSES_HEADER, RemoteEntry, RemoteTtl, RevalidateError, Revalidation, SESSION_ID_HEADER,
     SESSION_START_HEADER, STALE_TTL_HEADER, Session, SetOptions, TTL_HEADER, ttl_header_secs,
 };
-pub use breaker::{BreakerState, DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD};
 pub use config::{
     API_KEY_ENV, API_URL_ENV, ApiKey, CachekitConfig, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_CONCURRENCY, DEFAULT_READ_TIMEOUT, DEFAULT_TTL_ENV,
@@ -106,6 +112,11 @@ pub use config::{
 };
 pub use error::CachekitError;
 pub use freshness::{Freshness, MAX_FRESH_FOR_SECS, parse_fresh_for, parse_freshness};
+/// The circuit breaker is hitbox-backend's, shared by every tier; its
+/// types are re-exported here.
+pub use hitbox_backend::breaker::{
+    BreakerConfig, BreakerState, DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD,
+};
 pub use key::{MAX_KEY_BYTES, RESERVED_KEYS, encode_key_segment, key_path_segment};
 pub use safety::{DEFAULT_API_URL, UrlPolicy, check_base_url, is_forbidden_ip};
 pub use tiered::CachekitTiered;

@@ -130,6 +130,61 @@ async fn redirects_are_never_followed() {
     assert_eq!(server.requests().len(), 1);
 }
 
+/// A call that started before the breaker opened and succeeds after does
+/// not close it: only the probe decides (a straggler's answer says nothing
+/// about the service now, and closing on it would make the breaker flap).
+#[tokio::test]
+async fn a_late_success_does_not_close_an_open_breaker() {
+    let server = LoopbackServer::start().await;
+    let backend = support::backend(&server)
+        .max_attempts(1)
+        .failure_threshold(2)
+        .cool_down(Duration::from_secs(30))
+        .read_timeout(Duration::from_millis(100))
+        .write_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    server.hold();
+    let straggler = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            let key = CacheKey::from_encoded("late");
+            backend
+                .write(&key, Bytes::from_static(b"v"), Duration::from_secs(60), &[])
+                .await
+        }
+    });
+    while server.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Admitted while the breaker was closed, the write waits; two reads
+    // time out meanwhile and open the breaker.
+    for _ in 0..2 {
+        assert!(matches!(
+            backend.read_with_freshness("k").await,
+            Err(CachekitError::Timeout { .. })
+        ));
+    }
+    assert_eq!(backend.breaker_state(), BreakerState::Open);
+
+    server.release();
+    straggler.await.unwrap().expect("the late write succeeds");
+    assert_eq!(
+        backend.breaker_state(),
+        BreakerState::Open,
+        "the straggler decides nothing"
+    );
+    assert_eq!(
+        backend.read_with_freshness("k").await.unwrap_err(),
+        CachekitError::CircuitOpen
+    );
+
+    // The probe decides.
+    server.clock.advance(Duration::from_secs(31));
+    assert_eq!(backend.read_with_freshness("k").await.unwrap(), None);
+    assert_eq!(backend.breaker_state(), BreakerState::Closed);
+}
+
 #[tokio::test]
 async fn the_breaker_opens_refuses_without_asking_then_probes() {
     let server = LoopbackServer::start().await;

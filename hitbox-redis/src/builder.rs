@@ -8,6 +8,8 @@ use fred::prelude::{
 };
 use fred::types::config::ClusterDiscoveryPolicy;
 
+use hitbox_core::{Clock, SharedClock, SystemClock};
+
 use crate::breaker::BreakerConfig;
 use crate::{RedisBackend, RedisError};
 
@@ -56,6 +58,7 @@ pub struct RedisBackendBuilder {
     unresponsive_after: Option<Duration>,
     tag_grace: Duration,
     breaker: BreakerConfig,
+    clock: SharedClock,
     reconnect: ReconnectPolicy,
     #[cfg(feature = "tls")]
     tls: bool,
@@ -92,6 +95,7 @@ pub(crate) struct Parts {
     pub(crate) invalidate_timeout: Duration,
     pub(crate) tag_grace: Duration,
     pub(crate) breaker: BreakerConfig,
+    pub(crate) clock: SharedClock,
 }
 
 impl RedisBackendBuilder {
@@ -112,6 +116,7 @@ impl RedisBackendBuilder {
             unresponsive_after: Some(Duration::from_secs(2)),
             tag_grace: DEFAULT_TAG_GRACE,
             breaker: BreakerConfig::default(),
+            clock: Arc::new(SystemClock::new()),
             // Retry forever, from 100 ms up to 5 s between attempts.
             reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
             #[cfg(feature = "tls")]
@@ -272,17 +277,27 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Consecutive failures that open the circuit breaker (default 5; 0
-    /// turns it off).
+    /// Consecutive tier failures that open the circuit breaker (default
+    /// [`DEFAULT_FAILURE_THRESHOLD`](crate::breaker::DEFAULT_FAILURE_THRESHOLD),
+    /// 5; 0 turns it off).
     pub fn failure_threshold(mut self, failures: u32) -> Self {
         self.breaker.failure_threshold = failures;
         self
     }
 
     /// How long the breaker stays open before it lets a probe through
-    /// (default 1 s).
+    /// (default [`DEFAULT_COOL_DOWN`](crate::breaker::DEFAULT_COOL_DOWN),
+    /// 5 s, the same for every hitbox tier).
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
         self.breaker.cool_down = cool_down;
+        self
+    }
+
+    /// The clock the breaker's cool-down is measured on (default the system
+    /// clock); give it the clock of the engine and the composition, or a
+    /// [`ManualClock`](hitbox_core::ManualClock) in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -432,6 +447,7 @@ impl RedisBackendBuilder {
             invalidate_timeout: self.invalidate_timeout,
             tag_grace: self.tag_grace,
             breaker: self.breaker,
+            clock: self.clock,
         }))
     }
 }

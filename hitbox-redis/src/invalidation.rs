@@ -431,7 +431,7 @@ impl Shared {
             Ok(Err(error)) => {
                 bump(&self.counters.publish_failures);
                 tracing::warn!(channel = %self.channel, %error, "invalidation publish failed");
-                Err(BackendError::client(Arc::clone(&self.label), error))
+                Err(crate::backend_error(&self.label, error))
             }
             Err(_) => {
                 bump(&self.counters.publish_failures);

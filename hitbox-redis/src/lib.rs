@@ -75,11 +75,16 @@
 //! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
 //! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
 //! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
-//! and through a circuit [breaker]: after
+//! and through a circuit [breaker] (hitbox-backend's, the one every tier
+//! shares): after
 //! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
-//! failures the tier answers [`BackendError::Unavailable`] at once, without
+//! connection-level failures (timeouts, I/O, a connection refused or reset)
+//! the tier answers [`BackendError::Unavailable`] at once, without
 //! touching Redis, until a probe made after the
-//! [cool-down](RedisBackendBuilder::cool_down) succeeds. Reconnecting is
+//! [cool-down](RedisBackendBuilder::cool_down) (5 s by default, on the
+//! [clock](RedisBackendBuilder::clock) it is given) succeeds. Errors Redis
+//! sends back about one key (`WRONGTYPE`, `MOVED`/`ASK`, any other `ERR`
+//! reply) are [`BackendError::Key`] and never count. Reconnecting is
 //! fred's job: the backend sets a reconnect policy (exponential back-off,
 //! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
 //! applies to the first connection, and logs reconnections and connection
@@ -122,7 +127,7 @@ use fred::prelude::{
 };
 use fred::types::scripts::Script;
 use futures::future::try_join_all;
-use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendError, BackendFuture, CircuitBreaker, TierStats};
 use hitbox_core::{CacheKey, Tag};
 
 pub use breaker::{BreakerConfig, BreakerState};
@@ -137,8 +142,6 @@ pub use error::RedisError;
 pub use fred;
 pub use invalidation::{Broadcasting, InvalidationBus, LocalTier, OriginId};
 pub use lock::RedisLock;
-
-use breaker::Breaker;
 
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
 /// it, since Redis refuses expiry times that overflow its clock.
@@ -188,7 +191,7 @@ struct Inner {
     write_timeout: Duration,
     invalidate_timeout: Duration,
     tag_grace_ms: i64,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -245,6 +248,7 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_parts(parts: builder::Parts) -> RedisBackend {
+        let breaker = CircuitBreaker::new(parts.breaker, parts.clock).labelled(Arc::clone(&parts.label));
         RedisBackend {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -255,7 +259,7 @@ impl RedisBackend {
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
                 tag_grace_ms: i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4),
-                breaker: Breaker::new(parts.breaker),
+                breaker,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
@@ -322,14 +326,11 @@ impl RedisBackend {
         op: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, BackendError> {
         let inner = &self.inner;
-        let permit = match inner.breaker.acquire() {
-            Ok(permit) => permit,
-            Err(_) => {
-                inner.errors.fetch_add(1, Ordering::Relaxed);
-                return Err(BackendError::Unavailable {
-                    tier: Arc::clone(&inner.label),
-                });
-            }
+        let Some(permit) = inner.breaker.try_acquire() else {
+            inner.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::Unavailable {
+                tier: Arc::clone(&inner.label),
+            });
         };
         let after = match kind {
             Kind::Read => inner.read_timeout,
@@ -345,13 +346,12 @@ impl RedisBackend {
                 Ok(value)
             }
             Ok(Err(error)) => {
-                if is_outage(&error) {
-                    permit.failure();
-                } else {
-                    permit.success();
-                }
+                // A connection-level error counts towards the breaker; an
+                // error Redis sent back about this key does not.
+                let result = Err(backend_error(&inner.label, error));
+                permit.record(&result);
                 inner.errors.fetch_add(1, Ordering::Relaxed);
-                Err(BackendError::client(Arc::clone(&inner.label), error))
+                result
             }
             Err(_) => {
                 permit.failure();
@@ -404,14 +404,42 @@ impl RedisBackend {
     }
 }
 
-/// Whether `error` says Redis could not be reached or did not answer (what
-/// the breaker counts), rather than that it answered with an error.
+/// Whether `error` says Redis could not be reached or the connection broke
+/// (what the breaker counts), rather than that Redis answered this one
+/// command with an error.
+///
+/// fred sorts Redis error replies by their prefix: `WRONGTYPE` is
+/// `InvalidArgument`, `MOVED`/`ASK`/`CLUSTERDOWN` are `Cluster` (fred
+/// follows redirections itself; one that reaches us failed this command
+/// only), and any other `ERR` reply (a value over `proto-max-bulk-len`, an
+/// `OOM`) is `Unknown`. Those, and replies that do not parse, are about the
+/// command. What is left is about the connection: I/O, timeouts, cancelled
+/// commands (the connection closed), routing (no node for the slot),
+/// back-pressure, authentication, sentinel and TLS errors.
 fn is_outage(error: &fred::error::Error) -> bool {
     use fred::error::ErrorKind;
     !matches!(
         error.kind(),
-        ErrorKind::InvalidCommand | ErrorKind::InvalidArgument | ErrorKind::Parse | ErrorKind::NotFound
+        ErrorKind::InvalidCommand
+            | ErrorKind::InvalidArgument
+            | ErrorKind::Parse
+            | ErrorKind::NotFound
+            | ErrorKind::Cluster
+            | ErrorKind::Unknown
+            | ErrorKind::Protocol
     )
+}
+
+/// The [`BackendError`] for a fred error of the tier labelled `label`: a
+/// [`Client`](BackendError::Client) error (a tier failure) when Redis could
+/// not be reached, a [`Key`](BackendError::Key) error when it answered this
+/// command with an error.
+pub(crate) fn backend_error(label: &Arc<str>, error: fred::error::Error) -> BackendError {
+    if is_outage(&error) {
+        BackendError::client(Arc::clone(label), error)
+    } else {
+        BackendError::key(Arc::clone(label), error)
+    }
 }
 
 /// The TTL in milliseconds as sent with `PX`: rounded up, at least 1, at
@@ -560,8 +588,74 @@ mod tests {
         assert!(is_outage(&Error::new(ErrorKind::IO, "reset")));
         assert!(is_outage(&Error::new(ErrorKind::Timeout, "slow")));
         assert!(is_outage(&Error::new(ErrorKind::Canceled, "gone")));
+        assert!(is_outage(&Error::new(ErrorKind::Routing, "no node for slot")));
         assert!(!is_outage(&Error::new(ErrorKind::Parse, "bad reply")));
         assert!(!is_outage(&Error::new(ErrorKind::InvalidArgument, "bad")));
+    }
+
+    #[test]
+    fn per_key_replies_are_key_errors_and_not_tier_failures() {
+        use fred::error::{Error, ErrorKind};
+        let label: Arc<str> = "redis".into();
+        // What fred makes of the replies Redis sends about one key.
+        for (kind, reply) in [
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (ErrorKind::Cluster, "MOVED 3999 127.0.0.1:6381"),
+            (ErrorKind::Cluster, "ASK 3999 127.0.0.1:6381"),
+            (
+                ErrorKind::Unknown,
+                "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
+            ),
+            (ErrorKind::Parse, "could not convert the reply"),
+        ] {
+            let error = backend_error(&label, Error::new(kind, reply));
+            assert!(matches!(error, BackendError::Key { .. }), "{reply}: {error:?}");
+            assert!(!error.is_tier_failure(), "{reply}");
+        }
+        for (kind, what) in [
+            (ErrorKind::IO, "Connection refused (os error 111)"),
+            (ErrorKind::IO, "Connection reset by peer (os error 104)"),
+            (ErrorKind::Timeout, "Request timed out."),
+            (ErrorKind::Canceled, "Canceled."),
+        ] {
+            let error = backend_error(&label, Error::new(kind, what));
+            assert!(matches!(error, BackendError::Client { .. }), "{what}: {error:?}");
+            assert!(error.is_tier_failure(), "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_per_key_error_does_not_open_the_breaker() {
+        let backend = RedisBackend::builder()
+            .url("redis://127.0.0.1:1")
+            .failure_threshold(1)
+            .build()
+            .expect("the backend builds");
+        for _ in 0..5 {
+            let result = backend
+                .run(Kind::Read, async {
+                    Err::<(), _>(fred::error::Error::new(
+                        fred::error::ErrorKind::InvalidArgument,
+                        "WRONGTYPE Operation against a key holding the wrong kind of value",
+                    ))
+                })
+                .await;
+            assert!(matches!(result, Err(BackendError::Key { .. })), "{result:?}");
+        }
+        assert_eq!(backend.breaker_state(), BreakerState::Closed);
+        let result = backend
+            .run(Kind::Read, async {
+                Err::<(), _>(fred::error::Error::new(
+                    fred::error::ErrorKind::IO,
+                    "Connection reset",
+                ))
+            })
+            .await;
+        assert!(matches!(result, Err(BackendError::Client { .. })), "{result:?}");
+        assert_eq!(backend.breaker_state(), BreakerState::Open);
     }
 
     #[tokio::test]

@@ -189,7 +189,7 @@ impl RedisLock {
     ) -> Result<T, BackendError> {
         match tokio::time::timeout(self.inner.command_timeout, op).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(BackendError::client(Arc::clone(&self.inner.label), error)),
+            Ok(Err(error)) => Err(crate::backend_error(&self.inner.label, error)),
             Err(_) => Err(BackendError::Timeout {
                 tier: Arc::clone(&self.inner.label),
                 after: self.inner.command_timeout,

@@ -18,8 +18,8 @@
 use bytes::Bytes;
 use hitbox_core::EntryMeta;
 
+use crate::codec::format::{CacheableValue, Format};
 use crate::error::DecodeError;
-use crate::format::{CacheableValue, Format};
 
 const MAGIC: &[u8; 2] = b"HB";
 const VERSION: u8 = 1;

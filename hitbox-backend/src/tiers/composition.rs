@@ -72,16 +72,22 @@
 //!
 //! # Tier health
 //!
-//! A tier that failed [`CompositionBuilder::failure_threshold`] times in a
-//! row (default [`DEFAULT_FAILURE_THRESHOLD`]) is not asked to read or write
-//! for a cool-down ([`CompositionBuilder::cool_down`], default
-//! [`DEFAULT_COOL_DOWN`]), measured on the composition's clock; calls that
-//! skip it see [`BackendError::Unavailable`]. After the cool-down it is asked
-//! again: one success makes it healthy, one more failure starts another
-//! cool-down. Timeouts, client errors and unavailability count as
-//! failures; a tier refusing a value ([`BackendError::Refused`]) or a value
-//! its stages cannot encode ([`BackendError::Encode`]) says nothing about
-//! the tier's health and counts neither way.
+//! Each tier sits behind its own [`CircuitBreaker`] (see
+//! [`crate::breaker`]), on the composition's clock. A tier that failed
+//! [`CompositionBuilder::failure_threshold`] times in a row (default
+//! [`DEFAULT_FAILURE_THRESHOLD`]) is not asked to read or write for a
+//! cool-down ([`CompositionBuilder::cool_down`], default
+//! [`DEFAULT_COOL_DOWN`]); calls that skip it see
+//! [`BackendError::Unavailable`]. After the cool-down one call probes it
+//! (the others still skip it while the probe runs): its success makes the
+//! tier healthy, its failure starts another cool-down. Only errors for which
+//! [`BackendError::is_tier_failure`] holds count (timeouts, client errors,
+//! an inner tier's own breaker being open). An error about one key
+//! ([`BackendError::Key`]) is the tier answering and counts as a success;
+//! a tier refusing a value ([`BackendError::Refused`]) or a value its
+//! stages cannot encode ([`BackendError::Encode`]) says nothing about the
+//! tier's health and counts neither way. Invalidations reach a tier in
+//! cool-down anyway; their outcome counts only while its breaker is closed.
 //!
 //! # Example
 //!
@@ -139,27 +145,27 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{Either, select};
-use hitbox_core::{CacheKey, Clock, Freshness, SharedClock, SystemClock, Tag, Timestamp};
+use hitbox_core::{CacheKey, Clock, Freshness, SharedClock, SystemClock, Tag};
 use tokio::sync::{Mutex as AsyncMutex, Notify};
 
-use crate::backend::{Backend, BackendFuture, TierStats};
-use crate::envelope::RawEntry;
+use crate::codec::envelope::RawEntry;
 use crate::error::BackendError;
+use crate::tiers::backend::{Backend, BackendFuture, TierStats};
+use crate::tiers::breaker::{BreakerConfig, CircuitBreaker};
 
 /// The default cap on the lifetime of an entry refilled into L1.
 pub const DEFAULT_REFILL_MAX_TTL: Duration = Duration::from_secs(30);
 
-/// The default number of consecutive failures after which a tier is skipped.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
-
-/// The default time a failing tier is skipped for.
-pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(5);
+/// The default number of consecutive tier failures after which a tier is
+/// skipped, and the default time it is skipped for: those of every
+/// [`CircuitBreaker`].
+pub use crate::tiers::breaker::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD};
 
 /// How a [`CompositionBackend`] reads; see the [module documentation](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -296,57 +302,11 @@ impl Counters {
     }
 }
 
-/// Consecutive failures of a tier and the end of its cool-down.
-struct Health {
-    failures: AtomicU32,
-    /// Milliseconds since the epoch until which the tier is skipped; 0 when
-    /// it is not.
-    skip_until: AtomicU64,
-    threshold: u32,
-    cool_down: Duration,
-}
-
-impl Health {
-    /// Whether the tier may be asked. The clock is read only while the tier
-    /// is in cool-down: a healthy tier costs one atomic load per call.
-    fn available(&self, now: impl FnOnce() -> Timestamp) -> bool {
-        let until = self.skip_until.load(Ordering::SeqCst);
-        until == 0 || now().as_millis() >= until
-    }
-
-    /// Records the outcome of a call. The clock is read only on failures,
-    /// and a success writes only when there was a failure to forget, so the
-    /// hit path of a healthy tier writes no shared cache line.
-    fn record<T>(&self, result: &Result<T, BackendError>, now: impl FnOnce() -> Timestamp) {
-        match result {
-            Ok(_) => {
-                if self.failures.load(Ordering::SeqCst) != 0 {
-                    self.failures.store(0, Ordering::SeqCst);
-                }
-                if self.skip_until.load(Ordering::SeqCst) != 0 {
-                    self.skip_until.store(0, Ordering::SeqCst);
-                }
-            }
-            // The tier answered, it just would not take this value: no
-            // sign of an outage either way.
-            Err(BackendError::Refused { .. } | BackendError::Encode { .. }) => {}
-            Err(_) => {
-                let failures = self.failures.fetch_add(1, Ordering::SeqCst).saturating_add(1);
-                if self.threshold > 0 && failures >= self.threshold {
-                    let until = now().add(self.cool_down).as_millis().max(1);
-                    self.skip_until.store(until, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-}
-
 /// A tier with what the composition knows about it.
 struct TierState {
     backend: Arc<dyn Backend>,
     ttl_scale: f64,
-    clock: SharedClock,
-    health: Health,
+    breaker: CircuitBreaker,
     counters: Counters,
 }
 
@@ -363,7 +323,7 @@ impl TierState {
     }
 
     fn available(&self) -> bool {
-        self.health.available(|| self.clock.now())
+        self.breaker.is_available()
     }
 
     /// Runs one operation on the tier, timing it and recording its outcome.
@@ -373,16 +333,21 @@ impl TierState {
         gated: bool,
         operation: impl FnOnce(&'a dyn Backend) -> BackendFuture<'a, T>,
     ) -> Result<T, BackendError> {
-        if gated && !self.available() {
-            Counters::bump(&self.counters.skipped);
-            return Err(BackendError::Unavailable {
-                tier: self.label().into(),
-            });
-        }
+        let permit = if gated {
+            let Some(permit) = self.breaker.try_acquire() else {
+                Counters::bump(&self.counters.skipped);
+                return Err(BackendError::Unavailable {
+                    tier: self.label().into(),
+                });
+            };
+            permit
+        } else {
+            self.breaker.bypass()
+        };
         let started = Instant::now();
         let result = operation(&*self.backend).await;
         self.counters.latency(started.elapsed());
-        self.health.record(&result, || self.clock.now());
+        permit.record(&result);
         if let Err(error) = &result {
             Counters::bump(&self.counters.errors);
             tracing::debug!(tier = self.label(), %error, "composition tier failed");
@@ -583,8 +548,7 @@ pub struct CompositionBuilder {
     label: Option<String>,
     l1_ttl_scale: f64,
     l2_ttl_scale: f64,
-    failure_threshold: u32,
-    cool_down: Duration,
+    breaker: BreakerConfig,
 }
 
 impl fmt::Debug for CompositionBuilder {
@@ -667,16 +631,24 @@ impl CompositionBuilder {
         self
     }
 
-    /// How many failures in a row put a tier in cool-down (default
+    /// How many tier failures in a row put a tier in cool-down (default
     /// [`DEFAULT_FAILURE_THRESHOLD`]); 0 never skips a tier.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.failure_threshold = failures;
+        self.breaker.failure_threshold = failures;
         self
     }
 
-    /// How long a tier in cool-down is skipped (default [`DEFAULT_COOL_DOWN`]).
+    /// How long a tier in cool-down is skipped before one call probes it
+    /// (default [`DEFAULT_COOL_DOWN`]).
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
-        self.cool_down = cool_down;
+        self.breaker.cool_down = cool_down;
+        self
+    }
+
+    /// The whole breaker configuration of each tier (default
+    /// [`BreakerConfig::default`]).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.breaker = breaker;
         self
     }
 
@@ -685,23 +657,19 @@ impl CompositionBuilder {
         let label = self
             .label
             .unwrap_or_else(|| format!("{}+{}", self.l1.label(), self.l2.label()));
-        let tier = |backend: Arc<dyn Backend>, ttl_scale: f64| {
+        let tier = |backend: Arc<dyn Backend>, ttl_scale: f64, name: &str| {
+            let breaker = CircuitBreaker::new(self.breaker, Arc::clone(&self.clock))
+                .labelled(format!("{label}:{name}"));
             Arc::new(TierState {
                 backend,
                 ttl_scale,
-                clock: Arc::clone(&self.clock),
-                health: Health {
-                    failures: AtomicU32::new(0),
-                    skip_until: AtomicU64::new(0),
-                    threshold: self.failure_threshold,
-                    cool_down: self.cool_down,
-                },
+                breaker,
                 counters: Counters::default(),
             })
         };
         CompositionBackend {
-            l1: tier(Arc::clone(&self.l1), self.l1_ttl_scale),
-            l2: tier(Arc::clone(&self.l2), self.l2_ttl_scale),
+            l1: tier(Arc::clone(&self.l1), self.l1_ttl_scale, "l1"),
+            l2: tier(Arc::clone(&self.l2), self.l2_ttl_scale, "l2"),
             read_policy: self.read_policy,
             write_policy: self.write_policy,
             refill_policy: self.refill_policy,
@@ -756,8 +724,7 @@ impl CompositionBackend {
             label: None,
             l1_ttl_scale: 1.0,
             l2_ttl_scale: 1.0,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            cool_down: DEFAULT_COOL_DOWN,
+            breaker: BreakerConfig::default(),
         }
     }
 

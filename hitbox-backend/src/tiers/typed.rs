@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use hitbox_core::{CacheKey, EntryMeta, Freshness, Timestamp};
 
-use crate::backend::Backend;
-use crate::envelope::{RawEntry, encode_entry};
+use crate::codec::envelope::{RawEntry, encode_entry};
+use crate::codec::format::{CacheableValue, Format};
 use crate::error::BackendError;
-use crate::format::{CacheableValue, Format};
+use crate::tiers::backend::Backend;
 
 /// `get` / `set` / `delete` of any serde type on any [`Backend`].
 ///

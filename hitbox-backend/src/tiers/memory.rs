@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hitbox_core::{CacheKey, Clock, SharedClock, SystemClock, Tag, Timestamp};
 
-use crate::backend::{Backend, BackendFuture, TierStats};
 use crate::error::BackendError;
+use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 
 /// An unbounded in-memory tier: the reference implementation of
 /// [`Backend`]. It honours TTLs against a [`Clock`], so tests can drive

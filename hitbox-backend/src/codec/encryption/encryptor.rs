@@ -10,8 +10,8 @@ use super::EncryptionError;
 use super::aad::{EntryBinding, aad_v3, format_token};
 use super::key::{DEFAULT_TENANT, KeyFingerprint, MasterKey, PREVIOUS_MASTER_KEYS_ENV, read_env};
 use super::nonce::{CounterNonces, NONCE_LEN, NonceSource};
+use crate::codec::stages::{EncryptionContext, Encryptor};
 use crate::error::DecodeError;
-use crate::stage::{EncryptionContext, Encryptor};
 
 /// The encryptor id recorded in staged entries written by [`AesGcmEncryptor`].
 pub const AES_GCM_ENCRYPTOR_ID: u8 = 1;

@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 
 use super::stats::Counters;
 use super::{Flight, Inner};
+use crate::codec::format::CacheableValue;
 use crate::error::LoadError;
-use crate::format::CacheableValue;
 
 /// A load that several callers can await.
 pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;

@@ -9,6 +9,15 @@
 //!
 //! A tier that fails never fails a call: a failed read is a miss, a failed
 //! write is skipped; both are logged and counted in [`Cache::stats`].
+//!
+//! How it fits: the engine is the only part of the crate that knows about
+//! values, loaders and freshness. Below it sits exactly one tier
+//! ([`crate::tiers`]; a composition of several is still one), which stores
+//! the bytes the codec ([`crate::codec`]) produced. `hitbox-tower` drives
+//! the same engine through [`Cache::lead_or_join`] and [`SharedEntry`].
+//! The files: `flight` (one load per missing key), `memo` (decoded values
+//! kept beside their bytes), `typed` ([`TypedCache`], namespaced typed
+//! views), `stats` (the counters).
 
 mod flight;
 mod memo;
@@ -28,10 +37,10 @@ use hitbox_core::{
 };
 use tokio::sync::Semaphore;
 
-use crate::backend::Backend;
-use crate::envelope::{RawEntry, encode_entry};
+use crate::codec::envelope::{RawEntry, encode_entry};
+use crate::codec::format::{CacheableValue, Format};
 use crate::error::{BackendError, LoadError};
-use crate::format::{CacheableValue, Format};
+use crate::tiers::backend::Backend;
 use memo::{Decoded, DecodedMemo};
 
 pub use flight::{LoadJoin, LoadLead, LoadTicket};

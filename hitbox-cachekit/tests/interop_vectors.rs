@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hitbox_backend::Format;
-use hitbox_backend::interop::{InteropArg, args_hash, canonical_args, interop_cache_key, interop_key};
+use hitbox_cachekit::interop::{InteropArg, args_hash, canonical_args, interop_cache_key, interop_key};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 

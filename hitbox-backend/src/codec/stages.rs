@@ -1,6 +1,9 @@
 //! Stages: compression and encryption between the engine and a tier.
 //!
-//! [`Staged`] wraps any [`Backend`] and transforms every envelope on its way
+//! Why it exists: what a tier stores is not always what the engine framed.
+//! [`Stages`] is the pipeline that turns a plain envelope into stored bytes
+//! and back; [`Staged`](crate::Staged) (in [`crate::tiers`]) applies it to
+//! every envelope of one tier on its way
 //! in and out: format first (in the engine), then compression, then
 //! encryption on write; the reverse on read. Stages are per tier, so an
 //! in-process tier can keep plain entries for speed while Redis stores them
@@ -38,14 +41,12 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use hitbox_core::{CacheKey, Tag};
+use hitbox_core::CacheKey;
 
-use crate::backend::{Backend, BackendFuture, TierStats};
-use crate::envelope::envelope_format_id;
-use crate::error::{BackendError, DecodeError};
+use crate::codec::envelope::envelope_format_id;
+use crate::error::DecodeError;
 
 const MAGIC: &[u8; 2] = b"HS";
 const VERSION: u8 = 1;
@@ -117,7 +118,7 @@ pub trait Encryptor: Send + Sync + 'static {
     fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError>;
 }
 
-/// The stages a [`Staged`] tier applies.
+/// The stages a [`Staged`](crate::Staged) tier applies.
 #[derive(Clone)]
 pub struct Stages {
     compression: Compression,
@@ -343,86 +344,5 @@ fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> R
             }
             Ok(plain)
         }
-    }
-}
-
-/// A tier with stages: compression, then encryption, on the way to the
-/// wrapped tier, and the reverse on the way back. Each entry records its
-/// stages in a header, so one read with other stages is a miss.
-pub struct Staged<B> {
-    inner: B,
-    stages: Stages,
-}
-
-impl<B: Backend> Staged<B> {
-    /// Wraps `inner` with `stages`.
-    pub fn new(inner: B, stages: Stages) -> Self {
-        Staged { inner, stages }
-    }
-
-    /// The wrapped tier.
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
-
-    /// The stages.
-    pub fn stages(&self) -> &Stages {
-        &self.stages
-    }
-}
-
-impl<B: Backend> Backend for Staged<B> {
-    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
-        Box::pin(async move {
-            let Some(stored) = self.inner.read(key).await? else {
-                return Ok(None);
-            };
-            match self.stages.open(key, &stored) {
-                Ok(plain) => Ok(Some(plain)),
-                Err(reason) => {
-                    tracing::warn!(tier = self.inner.label(), key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
-                    Ok(None)
-                }
-            }
-        })
-    }
-
-    fn write<'a>(
-        &'a self,
-        key: &'a CacheKey,
-        value: Bytes,
-        ttl: Duration,
-        tags: &'a [Tag],
-    ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            let sealed = self
-                .stages
-                .seal(key, &value)
-                .map_err(|source| BackendError::Encode {
-                    tier: self.inner.label().into(),
-                    source,
-                })?;
-            self.inner.write(key, Bytes::from(sealed), ttl, tags).await
-        })
-    }
-
-    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
-        self.inner.remove(key)
-    }
-
-    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
-        self.inner.invalidate_tag(tag)
-    }
-
-    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
-        self.inner.exists(key)
-    }
-
-    fn label(&self) -> &str {
-        self.inner.label()
-    }
-
-    fn tier_stats(&self) -> Vec<TierStats> {
-        self.inner.tier_stats()
     }
 }

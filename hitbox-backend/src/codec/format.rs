@@ -10,7 +10,7 @@
 //! | [`Format::Bitcode`] | 2 | the smallest output; fast |
 //! | [`Format::Json`] | 3 | readable with `redis-cli`, and by other languages |
 //! | `Format::Bincode` | 4 | bincode 2, behind the `bincode` feature: bincode is unmaintained (RUSTSEC-2025-0141) |
-//! | `Format::MessagePack` | 5 | MessagePack, behind the `msgpack` feature: the value format every cachekit SDK reads (see `interop`) |
+//! | `Format::MessagePack` | 5 | MessagePack, behind the `msgpack` feature: the value format every cachekit SDK reads (see `hitbox_cachekit::interop`) |
 //!
 //! The default was chosen by the `formats` benchmark in `benches/`; see
 //! `benches/README.md` for the numbers.
@@ -37,7 +37,7 @@ pub enum Format {
     Bincode,
     /// MessagePack through rmp-serde, structs as maps with field names:
     /// the one plain document other cachekit SDKs read and write (see
-    /// [`interop`](crate::interop)).
+    /// `hitbox_cachekit::interop`).
     #[cfg(feature = "msgpack")]
     MessagePack,
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use hitbox_core::{CacheKey, EntryOptions, KeyBuilder};
 
 use super::Cache;
+use crate::codec::format::CacheableValue;
 use crate::error::{BackendError, LoadError};
-use crate::format::CacheableValue;
 
 /// A view of a [`Cache`] for values of one type under one namespace, keyed
 /// by an id: `cache.typed::<User>("users")`.

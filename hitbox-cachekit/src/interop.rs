@@ -1,4 +1,10 @@
-//! Cross-SDK keys and values: cachekit interop mode v1 (feature `msgpack`).
+//! Cross-SDK keys and values: cachekit interop mode v1.
+//!
+//! Why it lives here: this is cachekit's wire format for sharing entries
+//! between SDKs, not something every hitbox tier needs, so it sits beside
+//! the cachekit.io tier rather than in `hitbox-backend`. The key builder
+//! needs no feature; writing values in MessagePack needs this crate's
+//! `msgpack` feature (which turns on `hitbox-backend/msgpack`).
 //!
 //! Programs written against different cachekit SDKs (Python, TypeScript,
 //! Rust, ...) share entries when they agree on two things:
@@ -7,7 +13,7 @@
 //!   lowercase hex BLAKE2b-256 digest of the *canonical* MessagePack
 //!   encoding of the call's argument array, built by [`interop_key`];
 //! - **the value**: one plain MessagePack document, written with
-//!   [`Format::MessagePack`](crate::Format::MessagePack).
+//!   [`Format::MessagePack`](hitbox_backend::Format::MessagePack).
 //!
 //! Canonical encoding makes the same arguments hash the same in every
 //! language: integers in their smallest MessagePack form (`-2^63` to
@@ -24,12 +30,12 @@
 //! MessagePack document (`Format::MessagePack.encode_into`), encrypted, when
 //! encryption is on, with `AesGcmEncryptor::seal` (feature `encryption`)
 //! bound to `EntryBinding::new(key, "msgpack")` (interop mode never
-//! compresses). The entries a [`Cache`](crate::Cache) writes carry hitbox's
+//! compresses). The entries a [`Cache`](hitbox_backend::Cache) writes carry hitbox's
 //! own envelope and stage header around that document, so a tier shared with
 //! other SDKs must be written with these raw bytes, not through the engine.
 //!
 //! ```
-//! use hitbox_backend::interop::{InteropArg, interop_key};
+//! use hitbox_cachekit::interop::{InteropArg, interop_key};
 //!
 //! let key = interop_key("users", "get_user", &[InteropArg::from(42)]).unwrap();
 //! assert_eq!(key, "users:get_user:61598716255080080f6456eb065c2e51badfaa4320b0efe97469c29cffee8875");

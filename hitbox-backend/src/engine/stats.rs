@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::TierStats;
+use crate::tiers::backend::TierStats;
 
 #[derive(Default)]
 pub(crate) struct Counters {

@@ -1,0 +1,102 @@
+//! [`Staged`]: a tier behind the value stages of [`crate::codec`].
+//!
+//! Why it exists: the engine writes one plain envelope for every tier, but
+//! tiers differ in what they should hold. An in-process tier keeps plain
+//! entries for speed; a shared or remote one wants them compressed and
+//! encrypted. `Staged` wraps any [`Backend`] and runs its [`Stages`] on the
+//! way in ([`Stages::seal`]) and out ([`Stages::open`]), so each tier of a
+//! [composition](crate::composition) carries its own stages while the
+//! bytes passed between tiers stay the plain envelope.
+//!
+//! An entry that does not open (other stages, a wrong key, corruption) is a
+//! logged miss, never an error: it says nothing about the tier's health.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hitbox_core::{CacheKey, Tag};
+
+use crate::codec::stages::Stages;
+use crate::error::BackendError;
+use crate::tiers::backend::{Backend, BackendFuture, TierStats};
+
+/// A tier with stages: compression, then encryption, on the way to the
+/// wrapped tier, and the reverse on the way back. Each entry records its
+/// stages in a header, so one read with other stages is a miss.
+pub struct Staged<B> {
+    inner: B,
+    stages: Stages,
+}
+
+impl<B: Backend> Staged<B> {
+    /// Wraps `inner` with `stages`.
+    pub fn new(inner: B, stages: Stages) -> Self {
+        Staged { inner, stages }
+    }
+
+    /// The wrapped tier.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The stages.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+}
+
+impl<B: Backend> Backend for Staged<B> {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let Some(stored) = self.inner.read(key).await? else {
+                return Ok(None);
+            };
+            match self.stages.open(key, &stored) {
+                Ok(plain) => Ok(Some(plain)),
+                Err(reason) => {
+                    tracing::warn!(tier = self.inner.label(), key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let sealed = self
+                .stages
+                .seal(key, &value)
+                .map_err(|source| BackendError::Encode {
+                    tier: self.inner.label().into(),
+                    source,
+                })?;
+            self.inner.write(key, Bytes::from(sealed), ttl, tags).await
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.inner.remove(key)
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.inner.invalidate_tag(tag)
+    }
+
+    fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.inner.exists(key)
+    }
+
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+
+    fn tier_stats(&self) -> Vec<TierStats> {
+        self.inner.tier_stats()
+    }
+}
