@@ -19,7 +19,8 @@ per_request() {
   requests=$(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/cg.$case" \
       target/release/load --seconds "$seconds" --cases "$case" 2>/dev/null | awk '/requests:/ {print $2}')
   for file in "$out"/cg."$case"-*; do
-    if callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -q 'hyper::proto::h1::role::Server'; then
+    # (grep reads it all: `-q` would stop early and fail the pipe.)
+    if callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -c 'hyper::proto::h1::role::Server' >/dev/null; then
       total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
       echo $(( total / requests ))
       return
