@@ -70,7 +70,7 @@ pub enum BackendError {
         tier: Arc<str>,
         /// What went wrong.
         #[source]
-        source: DecodeError,
+        source: CodecError,
     },
 }
 
@@ -132,7 +132,7 @@ impl BackendError {
 /// program or with other stages (format, compression, encryption) than the
 /// reader's. Readers turn it into a logged miss; it never reaches a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub enum CodecError {
     /// The bytes do not start with the expected magic number.
     #[error("not a hitbox entry (bad magic)")]
     BadMagic,

@@ -73,10 +73,16 @@
 //!   tier stores: compression, encryption ([`Stages`], applied by
 //!   [`Staged`]). Stages are per tier and recorded in a header, so bytes
 //!   written with other stages read as a miss.
-//! - **Policy**: what the engine or a composition decides per call, set
-//!   once: the engine's [`CachePolicy`](hitbox_core::CachePolicy) (TTL,
-//!   stale windows, what to do on a loader error) and a composition's
-//!   [`ReadPolicy`], [`WritePolicy`] and [`RefillPolicy`].
+//! - **Policy**: what is decided per call from settings made once, never
+//!   by I/O: the engine's [`CachePolicy`](hitbox_core::CachePolicy) (TTL,
+//!   stale windows, what to do on a loader error), a composition's
+//!   [`ReadPolicy`], [`WritePolicy`] and [`RefillPolicy`], and, in
+//!   `hitbox-tower`, the HTTP layer's rules or RFC 9111 deciding what an
+//!   exchange does with the cache. (The cachekit.io tier's rules for the
+//!   URLs it may call are a guard, `UrlGuard`, not a policy.)
+//! - **Codec**: the bytes of an entry, both ways: a value's format, the
+//!   envelope, the stages. Bytes it cannot read (or a value it cannot
+//!   write) are a [`CodecError`]; a read that meets one is a logged miss.
 //! - **Freshness**: where an entry stands on the injected clock
 //!   ([`hitbox_core::Clock`]): fresh (served), stale (served while it is
 //!   refreshed, or when the loader fails) or expired (a miss).
@@ -118,7 +124,7 @@ pub use engine::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
     LoadTicket, SharedEntry, TypedCache,
 };
-pub use error::{BackendError, BoxError, DecodeError, LoadError};
+pub use error::{BackendError, BoxError, CodecError, LoadError};
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
 pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{

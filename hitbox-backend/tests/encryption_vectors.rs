@@ -8,7 +8,7 @@ use hitbox_backend::encryption::{
     AesGcmEncryptor, DEFAULT_TENANT, EncryptionError, EntryBinding, FixedNonces, MASTER_KEY_ENV, MasterKey,
     PREVIOUS_MASTER_KEYS_ENV, aad_v3,
 };
-use hitbox_backend::{Backend, Cache, Compression, DecodeError, MemoryBackend, Staged, Stages};
+use hitbox_backend::{Backend, Cache, CodecError, Compression, MemoryBackend, Staged, Stages};
 use hitbox_core::CacheKey;
 use serde_json::Value;
 
@@ -180,18 +180,18 @@ fn keyring_rotation_decrypts_with_previous_keys_only_when_configured() {
         .tenant(tenant)
         .build()
         .unwrap();
-    assert_eq!(old_only.open(&binding(v1), &sealed), Err(DecodeError::Decrypt));
+    assert_eq!(old_only.open(&binding(v1), &sealed), Err(CodecError::Decrypt));
 
     // Without the previous key, the old entry is unreadable, and the other
     // way round.
     let new_only = AesGcmEncryptor::builder(k2).tenant(tenant).build().unwrap();
     assert_eq!(
         new_only.open(&binding(v1), &unhex(v1, "ciphertext_hex")),
-        Err(DecodeError::Decrypt)
+        Err(CodecError::Decrypt)
     );
     assert_eq!(
         old_only.open(&binding(v2), &unhex(v2, "ciphertext_hex")),
-        Err(DecodeError::Decrypt)
+        Err(CodecError::Decrypt)
     );
 }
 
@@ -517,7 +517,7 @@ async fn the_body_alone_fails_with_decrypt_when_tampered() {
         damaged[position] ^= 0x20;
         assert_eq!(
             stages.open(&key, &Bytes::from(damaged)),
-            Err(DecodeError::Decrypt),
+            Err(CodecError::Decrypt),
             "byte {position}"
         );
     }
@@ -538,7 +538,7 @@ async fn a_wrong_key_is_a_clean_miss() {
     let wrong = Stages::new().encryptor(encryptor(2, "acme"));
     assert_eq!(
         wrong.open(&key, &memory.raw(&key).unwrap()),
-        Err(DecodeError::Decrypt)
+        Err(CodecError::Decrypt)
     );
     assert_eq!(cache_over(&memory, wrong).get::<String>(&key).await, None);
     let right = cache_over(&memory, Stages::new().encryptor(encryptor(1, "acme")));
@@ -558,7 +558,7 @@ async fn an_entry_copied_under_another_cache_key_is_a_clean_miss() {
     cache.set(&bob, &"bob's own value".to_string()).await.unwrap();
     let alices = memory.raw(&alice).unwrap();
     memory.put_raw(&bob, alices.clone());
-    assert_eq!(stages.open(&bob, &alices), Err(DecodeError::Decrypt));
+    assert_eq!(stages.open(&bob, &alices), Err(CodecError::Decrypt));
     assert_eq!(cache.get::<String>(&bob).await, None);
     assert_eq!(cache.get::<String>(&alice).await.as_deref(), Some(CANARY));
 }
@@ -574,7 +574,7 @@ async fn another_tenant_is_a_clean_miss() {
     let globex = Stages::new().encryptor(encryptor(1, "globex"));
     assert_eq!(
         globex.open(&key, &memory.raw(&key).unwrap()),
-        Err(DecodeError::Decrypt)
+        Err(CodecError::Decrypt)
     );
     assert_eq!(cache_over(&memory, globex).get::<String>(&key).await, None);
 }
@@ -621,7 +621,7 @@ async fn the_stage_binds_the_cache_key_format_and_compression() {
         EntryBinding::new(key.as_str(), "raw").compressed(true),
         EntryBinding::new("acme:other", "raw"),
     ] {
-        assert_eq!(opener.open(&other, body), Err(DecodeError::Decrypt), "{other:?}");
+        assert_eq!(opener.open(&other, body), Err(CodecError::Decrypt), "{other:?}");
     }
     assert_eq!(tier.read(&key).await.unwrap().as_deref(), Some(&b"raw bytes"[..]));
 }

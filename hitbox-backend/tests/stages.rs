@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hitbox_backend::{
-    Backend, BackendExt, Cache, Compression, DecodeError, EncryptionContext, Encryptor, Format,
-    MemoryBackend, Staged, Stages,
+    Backend, BackendExt, Cache, CodecError, Compression, EncryptionContext, Encryptor, Format, MemoryBackend,
+    Staged, Stages,
 };
 use hitbox_core::{CacheKey, Tag};
 
@@ -18,18 +18,18 @@ impl Encryptor for XorEncryptor {
     fn id(&self) -> u8 {
         200
     }
-    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut out = context.key.as_str().as_bytes().to_vec();
         out.push(context.format_id);
         out.push(u8::from(context.compressed));
         out.extend(plaintext.iter().map(|b| b ^ self.0));
         Ok(out)
     }
-    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut bound = context.key.as_str().as_bytes().to_vec();
         bound.push(context.format_id);
         bound.push(u8::from(context.compressed));
-        let body = ciphertext.strip_prefix(&bound[..]).ok_or(DecodeError::Decrypt)?;
+        let body = ciphertext.strip_prefix(&bound[..]).ok_or(CodecError::Decrypt)?;
         Ok(body.iter().map(|b| b ^ self.0).collect())
     }
 }

@@ -9,7 +9,7 @@ use hitbox_core::{SharedClock, SystemClock};
 
 use crate::backend::CachekitBackend;
 use crate::error::CachekitError;
-use crate::safety::{DEFAULT_API_URL, UrlPolicy};
+use crate::safety::{DEFAULT_API_URL, UrlGuard};
 use hitbox_backend::BreakerConfig;
 
 /// The variable holding the API key.
@@ -76,7 +76,7 @@ impl fmt::Display for ApiKey {
 pub struct CachekitConfig {
     pub(crate) api_key: Option<ApiKey>,
     pub(crate) base_url: String,
-    pub(crate) url_policy: UrlPolicy,
+    pub(crate) url_policy: UrlGuard,
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_attempts: u32,
@@ -115,7 +115,7 @@ impl Default for CachekitConfig {
         CachekitConfig {
             api_key: None,
             base_url: DEFAULT_API_URL.to_owned(),
-            url_policy: UrlPolicy::default(),
+            url_policy: UrlGuard::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,

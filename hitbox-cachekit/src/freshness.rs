@@ -6,22 +6,10 @@
 //! trimming, sign or exponent parsing, wrapping integers) that they must
 //! not make.
 
-/// Whether the service still considers an entry fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Freshness {
-    /// Inside its TTL.
-    Fresh,
-    /// Past its TTL, inside its stale window: usable while it is
-    /// revalidated, never copied into an L1.
-    Stale,
-}
-
-impl Freshness {
-    /// Whether this is [`Freshness::Stale`].
-    pub fn is_stale(self) -> bool {
-        self == Freshness::Stale
-    }
-}
+/// Whether the service still considers an entry fresh: the engine's own
+/// [`Freshness`], of which the service uses `Fresh` and `Stale` (usable
+/// while it is revalidated, never copied into an L1).
+pub use hitbox_core::Freshness;
 
 /// The largest `X-CacheKit-Fresh-For` (and TTL) the protocol allows: 30 days.
 pub const MAX_FRESH_FOR_SECS: u32 = 2_592_000;

@@ -118,5 +118,5 @@ pub use hitbox_backend::breaker::{
     BreakerConfig, BreakerState, DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD,
 };
 pub use key::{MAX_KEY_BYTES, RESERVED_KEYS, encode_key_segment, key_path_segment};
-pub use safety::{DEFAULT_API_URL, UrlPolicy, check_base_url, is_forbidden_ip};
+pub use safety::{DEFAULT_API_URL, UrlGuard, check_base_url, is_forbidden_ip};
 pub use tiered::CachekitTiered;

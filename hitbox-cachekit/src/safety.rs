@@ -7,14 +7,14 @@
 //!   link-local, unspecified, in `0.0.0.0/8`, in IPv6 `fe80::/10` or
 //!   `fc00::/7`, or an IPv4-mapped IPv6 address of any of those, even when
 //!   custom hosts are allowed;
-//! - without [`UrlPolicy::allow_custom_host`], the host must be one of the
+//! - without [`UrlGuard::allow_custom_host`], the host must be one of the
 //!   two official hosts (production and staging).
 //!
 //! The error never names the allowed hosts. Beyond the protocol, a base
 //! URL that carries credentials, a query, a fragment or a path is refused:
 //! the backend builds every request path itself.
 //!
-//! [`UrlPolicy::allow_insecure_loopback_for_tests`] is a switch for tests and
+//! [`UrlGuard::allow_insecure_loopback_for_tests`] is a switch for tests and
 //! local development only: it lets `http://127.0.0.1:PORT` (or `[::1]`)
 //! through, for the loopback stand-in of the service. Nothing else changes
 //! with it.
@@ -33,7 +33,7 @@ const OFFICIAL_HOSTS: [&str; 2] = ["api.cachekit.io", "api.staging.cachekit.io"]
 
 /// The switches of the URL safety rules. The default is the strict policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UrlPolicy {
+pub struct UrlGuard {
     /// Accept any `https` host name or public IP, not only the official
     /// hosts (for a self-hosted or proxied deployment).
     pub allow_custom_host: bool,
@@ -47,12 +47,12 @@ pub struct UrlPolicy {
 /// Checks `url` against `policy`; returns the parsed URL when it is safe.
 ///
 /// ```
-/// use hitbox_cachekit::{UrlPolicy, check_base_url};
-/// assert!(check_base_url("https://api.cachekit.io", UrlPolicy::default()).is_ok());
-/// assert!(check_base_url("http://api.cachekit.io", UrlPolicy::default()).is_err());
-/// assert!(check_base_url("https://169.254.169.254", UrlPolicy { allow_custom_host: true, ..Default::default() }).is_err());
+/// use hitbox_cachekit::{UrlGuard, check_base_url};
+/// assert!(check_base_url("https://api.cachekit.io", UrlGuard::default()).is_ok());
+/// assert!(check_base_url("http://api.cachekit.io", UrlGuard::default()).is_err());
+/// assert!(check_base_url("https://169.254.169.254", UrlGuard { allow_custom_host: true, ..Default::default() }).is_err());
 /// ```
-pub fn check_base_url(url: &str, policy: UrlPolicy) -> Result<Url, CachekitError> {
+pub fn check_base_url(url: &str, policy: UrlGuard) -> Result<Url, CachekitError> {
     let refuse = |reason| Err(CachekitError::InvalidUrl { reason });
     let Ok(parsed) = Url::parse(url) else {
         return refuse("the URL does not parse");

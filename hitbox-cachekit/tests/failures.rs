@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::Method;
 use bytes::Bytes;
 use hitbox_backend::{Backend, BackendError, Cache};
-use hitbox_cachekit::{BreakerState, CachekitBackend, CachekitError, SetOptions, UrlPolicy, check_base_url};
+use hitbox_cachekit::{BreakerState, CachekitBackend, CachekitError, SetOptions, UrlGuard, check_base_url};
 use hitbox_core::CacheKey;
 use support::{API_KEY, Fault, LoopbackServer};
 
@@ -275,14 +275,14 @@ async fn concurrency_is_bounded() {
 
 #[test]
 fn url_safety_accepts_and_refuses() {
-    let strict = UrlPolicy::default();
-    let custom = UrlPolicy {
+    let strict = UrlGuard::default();
+    let custom = UrlGuard {
         allow_custom_host: true,
-        ..UrlPolicy::default()
+        ..UrlGuard::default()
     };
-    let tests = UrlPolicy {
+    let tests = UrlGuard {
         allow_insecure_loopback_for_tests: true,
-        ..UrlPolicy::default()
+        ..UrlGuard::default()
     };
     for url in [
         "https://api.cachekit.io",

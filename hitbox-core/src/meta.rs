@@ -69,6 +69,14 @@ pub enum Freshness {
     Expired,
 }
 
+impl Freshness {
+    /// Whether this is [`Freshness::Stale`]: past its freshness, inside the
+    /// window where it is served while it is refreshed.
+    pub fn is_stale(self) -> bool {
+        self == Freshness::Stale
+    }
+}
+
 /// Lifetime and tags of a stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {

@@ -51,10 +51,10 @@ pub const ENTRY_OVERHEAD: usize = 420;
 /// The moka tier; cheap to clone (clones share the cache).
 #[derive(Clone)]
 pub struct MokaBackend {
-    shared: Arc<Shared>,
+    shared: Arc<MokaState>,
 }
 
-struct Shared {
+struct MokaState {
     label: Arc<str>,
     cache: moka::future::Cache<Arc<str>, Stored>,
     index: Arc<TagIndex>,
@@ -175,7 +175,7 @@ impl MokaBackendBuilder {
             })
             .build();
         MokaBackend {
-            shared: Arc::new(Shared {
+            shared: Arc::new(MokaState {
                 label: self.label.into(),
                 cache,
                 index,

@@ -307,7 +307,7 @@ pub struct InvalidationStats {
 }
 
 #[derive(Default)]
-struct Counters {
+struct BusCounters {
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
@@ -324,7 +324,7 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// What the bus, its wrappers and its listener task share.
-struct Shared {
+struct BusState {
     l1: Arc<dyn Backend>,
     publisher: Pool,
     label: Arc<str>,
@@ -341,10 +341,10 @@ struct Shared {
     down_since: AtomicU64,
     subscribed: watch::Sender<bool>,
     events: broadcast::Sender<BusEvent>,
-    counters: Counters,
+    counters: BusCounters,
 }
 
-impl Shared {
+impl BusState {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(UP - 1)
     }
@@ -577,7 +577,7 @@ impl InvalidationBusBuilder {
             .unwrap_or_else(|| format!("{}{CHANNEL_SUFFIX}", self.redis.key_prefix()));
         let (subscribed, _) = watch::channel(false);
         let (events, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(BusState {
             l1: Arc::new(l1),
             publisher: pool,
             label: Arc::from(format!("{}-invalidation", self.redis.label())),
@@ -592,7 +592,7 @@ impl InvalidationBusBuilder {
             down_since: AtomicU64::new(0),
             subscribed,
             events,
-            counters: Counters::default(),
+            counters: BusCounters::default(),
         });
 
         // The receivers exist before the connection, so the first
@@ -623,7 +623,7 @@ struct Receivers {
 }
 
 /// Subscribes; true once Redis confirmed.
-async fn subscribe(shared: &Shared, client: &Client) -> bool {
+async fn subscribe(shared: &BusState, client: &Client) -> bool {
     let timeout = shared.publish_timeout.max(Duration::from_secs(1));
     match tokio::time::timeout(timeout, client.subscribe(shared.channel.as_str())).await {
         Ok(Ok(())) => true,
@@ -640,7 +640,7 @@ async fn subscribe(shared: &Shared, client: &Client) -> bool {
 
 /// The listener task: applies messages, follows the connection's state and
 /// resubscribes.
-async fn listen(shared: Arc<Shared>, client: Client, mut rx: Receivers) {
+async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
     use broadcast::error::RecvError;
     loop {
         let down = !shared.is_up();
@@ -694,7 +694,7 @@ pub struct InvalidationBus {
 }
 
 struct BusInner {
-    shared: Arc<Shared>,
+    shared: Arc<BusState>,
     subscriber: Client,
     task: tokio::task::JoinHandle<()>,
 }
@@ -839,7 +839,7 @@ impl InvalidationBus {
 /// older generation, or trusted for too long while down, as misses.
 #[derive(Clone)]
 pub struct LocalTier {
-    shared: Arc<Shared>,
+    shared: Arc<BusState>,
 }
 
 impl fmt::Debug for LocalTier {
@@ -936,7 +936,7 @@ impl Backend for LocalTier {
 /// returned as the error, since the other instances were not told.
 pub struct Broadcasting<B> {
     tiers: B,
-    shared: Arc<Shared>,
+    shared: Arc<BusState>,
 }
 
 impl<B: fmt::Debug> fmt::Debug for Broadcasting<B> {

@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::body::{CacheBody, Tee};
 use crate::future::ResponseFuture;
 use crate::headers::{BypassReason, CacheOutcome, Fwd};
-use crate::layer::Shared;
+use crate::layer::LayerState;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::response::{CachedResponse, HitResponse};
@@ -100,7 +100,7 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Decides, and boxes the future of the phase that follows.
 pub(crate) fn start<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     inner: S,
     request: Request<ReqB>,
 ) -> ResponseFuture<ResB, S::Error>
@@ -160,7 +160,7 @@ where
 /// Forwards a request the cache does not handle, and passes the response
 /// on with `outcome`.
 async fn forward<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     mut inner: S,
     request: Request<ReqB>,
     outcome: CacheOutcome,
@@ -179,7 +179,7 @@ where
 /// Forwards an unsafe request; when it succeeds, what it changed is
 /// invalidated (every variant: they share a tag).
 async fn invalidate<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     mut inner: S,
     request: Request<ReqB>,
     context: P::Context,
@@ -207,7 +207,7 @@ where
 /// and hands it on to the origin as it was read; then [`lookup`].
 #[allow(clippy::too_many_arguments)]
 async fn key_body_then_lookup<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     inner: S,
     parts: request::Parts,
     body: ReqB,
@@ -261,7 +261,7 @@ where
 /// client's own conditional request matches, else the whole response. Its
 /// headers are copied (values are reference-counted), its body is not.
 fn serve<P: HttpPolicy, B: Body>(
-    shared: &Shared<P>,
+    shared: &LayerState<P>,
     stored: &CachedResponse,
     age: u64,
     request: &request::Parts,
@@ -288,7 +288,7 @@ fn serve<P: HttpPolicy, B: Body>(
 /// may wait on the origin is boxed apart, so that this future (the one a
 /// hit allocates) stays small.
 async fn lookup<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     inner: S,
     mut request: Keyed<P::Context, ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
@@ -306,7 +306,7 @@ where
     }
     let cache = &shared.cache;
     let now = cache.clock().now();
-    // Shared, not copied: an L1 entry is decoded on its first hit only.
+    // LayerState, not copied: an L1 entry is decoded on its first hit only.
     let mut found = cache.get_entry_shared::<HitResponse>(&request.key).await;
     if let Some(primary) = &found
         && !primary.value().selects(&request.parts.headers)
@@ -370,7 +370,7 @@ where
 /// every request that may share the answer) and stores what may be stored
 /// while it streams to the client.
 async fn load<P, S, ReqB, ResB>(
-    shared: Arc<Shared<P>>,
+    shared: Arc<LayerState<P>>,
     mut inner: S,
     request: Keyed<P::Context, ReqB>,
     mut pending: Option<Pending>,
@@ -610,7 +610,7 @@ struct LockTimeout;
 
 /// A response from the origin passed on as it is, with `outcome`.
 fn passed<P: HttpPolicy, B: Body>(
-    shared: &Shared<P>,
+    shared: &LayerState<P>,
     response: Response<B>,
     outcome: CacheOutcome,
 ) -> Response<CacheBody<B>> {
@@ -623,7 +623,7 @@ fn passed<P: HttpPolicy, B: Body>(
 /// [`serve`] for a request whose parts went to the origin: only its headers
 /// (for conditionals) are left.
 fn serve_parts<P: HttpPolicy, B: Body>(
-    shared: &Shared<P>,
+    shared: &LayerState<P>,
     stored: &CachedResponse,
     age: u64,
     client: &HeaderMap,
@@ -638,7 +638,7 @@ fn serve_parts<P: HttpPolicy, B: Body>(
 /// The stale response, standing in for an origin that failed (`status`, a
 /// `5xx`, when it answered).
 fn serve_stale<P: HttpPolicy, B: Body>(
-    shared: &Shared<P>,
+    shared: &LayerState<P>,
     pending: Pending,
     status: Option<u16>,
     client: &HeaderMap,
@@ -657,7 +657,7 @@ fn serve_stale<P: HttpPolicy, B: Body>(
 /// where the policy uses them. No client waits for it, so what the origin
 /// says to one client alone is dropped.
 fn refresh_in_background<P, S, ReqB, ResB>(
-    shared: &Arc<Shared<P>>,
+    shared: &Arc<LayerState<P>>,
     original: &Keyed<P::Context, ReqB>,
     stored: CachedResponse,
     inner: S,

@@ -51,8 +51,8 @@ pub struct CacheLayer {
 /// The layer's state, by the policy it runs.
 #[derive(Clone)]
 pub(crate) enum Mode {
-    Rules(Arc<Shared<RulePolicy>>),
-    Standards(Arc<Shared<StandardsPolicy>>),
+    Rules(Arc<LayerState<RulePolicy>>),
+    Standards(Arc<LayerState<StandardsPolicy>>),
 }
 
 impl std::fmt::Debug for CacheLayer {
@@ -72,7 +72,7 @@ impl std::fmt::Debug for CacheLayer {
 
 /// What every service of one layer shares: the cache, the policy, and how
 /// responses are labelled.
-pub(crate) struct Shared<P> {
+pub(crate) struct LayerState<P> {
     pub cache: Cache,
     pub policy: P,
     pub name: Arc<str>,
@@ -81,7 +81,7 @@ pub(crate) struct Shared<P> {
     pub passes: Arc<HitForPass>,
 }
 
-impl<P: HttpPolicy> Shared<P> {
+impl<P: HttpPolicy> LayerState<P> {
     /// Adds this cache's member to a forwarded response's `Cache-Status`,
     /// after any member an upstream cache put there (RFC 9211).
     pub fn decorate(&self, headers: &mut HeaderMap, outcome: CacheOutcome) {
@@ -250,9 +250,9 @@ impl CacheLayerBuilder {
         self
     }
 
-    fn shared<P>(&self, policy: P) -> Arc<Shared<P>> {
+    fn shared<P>(&self, policy: P) -> Arc<LayerState<P>> {
         let passes = HitForPass::new(self.cache.clock().clone(), self.hit_for_pass);
-        Arc::new(Shared {
+        Arc::new(LayerState {
             cache: self.cache.clone(),
             policy,
             name: Arc::clone(&self.name),

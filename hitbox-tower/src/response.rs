@@ -13,7 +13,7 @@
 //! out of the stored buffer: a hit copies no body byte, whatever its size.
 
 use bytes::{BufMut, Bytes};
-use hitbox_backend::{CacheableValue, DecodeError, Format};
+use hitbox_backend::{CacheableValue, CodecError, Format};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::rfc9111::freshness::Exchange;
@@ -76,7 +76,7 @@ fn encoded_headers_len(headers: &HeaderMap) -> usize {
         .sum::<usize>()
 }
 
-fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.put_u32(headers.len() as u32);
     for (name, value) in headers {
         let name = name.as_str().as_bytes();
@@ -89,12 +89,12 @@ fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), DecodeEr
 }
 
 /// Decodes a header list into a map with room for `spare` more headers.
-fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<HeaderMap, DecodeError> {
+fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<HeaderMap, CodecError> {
     let count = read_u32(payload, pos)? as usize;
     // Every header takes at least six bytes: refuse counts the payload
     // cannot hold before reserving anything.
     if count > (payload.len() - *pos) / 6 {
-        return Err(DecodeError::Truncated);
+        return Err(CodecError::Truncated);
     }
     let mut headers = HeaderMap::with_capacity(count + spare);
     for _ in 0..count {
@@ -110,7 +110,7 @@ fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<Head
 }
 
 impl CacheableValue for CachedResponse {
-    fn encode(&self, _format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn encode(&self, _format: Format, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.reserve(
             2 + 32
                 + 2
@@ -133,7 +133,7 @@ impl CacheableValue for CachedResponse {
         Ok(())
     }
 
-    fn decode(payload: Bytes, _format: Format) -> Result<Self, DecodeError> {
+    fn decode(payload: Bytes, _format: Format) -> Result<Self, CodecError> {
         let mut pos = 0;
         let version = take(&payload, &mut pos, 1)?[0];
         if version != LAYOUT {
@@ -219,11 +219,11 @@ impl HitResponse {
 pub(crate) const HIT_HEADERS: [HeaderName; 2] = [http::header::AGE, HeaderName::from_static("cache-status")];
 
 impl CacheableValue for HitResponse {
-    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), CodecError> {
         self.to_stored().encode(format, out)
     }
 
-    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError> {
+    fn decode(payload: Bytes, format: Format) -> Result<Self, CodecError> {
         let mut response = CachedResponse::decode(payload, format)?;
         let vary = crate::rfc9111::vary::vary_names(&response.headers);
         for name in HIT_HEADERS {
@@ -233,35 +233,35 @@ impl CacheableValue for HitResponse {
     }
 }
 
-fn too_long(what: &str) -> DecodeError {
-    DecodeError::Payload(format!("{what} too long to store"))
+fn too_long(what: &str) -> CodecError {
+    CodecError::Payload(format!("{what} too long to store"))
 }
 
-fn bad(what: &str) -> DecodeError {
-    DecodeError::Payload(what.to_owned())
+fn bad(what: &str) -> CodecError {
+    CodecError::Payload(what.to_owned())
 }
 
-fn take(payload: &Bytes, pos: &mut usize, len: usize) -> Result<Bytes, DecodeError> {
-    let end = pos.checked_add(len).ok_or(DecodeError::Truncated)?;
+fn take(payload: &Bytes, pos: &mut usize, len: usize) -> Result<Bytes, CodecError> {
+    let end = pos.checked_add(len).ok_or(CodecError::Truncated)?;
     if end > payload.len() {
-        return Err(DecodeError::Truncated);
+        return Err(CodecError::Truncated);
     }
     let slice = payload.slice(*pos..end);
     *pos = end;
     Ok(slice)
 }
 
-fn read_u16(payload: &Bytes, pos: &mut usize) -> Result<u16, DecodeError> {
+fn read_u16(payload: &Bytes, pos: &mut usize) -> Result<u16, CodecError> {
     let raw = take(payload, pos, 2)?;
     Ok(u16::from_be_bytes([raw[0], raw[1]]))
 }
 
-fn read_u64(payload: &Bytes, pos: &mut usize) -> Result<u64, DecodeError> {
+fn read_u64(payload: &Bytes, pos: &mut usize) -> Result<u64, CodecError> {
     let raw = take(payload, pos, 8)?;
     Ok(u64::from_be_bytes(raw[..].try_into().expect("eight bytes")))
 }
 
-fn read_u32(payload: &Bytes, pos: &mut usize) -> Result<u32, DecodeError> {
+fn read_u32(payload: &Bytes, pos: &mut usize) -> Result<u32, CodecError> {
     let raw = take(payload, pos, 4)?;
     Ok(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]))
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hitbox_core::EntryMeta;
 
 use crate::codec::format::{CacheableValue, Format};
-use crate::error::DecodeError;
+use crate::error::CodecError;
 
 const MAGIC: &[u8; 2] = b"HB";
 const VERSION: u8 = 1;
@@ -39,24 +39,24 @@ pub struct RawEntry {
 
 impl RawEntry {
     /// Reads an envelope.
-    pub fn decode(bytes: Bytes) -> Result<RawEntry, DecodeError> {
+    pub fn decode(bytes: Bytes) -> Result<RawEntry, CodecError> {
         if bytes.len() < HEADER_LEN {
             return Err(if bytes.starts_with(&MAGIC[..bytes.len().min(2)]) {
-                DecodeError::Truncated
+                CodecError::Truncated
             } else {
-                DecodeError::BadMagic
+                CodecError::BadMagic
             });
         }
         if &bytes[..2] != MAGIC {
-            return Err(DecodeError::BadMagic);
+            return Err(CodecError::BadMagic);
         }
         if bytes[2] != VERSION {
-            return Err(DecodeError::Version(bytes[2]));
+            return Err(CodecError::Version(bytes[2]));
         }
         let format_id = bytes[3];
         let (meta, used) = EntryMeta::decode(&bytes[HEADER_LEN..]).map_err(|e| match e {
-            hitbox_core::MetaError::Truncated => DecodeError::Truncated,
-            other => DecodeError::Meta(other),
+            hitbox_core::MetaError::Truncated => CodecError::Truncated,
+            other => CodecError::Meta(other),
         })?;
         let payload = bytes.slice(HEADER_LEN + used..);
         Ok(RawEntry {
@@ -67,9 +67,9 @@ impl RawEntry {
     }
 
     /// Decodes the payload as a `V`, checking that it is in `format`.
-    pub fn value<V: CacheableValue>(&self, format: Format) -> Result<V, DecodeError> {
+    pub fn value<V: CacheableValue>(&self, format: Format) -> Result<V, CodecError> {
         if self.format_id != format.id() {
-            return Err(DecodeError::FormatMismatch {
+            return Err(CodecError::FormatMismatch {
                 expected: format.id(),
                 found: self.format_id,
             });
@@ -83,7 +83,7 @@ pub fn encode_entry<V: CacheableValue>(
     value: &V,
     meta: &EntryMeta,
     format: Format,
-) -> Result<Bytes, DecodeError> {
+) -> Result<Bytes, CodecError> {
     let mut out = Vec::with_capacity(HEADER_LEN + meta.encoded_len() + 64);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -131,7 +131,7 @@ mod tests {
         let entry = RawEntry::decode(bytes).unwrap();
         assert_eq!(
             entry.value::<u32>(Format::Postcard).unwrap_err(),
-            DecodeError::FormatMismatch {
+            CodecError::FormatMismatch {
                 expected: Format::Postcard.id(),
                 found: Format::Json.id()
             }
@@ -145,7 +145,7 @@ mod tests {
         for len in 0..header {
             let err = RawEntry::decode(bytes.slice(..len)).unwrap_err();
             assert!(
-                matches!(err, DecodeError::Truncated | DecodeError::BadMagic),
+                matches!(err, CodecError::Truncated | CodecError::BadMagic),
                 "len {len}: {err:?}"
             );
         }
@@ -157,7 +157,7 @@ mod tests {
         wrong_version[2] = 9;
         assert_eq!(
             RawEntry::decode(wrong_version.into()).unwrap_err(),
-            DecodeError::Version(9)
+            CodecError::Version(9)
         );
         for foreign in [
             &b"{\"json\":true}"[..],
@@ -175,7 +175,7 @@ mod tests {
         flipped[HEADER_LEN + 9] ^= 0xFF; // fresh_until high byte: out of order
         assert!(matches!(
             RawEntry::decode(flipped.into()).unwrap_err(),
-            DecodeError::Meta(hitbox_core::MetaError::OutOfOrder)
+            CodecError::Meta(hitbox_core::MetaError::OutOfOrder)
         ));
     }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::DecodeError;
+use crate::error::CodecError;
 
 /// A serialization format for cached values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,8 +57,8 @@ impl Format {
     }
 
     /// Appends the encoding of `value` to `out`.
-    pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let fail = |e: &dyn std::fmt::Display| DecodeError::Payload(e.to_string());
+    pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let fail = |e: &dyn std::fmt::Display| CodecError::Payload(e.to_string());
         match self {
             Format::Postcard => {
                 let taken = std::mem::take(out);
@@ -81,13 +81,13 @@ impl Format {
     }
 
     /// Decodes a value that must span all of `bytes`.
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
-        let fail = |e: &dyn std::fmt::Display| DecodeError::Payload(e.to_string());
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        let fail = |e: &dyn std::fmt::Display| CodecError::Payload(e.to_string());
         match self {
             Format::Postcard => {
                 let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| fail(&e))?;
                 if !rest.is_empty() {
-                    return Err(DecodeError::Payload(format!("{} trailing bytes", rest.len())));
+                    return Err(CodecError::Payload(format!("{} trailing bytes", rest.len())));
                 }
                 Ok(value)
             }
@@ -98,7 +98,7 @@ impl Format {
                 let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
                     .map_err(|e| fail(&e))?;
                 if used != bytes.len() {
-                    return Err(DecodeError::Payload(format!(
+                    return Err(CodecError::Payload(format!(
                         "{} trailing bytes",
                         bytes.len() - used
                     )));
@@ -111,7 +111,7 @@ impl Format {
                 let value = serde::Deserialize::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))
                     .map_err(|e: rmp_serde::decode::Error| fail(&e))?;
                 if !rest.is_empty() {
-                    return Err(DecodeError::Payload(format!("{} trailing bytes", rest.len())));
+                    return Err(CodecError::Payload(format!("{} trailing bytes", rest.len())));
                 }
                 Ok(value)
             }
@@ -127,22 +127,22 @@ impl Format {
 /// this trait directly and may ignore the format.
 pub trait CacheableValue: Clone + Send + Sync + 'static {
     /// Appends the value's bytes to `out`.
-    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError>;
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
     /// Reads a value back from `payload`, which the decoder may slice
     /// instead of copying.
-    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError>;
+    fn decode(payload: Bytes, format: Format) -> Result<Self, CodecError>;
 }
 
 impl<T> CacheableValue for T
 where
     T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    fn encode(&self, format: Format, out: &mut Vec<u8>) -> Result<(), CodecError> {
         format.encode_into(self, out)
     }
 
-    fn decode(payload: Bytes, format: Format) -> Result<Self, DecodeError> {
+    fn decode(payload: Bytes, format: Format) -> Result<Self, CodecError> {
         format.decode(&payload)
     }
 }

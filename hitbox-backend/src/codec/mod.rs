@@ -15,7 +15,7 @@
 //!    [`Encryptor`](crate::Encryptor) the stages call.
 //!
 //! Whatever does not decode (another format, other stages, a wrong key,
-//! corruption) is a [`DecodeError`](crate::DecodeError), which readers turn
+//! corruption) is a [`CodecError`](crate::CodecError), which readers turn
 //! into a logged miss. Nothing here does I/O.
 
 #[cfg(feature = "encryption")]

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use hitbox_core::CacheKey;
 
 use crate::codec::envelope::envelope_format_id;
-use crate::error::DecodeError;
+use crate::error::CodecError;
 
 const MAGIC: &[u8; 2] = b"HS";
 const VERSION: u8 = 1;
@@ -112,10 +112,10 @@ pub trait Encryptor: Send + Sync + 'static {
     fn id(&self) -> u8;
 
     /// Encrypts `plaintext`, binding it to `context`.
-    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, DecodeError>;
+    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CodecError>;
 
     /// Decrypts `ciphertext` written under the same `context`.
-    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError>;
+    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, CodecError>;
 }
 
 /// The stages a [`Staged`](crate::Staged) tier applies.
@@ -187,7 +187,7 @@ impl Stages {
     }
 
     /// Applies the stages to an envelope stored under `key`.
-    pub fn seal(&self, key: &CacheKey, envelope: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    pub fn seal(&self, key: &CacheKey, envelope: &[u8]) -> Result<Vec<u8>, CodecError> {
         let compress = self.compression != Compression::None && envelope.len() >= self.min_compress_size;
         let compressed;
         let body: &[u8] = if compress {
@@ -218,7 +218,7 @@ impl Stages {
         out.push(compression_id);
         out.push(self.encryptor.as_ref().map_or(0, |e| e.id()));
         if compress {
-            let len = u32::try_from(envelope.len()).map_err(|_| DecodeError::TooLarge {
+            let len = u32::try_from(envelope.len()).map_err(|_| CodecError::TooLarge {
                 size: envelope.len() as u64,
                 limit: u64::from(u32::MAX),
             })?;
@@ -229,28 +229,28 @@ impl Stages {
     }
 
     /// Undoes the stages on an entry read from under `key`.
-    pub fn open(&self, key: &CacheKey, stored: &Bytes) -> Result<Bytes, DecodeError> {
+    pub fn open(&self, key: &CacheKey, stored: &Bytes) -> Result<Bytes, CodecError> {
         if stored.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated);
+            return Err(CodecError::Truncated);
         }
         if &stored[..2] != MAGIC {
-            return Err(DecodeError::BadMagic);
+            return Err(CodecError::BadMagic);
         }
         if stored[2] != VERSION {
-            return Err(DecodeError::Version(stored[2]));
+            return Err(CodecError::Version(stored[2]));
         }
         let format_id = stored[3];
         let compression_id = stored[4];
         let encryptor_id = stored[5];
         if compression_id != 0 && compression_id != self.compression.id() {
-            return Err(DecodeError::CompressionMismatch {
+            return Err(CodecError::CompressionMismatch {
                 expected: self.compression.id(),
                 found: compression_id,
             });
         }
         let expected_encryptor = self.encryptor.as_ref().map_or(0, |e| e.id());
         if encryptor_id != expected_encryptor {
-            return Err(DecodeError::EncryptionMismatch {
+            return Err(CodecError::EncryptionMismatch {
                 expected: expected_encryptor,
                 found: encryptor_id,
             });
@@ -259,10 +259,10 @@ impl Stages {
         let (plain_len, body_start) = if compressed {
             let raw = stored
                 .get(HEADER_LEN..HEADER_LEN + 4)
-                .ok_or(DecodeError::Truncated)?;
+                .ok_or(CodecError::Truncated)?;
             let len = u32::from_be_bytes(raw.try_into().expect("four bytes")) as usize;
             if len > self.max_decompressed {
-                return Err(DecodeError::TooLarge {
+                return Err(CodecError::TooLarge {
                     size: len as u64,
                     limit: self.max_decompressed as u64,
                 });
@@ -286,7 +286,7 @@ impl Stages {
         let plain = if compressed {
             let plain = decompress_with(self.compression, &body, plain_len)?;
             if plain.len() != plain_len {
-                return Err(DecodeError::Decompress(format!(
+                return Err(CodecError::Decompress(format!(
                     "expected {plain_len} bytes, got {}",
                     plain.len()
                 )));
@@ -299,7 +299,7 @@ impl Stages {
         // one of them was damaged.
         let inner_format = envelope_format_id(&plain).unwrap_or(0);
         if inner_format != format_id {
-            return Err(DecodeError::FormatMismatch {
+            return Err(CodecError::FormatMismatch {
                 expected: format_id,
                 found: inner_format,
             });
@@ -308,8 +308,8 @@ impl Stages {
     }
 }
 
-fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let fail = |e: std::io::Error| DecodeError::Decompress(e.to_string());
+fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let fail = |e: std::io::Error| CodecError::Decompress(e.to_string());
     match compression {
         Compression::None => Ok(plain.to_vec()),
         Compression::Zstd { level } => {
@@ -328,19 +328,19 @@ fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, Deco
 }
 
 /// Decompresses into exactly `plain_len` bytes, never more.
-fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> Result<Vec<u8>, DecodeError> {
+fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> Result<Vec<u8>, CodecError> {
     match compression {
         Compression::None => Ok(body.to_vec()),
         Compression::Zstd { .. } => {
-            zstd::bulk::decompress(body, plain_len).map_err(|e| DecodeError::Decompress(e.to_string()))
+            zstd::bulk::decompress(body, plain_len).map_err(|e| CodecError::Decompress(e.to_string()))
         }
         Compression::Lz4 => {
-            let split = body.len().checked_sub(4).ok_or(DecodeError::Truncated)?;
+            let split = body.len().checked_sub(4).ok_or(CodecError::Truncated)?;
             let (block, checksum) = body.split_at(split);
             let plain = lz4_flex::block::decompress(block, plain_len)
-                .map_err(|e| DecodeError::Decompress(e.to_string()))?;
+                .map_err(|e| CodecError::Decompress(e.to_string()))?;
             if crc32fast::hash(&plain).to_be_bytes() != checksum {
-                return Err(DecodeError::Decompress("lz4 checksum mismatch".into()));
+                return Err(CodecError::Decompress("lz4 checksum mismatch".into()));
             }
             Ok(plain)
         }

@@ -21,7 +21,7 @@ use futures::future::{BoxFuture, Shared};
 use hitbox_core::{CacheKey, EntryOptions};
 use tokio::sync::oneshot;
 
-use super::stats::Counters;
+use super::stats::EngineCounters;
 use super::{Flight, Inner};
 use crate::codec::format::CacheableValue;
 use crate::error::LoadError;
@@ -143,7 +143,7 @@ impl Inner {
         if let Some(existing) = flights.get(key) {
             if join {
                 if let Some(shared) = existing.shared.downcast_ref::<SharedLoad<V, E>>() {
-                    Counters::bump(&self.stats.joins);
+                    EngineCounters::bump(&self.stats.joins);
                     return Err((shared.clone(), load));
                 }
             } else {
@@ -199,7 +199,7 @@ where
     Fut: Future<Output = Result<V, LoadError<E>>>,
 {
     if let Some(inner) = inner.upgrade() {
-        Counters::bump(&inner.stats.loads);
+        EngineCounters::bump(&inner.stats.loads);
     }
     let result = load.await;
     // The cache may have been dropped while the loader ran; the waiters
@@ -210,7 +210,7 @@ where
     let result = inner.count_load_result(result);
     if let Ok(value) = &result {
         if cancelled.load(Ordering::SeqCst) {
-            Counters::bump(&inner.stats.stale_loads_discarded);
+            EngineCounters::bump(&inner.stats.stale_loads_discarded);
             tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
         } else {
             let meta = policy.entry_meta(inner.clock.now(), tags);
@@ -218,7 +218,7 @@ where
             // An invalidation that landed while the value was being written
             // may have removed the key before the write: undo the write.
             if cancelled.load(Ordering::SeqCst) {
-                Counters::bump(&inner.stats.stale_loads_discarded);
+                EngineCounters::bump(&inner.stats.stale_loads_discarded);
                 tracing::debug!(key = %key.log_id(), "load raced with an invalidation: stored result removed");
                 let _ = inner.backend.remove(&key).await;
             }

@@ -45,7 +45,7 @@ use memo::{Decoded, DecodedMemo};
 
 pub use flight::{LoadJoin, LoadLead, LoadTicket};
 pub use stats::CacheStats;
-use stats::Counters;
+use stats::EngineCounters;
 pub use typed::TypedCache;
 
 /// The default bound on background refreshes running at once.
@@ -108,7 +108,7 @@ pub(crate) struct Inner {
     clock: SharedClock,
     flights: Mutex<HashMap<CacheKey, Flight>>,
     next_flight: AtomicU64,
-    stats: Counters,
+    stats: EngineCounters,
     refreshes: Arc<Semaphore>,
     /// Decoded entries of a tier that hands out its stored buffers.
     memo: Option<DecodedMemo>,
@@ -182,7 +182,7 @@ impl CacheBuilder {
                 clock: self.clock,
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(1),
-                stats: Counters::default(),
+                stats: EngineCounters::default(),
                 refreshes: Arc::new(Semaphore::new(self.max_background_refreshes)),
                 memo: self.backend.shares_buffers().then(DecodedMemo::new),
                 backend: self.backend,
@@ -256,12 +256,12 @@ impl Cache {
         match self.lookup::<V>(key).await {
             Lookup::Found(entry) => match entry.freshness {
                 Freshness::Fresh => {
-                    Counters::bump(&self.inner.stats.hits);
+                    EngineCounters::bump(&self.inner.stats.hits);
                     tracing::trace!(key = %key.log_id(), outcome = "hit", "cache get");
                     Some(entry.value)
                 }
                 Freshness::Stale => {
-                    Counters::bump(&self.inner.stats.stale_hits);
+                    EngineCounters::bump(&self.inner.stats.stale_hits);
                     tracing::debug!(key = %key.log_id(), outcome = "stale", "cache get");
                     Some(entry.value)
                 }
@@ -272,7 +272,7 @@ impl Cache {
     }
 
     fn count_miss<V>(&self, key: &CacheKey) -> Option<V> {
-        Counters::bump(&self.inner.stats.misses);
+        EngineCounters::bump(&self.inner.stats.misses);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache get");
         None
     }
@@ -360,7 +360,7 @@ impl Cache {
     /// Removes the entry under `key`. A load of `key` that is running does
     /// not store its result, and later callers do not join it.
     pub async fn delete(&self, key: &CacheKey) -> Result<bool, BackendError> {
-        Counters::bump(&self.inner.stats.invalidations);
+        EngineCounters::bump(&self.inner.stats.invalidations);
         self.inner.cancel_flights(|flight_key, _| flight_key == key);
         tracing::debug!(key = %key.log_id(), "cache delete");
         let result = self.inner.backend.remove(key).await;
@@ -371,7 +371,7 @@ impl Cache {
     /// Removes every entry tagged `tag`. Loads running for entries with
     /// that tag do not store their results.
     pub async fn invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
-        Counters::bump(&self.inner.stats.invalidations);
+        EngineCounters::bump(&self.inner.stats.invalidations);
         self.inner.cancel_flights(|_, tags| tags.contains(tag));
         tracing::debug!(tag = tag.as_str(), "cache invalidate tag");
         let result = self.inner.backend.invalidate_tag(tag).await;
@@ -445,12 +445,12 @@ impl Cache {
             Strategy::UseCache => {}
             Strategy::Bypass => {
                 tracing::debug!(key = %key.log_id(), "cache bypass");
-                Counters::bump(&self.inner.stats.loads);
+                EngineCounters::bump(&self.inner.stats.loads);
                 return self.inner.count_load_result(flight::guarded(loader()).await);
             }
             Strategy::Invalidate => {
                 let _ = self.delete(key).await;
-                Counters::bump(&self.inner.stats.loads);
+                EngineCounters::bump(&self.inner.stats.loads);
                 return self.inner.count_load_result(flight::guarded(loader()).await);
             }
             Strategy::Refresh => {
@@ -462,12 +462,12 @@ impl Cache {
         let fallback = match self.lookup::<V>(key).await {
             Lookup::Found(entry) => match entry.freshness {
                 Freshness::Fresh => {
-                    Counters::bump(&self.inner.stats.hits);
+                    EngineCounters::bump(&self.inner.stats.hits);
                     tracing::trace!(key = %key.log_id(), outcome = "hit", "cache load");
                     return Ok(entry.value);
                 }
                 Freshness::Stale => {
-                    Counters::bump(&self.inner.stats.stale_hits);
+                    EngineCounters::bump(&self.inner.stats.stale_hits);
                     tracing::debug!(key = %key.log_id(), outcome = "stale", "cache load");
                     self.refresh_in_background(key, options, loader);
                     return Ok(entry.value);
@@ -477,13 +477,13 @@ impl Cache {
             },
             Lookup::Miss => None,
         };
-        Counters::bump(&self.inner.stats.misses);
+        EngineCounters::bump(&self.inner.stats.misses);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache load");
         match self.load(key, options, loader, true).await {
             Ok(value) => Ok(value),
             Err(error) => match fallback {
                 Some(stale) => {
-                    Counters::bump(&self.inner.stats.stale_if_error_hits);
+                    EngineCounters::bump(&self.inner.stats.stale_if_error_hits);
                     tracing::warn!(key = %key.log_id(), "loader failed, serving the stale entry");
                     Ok(stale)
                 }
@@ -507,7 +507,7 @@ impl Cache {
         match RawEntry::decode(bytes) {
             Ok(raw) => Some(raw),
             Err(reason) => {
-                Counters::bump(&self.inner.stats.unreadable_entries);
+                EngineCounters::bump(&self.inner.stats.unreadable_entries);
                 tracing::warn!(key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
                 None
             }
@@ -518,7 +518,7 @@ impl Cache {
         match raw.value::<V>(self.inner.format) {
             Ok(value) => Some(value),
             Err(reason) => {
-                Counters::bump(&self.inner.stats.unreadable_entries);
+                EngineCounters::bump(&self.inner.stats.unreadable_entries);
                 tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
                 None
             }
@@ -631,7 +631,7 @@ impl Cache {
         let Ok(shared) = self.inner.start_flight(key, options, load, true) else {
             return;
         };
-        Counters::bump(&self.inner.stats.background_refreshes);
+        EngineCounters::bump(&self.inner.stats.background_refreshes);
         runtime.spawn(async move {
             let _permit = permit;
             let _ = shared.await;
@@ -649,7 +649,7 @@ impl Inner {
 
     fn count_load_result<V, E>(&self, result: Result<V, LoadError<E>>) -> Result<V, LoadError<E>> {
         if result.is_err() {
-            Counters::bump(&self.stats.load_errors);
+            EngineCounters::bump(&self.stats.load_errors);
         }
         result
     }
@@ -671,7 +671,7 @@ impl Inner {
         tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store");
         let result = self.backend.write(key, bytes, ttl, &meta.tags).await;
         match &result {
-            Ok(()) => Counters::bump(&self.stats.stores),
+            Ok(()) => EngineCounters::bump(&self.stats.stores),
             Err(_) => self.note_error(&result),
         }
         result
@@ -694,7 +694,7 @@ impl Inner {
             .shared
             .downcast_ref::<flight::SharedLoad<V, E>>()?
             .clone();
-        Counters::bump(&self.stats.joins);
+        EngineCounters::bump(&self.stats.joins);
         tracing::debug!(key = %key.log_id(), "joined a running load");
         Some(shared)
     }

@@ -1,4 +1,4 @@
-//! Counters the engine keeps.
+//! EngineCounters the engine keeps.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::tiers::backend::TierStats;
 
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct EngineCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub stale_hits: AtomicU64,
@@ -23,7 +23,7 @@ pub(crate) struct Counters {
     tier_errors: Mutex<HashMap<String, u64>>,
 }
 
-impl Counters {
+impl EngineCounters {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -662,7 +662,7 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open, "the count was not reset");
         let encode = BackendError::Encode {
             tier: "t".into(),
-            source: crate::DecodeError::Payload("bad".into()),
+            source: crate::CodecError::Payload("bad".into()),
         };
         assert!(!encode.is_tier_failure());
         assert!(!refused().is_tier_failure());

@@ -278,7 +278,7 @@ pub struct CompositionTierStats {
 }
 
 #[derive(Default)]
-struct Counters {
+struct TierCounters {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
@@ -289,7 +289,7 @@ struct Counters {
     max_micros: AtomicU64,
 }
 
-impl Counters {
+impl TierCounters {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -307,7 +307,7 @@ struct TierState {
     backend: Arc<dyn Backend>,
     ttl_scale: f64,
     breaker: CircuitBreaker,
-    counters: Counters,
+    counters: TierCounters,
 }
 
 impl TierState {
@@ -335,7 +335,7 @@ impl TierState {
     ) -> Result<T, BackendError> {
         let permit = if gated {
             let Some(permit) = self.breaker.try_acquire() else {
-                Counters::bump(&self.counters.skipped);
+                TierCounters::bump(&self.counters.skipped);
                 return Err(BackendError::Unavailable {
                     tier: self.label().into(),
                 });
@@ -349,7 +349,7 @@ impl TierState {
         self.counters.latency(started.elapsed());
         permit.record(&result);
         if let Err(error) = &result {
-            Counters::bump(&self.counters.errors);
+            TierCounters::bump(&self.counters.errors);
             tracing::debug!(tier = self.label(), %error, "composition tier failed");
         }
         result
@@ -358,8 +358,8 @@ impl TierState {
     async fn read(&self, key: &CacheKey) -> Result<Option<Bytes>, BackendError> {
         let result = self.call(true, |tier| tier.read(key)).await;
         match &result {
-            Ok(Some(_)) => Counters::bump(&self.counters.hits),
-            Ok(None) => Counters::bump(&self.counters.misses),
+            Ok(Some(_)) => TierCounters::bump(&self.counters.hits),
+            Ok(None) => TierCounters::bump(&self.counters.misses),
             Err(_) => {}
         }
         result
@@ -664,7 +664,7 @@ impl CompositionBuilder {
                 backend,
                 ttl_scale,
                 breaker,
-                counters: Counters::default(),
+                counters: TierCounters::default(),
             })
         };
         CompositionBackend {
@@ -880,7 +880,7 @@ impl CompositionBackend {
             return;
         }
         match self.l1.write(key, bytes.clone(), ttl, &entry.meta.tags).await {
-            Ok(()) => Counters::bump(&self.l1.counters.refills),
+            Ok(()) => TierCounters::bump(&self.l1.counters.refills),
             Err(error) => {
                 tracing::debug!(tier = self.l1.label(), key = %key.log_id(), %error, "refill failed")
             }

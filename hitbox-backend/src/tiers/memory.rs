@@ -23,10 +23,10 @@ use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 /// bounds memory.
 #[derive(Clone)]
 pub struct MemoryBackend {
-    shared: Arc<Shared>,
+    shared: Arc<MemoryState>,
 }
 
-struct Shared {
+struct MemoryState {
     label: Arc<str>,
     clock: SharedClock,
     entries: Mutex<HashMap<Arc<str>, Stored>>,
@@ -59,7 +59,7 @@ impl MemoryBackend {
     /// An empty tier whose TTLs run on `clock`.
     pub fn with_clock(clock: impl Clock) -> Self {
         MemoryBackend {
-            shared: Arc::new(Shared {
+            shared: Arc::new(MemoryState {
                 label: "memory".into(),
                 clock: Arc::new(clock),
                 entries: Mutex::new(HashMap::new()),
@@ -78,7 +78,7 @@ impl MemoryBackend {
         let shared = Arc::try_unwrap(self.shared)
             .unwrap_or_else(|_| panic!("relabel a MemoryBackend before cloning it"));
         MemoryBackend {
-            shared: Arc::new(Shared {
+            shared: Arc::new(MemoryState {
                 label: label.into(),
                 ..shared
             }),

@@ -104,7 +104,7 @@ struct Data {
     freshness_override: Option<FreshnessHeaders>,
 }
 
-struct Shared {
+struct ServerState {
     clock: ManualClock,
     data: Mutex<Data>,
     hold: watch::Sender<bool>,
@@ -114,7 +114,7 @@ struct Shared {
 pub struct LoopbackServer {
     pub addr: SocketAddr,
     pub clock: ManualClock,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -128,7 +128,7 @@ impl LoopbackServer {
     pub async fn start() -> LoopbackServer {
         let clock = ManualClock::new();
         let (hold, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             clock: clock.clone(),
             data: Mutex::new(Data::default()),
             hold,
@@ -233,7 +233,7 @@ fn json(status: StatusCode, body: String) -> Response {
 
 /// Recording, failure injection, authentication and the L1-status rules,
 /// in front of every route.
-async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+async fn gate(State(shared): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -328,7 +328,7 @@ fn live<'a>(data: &'a mut Data, key: &str, now: Timestamp) -> Option<(&'a Entry,
     Some((data.entries.get(key).unwrap(), phase))
 }
 
-async fn get_entry(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> Response {
+async fn get_entry(State(shared): State<Arc<ServerState>>, Path(key): Path<String>) -> Response {
     let now = shared.clock.now();
     let mut data = shared.data.lock().unwrap();
     let overrides = data.freshness_override.clone();
@@ -354,7 +354,7 @@ async fn get_entry(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -
     response
 }
 
-async fn head_entry(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> StatusCode {
+async fn head_entry(State(shared): State<Arc<ServerState>>, Path(key): Path<String>) -> StatusCode {
     let now = shared.clock.now();
     let mut data = shared.data.lock().unwrap();
     if live(&mut data, &key, now).is_some() {
@@ -365,7 +365,7 @@ async fn head_entry(State(shared): State<Arc<Shared>>, Path(key): Path<String>) 
 }
 
 async fn put_entry(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<ServerState>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -397,13 +397,13 @@ async fn put_entry(
     json(StatusCode::OK, r#"{"success":true}"#.to_owned())
 }
 
-async fn delete_entry(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> Response {
+async fn delete_entry(State(shared): State<Arc<ServerState>>, Path(key): Path<String>) -> Response {
     shared.data.lock().unwrap().entries.remove(&key);
     json(StatusCode::OK, r#"{"success":true}"#.to_owned())
 }
 
 /// Encodes a JSON answer, or breaks it when told to.
-fn answer(shared: &Shared, status: StatusCode, mut value: serde_json::Value) -> Response {
+fn answer(shared: &ServerState, status: StatusCode, mut value: serde_json::Value) -> Response {
     let data = shared.data.lock().unwrap();
     if data.malformed_json {
         return json(status, r#"{"lock_id": "#.to_owned());
@@ -420,7 +420,7 @@ struct LockBody {
     timeout_ms: u64,
 }
 
-async fn lock(State(shared): State<Arc<Shared>>, Path(key): Path<String>, body: Bytes) -> Response {
+async fn lock(State(shared): State<Arc<ServerState>>, Path(key): Path<String>, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<LockBody>(&body) else {
         return (StatusCode::BAD_REQUEST, "bad lock body").into_response();
     };
@@ -440,7 +440,11 @@ async fn lock(State(shared): State<Arc<Shared>>, Path(key): Path<String>, body: 
     answer(&shared, StatusCode::OK, serde_json::json!({ "lock_id": lock_id }))
 }
 
-async fn unlock(State(shared): State<Arc<Shared>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+async fn unlock(
+    State(shared): State<Arc<ServerState>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let Some(id) = headers.get("x-cachekit-lock-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "X-CacheKit-Lock-Id is required").into_response();
     };
@@ -453,7 +457,7 @@ async fn unlock(State(shared): State<Arc<Shared>>, Path(key): Path<String>, head
     }
 }
 
-async fn get_ttl(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> Response {
+async fn get_ttl(State(shared): State<Arc<ServerState>>, Path(key): Path<String>) -> Response {
     let now = shared.clock.now();
     let ttl = {
         let mut data = shared.data.lock().unwrap();
@@ -472,7 +476,7 @@ struct TtlBody {
     ttl: u64,
 }
 
-async fn patch_ttl(State(shared): State<Arc<Shared>>, Path(key): Path<String>, body: Bytes) -> Response {
+async fn patch_ttl(State(shared): State<Arc<ServerState>>, Path(key): Path<String>, body: Bytes) -> Response {
     let Ok(TtlBody { ttl }) = serde_json::from_slice::<TtlBody>(&body) else {
         return (StatusCode::BAD_REQUEST, "bad TTL body").into_response();
     };
@@ -493,7 +497,7 @@ async fn patch_ttl(State(shared): State<Arc<Shared>>, Path(key): Path<String>, b
     json(StatusCode::OK, r#"{"success":true}"#.to_owned())
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Response {
+async fn health(State(shared): State<Arc<ServerState>>) -> Response {
     let now = shared.clock.now();
     let (entries, locks) = {
         let data = shared.data.lock().unwrap();

@@ -11,7 +11,7 @@ use super::aad::{EntryBinding, aad_v3, format_token};
 use super::key::{DEFAULT_TENANT, KeyFingerprint, MasterKey, PREVIOUS_MASTER_KEYS_ENV, read_env};
 use super::nonce::{CounterNonces, NONCE_LEN, NonceSource};
 use crate::codec::stages::{EncryptionContext, Encryptor};
-use crate::error::DecodeError;
+use crate::error::CodecError;
 
 /// The encryptor id recorded in staged entries written by [`AesGcmEncryptor`].
 pub const AES_GCM_ENCRYPTOR_ID: u8 = 1;
@@ -129,11 +129,11 @@ impl AesGcmEncryptor {
     }
 
     /// Encrypts `plaintext` under the current key: `nonce || ciphertext || tag`.
-    pub fn seal(&self, binding: &EntryBinding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    pub fn seal(&self, binding: &EntryBinding<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CodecError> {
         let nonce = self
             .nonces
             .next_nonce()
-            .map_err(|e| DecodeError::Encrypt(e.to_string()))?;
+            .map_err(|e| CodecError::Encrypt(e.to_string()))?;
         let aad = self.aad(binding);
         let body = self
             .current
@@ -145,7 +145,7 @@ impl AesGcmEncryptor {
                     aad: &aad,
                 },
             )
-            .map_err(|_| DecodeError::Encrypt("AES-GCM refused the input (too long)".into()))?;
+            .map_err(|_| CodecError::Encrypt("AES-GCM refused the input (too long)".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + body.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
@@ -154,10 +154,10 @@ impl AesGcmEncryptor {
 
     /// Decrypts what [`seal`](Self::seal) (or another cachekit SDK) wrote
     /// under the same binding, trying the current key, then each previous
-    /// key. Any failure is [`DecodeError::Decrypt`].
-    pub fn open(&self, binding: &EntryBinding<'_>, sealed: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    /// key. Any failure is [`CodecError::Decrypt`].
+    pub fn open(&self, binding: &EntryBinding<'_>, sealed: &[u8]) -> Result<Vec<u8>, CodecError> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(DecodeError::Decrypt);
+            return Err(CodecError::Decrypt);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at the nonce length");
@@ -173,7 +173,7 @@ impl AesGcmEncryptor {
                 return Ok(plain);
             }
         }
-        Err(DecodeError::Decrypt)
+        Err(CodecError::Decrypt)
     }
 }
 
@@ -192,13 +192,13 @@ impl Encryptor for AesGcmEncryptor {
         AES_GCM_ENCRYPTOR_ID
     }
 
-    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    fn encrypt(&self, context: &EncryptionContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CodecError> {
         let format = format_token(context.format_id);
         let binding = EntryBinding::new(context.key.as_str(), &format).compressed(context.compressed);
         self.seal(&binding, plaintext)
     }
 
-    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    fn decrypt(&self, context: &EncryptionContext<'_>, ciphertext: &[u8]) -> Result<Vec<u8>, CodecError> {
         let format = format_token(context.format_id);
         let binding = EntryBinding::new(context.key.as_str(), &format).compressed(context.compressed);
         self.open(&binding, ciphertext)
@@ -329,9 +329,9 @@ mod tests {
             .unwrap();
         assert_eq!(rotated.open(&binding, &sealed).unwrap(), b"value");
         let fresh = rotated.seal(&binding, b"value").unwrap();
-        assert_eq!(old.open(&binding, &fresh), Err(DecodeError::Decrypt));
+        assert_eq!(old.open(&binding, &fresh), Err(CodecError::Decrypt));
         let without = AesGcmEncryptor::new(key(2));
-        assert_eq!(without.open(&binding, &sealed), Err(DecodeError::Decrypt));
+        assert_eq!(without.open(&binding, &sealed), Err(CodecError::Decrypt));
     }
 
     #[test]
@@ -339,7 +339,7 @@ mod tests {
         let encryptor = AesGcmEncryptor::new(key(1));
         let binding = EntryBinding::new("k", "msgpack");
         for len in 0..=NONCE_LEN + TAG_LEN {
-            assert_eq!(encryptor.open(&binding, &vec![0; len]), Err(DecodeError::Decrypt));
+            assert_eq!(encryptor.open(&binding, &vec![0; len]), Err(CodecError::Decrypt));
         }
     }
 

@@ -6,7 +6,7 @@
 //! sealed as `nonce (12) || ciphertext || tag (16)` with an AAD ([`aad_v3`])
 //! that binds it to the tenant, the full cache key, the format and the
 //! compression flag. A reader that disagrees on any of these, holds the
-//! wrong key, or finds a tampered byte gets [`DecodeError::Decrypt`], which
+//! wrong key, or finds a tampered byte gets [`CodecError::Decrypt`], which
 //! a [`Staged`](crate::Staged) tier turns into a logged miss.
 //!
 //! Key rotation: the encryptor keeps up to three previous master keys that
@@ -70,7 +70,7 @@ pub use nonce::FixedNonces;
 pub use nonce::{CounterNonces, NONCE_LEN, NonceSource, RandomNonces};
 
 #[cfg(doc)]
-use crate::DecodeError;
+use crate::CodecError;
 
 /// Why a key, a tenant or an encryptor configuration was refused.
 ///
