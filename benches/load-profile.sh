@@ -5,8 +5,10 @@
 #   ./benches/load-profile.sh [SECONDS_PER_CASE]
 # Each case runs alone (`load --cases NAME`) under callgrind with one output
 # file per thread; the server thread is the one that ran hyper's server
-# dispatch. Its instructions (warm-up and start-up included, a small part of
-# thousands of requests) are divided by the requests the client completed.
+# dispatch. It runs twice, for SECONDS and for three times as long: the
+# difference of the server thread's instructions over the difference of the
+# requests completed is what one request costs, start-up and warm-up (1,000
+# misses in the `-1k` cases) cancelled out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-2}
@@ -14,20 +16,27 @@ command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq
 cargo build --release -q -p hitbox-benches --bin load
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-per_request() {
-  local case=$1 requests file total
+# The server thread's instructions and the requests completed, in one run.
+server_run() {
+  local case=$1 secs=$2 requests file
+  rm -f "$out"/cg.*
   requests=$(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out/cg.$case" \
-      target/release/load --seconds "$seconds" --cases "$case" 2>/dev/null | awk '/requests:/ {print $2}')
+      target/release/load --seconds "$secs" --cases "$case" 2>/dev/null | awk '/requests:/ {print $2}')
   for file in "$out"/cg."$case"-*; do
     # (grep reads it all: `-q` would stop early and fail the pipe.)
     if callgrind_annotate --inclusive=yes "$file" 2>/dev/null | grep -c 'hyper::proto::h1::role::Server' >/dev/null; then
-      total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-      echo $(( total / requests ))
+      echo "$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}') $requests"
       return
     fi
   done
   echo "no server thread found for $case" >&2
   exit 1
+}
+per_request() {
+  local short long
+  short=$(server_run "$1" "$seconds")
+  long=$(server_run "$1" $(( seconds * 3 )))
+  awk -v s="$short" -v l="$long" 'BEGIN { split(s, a, " "); split(l, b, " "); printf "%d", (b[1] - a[1]) / (b[2] - a[2]) }'
 }
 static=$(per_request static)
 printf '%-7s %9s %s\n' case instr "ratio to static"

@@ -122,7 +122,7 @@ pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext
 pub use encryption::{AesGcmEncryptor, MasterKey};
 pub use engine::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
-    LoadTicket, SharedEntry, TypedCache,
+    LoadTicket, TypedCache,
 };
 pub use error::{BackendError, BoxError, CodecError, LoadError};
 pub use tiers::backend::{Backend, BackendFuture, TierStats};

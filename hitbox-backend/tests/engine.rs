@@ -589,8 +589,8 @@ async fn shared_reads_decode_once_and_follow_every_change() {
     let (cache, backend, clock) = setup();
     let k = key("shared");
     cache.set(&k, &user(1, "ada")).await.unwrap();
-    let first = cache.get_entry_shared::<User>(&k).await.unwrap();
-    let second = cache.get_entry_shared::<User>(&k).await.unwrap();
+    let first = cache.get_entry::<User>(&k).await.unwrap();
+    let second = cache.get_entry::<User>(&k).await.unwrap();
     assert_eq!(first.value(), &user(1, "ada"));
     // The second read shares the first one's decoding.
     assert!(std::ptr::eq(first.value(), second.value()));
@@ -598,33 +598,33 @@ async fn shared_reads_decode_once_and_follow_every_change() {
 
     // Freshness is computed at each read, not remembered.
     clock.advance(Duration::from_secs(15));
-    let stale = cache.get_entry_shared::<User>(&k).await.unwrap();
+    let stale = cache.get_entry::<User>(&k).await.unwrap();
     assert_eq!(stale.freshness, hitbox_core::Freshness::Stale);
     assert!(std::ptr::eq(first.value(), stale.value()));
 
     // A new value is a new buffer: read as itself.
     cache.set(&k, &user(1, "grace")).await.unwrap();
-    let replaced = cache.get_entry_shared::<User>(&k).await.unwrap();
+    let replaced = cache.get_entry::<User>(&k).await.unwrap();
     assert_eq!(replaced.value(), &user(1, "grace"));
-    assert_eq!(replaced.to_entry().value, user(1, "grace"));
+    assert_eq!(replaced.clone().into_value(), user(1, "grace"));
 
     // Bytes written behind the engine's back, a removal, a tag
     // invalidation: each is seen at once.
     backend.put_raw(&k, &b"not an envelope"[..]);
-    assert!(cache.get_entry_shared::<User>(&k).await.is_none());
+    assert!(cache.get_entry::<User>(&k).await.is_none());
     assert_eq!(cache.stats().unreadable_entries, 1);
     let tagged = EntryOptions::new().tag(Tag::new("users"));
     cache.set_with(&k, &user(2, "linus"), &tagged).await.unwrap();
     assert_eq!(
-        cache.get_entry_shared::<User>(&k).await.unwrap().value(),
+        cache.get_entry::<User>(&k).await.unwrap().value(),
         &user(2, "linus")
     );
     cache.invalidate_tag(&Tag::new("users")).await.unwrap();
-    assert!(cache.get_entry_shared::<User>(&k).await.is_none());
+    assert!(cache.get_entry::<User>(&k).await.is_none());
     cache.set(&k, &user(3, "barbara")).await.unwrap();
-    assert!(cache.get_entry_shared::<User>(&k).await.is_some());
+    assert!(cache.get_entry::<User>(&k).await.is_some());
     cache.delete(&k).await.unwrap();
-    assert!(cache.get_entry_shared::<User>(&k).await.is_none());
+    assert!(cache.get_entry::<User>(&k).await.is_none());
 }
 
 #[tokio::test]
@@ -634,14 +634,11 @@ async fn engines_sharing_a_tier_never_share_decodings() {
     let postcard = Cache::builder(backend.clone()).format(Format::Postcard).build();
     let k = key("formats");
     json.set(&k, &user(1, "ada")).await.unwrap();
-    assert!(json.get_entry_shared::<User>(&k).await.is_some());
+    assert!(json.get_entry::<User>(&k).await.is_some());
     // The JSON engine's decoding is not the postcard engine's to use: for
     // it the entry is in a foreign format, a miss.
-    assert!(postcard.get_entry_shared::<User>(&k).await.is_none());
+    assert!(postcard.get_entry::<User>(&k).await.is_none());
     // Nor is a decoding shared between value types.
-    assert!(json.get_entry_shared::<Vec<u8>>(&k).await.is_none());
-    assert_eq!(
-        json.get_entry_shared::<User>(&k).await.unwrap().value(),
-        &user(1, "ada")
-    );
+    assert!(json.get_entry::<Vec<u8>>(&k).await.is_none());
+    assert_eq!(json.get_entry::<User>(&k).await.unwrap().value(), &user(1, "ada"));
 }

@@ -307,7 +307,7 @@ where
     let cache = &shared.cache;
     let now = cache.clock().now();
     // LayerState, not copied: an L1 entry is decoded on its first hit only.
-    let mut found = cache.get_entry_shared::<HitResponse>(&request.key).await;
+    let mut found = cache.get_entry::<HitResponse>(&request.key).await;
     if let Some(primary) = &found
         && !primary.value().selects(&request.parts.headers)
     {
@@ -315,7 +315,7 @@ where
         let stored_at = primary.meta().stored_at;
         request.key = variant_key(&request.key, &names, &request.parts.headers);
         found = cache
-            .get_entry_shared::<HitResponse>(&request.key)
+            .get_entry::<HitResponse>(&request.key)
             .await
             .filter(|variant| {
                 variant.meta().stored_at >= stored_at && variant.value().selects(&request.parts.headers)

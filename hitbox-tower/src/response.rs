@@ -177,7 +177,7 @@ impl CacheableValue for CachedResponse {
 /// already hold `Age` and `Cache-Status` (with empty values, to be
 /// replaced), so the copy each hit makes of them has room for the values
 /// it sets. Decoded once per stored entry when the tier shares its
-/// buffers ([`Cache::get_entry_shared`](hitbox_backend::Cache::get_entry_shared)),
+/// buffers ([`Cache::get_entry`](hitbox_backend::Cache::get_entry)),
 /// with its `Vary` read then, not on every hit.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HitResponse {

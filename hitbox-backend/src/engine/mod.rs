@@ -14,7 +14,7 @@
 //! values, loaders and freshness. Below it sits exactly one tier
 //! ([`crate::tiers`]; a composition of several is still one), which stores
 //! the bytes the codec ([`crate::codec`]) produced. `hitbox-tower` drives
-//! the same engine through [`Cache::lead_or_join`] and [`SharedEntry`].
+//! the same engine through [`Cache::lead_or_join`] and [`Cache::get_entry`].
 //! The files: `flight` (one load per missing key), `memo` (decoded values
 //! kept beside their bytes), `typed` ([`TypedCache`], namespaced typed
 //! views), `stats` (the counters).
@@ -51,27 +51,21 @@ pub use typed::TypedCache;
 /// The default bound on background refreshes running at once.
 pub const DEFAULT_MAX_BACKGROUND_REFRESHES: usize = 64;
 
-/// A value read from the cache together with its metadata.
-#[derive(Debug, Clone, PartialEq)]
+/// A value read from the cache together with its metadata
+/// ([`Cache::get_entry`]).
+///
+/// Over a tier that answers with its stored buffers (moka,
+/// [`MemoryBackend`](crate::MemoryBackend), a composition whose L1 is one),
+/// an entry is decoded on its first read only: later reads of the same
+/// stored entry share that decoding, and the value is borrowed from it, not
+/// copied. This is how the HTTP layer serves a hit.
 pub struct CachedEntry<V> {
-    /// The value.
-    pub value: V,
-    /// Its metadata.
-    pub meta: EntryMeta,
-    /// Its freshness when it was read.
-    pub freshness: Freshness,
-}
-
-/// An entry read with [`Cache::get_entry_shared`]: the decoded value is
-/// shared with other reads of the same stored entry, not copied.
-#[derive(Debug)]
-pub struct SharedEntry<V> {
     decoded: Arc<Decoded<V>>,
     /// Its freshness when it was read.
     pub freshness: Freshness,
 }
 
-impl<V> SharedEntry<V> {
+impl<V> CachedEntry<V> {
     /// The value.
     pub fn value(&self) -> &V {
         &self.decoded.value
@@ -82,17 +76,49 @@ impl<V> SharedEntry<V> {
         &self.decoded.meta
     }
 
-    /// An owned copy, as [`Cache::get_entry`] returns it.
-    pub fn to_entry(&self) -> CachedEntry<V>
+    /// The value, owned: moved out when no other read shares it, else
+    /// copied.
+    pub fn into_value(self) -> V
     where
         V: Clone,
     {
+        match Arc::try_unwrap(self.decoded) {
+            Ok(decoded) => decoded.value,
+            Err(shared) => shared.value.clone(),
+        }
+    }
+}
+
+impl<V> Clone for CachedEntry<V> {
+    fn clone(&self) -> Self {
         CachedEntry {
-            value: self.decoded.value.clone(),
-            meta: self.decoded.meta.clone(),
+            decoded: Arc::clone(&self.decoded),
             freshness: self.freshness,
         }
     }
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for CachedEntry<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedEntry")
+            .field("value", self.value())
+            .field("meta", self.meta())
+            .field("freshness", &self.freshness)
+            .finish()
+    }
+}
+
+impl<V: PartialEq> PartialEq for CachedEntry<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value() && self.meta() == other.meta() && self.freshness == other.freshness
+    }
+}
+
+/// An entry read and decoded for the engine's own use (the value is moved
+/// out of it).
+struct Found<V> {
+    value: V,
+    freshness: Freshness,
 }
 
 /// The programmatic cache. See the [crate documentation](crate) for a tour.
@@ -193,7 +219,7 @@ impl CacheBuilder {
 
 /// What a read found.
 enum Lookup<V> {
-    Found(CachedEntry<V>),
+    Found(Found<V>),
     Miss,
 }
 
@@ -280,21 +306,9 @@ impl Cache {
     /// The entry under `key` with its metadata and freshness, whatever its
     /// freshness (expired entries a tier has not dropped yet included).
     /// Counts nothing: for callers that make their own decisions (the HTTP
-    /// layer, for one).
-    pub async fn get_entry<V: CacheableValue>(&self, key: &CacheKey) -> Option<CachedEntry<V>> {
-        match self.lookup::<V>(key).await {
-            Lookup::Found(entry) => Some(entry),
-            Lookup::Miss => None,
-        }
-    }
-
-    /// Like [`Cache::get_entry`], but the decoded entry is shared instead of
-    /// handed out: over a tier that answers with its stored buffers (moka,
-    /// [`MemoryBackend`](crate::MemoryBackend), a composition whose L1 is
-    /// one), an entry is decoded on its first read only, and later reads of
-    /// the same stored entry share that decoding. This is the hit path of
-    /// the HTTP layer.
-    pub async fn get_entry_shared<V>(&self, key: &CacheKey) -> Option<SharedEntry<V>>
+    /// layer, for one). Over a tier that shares its buffers, reads of the
+    /// same stored entry share one decoding ([`CachedEntry`]).
+    pub async fn get_entry<V>(&self, key: &CacheKey) -> Option<CachedEntry<V>>
     where
         V: CacheableValue + Send + Sync + 'static,
     {
@@ -303,7 +317,7 @@ impl Cache {
             && let Some(decoded) = memo.get::<V>(&bytes)
         {
             let freshness = decoded.meta.freshness(self.inner.clock.now());
-            return Some(SharedEntry { decoded, freshness });
+            return Some(CachedEntry { decoded, freshness });
         }
         let raw = self.decode_envelope(key, bytes.clone())?;
         let value = self.decode_value::<V>(key, &raw)?;
@@ -315,7 +329,7 @@ impl Cache {
             memo.put(&bytes, &decoded);
         }
         let freshness = decoded.meta.freshness(self.inner.clock.now());
-        Some(SharedEntry { decoded, freshness })
+        Some(CachedEntry { decoded, freshness })
     }
 
     /// Whether a fresh or revalidatable entry is stored under `key`.
@@ -537,11 +551,7 @@ impl Cache {
         match self.decode_value::<V>(key, &raw) {
             Some(value) => {
                 let freshness = raw.meta.freshness(self.inner.clock.now());
-                Lookup::Found(CachedEntry {
-                    value,
-                    meta: raw.meta,
-                    freshness,
-                })
+                Lookup::Found(Found { value, freshness })
             }
             None => Lookup::Miss,
         }
