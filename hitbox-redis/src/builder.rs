@@ -221,8 +221,8 @@ impl RedisBackendBuilder {
     }
 
     /// The tier's label in logs, errors and stats (default `redis`).
-    pub fn label(mut self, label: &str) -> Self {
-        self.label = label.into();
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into().into();
         self
     }
 

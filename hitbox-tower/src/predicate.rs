@@ -434,7 +434,7 @@ impl Predicate<request::Parts> for Query {
 /// assert!(BodySize::at_most(1024).check(&small));
 /// assert!(!BodySize::at_most(99).check(&small));
 /// assert!(!BodySize::at_most(1024).check(&unknown));
-/// assert!(BodySize::at_most(1024).allow_unknown().check(&unknown));
+/// assert!(BodySize::at_most(1024).allow_unknown(true).check(&unknown));
 ///
 /// let (get, ()) = http::Request::get("/").body(()).unwrap().into_parts();
 /// assert!(Predicate::<http::request::Parts>::check(&BodySize::at_most(0), &get));
@@ -454,9 +454,9 @@ impl BodySize {
         }
     }
 
-    /// Also passes bodies whose size the headers do not tell.
-    pub fn allow_unknown(mut self) -> Self {
-        self.allow_unknown = true;
+    /// With `true`, also passes bodies whose size the headers do not tell.
+    pub fn allow_unknown(mut self, allow: bool) -> Self {
+        self.allow_unknown = allow;
         self
     }
 
@@ -903,7 +903,7 @@ mod tests {
         assert!(on_request(&limit, &req_with("/", &[(CONTENT_LENGTH, b"0")])));
         let chunked = req_with("/", &[(TRANSFER_ENCODING, b"chunked")]);
         assert!(!on_request(&limit, &chunked));
-        assert!(on_request(&limit.allow_unknown(), &chunked));
+        assert!(on_request(&limit.allow_unknown(true), &chunked));
         let both = req_with("/", &[(TRANSFER_ENCODING, b"chunked"), (CONTENT_LENGTH, b"5")]);
         assert!(!on_request(&limit, &both));
     }
@@ -928,7 +928,7 @@ mod tests {
         assert!(!check(&[b"99999999999999999999999"]));
         assert!(!check(&[b"1\xff"]));
         assert!(!on_request(
-            &limit.allow_unknown(),
+            &limit.allow_unknown(true),
             &req_with("/", &[(CONTENT_LENGTH, b"ten")])
         ));
         assert!(on_request(
@@ -943,7 +943,7 @@ mod tests {
         assert!(on_response(&limit, &resp(200, &[(CONTENT_LENGTH, b"10")])));
         assert!(!on_response(&limit, &resp(200, &[(CONTENT_LENGTH, b"11")])));
         assert!(!on_response(&limit, &resp(200, &[])));
-        assert!(on_response(&limit.allow_unknown(), &resp(200, &[])));
+        assert!(on_response(&limit.allow_unknown(true), &resp(200, &[])));
         assert!(!on_response(
             &limit,
             &resp(200, &[(TRANSFER_ENCODING, b"chunked")])

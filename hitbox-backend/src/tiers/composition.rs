@@ -604,8 +604,8 @@ impl CompositionBuilder {
     }
 
     /// The label (default `"<l1>+<l2>"`).
-    pub fn label(mut self, label: &str) -> Self {
-        self.label = Some(label.to_string());
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
         self
     }
 
