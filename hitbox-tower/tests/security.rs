@@ -84,8 +84,8 @@ async fn refusing_set_cookie_stores_no_such_response() {
 
 // 2. A 304 never rewrites the shared entry with one user's fields.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_304s_set_cookie_goes_to_its_client_and_never_into_the_entry() {
+/// `/r` stored with `ETag: "v1"`, then stale: the next request revalidates.
+async fn stale_with_etag() -> support::Proxy {
     let p = setup().await;
     p.origin.reply(
         "/r",
@@ -96,6 +96,12 @@ async fn a_304s_set_cookie_goes_to_its_client_and_never_into_the_entry() {
     p.get("/r", &[]).await;
     p.stores(1).await;
     p.advance(20);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304s_set_cookie_goes_to_its_client_and_never_into_the_entry() {
+    let p = stale_with_etag().await;
     p.origin.reply(
         "/r",
         304,
@@ -123,16 +129,7 @@ async fn a_304s_set_cookie_goes_to_its_client_and_never_into_the_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_304_that_makes_the_response_private_removes_the_entry() {
-    let p = setup().await;
-    p.origin.reply(
-        "/r",
-        200,
-        &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
-        "body",
-    );
-    p.get("/r", &[]).await;
-    p.stores(1).await;
-    p.advance(20);
+    let p = stale_with_etag().await;
     p.origin.reply(
         "/r",
         304,
