@@ -4,8 +4,10 @@
 //! answers every read of an unchanged entry with the same buffer, and
 //! decoding it again on every hit is wasted work: for an HTTP response,
 //! parsing and validating every header. The memo keeps the last decoded
-//! form of each buffer in a small direct-mapped table, indexed by the
-//! buffer's address.
+//! form of each buffer in a small two-way set-associative table, indexed by
+//! the buffer's address: a buffer may sit in either way of its set, and the
+//! one read least recently gives way, so two hot entries whose addresses
+//! meet in one set do not evict each other on every hit.
 //!
 //! **Why an address is a safe key.** A slot holds a clone of the buffer it
 //! was decoded from, so that allocation stays alive while the slot holds
@@ -16,15 +18,16 @@
 //! returned by the tier, so its slot is never matched again and is
 //! overwritten in time.
 //!
-//! **What it costs.** The table has [`SLOTS`] slots; a slot remembers only
-//! buffers up to [`MAX_BYTES`], so at most `SLOTS * MAX_BYTES` bytes of
+//! **What it costs.** The table has [`SETS`] sets of two slots; a slot
+//! remembers only buffers up to [`MAX_BYTES`], so at most
+//! `2 * SETS * MAX_BYTES` bytes of
 //! replaced or evicted entries are kept alive beyond their tier, until
 //! their slots are reused. It is on only for tiers that say they hand out
 //! their stored buffers ([`Backend::shares_buffers`](crate::Backend::shares_buffers)),
 //! and it is per engine: another engine over the same tier (with another
 //! format, say) never sees this one's decoded values.
 //!
-//! A slot's lock is held for an address comparison and a reference-count
+//! A set's lock is held for two address comparisons and a reference-count
 //! increment. Threads reading one hot key meet on that lock, as they meet
 //! on the entry's reference counts in the tier itself.
 
@@ -34,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use hitbox_core::EntryMeta;
 
-/// Slots in the table.
-pub const SLOTS: usize = 1024;
+/// Sets in the table, of two slots each.
+pub const SETS: usize = 1024;
 /// The largest stored entry whose decoded form is remembered.
 pub const MAX_BYTES: usize = 16 * 1024;
 
@@ -52,49 +55,74 @@ struct Slot {
 }
 
 pub(crate) struct DecodedMemo {
-    slots: Box<[Mutex<Option<Slot>>]>,
+    sets: Box<[Mutex<Set>]>,
+}
+
+/// Two slots; the first is the one read most recently.
+#[derive(Default)]
+struct Set([Option<Slot>; 2]);
+
+impl Set {
+    fn position(&self, bytes: &Bytes) -> Option<usize> {
+        self.0.iter().position(|slot| {
+            slot.as_ref()
+                .is_some_and(|slot| slot.bytes.as_ptr() == bytes.as_ptr() && slot.bytes.len() == bytes.len())
+        })
+    }
 }
 
 impl DecodedMemo {
     pub fn new() -> Self {
         DecodedMemo {
-            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
+            sets: (0..SETS).map(|_| Mutex::new(Set::default())).collect(),
         }
     }
 
-    fn slot(&self, bytes: &Bytes) -> &Mutex<Option<Slot>> {
-        // Allocations are at least 16-byte aligned: skip the low bits, and
-        // fold in higher ones so that neighbouring allocations spread.
-        let address = bytes.as_ptr() as usize;
-        &self.slots[((address >> 4) ^ (address >> 14)) % SLOTS]
+    fn set(&self, bytes: &Bytes) -> &Mutex<Set> {
+        // Allocations are at least 16-byte aligned: skip the low bits, then
+        // let a multiplication spread neighbouring addresses over the sets.
+        let address = (bytes.as_ptr() as usize >> 4) as u64;
+        let spread = address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        &self.sets[spread as usize % SETS]
     }
 
     /// The decoded form of exactly this buffer, if remembered as a `V`.
     pub fn get<V: Send + Sync + 'static>(&self, bytes: &Bytes) -> Option<Arc<Decoded<V>>> {
-        let slot = self.slot(bytes).lock().unwrap_or_else(|p| p.into_inner());
-        let remembered = slot.as_ref()?;
-        if remembered.bytes.as_ptr() != bytes.as_ptr() || remembered.bytes.len() != bytes.len() {
-            return None;
+        let mut set = self.set(bytes).lock().unwrap_or_else(|p| p.into_inner());
+        let position = set.position(bytes)?;
+        if position == 1 {
+            set.0.swap(0, 1);
         }
+        let remembered = set.0[0].as_ref()?;
         Arc::clone(&remembered.decoded).downcast::<Decoded<V>>().ok()
     }
 
-    /// Remembers `decoded` as the decoded form of `bytes`.
+    /// Remembers `decoded` as the decoded form of `bytes`, in place of the
+    /// buffer of its set read least recently.
     pub fn put<V: Send + Sync + 'static>(&self, bytes: &Bytes, decoded: &Arc<Decoded<V>>) {
         if bytes.len() > MAX_BYTES {
             return;
         }
         let decoded: Arc<dyn Any + Send + Sync> = Arc::clone(decoded) as _;
-        let replaced = self
-            .slot(bytes)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(Slot {
-                bytes: bytes.clone(),
-                decoded,
-            });
+        let slot = Slot {
+            bytes: bytes.clone(),
+            decoded,
+        };
+        let evicted = {
+            let mut set = self.set(bytes).lock().unwrap_or_else(|p| p.into_inner());
+            match set.position(bytes) {
+                // Another type's decoding of the same buffer: replaced.
+                Some(position) => set.0[position].replace(slot),
+                None => {
+                    let evicted = set.0[1].take();
+                    set.0[1] = set.0[0].take();
+                    set.0[0] = Some(slot);
+                    evicted
+                }
+            }
+        };
         // Dropped outside the lock: it may free a large buffer.
-        drop(replaced);
+        drop(evicted);
     }
 }
 
@@ -128,6 +156,37 @@ mod tests {
         );
         assert!(memo.get::<String>(&stored.slice(..6)).is_none());
         assert!(memo.get::<Vec<u8>>(&stored).is_none());
+    }
+
+    #[test]
+    fn two_buffers_of_one_set_are_both_remembered_and_the_least_recent_gives_way() {
+        let memo = DecodedMemo::new();
+        let decoded = |n: u8| {
+            Arc::new(Decoded {
+                meta: meta(),
+                value: n,
+            })
+        };
+        // Buffers until three meet in one set.
+        let mut by_set: std::collections::HashMap<usize, Vec<Bytes>> = Default::default();
+        let three = loop {
+            let buffer = Bytes::from(vec![0u8; 32]);
+            let set = memo.set(&buffer) as *const _ as usize;
+            let group = by_set.entry(set).or_default();
+            group.push(buffer);
+            if group.len() == 3 {
+                break group.clone();
+            }
+        };
+        memo.put(&three[0], &decoded(0));
+        memo.put(&three[1], &decoded(1));
+        assert_eq!(memo.get::<u8>(&three[0]).unwrap().value, 0);
+        assert_eq!(memo.get::<u8>(&three[1]).unwrap().value, 1);
+        // 0 was read less recently than 1: it gives way to 2.
+        memo.put(&three[2], &decoded(2));
+        assert!(memo.get::<u8>(&three[0]).is_none());
+        assert_eq!(memo.get::<u8>(&three[1]).unwrap().value, 1);
+        assert_eq!(memo.get::<u8>(&three[2]).unwrap().value, 2);
     }
 
     #[test]
