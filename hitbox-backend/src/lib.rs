@@ -38,6 +38,31 @@
 //! # });
 //! ```
 //!
+//! # Tiers that stack, stages per tier
+//!
+//! A [`Cache`] talks to one [`Backend`]; a [`composition`] of two tiers is
+//! one too, so tiers stack: an in-process L1 in front of a shared L2, each
+//! with its own stages. (Here two memory tiers stand in for moka and
+//! Redis.)
+//!
+//! ```
+//! use hitbox_backend::{Cache, CompositionBackend, Compression, MemoryBackend, ReadPolicy, Staged, Stages, WritePolicy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let l1 = MemoryBackend::new();
+//! // L2 keeps its entries compressed; L1 stays plain.
+//! let l2 = Staged::new(MemoryBackend::new(), Stages::new().compression(Compression::zstd(3)));
+//! let tiers = CompositionBackend::builder(l1, l2)
+//!     .read_policy(ReadPolicy::Sequential)
+//!     .write_policy(WritePolicy::OptimisticParallel)
+//!     .build();
+//! let cache = Cache::new(tiers);
+//! let key = hitbox_core::CacheKey::builder("greeting").part("lang", "en").build();
+//! cache.set(&key, &"hello".to_string()).await.unwrap();
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("hello"));
+//! # });
+//! ```
+//!
 //! # How the crate is laid out
 //!
 //! - `engine`: the [`Cache`] engine (single-flight loads, the decoded-value

@@ -13,6 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 ///
 /// Milliseconds are precise enough for cache lifetimes (Redis `PX` works in
 /// milliseconds too) and fit in eight bytes of entry metadata.
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_core::Timestamp;
+///
+/// let start = Timestamp::from_millis(1_000);
+/// let later = start.add(Duration::from_secs(2));
+/// assert_eq!(later.since(start), Duration::from_secs(2));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(u64);
 
@@ -89,6 +98,13 @@ pub type SharedClock = Arc<dyn Clock>;
 /// the time measured by the monotonic clock ([`Instant`]). If the system
 /// clock is later stepped backwards (or forwards) by NTP or an operator,
 /// entries neither become immortal nor expire all at once.
+///
+/// ```
+/// use hitbox_core::{Clock, SystemClock};
+///
+/// let clock = SystemClock::new();
+/// assert!(clock.now().as_millis() > 0);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     anchor_wall: Timestamp,

@@ -23,6 +23,14 @@ use crate::clock::Timestamp;
 pub const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(5);
 
 /// A label shared by entries that are invalidated together.
+///
+/// ```
+/// use hitbox_core::Tag;
+///
+/// let tag = Tag::new("team:ops");
+/// assert_eq!(tag, Tag::from("team:ops"));
+/// assert_eq!(tag.as_str(), "team:ops");
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag(Arc<str>);
 

@@ -147,6 +147,13 @@ impl Default for CachePolicy {
 }
 
 /// What one call does with the cache.
+///
+/// ```
+/// use hitbox_core::{EntryOptions, Strategy};
+///
+/// let reload = EntryOptions::new().strategy(Strategy::Refresh);
+/// assert_eq!(reload.strategy_of(), Strategy::Refresh);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// Serve from the cache; load and store on a miss.

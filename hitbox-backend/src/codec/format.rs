@@ -22,6 +22,13 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// A serialization format for cached values.
+///
+/// ```
+/// use hitbox_backend::{Cache, Format, MemoryBackend};
+///
+/// assert_eq!(Format::default(), Format::Postcard);
+/// let readable = Cache::builder(MemoryBackend::new()).format(Format::Json).build();
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Format {

@@ -56,6 +56,14 @@ const HEADER_LEN: usize = 6;
 pub const DEFAULT_MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
 
 /// A compressor.
+///
+/// ```
+/// use hitbox_backend::Compression;
+///
+/// let choices = [Compression::None, Compression::zstd(3), Compression::Lz4];
+/// assert_eq!(Compression::default(), Compression::None);
+/// # let _ = choices;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Compression {
@@ -119,6 +127,15 @@ pub trait Encryptor: Send + Sync + 'static {
 }
 
 /// The stages a [`Staged`](crate::Staged) tier applies.
+///
+/// ```
+/// use hitbox_backend::{Compression, Stages};
+///
+/// let stages = Stages::new()
+///     .compression(Compression::zstd(3))
+///     .min_compress_size(512)
+///     .max_decompressed(8 << 20);
+/// ```
 #[derive(Clone)]
 pub struct Stages {
     compression: Compression,

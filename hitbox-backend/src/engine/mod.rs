@@ -122,6 +122,18 @@ struct Found<V> {
 }
 
 /// The programmatic cache. See the [crate documentation](crate) for a tour.
+///
+/// ```
+/// use hitbox_backend::{Cache, MemoryBackend};
+/// use hitbox_core::CacheKey;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = Cache::new(MemoryBackend::new());
+/// let key = CacheKey::builder("answers").part("q", "life").build();
+/// let answer: u32 = cache.get_or_insert_with(&key, || async { 42 }).await;
+/// assert_eq!(cache.get::<u32>(&key).await, Some(answer));
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -162,6 +174,19 @@ impl std::fmt::Debug for Cache {
 }
 
 /// Configures a [`Cache`]; see [`Cache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_backend::{Cache, Format, MemoryBackend};
+/// use hitbox_core::{CachePolicy, ManualClock};
+///
+/// let cache = Cache::builder(MemoryBackend::new())
+///     .format(Format::Json)
+///     .policy(CachePolicy::new(Duration::from_secs(60)))
+///     .clock(ManualClock::new())
+///     .max_background_refreshes(16)
+///     .build();
+/// ```
 pub struct CacheBuilder {
     backend: Arc<dyn Backend>,
     format: Format,

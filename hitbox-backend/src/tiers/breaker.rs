@@ -82,6 +82,14 @@ pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(5);
 ///
 /// A plain `Copy` value: set the fields, or start from `default()` and
 /// chain the setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_backend::breaker::BreakerConfig;
+///
+/// let patient = BreakerConfig::default().failure_threshold(10).cool_down(Duration::from_secs(2));
+/// assert_eq!(patient.failure_threshold, 10);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
     /// Consecutive tier failures that open the breaker (default
@@ -161,6 +169,24 @@ struct Inner {
 /// Shared by every call to the tier (put it in an `Arc`, or in the tier's
 /// shared state). A healthy tier costs two atomic loads per call: the lock
 /// is taken only once something failed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use hitbox_backend::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+/// use hitbox_core::ManualClock;
+///
+/// let clock = ManualClock::new();
+/// let breaker = CircuitBreaker::new(BreakerConfig::default().failure_threshold(1), Arc::new(clock.clone()));
+/// breaker.try_acquire().expect("closed").failure();
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// assert!(breaker.try_acquire().is_none());
+/// clock.advance(Duration::from_secs(5));
+/// let probe = breaker.try_acquire().expect("a probe after the cool-down");
+/// assert!(probe.is_probe());
+/// probe.success();
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// ```
 pub struct CircuitBreaker {
     config: BreakerConfig,
     clock: SharedClock,

@@ -499,6 +499,13 @@ impl Drop for PendingGuard {
 ///
 /// Built with [`Compose::compose`] (default policies) or
 /// [`CompositionBackend::builder`].
+///
+/// ```
+/// use hitbox_backend::{Compose, MemoryBackend};
+///
+/// let tiers = MemoryBackend::new().compose(MemoryBackend::new());
+/// assert!(tiers.is_available(hitbox_backend::composition::Tier::L1));
+/// ```
 pub struct CompositionBackend {
     l1: Arc<TierState>,
     l2: Arc<TierState>,
@@ -536,6 +543,20 @@ pub trait Compose: Backend + Sized {
 impl<B: Backend> Compose for B {}
 
 /// Configures a [`CompositionBackend`]; see [`CompositionBackend::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_backend::{CompositionBackend, MemoryBackend, ReadPolicy, RefillPolicy, WritePolicy};
+///
+/// let tiers = CompositionBackend::builder(MemoryBackend::new(), MemoryBackend::new())
+///     .read_policy(ReadPolicy::Race)
+///     .write_policy(WritePolicy::WriteBehind)
+///     .refill_policy(RefillPolicy::Probabilistic { one_in: 10 })
+///     .refill_max_ttl(Duration::from_secs(60))
+///     .label("memory+memory")
+///     .build();
+/// assert_eq!(tiers.read_policy(), ReadPolicy::Race);
+/// ```
 pub struct CompositionBuilder {
     l1: Arc<dyn Backend>,
     l2: Arc<dyn Backend>,

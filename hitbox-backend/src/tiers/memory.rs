@@ -21,6 +21,13 @@ use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 /// expiry, and can be told to fail, which is how the engine's degradation
 /// rules are tested. For real in-process caching use `hitbox-moka`, which
 /// bounds memory.
+///
+/// ```
+/// use hitbox_backend::{Cache, MemoryBackend};
+///
+/// let tier = MemoryBackend::new();
+/// let cache = Cache::new(tier.clone()); // clones share the same entries
+/// ```
 #[derive(Clone)]
 pub struct MemoryBackend {
     shared: Arc<MemoryState>,

@@ -23,6 +23,13 @@ use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 /// A tier with stages: compression, then encryption, on the way to the
 /// wrapped tier, and the reverse on the way back. Each entry records its
 /// stages in a header, so one read with other stages is a miss.
+///
+/// ```
+/// use hitbox_backend::{Compression, MemoryBackend, Staged, Stages};
+///
+/// let compressed = Staged::new(MemoryBackend::new(), Stages::new().compression(Compression::Lz4));
+/// let cache = hitbox_backend::Cache::new(compressed);
+/// ```
 pub struct Staged<B> {
     inner: B,
     stages: Stages,

@@ -206,6 +206,13 @@ impl Encryptor for AesGcmEncryptor {
 }
 
 /// Configures an [`AesGcmEncryptor`]; made by [`AesGcmEncryptor::builder`].
+///
+/// ```
+/// use hitbox_backend::{AesGcmEncryptor, MasterKey};
+///
+/// let master = MasterKey::from_hex(&"2b".repeat(32)).unwrap();
+/// let encryptor = AesGcmEncryptor::builder(master).tenant("acme").build().unwrap();
+/// ```
 pub struct AesGcmEncryptorBuilder {
     master: MasterKey,
     tenant: String,
