@@ -1,6 +1,12 @@
 //! The in-process tier of hitbox, on [moka](https://docs.rs/moka)'s async
 //! cache.
 //!
+//! A [`MokaBackend`] is a tier (a [`Backend`]): it stores the bytes of
+//! entries in the process's memory and never sees values; the engine,
+//! [`hitbox_backend::Cache`], encodes and decodes them. It is the usual L1:
+//! alone for a single process, or in front of a shared tier (Redis,
+//! cachekit.io) in a composition.
+//!
 //! - **Bounded in bytes.** Capacity is a number of bytes, not of entries:
 //!   each entry weighs its key, its stored bytes and a fixed overhead, and
 //!   moka evicts the least useful entries (TinyLFU) to stay under the bound.
@@ -11,6 +17,28 @@
 //!   [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag).
 //! - **Zero-copy hits.** Entries are stored as [`Bytes`]; a hit hands out a
 //!   reference-counted view, never a copy.
+//!
+//! # The smallest cache
+//!
+//! Build the tier, put it under a [`Cache`](hitbox_backend::Cache), then
+//! set and get:
+//!
+//! ```
+//! use hitbox_backend::Cache;
+//! use hitbox_core::CacheKey;
+//! use hitbox_moka::MokaBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = Cache::new(MokaBackend::new(64 * 1024 * 1024));
+//!
+//! let key = CacheKey::builder("greetings").part("lang", "en").build();
+//! cache.set(&key, &"hello".to_string()).await.unwrap();
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("hello"));
+//! # });
+//! ```
+//!
+//! Most code goes through a typed view and a loader instead: concurrent
+//! callers that miss one key run the loader once.
 //!
 //! ```
 //! use hitbox_backend::Cache;
@@ -26,6 +54,93 @@
 //! assert_eq!(greeting, "hello");
 //! # });
 //! ```
+//!
+//! # Capacity, expiry and labels
+//!
+//! [`MokaBackend::builder`] configures the tier:
+//!
+//! - [`max_bytes`](MokaBackendBuilder::max_bytes): the capacity, default
+//!   [`DEFAULT_MAX_BYTES`] (256 MiB). An entry weighs its key, its stored
+//!   bytes and [`ENTRY_OVERHEAD`]; [`MokaBackend::weighted_size`] reports
+//!   the total as weighed, [`MokaBackend::entry_count`] the entries and
+//!   [`MokaBackend::evictions`] the entries evicted to stay within it.
+//! - [`label`](MokaBackendBuilder::label): the name of the tier in logs and
+//!   [`TierStats`] (default `moka`). Give each tier of a process its own
+//!   when there are several.
+//!
+//! Expiry has no setting of its own: each entry expires after the lifetime
+//! the engine writes it with (its TTL plus its stale windows, from the
+//! engine's [`CachePolicy`](hitbox_core::CachePolicy) or the call's
+//! [`EntryOptions`](hitbox_core::EntryOptions)); freshness is then judged
+//! by the engine, on its clock, from the entry's own metadata. moka applies
+//! evictions, expirations and their counters in batches;
+//! [`MokaBackend::run_pending_tasks`] applies them now (in tests, or before
+//! reading the counters).
+//!
+//! ```
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_core::{EntryOptions, Tag};
+//! use hitbox_moka::MokaBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let tier = MokaBackend::builder()
+//!     .max_bytes(16 * 1024 * 1024)
+//!     .label("l1-sessions")
+//!     .build();
+//! let cache = Cache::new(tier.clone());
+//! let sessions = cache.typed::<String>("sessions");
+//!
+//! // A lifetime and a tag for this entry only.
+//! let options = EntryOptions::new().ttl(Duration::from_secs(30)).tag("user:7");
+//! sessions.set_with("s-1", &"token".to_string(), &options).await.unwrap();
+//! assert_eq!(sessions.get("s-1").await.as_deref(), Some("token"));
+//!
+//! // Tags invalidate every entry that carries them.
+//! assert_eq!(cache.invalidate_tag(&Tag::from("user:7")).await.unwrap(), 1);
+//! assert_eq!(sessions.get("s-1").await, None);
+//!
+//! tier.run_pending_tasks().await;
+//! assert_eq!(tier.entry_count(), 0);
+//! # });
+//! ```
+//!
+//! # Composition: moka in front of a shared tier
+//!
+//! A tier in front of another is a composition, itself a tier:
+//! `MokaBackend::new(..).compose(l2)` ([`Compose`](hitbox_backend::Compose))
+//! reads moka first, falls back to L2 and refills moka from it, and writes
+//! to both; [`CompositionBackend::builder`](hitbox_backend::CompositionBackend::builder)
+//! chooses the read, write and refill policies. Here L2 is
+//! hitbox-backend's [`MemoryBackend`](hitbox_backend::MemoryBackend) so that
+//! the example runs anywhere; in practice it is the Redis tier
+//! (`MokaBackend::new(..).compose(redis)`, see the `hitbox-redis` crate,
+//! which also carries L1 invalidations between instances) or the
+//! cachekit.io tier.
+//!
+//! ```
+//! use hitbox_backend::{Cache, Compose, MemoryBackend};
+//! use hitbox_core::CacheKey;
+//! use hitbox_moka::MokaBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let shared = MemoryBackend::new(); // the Redis tier, in practice
+//! let cache = Cache::new(MokaBackend::new(64 * 1024 * 1024).compose(shared));
+//!
+//! let key = CacheKey::builder("prices").part("sku", "A-1").build();
+//! cache.set(&key, &1999_u64).await.unwrap();
+//! assert_eq!(cache.get::<u64>(&key).await, Some(1999));
+//! // Each tier has its own line in the stats.
+//! let labels: Vec<String> = cache.stats().tiers.into_iter().map(|t| t.label).collect();
+//! assert!(labels.iter().any(|l| l == "moka"));
+//! # });
+//! ```
+//!
+//! # Features
+//!
+//! None: the tier has no optional parts. Compression and encryption are
+//! stages of hitbox-backend ([`Staged`](hitbox_backend::Staged)), which
+//! wrap this tier like any other.
 #![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +164,23 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const ENTRY_OVERHEAD: usize = 420;
 
 /// The moka tier; cheap to clone (clones share the cache).
+///
+/// Build it with [`MokaBackend::new`] (a capacity in bytes),
+/// [`MokaBackend::builder`] or `MokaBackend::default()` (256 MiB), and
+/// hand it to a [`Cache`](hitbox_backend::Cache) or a composition.
+///
+/// ```
+/// use hitbox_backend::Backend;
+/// use hitbox_moka::MokaBackend;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let tier = MokaBackend::new(8 * 1024 * 1024);
+/// let view = tier.clone(); // the same cache
+/// assert_eq!(view.label(), "moka");
+/// tier.run_pending_tasks().await;
+/// assert_eq!((view.entry_count(), view.weighted_size(), view.evictions()), (0, 0, 0));
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct MokaBackend {
     shared: Arc<MokaState>,
@@ -131,7 +263,18 @@ impl Expiry<Arc<str>, Stored> for PerEntryExpiry {
     }
 }
 
-/// Configures a [`MokaBackend`].
+/// Configures a [`MokaBackend`]; see [`MokaBackend::builder`].
+///
+/// ```
+/// use hitbox_backend::Backend;
+/// use hitbox_moka::MokaBackend;
+///
+/// let tier = MokaBackend::builder()
+///     .max_bytes(32 * 1024 * 1024)
+///     .label("l1")
+///     .build();
+/// assert_eq!(tier.label(), "l1");
+/// ```
 #[derive(Debug, Clone)]
 pub struct MokaBackendBuilder {
     max_bytes: u64,
