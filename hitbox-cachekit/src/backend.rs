@@ -1,4 +1,12 @@
 //! The HTTP client and the [`Backend`] implementation.
+//!
+//! This is where the protocol's rules (keys from `key`, freshness headers
+//! from `freshness`, URL safety from `safety`) meet the network: one
+//! request path with its budget, retries, breaker and concurrency limit,
+//! the service's own calls (`read_with_freshness`, `set`, `ttl`, locks,
+//! health), and the [`Backend`] trait on top of them, which is how the
+//! engine and compositions see the tier. It also builds a backend from its
+//! [`CachekitConfig`], so that `config` stays below it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -49,7 +57,12 @@ pub const LOCK_ID_HEADER: &str = "x-cachekit-lock-id";
 pub const DENY_REASON_HEADER: &str = "x-cachekit-deny-reason";
 
 /// What the L1 in front of the remote tier did for the request being sent
-/// (`X-CacheKit-L1-Status`).
+/// (`X-CacheKit-L1-Status`); passed to [`CachekitBackend::read_as`].
+///
+/// ```
+/// use hitbox_cachekit::L1Status;
+/// assert_eq!(L1Status::Miss.as_str(), "miss");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L1Status {
     /// The L1 had the entry (sent with requests made while serving an L1
@@ -75,6 +88,24 @@ impl L1Status {
 /// Counters of an L1 in front of the remote tier, sent with every request
 /// (`X-CacheKit-L1-Hits`, `-L2-Hits`, `-Misses`, `-L1-Hit-Rate`) once
 /// attached with [`CachekitBackend::with_l1_counters`].
+/// [`CachekitTiered`](crate::CachekitTiered) keeps its own; build these
+/// only for an L1 of your own making.
+///
+/// ```
+/// use std::sync::Arc;
+/// use hitbox_cachekit::{CachekitBackend, L1Counters};
+///
+/// let counters = Arc::new(L1Counters::new());
+/// let remote = CachekitBackend::builder().api_key("ck_live_example").build().unwrap();
+/// let _reporting = remote.with_l1_counters(Arc::clone(&counters));
+///
+/// counters.l1_hit();
+/// counters.l1_hit();
+/// counters.l2_hit();
+/// counters.miss();
+/// assert_eq!(counters.snapshot(), (2, 1, 1));
+/// assert_eq!(counters.hit_rate(), "0.500");
+/// ```
 #[derive(Debug, Default)]
 pub struct L1Counters {
     l1_hits: AtomicU64,
@@ -146,6 +177,19 @@ impl Session {
 }
 
 /// What `GET /v1/cache/{key}` found.
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use hitbox_cachekit::{Freshness, RemoteEntry};
+///
+/// let entry = RemoteEntry { bytes: Bytes::from_static(b"v"), freshness: Freshness::Fresh, fresh_for: Some(30) };
+/// // An L1 keeps it for the shorter of its own lifetime and `Fresh-For`.
+/// assert_eq!(entry.l1_lifetime(Duration::from_secs(60)), Some(Duration::from_secs(30)));
+/// // A stale answer is never copied into an L1.
+/// let stale = RemoteEntry { freshness: Freshness::Stale, ..entry };
+/// assert_eq!(stale.l1_lifetime(Duration::from_secs(60)), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteEntry {
     /// The stored bytes.
@@ -175,6 +219,19 @@ impl RemoteEntry {
 }
 
 /// The TTL and stale window of a [`CachekitBackend::set`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use hitbox_cachekit::{CachekitBackend, SetOptions};
+///
+/// # async fn example(remote: CachekitBackend) -> Result<(), hitbox_cachekit::CachekitError> {
+/// // Fresh for 5 minutes, then served as stale for one more.
+/// let options = SetOptions::ttl(Duration::from_secs(300)).with_stale(Duration::from_secs(60));
+/// remote.set("report-2024-06", Bytes::from_static(b"..."), options).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetOptions {
     /// `X-CacheKit-TTL`; `None` uses the configured default TTL, or none
@@ -302,6 +359,20 @@ struct Inner {
 /// Build it with [`CachekitBackend::builder`] or [`CachekitBackend::from_env`].
 /// Cheap to clone (clones share the connection pool, breaker and counters).
 ///
+/// ```
+/// use hitbox_backend::{Backend, Cache};
+/// use hitbox_cachekit::CachekitBackend;
+///
+/// let remote = CachekitBackend::builder()
+///     .api_key("ck_live_example")
+///     .label("cachekit-eu")
+///     .build()
+///     .unwrap();
+/// assert_eq!(remote.label(), "cachekit-eu");
+/// let cache = Cache::new(remote.clone());
+/// # let _ = cache;
+/// ```
+///
 /// Through the [`Backend`] trait:
 ///
 /// - `read` is `GET`: a stale answer is returned like a fresh one (the
@@ -352,6 +423,18 @@ pub fn ttl_header_secs(ttl: Duration) -> Result<u64, CachekitError> {
         });
     }
     Ok(secs)
+}
+
+// `build` lives here, beside the backend it makes, rather than in `config`:
+// `backend` reads the configuration, so `config` importing `backend` back
+// would make the two modules a circle.
+impl CachekitConfig {
+    /// Checks the configuration and builds the backend. Sends nothing: the
+    /// URL is checked against the safety rules, the key against what a
+    /// header can carry.
+    pub fn build(self) -> Result<CachekitBackend, CachekitError> {
+        CachekitBackend::from_config(self)
+    }
 }
 
 impl CachekitBackend {

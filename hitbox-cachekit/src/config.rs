@@ -1,5 +1,9 @@
 //! Configuration: the API key, the URL and its safety switches, timeouts,
 //! retries, the breaker, concurrency and TTL defaults.
+//!
+//! Settings only: nothing here talks to the network. `backend` reads a
+//! [`CachekitConfig`] when it builds a backend ([`CachekitConfig::build`]
+//! is defined there), so this module sits below it and never imports it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +11,6 @@ use std::time::Duration;
 
 use hitbox_core::{SharedClock, SystemClock};
 
-use crate::backend::CachekitBackend;
 use crate::error::CachekitError;
 use crate::safety::{DEFAULT_API_URL, UrlGuard};
 use hitbox_backend::BreakerConfig;
@@ -41,6 +44,14 @@ pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The API key. Its `Debug` and `Display` print `<redacted>`; the backend
 /// sends it in a header marked sensitive and scrubs it from error text.
+///
+/// ```
+/// use hitbox_cachekit::ApiKey;
+///
+/// let key = ApiKey::new("ck_live_example");
+/// assert_eq!(format!("{key} {key:?}"), "<redacted> ApiKey(<redacted>)");
+/// assert_eq!(key.expose_secret(), "ck_live_example");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(Arc<str>);
 
@@ -70,8 +81,30 @@ impl fmt::Display for ApiKey {
 }
 
 /// How the backend is configured; a builder that ends in
-/// [`CachekitConfig::build`]. Start from [`CachekitBackend::builder`] or
+/// [`CachekitConfig::build`]. Start from [`CachekitBackend::builder`](crate::CachekitBackend::builder) or
 /// [`CachekitConfig::from_env`].
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_cachekit::CachekitConfig;
+///
+/// // The variables, read from a secret store instead of the environment.
+/// let config = CachekitConfig::from_lookup(|name| match name {
+///     "CACHEKIT_API_KEY" => Some("ck_live_example".to_string()),
+///     "CACHEKIT_DEFAULT_TTL" => Some("300".to_string()),
+///     _ => None,
+/// })
+/// .unwrap()
+/// .write_timeout(Duration::from_secs(3))
+/// .max_attempts(2)
+/// .max_concurrency(16)
+/// .stale_ttl(Duration::from_secs(60));
+/// let remote = config.build().unwrap();
+/// assert_eq!(remote.origin(), "https://api.cachekit.io");
+///
+/// // No key, no backend.
+/// assert!(CachekitConfig::from_lookup(|_| None).is_err());
+/// ```
 #[derive(Clone)]
 pub struct CachekitConfig {
     pub(crate) api_key: Option<ApiKey>,
@@ -270,7 +303,7 @@ impl CachekitConfig {
         self
     }
 
-    /// The TTL of [`CachekitBackend::set`] calls that name none (default:
+    /// The TTL of [`CachekitBackend::set`](crate::CachekitBackend::set) calls that name none (default:
     /// none, so such entries never expire).
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
         self.default_ttl = Some(ttl);
@@ -296,10 +329,5 @@ impl CachekitConfig {
     pub fn clock(mut self, clock: impl hitbox_core::Clock) -> Self {
         self.clock = Arc::new(clock);
         self
-    }
-
-    /// Checks the configuration and builds the backend.
-    pub fn build(self) -> Result<CachekitBackend, CachekitError> {
-        CachekitBackend::from_config(self)
     }
 }

@@ -1,4 +1,10 @@
 //! The one error type of the crate.
+//!
+//! The crate's own calls (`read_with_freshness`, `set`, locks...) return
+//! [`CachekitError`]; through the [`Backend`](hitbox_backend::Backend)
+//! trait it becomes a [`BackendError`], which the engine turns into a miss
+//! or a skipped write. Every other module builds on this one, and it
+//! imports none of them.
 
 use std::time::Duration;
 

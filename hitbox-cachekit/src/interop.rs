@@ -56,6 +56,18 @@ use hitbox_core::CacheKey;
 pub const MAX_SEGMENT_LEN: usize = 64;
 
 /// One argument of a cross-SDK call, as every SDK sees it.
+///
+/// ```
+/// use hitbox_cachekit::interop::{InteropArg, interop_key};
+///
+/// let args = [
+///     InteropArg::from("acme"),
+///     InteropArg::Map(vec![("page".into(), InteropArg::from(2)), ("active".into(), true.into())]),
+///     InteropArg::from(None::<i64>),
+/// ];
+/// let key = interop_key("orders", "list", &args).unwrap();
+/// assert!(key.starts_with("orders:list:"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum InteropArg {
     /// `None` / `null`.

@@ -4,9 +4,88 @@
 //! the cachekit.io HTTP API (`/v1/cache/{key}`), so it can sit under the
 //! engine alone, behind an in-process L1 ([`CachekitTiered`], or
 //! `l1.compose(cachekit)`), and inside a [`Staged`](hitbox_backend::Staged)
-//! tier that encrypts every value before it leaves the process.
+//! tier that encrypts every value before it leaves the process. Like every
+//! tier it stores bytes and never sees values: the engine,
+//! [`hitbox_backend::Cache`], encodes them (the entry's envelope, its
+//! format) and the stages transform them.
 //!
-//! What it follows from the protocol:
+//! # The smallest cache
+//!
+//! Build the tier, put it under a [`Cache`](hitbox_backend::Cache), then
+//! set and get. Building sends nothing; the first request goes out with the
+//! first read or write (this example needs the service, so it only
+//! compiles here).
+//!
+//! ```no_run
+//! use hitbox_backend::Cache;
+//! use hitbox_cachekit::CachekitBackend;
+//! use hitbox_core::CacheKey;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let tier = CachekitBackend::builder().api_key("ck_live_example").build()?;
+//! let cache = Cache::new(tier);
+//!
+//! let key = CacheKey::builder("greetings").part("lang", "en").build();
+//! cache.set(&key, &"hello".to_string()).await?;
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("hello"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Configuration
+//!
+//! [`CachekitBackend::builder`] returns a [`CachekitConfig`] to fill in and
+//! end with [`CachekitConfig::build`]; [`CachekitBackend::from_env`] reads
+//! `CACHEKIT_API_KEY`, `CACHEKIT_API_URL` and `CACHEKIT_DEFAULT_TTL`
+//! ([`CachekitConfig::from_lookup`] reads them from elsewhere, a secret
+//! store or a test). The settings a user meets next:
+//!
+//! - the URL ([`base_url`](CachekitConfig::base_url), production by
+//!   default) and its safety switch
+//!   ([`allow_custom_host`](CachekitConfig::allow_custom_host));
+//! - the budgets of a read and a write, retries included
+//!   ([`read_timeout`](CachekitConfig::read_timeout),
+//!   [`write_timeout`](CachekitConfig::write_timeout)), the retries
+//!   ([`max_attempts`](CachekitConfig::max_attempts),
+//!   [`backoff`](CachekitConfig::backoff)) and the requests in flight
+//!   ([`max_concurrency`](CachekitConfig::max_concurrency));
+//! - the circuit breaker ([`failure_threshold`](CachekitConfig::failure_threshold),
+//!   [`cool_down`](CachekitConfig::cool_down), or a whole [`BreakerConfig`]
+//!   with [`breaker`](CachekitConfig::breaker)) and the clock it measures
+//!   its cool-down on ([`clock`](CachekitConfig::clock));
+//! - the lifetimes sent when a call names none
+//!   ([`default_ttl`](CachekitConfig::default_ttl),
+//!   [`stale_ttl`](CachekitConfig::stale_ttl)) and the tier's
+//!   [`label`](CachekitConfig::label) in logs and stats.
+//!
+//! ```
+//! use std::time::Duration;
+//! use hitbox_cachekit::{BreakerConfig, CachekitBackend, CachekitError};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Building sends nothing: the URL is only checked.
+//! let backend = CachekitBackend::builder()
+//!     .api_key("ck_live_example")
+//!     .read_timeout(Duration::from_secs(2))
+//!     .breaker(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() })
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(backend.origin(), "https://api.cachekit.io");
+//! // The key never shows.
+//! assert!(!format!("{backend:?}").contains("ck_live_example"));
+//!
+//! // URL safety: plain http, private addresses and unknown hosts are refused.
+//! for url in ["http://api.cachekit.io", "https://10.0.0.8", "https://[::ffff:127.0.0.1]", "https://evil.example"] {
+//!     let error = CachekitBackend::builder().api_key("k").base_url(url).build().unwrap_err();
+//!     assert!(matches!(error, CachekitError::InvalidUrl { .. }));
+//! }
+//! // Reserved keys never become a URL.
+//! let error = backend.read_with_freshness("health").await.unwrap_err();
+//! assert!(matches!(error, CachekitError::InvalidKey { .. }));
+//! # });
+//! ```
+//!
+//! # What it follows from the protocol
 //!
 //! - **Keys**: one path segment, percent-encoded exactly once with only
 //!   `A-Z a-z 0-9 - . _ ~` raw ([`encode_key_segment`]); the keys `""`, `.`,
@@ -27,10 +106,12 @@
 //! - **Reliability**: reads have 5 s and writes 10 s, retries included;
 //!   connection failures, 408, 429 and 5xx are retried (3 attempts, `100 ms × 2^n` backoff with
 //!   jitter, at most 5 s each) except a 429 carrying
-//!   `x-cachekit-deny-reason`; a circuit breaker stops asking a failing
-//!   service; a semaphore bounds the requests in flight. Every failure
-//!   reaches the engine as a [`BackendError`](hitbox_backend::BackendError),
-//!   so it degrades to the next tier or the origin.
+//!   `x-cachekit-deny-reason`; a circuit breaker (hitbox-backend's, the one
+//!   every tier shares; [`BreakerConfig`] is re-exported here) stops asking
+//!   a failing service; a semaphore bounds the requests in flight. Every
+//!   failure reaches the engine as a
+//!   [`BackendError`](hitbox_backend::BackendError), so it degrades to the
+//!   next tier or the origin.
 //! - **Locks**: [`CachekitBackend::lock`] never waits; a stale entry is
 //!   revalidated by whoever takes the lock, and the others serve stale
 //!   ([`CachekitBackend::revalidate`]).
@@ -39,39 +120,58 @@
 //! returns `Ok(0)` and tagged entries stay in cachekit.io until their TTL
 //! ends.
 //!
-//! # Configuration
+//! # Encryption
 //!
-//! [`CachekitBackend::from_env`] reads `CACHEKIT_API_KEY`,
-//! `CACHEKIT_API_URL` and `CACHEKIT_DEFAULT_TTL`. `CACHEKIT_MASTER_KEY`
-//! alone switches nothing on: with the `encryption` feature,
-//! `CachekitConfig::encryptor_from_env()` builds the AES-256-GCM encryptor
-//! to put in a [`Staged`](hitbox_backend::Staged) tier, and that is the only
-//! way this crate encrypts.
+//! `CACHEKIT_MASTER_KEY` alone switches nothing on: with the `encryption`
+//! feature, `CachekitConfig::encryptor_from_env()` builds the AES-256-GCM
+//! encryptor to put in a [`Staged`](hitbox_backend::Staged) tier, and that
+//! is the only way this crate encrypts. The stage then seals every value
+//! before it leaves the process, bound to its key.
+//!
+//! ```no_run
+//! # #[cfg(feature = "encryption")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use hitbox_backend::{Cache, Staged, Stages};
+//! use hitbox_cachekit::{CachekitBackend, CachekitConfig};
+//!
+//! let tier = CachekitBackend::from_env()?;
+//! let encryptor = CachekitConfig::encryptor_from_env()?;
+//! let cache = Cache::new(Staged::new(tier, Stages::new().encryptor(encryptor)));
+//! # let _ = cache;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "encryption"))]
+//! # fn main() {}
+//! ```
+//!
+//! # An L1 in front
+//!
+//! A remote tier is a network round trip away; an in-process tier in front
+//! of it serves the hot entries. [`CachekitTiered`] is that composition
+//! following the service's rules for an L1: it never copies a stale answer,
+//! keeps a fresh one for at most `X-CacheKit-Fresh-For`, and sends the L1's
+//! counters with every request. hitbox-backend's generic composition,
+//! `l1.compose(cachekit)` ([`Compose`](hitbox_backend::Compose)), also
+//! works: it refills its L1 from the value's own metadata instead. The L1
+//! here is hitbox-backend's [`MemoryBackend`](hitbox_backend::MemoryBackend)
+//! so that the example runs anywhere; in practice it is
+//! `hitbox_moka::MokaBackend::new(..)`.
 //!
 //! ```
 //! use std::time::Duration;
-//! use hitbox_cachekit::{CachekitBackend, CachekitError};
+//! use hitbox_backend::{Backend, Cache, Compose, MemoryBackend};
+//! use hitbox_cachekit::{CachekitBackend, CachekitTiered};
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! // Building sends nothing: the URL is only checked.
-//! let backend = CachekitBackend::builder()
-//!     .api_key("ck_live_example")
-//!     .read_timeout(Duration::from_secs(2))
-//!     .build()
-//!     .unwrap();
-//! assert_eq!(backend.origin(), "https://api.cachekit.io");
-//! // The key never shows.
-//! assert!(!format!("{backend:?}").contains("ck_live_example"));
+//! let remote = CachekitBackend::builder().api_key("ck_live_example").build().unwrap();
 //!
-//! // URL safety: plain http, private addresses and unknown hosts are refused.
-//! for url in ["http://api.cachekit.io", "https://10.0.0.8", "https://[::ffff:127.0.0.1]", "https://evil.example"] {
-//!     let error = CachekitBackend::builder().api_key("k").base_url(url).build().unwrap_err();
-//!     assert!(matches!(error, CachekitError::InvalidUrl { .. }));
-//! }
-//! // Reserved keys never become a URL.
-//! let error = backend.read_with_freshness("health").await.unwrap_err();
-//! assert!(matches!(error, CachekitError::InvalidKey { .. }));
-//! # });
+//! // The service's L1 rules, with an L1 lifetime of at most one minute.
+//! let tiered = CachekitTiered::new(MemoryBackend::new(), &remote, Duration::from_secs(60));
+//! assert_eq!(tiered.label(), "memory+cachekit");
+//! let cache = Cache::new(tiered);
+//!
+//! // Or the generic composition of hitbox-backend.
+//! let composed = Cache::new(MemoryBackend::new().compose(remote));
+//! # let _ = (cache, composed);
 //! ```
 //!
 //! # Sharing entries with other SDKs
@@ -80,6 +180,25 @@
 //! (BLAKE2b-256 over canonical MessagePack arguments); with the `msgpack`
 //! feature, `hitbox_backend::Format::MessagePack` writes the values the
 //! other SDKs read.
+//!
+//! # Features
+//!
+//! - `encryption`: `CachekitConfig::encryptor_from_env`, the AES-256-GCM
+//!   encryptor of hitbox-backend built from `CACHEKIT_MASTER_KEY` on request
+//!   (never switched on by the variable alone).
+//! - `msgpack`: hitbox-backend's MessagePack format
+//!   (`Format::MessagePack`), the value format the cachekit SDKs share. The
+//!   interop key builder needs no feature.
+//!
+//! # How the crate is laid out
+//!
+//! Every public item is re-exported at the crate root; only [`interop`] is
+//! a public module. Inside, the modules form layers, each importing only
+//! those below it: `error` at the bottom; `key`, `safety` and `freshness`
+//! (the protocol's rules, each alone); `config` (the settings);
+//! `backend` (the HTTP client and the [`Backend`](hitbox_backend::Backend)
+//! implementation, which also builds a backend from its configuration);
+//! `tiered` on top.
 //!
 //! # Testing
 //!

@@ -32,6 +32,16 @@ pub const DEFAULT_API_URL: &str = "https://api.cachekit.io";
 const OFFICIAL_HOSTS: [&str; 2] = ["api.cachekit.io", "api.staging.cachekit.io"];
 
 /// The switches of the URL safety rules. The default is the strict policy.
+/// [`CachekitConfig::allow_custom_host`](crate::CachekitConfig::allow_custom_host)
+/// sets them on a configuration; [`check_base_url`] applies them.
+///
+/// ```
+/// use hitbox_cachekit::{UrlGuard, check_base_url};
+///
+/// let proxied = UrlGuard { allow_custom_host: true, ..UrlGuard::default() };
+/// assert!(check_base_url("https://cache.internal.example", proxied).is_ok());
+/// assert!(check_base_url("https://cache.internal.example", UrlGuard::default()).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UrlGuard {
     /// Accept any `https` host name or public IP, not only the official

@@ -1,5 +1,12 @@
 //! An L1 in front of the remote tier, following the protocol's rules for
 //! it.
+//!
+//! hitbox-backend's composition (`l1.compose(l2)`) refills its L1 from the
+//! value's own metadata and knows nothing of cachekit.io. The service has
+//! rules of its own for an L1 (never keep a stale answer, keep a fresh one
+//! for at most `Fresh-For`, report the L1's counters), and this module is
+//! the composition that follows them. It sits on top of `backend`, whose
+//! freshness-aware read and counters it uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,19 @@ use crate::backend::{CachekitBackend, L1Counters, L1Status};
 /// Writes go to the L1 (for at most `local_ttl`) and to the remote tier;
 /// removals to both; tag invalidation reaches the L1 only (the API has no
 /// tags).
+///
+/// ```
+/// use std::time::Duration;
+/// use hitbox_backend::{Cache, MemoryBackend};
+/// use hitbox_cachekit::{CachekitBackend, CachekitTiered};
+///
+/// let remote = CachekitBackend::builder().api_key("ck_live_example").build().unwrap();
+/// // `hitbox_moka::MokaBackend` in practice.
+/// let tiered = CachekitTiered::new(MemoryBackend::new(), &remote, Duration::from_secs(60));
+/// assert_eq!(tiered.counters().snapshot(), (0, 0, 0));
+/// let cache = Cache::new(tiered);
+/// # let _ = cache;
+/// ```
 pub struct CachekitTiered<L1> {
     l1: L1,
     remote: CachekitBackend,
