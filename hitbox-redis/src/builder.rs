@@ -1,4 +1,12 @@
 //! Configuration of a [`RedisBackend`].
+//!
+//! Everything about a backend is decided here, once, before it exists:
+//! where the servers are (a URL, a standalone server, a cluster, sentinels
+//! or a whole fred configuration), the credentials, the pool, the key
+//! prefix, the timeouts, the breaker and its clock, the reconnect policy.
+//! [`RedisBackendBuilder::build`] turns the settings into a fred pool and
+//! hands the result to the backend; the backend itself never changes its
+//! settings.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +51,31 @@ enum Target {
 /// One of [`url`](Self::url), [`standalone`](Self::standalone),
 /// [`cluster`](Self::cluster), [`sentinel`](Self::sentinel) or
 /// [`fred_config`](Self::fred_config) is required; the last one called wins.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_redis::RedisBackend;
+/// use hitbox_redis::fred::prelude::ReconnectPolicy;
+///
+/// # fn example() -> Result<(), hitbox_redis::RedisError> {
+/// let redis = RedisBackend::builder()
+///     .standalone("cache.internal", 6379)
+///     .username("app")
+///     .password("secret")
+///     .database(1)
+///     .pool_size(2)
+///     .key_prefix("shop:")
+///     .label("redis-shop")
+///     .connection_timeout(Duration::from_secs(2))
+///     .unresponsive_after(Some(Duration::from_secs(1)))
+///     .tag_grace(Duration::from_secs(10))
+///     // Up to 10 attempts, 50 ms to 2 s apart.
+///     .reconnect_policy(ReconnectPolicy::new_exponential(10, 50, 2_000, 2))
+///     .build()?;
+/// # let _ = redis;
+/// # Ok(())
+/// # }
+/// ```
 pub struct RedisBackendBuilder {
     target: Option<Target>,
     username: Option<String>,

@@ -179,6 +179,15 @@ pub(crate) fn random_token() -> String {
 
 /// Who published a message: unique per [`InvalidationBus`], so that an
 /// instance recognises (and skips) its own messages.
+///
+/// ```
+/// use hitbox_redis::OriginId;
+///
+/// let named = OriginId::new("web-3.pid-4711").unwrap();
+/// assert_eq!(named.as_str(), "web-3.pid-4711");
+/// assert!(OriginId::new("has space").is_err());
+/// assert_eq!(OriginId::random().as_str().len(), 32);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OriginId(Arc<str>);
 
@@ -224,6 +233,19 @@ pub enum Invalidation {
 
 /// One message on the channel; see the [module documentation](self) for the
 /// wire format.
+///
+/// ```
+/// use hitbox_redis::OriginId;
+/// use hitbox_redis::invalidation::{Invalidation, InvalidationMessage};
+///
+/// let message = InvalidationMessage {
+///     origin: OriginId::new("web-3").unwrap(),
+///     invalidation: Invalidation::Tag("team:ops".into()),
+/// };
+/// assert_eq!(message.encode(), "hbinv1 web-3 tag team:ops");
+/// assert_eq!(InvalidationMessage::decode(message.encode().as_bytes()), Some(message));
+/// assert_eq!(InvalidationMessage::decode(b"hbinv9 web-3 purge"), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidationMessage {
     /// Who published it.
@@ -480,6 +502,26 @@ impl BusState {
 }
 
 /// Configures an [`InvalidationBus`]; see [`InvalidationBus::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_moka::MokaBackend;
+/// use hitbox_redis::{OriginId, RedisBackend};
+/// use hitbox_redis::invalidation::InvalidationBus;
+///
+/// # fn example(redis: RedisBackend) -> Result<(), hitbox_redis::RedisError> {
+/// let bus = InvalidationBus::builder(&redis)
+///     .channel("shop:invalidations")
+///     .origin(OriginId::new("web-3")?)
+///     .degraded_ttl(Duration::from_secs(2))
+///     .purge_on_resubscribe(true)
+///     .publish_timeout(Duration::from_millis(500))
+///     .retry_interval(Duration::from_secs(1))
+///     .start(MokaBackend::new(64 * 1024 * 1024))?;
+/// assert_eq!(bus.channel(), "shop:invalidations");
+/// # Ok(())
+/// # }
+/// ```
 pub struct InvalidationBusBuilder {
     redis: RedisBackend,
     channel: Option<String>,
@@ -688,6 +730,30 @@ async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
 /// One instance's side of cross-instance invalidation; see the
 /// [module documentation](self). A cheap `Clone` handle; the listener stops
 /// (and the subscriber disconnects) when the last clone is dropped.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_backend::{Cache, Compose};
+/// use hitbox_moka::MokaBackend;
+/// use hitbox_redis::RedisBackend;
+/// use hitbox_redis::invalidation::{BusEvent, InvalidationBus};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+/// let bus = InvalidationBus::builder(&redis).start(MokaBackend::new(64 * 1024 * 1024))?;
+/// // Moka (as the bus sees it) in front of Redis, removals broadcast.
+/// let cache = Cache::new(bus.broadcasting(bus.local_tier().compose(redis.clone())));
+/// bus.wait_subscribed(Duration::from_secs(5)).await?;
+///
+/// let mut events = bus.events();
+/// if let Ok(BusEvent::Lost) = events.try_recv() {
+///     // Degraded mode: L1 entries live at most `degraded_ttl`.
+/// }
+/// assert!(bus.stats().subscriptions >= 1);
+/// # let _ = cache;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct InvalidationBus {
     inner: Arc<BusInner>,
@@ -837,6 +903,25 @@ impl InvalidationBus {
 /// generation and the write time), caps write lifetimes at the bus's
 /// degraded TTL while the subscription is down, and reads entries of an
 /// older generation, or trusted for too long while down, as misses.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_backend::{Compose, MemoryBackend};
+/// use hitbox_redis::RedisBackend;
+/// use hitbox_redis::invalidation::InvalidationBus;
+///
+/// # fn example(redis: RedisBackend) -> Result<(), hitbox_redis::RedisError> {
+/// let bus = InvalidationBus::builder(&redis)
+///     .degraded_ttl(Duration::from_secs(5))
+///     .start(MemoryBackend::new())?;
+/// let l1 = bus.local_tier();
+/// // Not subscribed yet: a write asking for a minute gets five seconds.
+/// assert_eq!(l1.effective_ttl(Duration::from_secs(60)), Duration::from_secs(5));
+/// let tiers = l1.compose(redis);
+/// # let _ = tiers;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct LocalTier {
     shared: Arc<BusState>,
@@ -934,6 +1019,22 @@ impl Backend for LocalTier {
 /// other instances' L1 must forget the entry either way). The wrapped
 /// operation's error is returned first; otherwise a failed publish is
 /// returned as the error, since the other instances were not told.
+///
+/// ```no_run
+/// use hitbox_backend::{Backend, Compose, MemoryBackend};
+/// use hitbox_core::Tag;
+/// use hitbox_redis::RedisBackend;
+/// use hitbox_redis::invalidation::InvalidationBus;
+///
+/// # async fn example(redis: RedisBackend) -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = InvalidationBus::builder(&redis).start(MemoryBackend::new())?;
+/// let tiers = bus.broadcasting(bus.local_tier().compose(redis));
+/// // Invalidated here, in Redis, and in every other instance's L1.
+/// tiers.invalidate_tag(&Tag::from("catalog:shoes")).await?;
+/// let _composition = tiers.get_ref();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Broadcasting<B> {
     tiers: B,
     shared: Arc<BusState>,

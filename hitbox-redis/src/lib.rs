@@ -2,6 +2,54 @@
 //! [fred](https://docs.rs/fred) 10, for a standalone server, a cluster or a
 //! server behind sentinels.
 //!
+//! Like every tier it stores bytes and never sees values: the engine,
+//! [`hitbox_backend::Cache`], encodes them. Redis is the shared tier: alone
+//! under the engine, or as the L2 behind an in-process tier (moka) in a
+//! composition, with the [`invalidation`] bus keeping the instances' L1s in
+//! step and a [`lock`] sharing loads between them.
+//!
+//! # The smallest cache
+//!
+//! Build the tier, put it under a [`Cache`](hitbox_backend::Cache), then
+//! set and get (this example needs a server, so it only compiles here):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_core::CacheKey;
+//! use hitbox_redis::RedisBackend;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+//! // Optional: operations issued before the connection is up wait for it.
+//! redis.wait_connected(Duration::from_secs(5)).await?;
+//! let cache = Cache::new(redis);
+//!
+//! let key = CacheKey::builder("greetings").part("lang", "en").build();
+//! cache.set(&key, &"hello".to_string()).await?;
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("hello"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Connecting: URLs, cluster, sentinel
+//!
+//! [`RedisBackend::from_url`] takes `redis://host:port[/db]` (standalone),
+//! `redis-cluster://host:port?node=host2:port2` (cluster) and
+//! `redis-sentinel://host:port?sentinelServiceName=NAME&node=...`
+//! (sentinels). [`RedisBackend::builder`] takes the same
+//! ([`url`](RedisBackendBuilder::url)) or names the servers:
+//! [`standalone`](RedisBackendBuilder::standalone),
+//! [`cluster`](RedisBackendBuilder::cluster) (seed nodes; the others are
+//! discovered), [`sentinel`](RedisBackendBuilder::sentinel), or a whole
+//! fred [`Config`](fred::prelude::Config) with
+//! [`fred_config`](RedisBackendBuilder::fred_config). The builder also sets
+//! the credentials, the database, the [pool size](RedisBackendBuilder::pool_size),
+//! the [key prefix](RedisBackendBuilder::key_prefix) that lets several
+//! applications share one Redis, and the tier's
+//! [label](RedisBackendBuilder::label) in logs, errors and stats. Building
+//! must happen inside a Tokio runtime and does not wait for the connection.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use hitbox_backend::Cache;
@@ -20,8 +68,63 @@
 //!     .failure_threshold(10)
 //!     .build()?;
 //!
+//! // The primary of `cache-main`, found through its sentinels.
+//! let sentinel = RedisBackend::builder()
+//!     .sentinel([("10.0.1.1", 26379), ("10.0.1.2", 26379)], "cache-main")
+//!     .password("secret")
+//!     .label("redis-sentinel")
+//!     .build()?;
+//!
 //! let cache = Cache::new(tuned);
-//! # let _ = (simple, cache);
+//! # let _ = (simple, sentinel, cache);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Timeouts and the circuit breaker
+//!
+//! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
+//! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
+//! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
+//! and through a circuit [breaker] (hitbox-backend's, the one every tier
+//! shares): after
+//! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
+//! connection-level failures (timeouts, I/O, a connection refused or reset)
+//! the tier answers [`BackendError::Unavailable`] at once, without
+//! touching Redis, until a probe made after the
+//! [cool-down](RedisBackendBuilder::cool_down) (5 s by default, on the
+//! [clock](RedisBackendBuilder::clock) it is given) succeeds. Errors Redis
+//! sends back about one key (`WRONGTYPE`, `MOVED`/`ASK`, any other `ERR`
+//! reply) are [`BackendError::Key`] and never count. Reconnecting is
+//! fred's job: the backend sets a reconnect policy (exponential back-off,
+//! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
+//! applies to the first connection, and logs reconnections and connection
+//! errors with `tracing`. A connection that gets no answer for
+//! [2 s](RedisBackendBuilder::unresponsive_after) (a hung server, a
+//! network that drops packets) is closed and reconnected. The engine treats every tier error as a miss (on
+//! reads) or a skipped write, so none of this reaches a user.
+//!
+//! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
+//!
+//! The breaker is configured on the builder, setting by setting or as a
+//! whole [`BreakerConfig`] (hitbox-backend's, re-exported here), with the
+//! clock the engine and the composition use:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_core::SystemClock;
+//! use hitbox_redis::{BreakerConfig, RedisBackend};
+//!
+//! # fn example() -> Result<(), hitbox_redis::RedisError> {
+//! let redis = RedisBackend::builder()
+//!     .url("redis://127.0.0.1:6379")
+//!     .read_timeout(Duration::from_millis(20))
+//!     .write_timeout(Duration::from_millis(50))
+//!     .invalidate_timeout(Duration::from_millis(500))
+//!     .breaker(BreakerConfig { failure_threshold: 3, cool_down: Duration::from_secs(2) })
+//!     .clock(SystemClock::new())
+//!     .build()?;
+//! # let _ = redis;
 //! # Ok(())
 //! # }
 //! ```
@@ -70,32 +173,51 @@
 //! tags may survive it (the engine keeps its own loads from storing in that
 //! case, but not another process's).
 //!
-//! # Failures
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_core::{EntryOptions, Tag};
+//! use hitbox_redis::RedisBackend;
 //!
-//! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
-//! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
-//! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
-//! and through a circuit [breaker] (hitbox-backend's, the one every tier
-//! shares): after
-//! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
-//! connection-level failures (timeouts, I/O, a connection refused or reset)
-//! the tier answers [`BackendError::Unavailable`] at once, without
-//! touching Redis, until a probe made after the
-//! [cool-down](RedisBackendBuilder::cool_down) (5 s by default, on the
-//! [clock](RedisBackendBuilder::clock) it is given) succeeds. Errors Redis
-//! sends back about one key (`WRONGTYPE`, `MOVED`/`ASK`, any other `ERR`
-//! reply) are [`BackendError::Key`] and never count. Reconnecting is
-//! fred's job: the backend sets a reconnect policy (exponential back-off,
-//! retrying forever, see [`RedisBackendBuilder::reconnect_policy`]) that also
-//! applies to the first connection, and logs reconnections and connection
-//! errors with `tracing`. A connection that gets no answer for
-//! [2 s](RedisBackendBuilder::unresponsive_after) (a hung server, a
-//! network that drops packets) is closed and reconnected. The engine treats every tier error as a miss (on
-//! reads) or a skipped write, so none of this reaches a user.
+//! # async fn example(redis: RedisBackend) -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::new(redis);
+//! let products = cache.typed::<String>("products");
+//! let options = EntryOptions::new().ttl(Duration::from_secs(600)).tag("catalog:shoes");
+//! products.set_with(17, &"Runner".to_string(), &options).await?;
+//! // Seen by every process sharing the Redis.
+//! cache.invalidate_tag(&Tag::from("catalog:shoes")).await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
-//! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
+//! # Composition: moka in front
 //!
-//! # Several instances
+//! A round trip to Redis is cheap but not free; an in-process tier in
+//! front of it serves the hot entries. `MokaBackend::new(..).compose(redis)`
+//! ([`Compose`](hitbox_backend::Compose)) is a composition, itself a tier:
+//! reads try moka, then Redis (refilling moka), writes go to both, and each
+//! tier has its own breaker and its own line in the stats.
+//!
+//! ```no_run
+//! use hitbox_backend::{Cache, Compose};
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_redis::RedisBackend;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+//! let cache = Cache::new(MokaBackend::new(64 * 1024 * 1024).compose(redis));
+//! let greeting = cache
+//!     .typed::<String>("greetings")
+//!     .get_or_insert_with("en", || async { "hello".to_string() })
+//!     .await;
+//! # let _ = greeting;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With several instances, each has its own moka: what one of them
+//! deletes or invalidates must reach the others' moka, and their misses of
+//! one key can share one load:
 //!
 //! - [`invalidation`]: with an in-process tier in front of Redis, an
 //!   [`InvalidationBus`] carries deletes, tag invalidations and purges to
@@ -176,7 +298,24 @@ static REGISTER_TAG: LazyLock<Script> = LazyLock::new(|| Script::from_lua(REGIST
 /// The Redis tier; see the [crate documentation](crate).
 ///
 /// A cheap `Clone` handle: clones share the connections, the breaker and
-/// the counters.
+/// the counters. Build it with [`RedisBackend::from_url`] or
+/// [`RedisBackend::builder`], inside a Tokio runtime.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_backend::Cache;
+/// use hitbox_redis::{BreakerState, RedisBackend};
+///
+/// # async fn example() -> Result<(), hitbox_redis::RedisError> {
+/// let redis = RedisBackend::from_url("redis://127.0.0.1:6379/2")?;
+/// redis.wait_connected(Duration::from_secs(5)).await?;
+/// assert_eq!(redis.breaker_state(), BreakerState::Closed);
+/// let cache = Cache::new(redis.clone());
+/// # let _ = cache;
+/// redis.quit().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RedisBackend {
     inner: Arc<Inner>,

@@ -114,6 +114,19 @@ pub struct RunOnce<T> {
 
 /// Distributed single-flight over the Redis of a [`RedisBackend`]; see the
 /// [module documentation](self). Cheap to clone.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hitbox_redis::{RedisBackend, RedisLock};
+///
+/// # fn example(redis: RedisBackend) {
+/// let lock = RedisLock::new(&redis)
+///     .lease(Duration::from_secs(5))
+///     .poll_interval(Duration::from_millis(50))
+///     .command_timeout(Duration::from_millis(200));
+/// assert_eq!(lock.lock_key("daily-report"), format!("{}#lock:daily-report", redis.key_prefix()));
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RedisLock {
     inner: Arc<LockConfig>,
