@@ -264,13 +264,13 @@ fn serve<P: HttpPolicy, B: Body>(
     shared: &LayerState<P>,
     stored: &CachedResponse,
     age: u64,
-    request: &request::Parts,
+    request: &HeaderMap,
     head: bool,
     outcome: CacheOutcome,
 ) -> Response<CacheBody<B>> {
     if shared.policy.uses_validators()
-        && validation::is_conditional(&request.headers)
-        && validation::not_modified(&request.headers, &stored.headers)
+        && validation::is_conditional(request)
+        && validation::not_modified(request, &stored.headers)
     {
         let mut response = Response::new(CacheBody::stored(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -332,7 +332,7 @@ where
             &request.parts.headers,
             now,
         );
-        let (parts, head) = (&request.parts, request.head);
+        let (parts, head) = (&request.parts.headers, request.head);
         match worth {
             Some(Worth::Fresh { ttl, age }) => {
                 let outcome = CacheOutcome::Hit { ttl };
@@ -398,16 +398,17 @@ where
         {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
-                Ok(Ok(value)) if HitResponse::new(value.clone()).selects(&request.parts.headers) => {
+                Ok(Ok(value)) if value.selects(&request.parts.headers) => {
                     let now = cache.clock().now();
                     let age = value
                         .exchange
                         .map_or(0, |e| e.current_age(now.as_millis() / 1000));
+                    let headers = &request.parts.headers;
                     return Ok(serve(
                         &shared,
                         &value,
                         age,
-                        &request.parts,
+                        headers,
                         false,
                         CacheOutcome::Collapsed,
                     ));
@@ -508,7 +509,7 @@ where
                 .response
                 .exchange
                 .map_or(0, |e| e.current_age(response_time.as_millis() / 1000));
-            let mut response = serve_parts(&shared, &merged.response, age, &client, head, outcome);
+            let mut response = serve(&shared, &merged.response, age, &client, head, outcome);
             // The one client whose request refreshed the entry gets what
             // the `304` said to it alone.
             for (name, value) in &merged.personal {
@@ -620,21 +621,6 @@ fn passed<P: HttpPolicy, B: Body>(
     Response::from_parts(head, CacheBody::origin(body))
 }
 
-/// [`serve`] for a request whose parts went to the origin: only its headers
-/// (for conditionals) are left.
-fn serve_parts<P: HttpPolicy, B: Body>(
-    shared: &LayerState<P>,
-    stored: &CachedResponse,
-    age: u64,
-    client: &HeaderMap,
-    head: bool,
-    outcome: CacheOutcome,
-) -> Response<CacheBody<B>> {
-    let mut parts = Request::new(()).into_parts().0;
-    parts.headers = client.clone();
-    serve(shared, stored, age, &parts, head, outcome)
-}
-
 /// The stale response, standing in for an origin that failed (`status`, a
 /// `5xx`, when it answered).
 fn serve_stale<P: HttpPolicy, B: Body>(
@@ -648,7 +634,7 @@ fn serve_stale<P: HttpPolicy, B: Body>(
     let age = age_of(&pending.stored, &pending.meta, now);
     let stale_for = pending.stale_if_error.unwrap_or(0);
     let outcome = CacheOutcome::StaleIfError { stale_for, status };
-    serve_parts(shared, &pending.stored, age, client, head, outcome)
+    serve(shared, &pending.stored, age, client, head, outcome)
 }
 
 /// Refreshes a stale entry in the background (at most once at a time per

@@ -69,6 +69,26 @@ impl CachedResponse {
     }
 }
 
+impl CachedResponse {
+    /// Whether this response may answer a request with `request` headers:
+    /// every field its `Vary` names has the value the request that stored
+    /// it sent (never, for `Vary: *`).
+    pub(crate) fn selects(&self, request: &HeaderMap) -> bool {
+        let names = crate::rfc9111::vary::vary_names(&self.headers);
+        selected(names.as_deref(), &self.request_headers, request)
+    }
+}
+
+/// `Vary` selection: `names` (`None` for `*`) compared between the request
+/// that stored a response and `request`.
+fn selected(names: Option<&[HeaderName]>, stored: &HeaderMap, request: &HeaderMap) -> bool {
+    match names {
+        Some([]) => true,
+        Some(names) => crate::rfc9111::vary::matches(names, stored, request),
+        None => false,
+    }
+}
+
 fn encoded_headers_len(headers: &HeaderMap) -> usize {
     4 + headers
         .iter()
@@ -203,15 +223,10 @@ impl HitResponse {
         stored
     }
 
-    /// Whether this response may answer a request with `request` headers:
-    /// every field its `Vary` names has the value the request that stored
-    /// it sent.
+    /// Whether this response may answer a request with `request` headers
+    /// (see [`CachedResponse::selects`]), by the `Vary` read at decoding.
     pub fn selects(&self, request: &HeaderMap) -> bool {
-        match &self.vary {
-            Some(names) if names.is_empty() => true,
-            Some(names) => crate::rfc9111::vary::matches(names, &self.response.request_headers, request),
-            None => false,
-        }
+        selected(self.vary.as_deref(), &self.response.request_headers, request)
     }
 }
 
@@ -224,12 +239,11 @@ impl CacheableValue for HitResponse {
     }
 
     fn decode(payload: Bytes, format: Format) -> Result<Self, CodecError> {
-        let mut response = CachedResponse::decode(payload, format)?;
-        let vary = crate::rfc9111::vary::vary_names(&response.headers);
+        let mut hit = HitResponse::new(CachedResponse::decode(payload, format)?);
         for name in HIT_HEADERS {
-            response.headers.insert(name, HeaderValue::from_static(""));
+            hit.response.headers.insert(name, HeaderValue::from_static(""));
         }
-        Ok(HitResponse { response, vary })
+        Ok(hit)
     }
 }
 

@@ -33,8 +33,7 @@ impl RulePolicy {
     /// cookie or `private` unless the rule accepts them, not `no-store`,
     /// not an unqualified `no-cache` (rules do not revalidate, so what must
     /// be revalidated before every use is not stored), and not `Vary: *`.
-    fn is_storable(rule: &Rule, parts: &response::Parts) -> bool {
-        let cc = CacheControl::from_headers(&parts.headers, "cache-control");
+    fn is_storable(rule: &Rule, parts: &response::Parts, cc: &CacheControl) -> bool {
         rule.is_storable_status(parts)
             && (rule.store_set_cookie || !parts.headers.contains_key(header::SET_COOKIE))
             && !cc.no_store
@@ -45,10 +44,9 @@ impl RulePolicy {
 
     /// The headers a rule stores: no hop-by-hop fields, none a qualified
     /// `no-cache` names (they would need revalidating), no `Cache-Status`.
-    fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+    fn stored_headers(headers: &HeaderMap, cc: &CacheControl) -> HeaderMap {
         let mut stored = headers.clone();
         strip_hop_by_hop(&mut stored);
-        let cc = CacheControl::from_headers(headers, "cache-control");
         for name in cc.no_cache.iter().flatten() {
             stored.remove(name);
         }
@@ -171,11 +169,12 @@ impl HttpPolicy for RulePolicy {
         if declared.is_some_and(|len| len > rule.max_body_size as u64) {
             return Err(Skip::TooLarge);
         }
-        if !Self::is_storable(rule, response) {
+        let cc = CacheControl::from_headers(&response.headers, "cache-control");
+        if !Self::is_storable(rule, response, &cc) {
             return Err(Skip::NotStorable);
         }
         Ok(Storing {
-            headers: Self::stored_headers(&response.headers),
+            headers: Self::stored_headers(&response.headers, &cc),
             limit: rule.max_body_size,
             meta: None,
             exchange: None,

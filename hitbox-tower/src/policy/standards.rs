@@ -330,16 +330,14 @@ impl HttpPolicy for StandardsPolicy {
     ) -> Merged {
         validation::update_headers(&mut stored.headers, not_modified);
         let cc = self.config.response_cache_control(&stored.headers);
+        // The merged response is judged as if it had just arrived (a `304`
+        // may have made it `private` or `no-store`), then loses what was
+        // meant for its client alone.
+        let verdict = self.storable(request, &url.request_cc, stored.status, &stored.headers, &cc);
         let personal = storage::take_personal_fields(&mut stored.headers, &cc);
         stored.exchange = Some(exchange);
         let tag = url_tag(url.host(), url.path());
         let meta = self.entry_meta(stored.status, &stored.headers, &cc, &exchange, now, tag);
-        // The merged response is judged as if it had just arrived: a `304`
-        // may have made it `private` or `no-store`.
-        let mut verdict = self.storable(request, &url.request_cc, stored.status, &stored.headers, &cc);
-        if verdict.is_ok() && self.config.refuse_set_cookie && !personal.is_empty() {
-            verdict = Err(NotStorable::PersonalFields);
-        }
         let keep = verdict.is_ok() && meta.expires_at() > meta.stored_at;
         Merged {
             response: stored,
