@@ -22,6 +22,11 @@ use crate::rfc9111::freshness::Exchange;
 const LAYOUT: u8 = 2;
 /// How many headers serving a stored response may add.
 const SERVED_HEADERS: usize = 4;
+/// The most header fields a stored response (or the request fields its
+/// `Vary` names) may have. Far above what origins send (hyper's server
+/// refuses requests with more than 100), far below what `HeaderMap` can
+/// hold, so that a crafted count is refused before anything is reserved.
+pub(crate) const MAX_STORED_HEADERS: usize = 1024;
 
 /// A response as the cache keeps it: status, end-to-end headers and the
 /// whole body.
@@ -97,6 +102,9 @@ fn encoded_headers_len(headers: &HeaderMap) -> usize {
 }
 
 fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if headers.len() > MAX_STORED_HEADERS {
+        return Err(too_long("header list"));
+    }
     out.put_u32(headers.len() as u32);
     for (name, value) in headers {
         let name = name.as_str().as_bytes();
@@ -111,12 +119,16 @@ fn encode_headers(headers: &HeaderMap, out: &mut Vec<u8>) -> Result<(), CodecErr
 /// Decodes a header list into a map with room for `spare` more headers.
 fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<HeaderMap, CodecError> {
     let count = read_u32(payload, pos)? as usize;
+    if count > MAX_STORED_HEADERS {
+        return Err(bad("more header fields than a stored response may have"));
+    }
     // Every header takes at least six bytes: refuse counts the payload
     // cannot hold before reserving anything.
     if count > (payload.len() - *pos) / 6 {
         return Err(CodecError::Truncated);
     }
-    let mut headers = HeaderMap::with_capacity(count + spare);
+    let mut headers =
+        HeaderMap::try_with_capacity(count + spare).map_err(|_| bad("header list too large"))?;
     for _ in 0..count {
         let len = usize::from(read_u16(payload, pos)?);
         let name = take(payload, pos, len)?;
@@ -124,7 +136,9 @@ fn decode_headers(payload: &Bytes, pos: &mut usize, spare: usize) -> Result<Head
         let len = read_u32(payload, pos)? as usize;
         let value = take(payload, pos, len)?;
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
+        headers
+            .try_append(name, value)
+            .map_err(|_| bad("header list too large"))?;
     }
     Ok(headers)
 }
@@ -146,6 +160,7 @@ impl CacheableValue for CachedResponse {
             out.put_u64(exchange.date.unwrap_or(u64::MAX));
             out.put_u64(exchange.age);
         }
+        check_content_length(&self.headers, self.body.len())?;
         out.put_u16(self.status.as_u16());
         encode_headers(&self.headers, out)?;
         encode_headers(&self.request_headers, out)?;
@@ -183,10 +198,12 @@ impl CacheableValue for CachedResponse {
         // `Content-Length`), so that it never grows the map.
         let headers = decode_headers(&payload, &mut pos, SERVED_HEADERS)?;
         let request_headers = decode_headers(&payload, &mut pos, 0)?;
+        let body = payload.slice(pos..);
+        check_content_length(&headers, body.len())?;
         Ok(CachedResponse {
             status,
             headers,
-            body: payload.slice(pos..),
+            body,
             exchange,
             request_headers,
         })
@@ -245,6 +262,27 @@ impl CacheableValue for HitResponse {
         }
         Ok(hit)
     }
+}
+
+/// A stored `Content-Length` must be the stored body's length: a response
+/// served with a longer one would leave its client waiting for bytes that
+/// never come, a shorter one would cut the body (and desynchronise a
+/// connection that carries further responses). Checked when storing and
+/// again when reading, so a damaged entry is a miss, never served.
+fn check_content_length(headers: &HeaderMap, body_len: usize) -> Result<(), CodecError> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    let declared = value
+        .to_str()
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse::<u64>().ok());
+    if values.next().is_some() || declared != Some(body_len as u64) {
+        return Err(bad("Content-Length disagrees with the stored body"));
+    }
+    Ok(())
 }
 
 fn too_long(what: &str) -> CodecError {
@@ -340,6 +378,84 @@ mod tests {
         let mut backwards = out;
         backwards[2..10].copy_from_slice(&500u64.to_be_bytes());
         assert!(CachedResponse::decode(backwards.into(), Format::Postcard).is_err());
+    }
+
+    /// A payload with `count` headers `x-h: v`, then `body`, declaring no
+    /// length.
+    fn crafted(count: u32, body: &[u8]) -> Bytes {
+        let mut out = vec![LAYOUT, 0];
+        out.put_u16(200);
+        out.put_u32(count);
+        for _ in 0..count {
+            out.put_u16(3);
+            out.put_slice(b"x-h");
+            out.put_u32(1);
+            out.put_slice(b"v");
+        }
+        out.put_u32(0);
+        out.put_slice(body);
+        out.into()
+    }
+
+    #[test]
+    fn a_crafted_header_count_is_refused_not_a_panic() {
+        // 30,000 well-formed headers, all present in the payload: more than
+        // a `HeaderMap` may hold once served headers are added.
+        let err = CachedResponse::decode(crafted(30_000, b""), Format::Postcard).unwrap_err();
+        assert!(err.to_string().contains("more header fields"), "{err}");
+        let err = CachedResponse::decode(crafted(40_000, b""), Format::Postcard).unwrap_err();
+        assert!(err.to_string().contains("more header fields"), "{err}");
+        // At the cap, a thousand values of one name decode.
+        let at_cap =
+            CachedResponse::decode(crafted(MAX_STORED_HEADERS as u32, b"ok"), Format::Postcard).unwrap();
+        assert_eq!(at_cap.headers.get_all("x-h").iter().count(), MAX_STORED_HEADERS);
+        // Nor can one be stored.
+        let mut headers = HeaderMap::new();
+        for _ in 0..=MAX_STORED_HEADERS {
+            headers.append("x-h", HeaderValue::from_static("v"));
+        }
+        let many = CachedResponse::new(StatusCode::OK, headers, Bytes::new());
+        assert!(many.encode(Format::Postcard, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_content_length_that_disagrees_with_the_body_is_never_served() {
+        let stored = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hello"));
+        let mut out = Vec::new();
+        stored.encode(Format::Postcard, &mut out).unwrap();
+        // Truncated inside the body: the declared 5 bytes are not there.
+        let err = CachedResponse::decode(Bytes::copy_from_slice(&out[..out.len() - 1]), Format::Postcard)
+            .unwrap_err();
+        assert!(err.to_string().contains("Content-Length"), "{err}");
+        // Extra bytes after it.
+        let mut longer = out.clone();
+        longer.push(b'!');
+        assert!(CachedResponse::decode(longer.into(), Format::Postcard).is_err());
+        // Two values, or one that is not a number.
+        for values in [&["5", "5"][..], &["+5"], &["5 "], &[""], &["0x5"]] {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("content-length", HeaderValue::from_static(value));
+            }
+            let response = CachedResponse {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from_static(b"hello"),
+                exchange: None,
+                request_headers: HeaderMap::new(),
+            };
+            assert!(
+                response.encode(Format::Postcard, &mut Vec::new()).is_err(),
+                "{values:?}"
+            );
+        }
+        // With no Content-Length at all, the body is what it is.
+        assert_eq!(
+            CachedResponse::decode(crafted(0, b"abc"), Format::Postcard)
+                .unwrap()
+                .body,
+            "abc"
+        );
     }
 
     #[test]
