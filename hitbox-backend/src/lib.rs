@@ -141,7 +141,7 @@ pub use codec::envelope;
 pub use tiers::breaker;
 pub use tiers::composition;
 
-pub use codec::format::{CacheableValue, Format};
+pub use codec::format::{CacheableValue, Format, MAX_DECODED_BYTES};
 pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Stages};
 #[cfg(feature = "encryption")]
 pub use encryption::{AesGcmEncryptor, MasterKey};

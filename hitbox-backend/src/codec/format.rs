@@ -21,6 +21,17 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CodecError;
 
+/// The most bytes a decoded value's length prefixes may claim in the
+/// formats that trust them when reserving memory (bincode): a crafted
+/// prefix of 2^40 is an error, not an allocation that aborts the process.
+/// The same bound as the largest entry a tier decompresses by default.
+pub const MAX_DECODED_BYTES: usize = crate::codec::stages::DEFAULT_MAX_DECOMPRESSED;
+
+#[cfg(feature = "bincode")]
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODED_BYTES>()
+}
+
 /// A serialization format for cached values.
 ///
 /// ```
@@ -39,7 +50,8 @@ pub enum Format {
     Bitcode,
     /// JSON through serde_json.
     Json,
-    /// bincode 2 (standard configuration).
+    /// bincode 2 (standard configuration, length prefixes limited to
+    /// [`MAX_DECODED_BYTES`]).
     #[cfg(feature = "bincode")]
     Bincode,
     /// MessagePack through rmp-serde, structs as maps with field names:
@@ -78,7 +90,7 @@ impl Format {
             Format::Json => serde_json::to_writer(&mut *out, value).map_err(|e| fail(&e))?,
             #[cfg(feature = "bincode")]
             Format::Bincode => {
-                bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+                bincode::serde::encode_into_std_write(value, out, bincode_config())
                     .map_err(|e| fail(&e))?;
             }
             #[cfg(feature = "msgpack")]
@@ -102,7 +114,7 @@ impl Format {
             Format::Json => serde_json::from_slice(bytes).map_err(|e| fail(&e)),
             #[cfg(feature = "bincode")]
             Format::Bincode => {
-                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
                     .map_err(|e| fail(&e))?;
                 if used != bytes.len() {
                     return Err(CodecError::Payload(format!(
@@ -224,6 +236,48 @@ mod tests {
             );
             let foreign = Bytes::from_static(b"\xff\xfe\xfd garbage that is no value \x00\x01");
             assert!(User::decode(foreign, format).is_err(), "{format:?} foreign");
+        }
+    }
+
+    /// Length prefixes far beyond the input: each format must refuse them
+    /// (or read past the end and fail) without reserving what they claim.
+    #[test]
+    fn a_crafted_length_prefix_is_an_error_not_an_abort() {
+        let claim: u64 = 1 << 40;
+        let mut crafted: Vec<(Format, Vec<u8>)> = Vec::new();
+        // postcard: LEB128 varint.
+        let mut leb = Vec::new();
+        let mut n = claim;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                leb.push(byte);
+                break;
+            }
+            leb.push(byte | 0x80);
+        }
+        crafted.push((Format::Postcard, leb));
+        crafted.push((Format::Bitcode, [&[0xff; 16][..], &claim.to_le_bytes()].concat()));
+        crafted.push((Format::Json, b"[1,2,3".to_vec()));
+        #[cfg(feature = "bincode")]
+        {
+            // bincode standard varint: 253 then a little-endian u64.
+            let mut prefix = vec![253u8];
+            prefix.extend_from_slice(&claim.to_le_bytes());
+            crafted.push((Format::Bincode, prefix));
+        }
+        #[cfg(feature = "msgpack")]
+        crafted.push((Format::MessagePack, vec![0xc6, 0xff, 0xff, 0xff, 0xff]));
+        for (format, prefix) in crafted {
+            let mut payload = prefix.clone();
+            payload.extend_from_slice(b"tail");
+            assert!(
+                Vec::<u8>::decode(Bytes::from(payload.clone()), format).is_err(),
+                "{format:?} bytes"
+            );
+            assert!(String::decode(Bytes::from(payload.clone()), format).is_err(), "{format:?} string");
+            assert!(Vec::<u64>::decode(Bytes::from(payload), format).is_err(), "{format:?} seq");
         }
     }
 }
