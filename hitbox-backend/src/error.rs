@@ -142,6 +142,14 @@ pub enum CodecError {
     /// The entry ends early.
     #[error("entry is truncated")]
     Truncated,
+    /// The entry's checksum does not match its bytes: it was truncated or
+    /// damaged after it was written.
+    #[error("entry checksum mismatch (truncated or damaged)")]
+    Checksum,
+    /// The entry was written under another key (copied, renamed or swapped
+    /// in the tier).
+    #[error("entry was written under another key")]
+    KeyMismatch,
     /// The entry's metadata is invalid.
     #[error("entry metadata is invalid: {0}")]
     Meta(#[from] hitbox_core::MetaError),

@@ -22,19 +22,30 @@ fn key(name: &str) -> CacheKey {
     CacheKey::builder("composition").part("k", name).build()
 }
 
-/// An envelope holding `value`, stored at `at` and fresh for `fresh`.
-fn envelope_at(at: Timestamp, fresh: Duration, value: &str) -> Bytes {
+/// An envelope for `key(name)` holding `value`, stored at `at` and fresh
+/// for `fresh`.
+fn envelope_at_for(name: &str, at: Timestamp, fresh: Duration, value: &str) -> Bytes {
     let mut meta = EntryMeta::fresh_for(at, fresh);
     meta.tags.push(Tag::from("t"));
-    encode_entry(&value.to_string(), &meta, Format::Postcard).unwrap()
+    encode_entry(&value.to_string(), &meta, Format::Postcard, &key(name)).unwrap()
 }
 
+fn envelope_for(name: &str, clock: &ManualClock, fresh: Duration, value: &str) -> Bytes {
+    envelope_at_for(name, clock.now(), fresh, value)
+}
+
+/// An envelope for `key("a")`.
 fn envelope(clock: &ManualClock, fresh: Duration, value: &str) -> Bytes {
-    envelope_at(clock.now(), fresh, value)
+    envelope_for("a", clock, fresh, value)
 }
 
+/// The value of an envelope written for `key("a")`.
 fn value_of(bytes: &Bytes) -> String {
-    RawEntry::decode(bytes.clone())
+    value_under("a", bytes)
+}
+
+fn value_under(name: &str, bytes: &Bytes) -> String {
+    RawEntry::decode(bytes.clone(), &key(name))
         .unwrap()
         .value::<String>(Format::Postcard)
         .unwrap()
@@ -149,7 +160,7 @@ async fn sequential_read_stops_at_an_l1_hit_and_falls_through_on_a_miss() {
     l2.write(&key("a"), envelope(&clock, HOUR, "far"), HOUR, &[])
         .await
         .unwrap();
-    l2.write(&key("b"), envelope(&clock, HOUR, "only far"), HOUR, &[])
+    l2.write(&key("b"), envelope_for("b", &clock, HOUR, "only far"), HOUR, &[])
         .await
         .unwrap();
 
@@ -158,7 +169,7 @@ async fn sequential_read_stops_at_an_l1_hit_and_falls_through_on_a_miss() {
     assert_eq!(l2.reads(), 0, "an L1 hit does not ask L2");
 
     let found = tiers.read(&key("b")).await.unwrap().unwrap();
-    assert_eq!(value_of(&found), "only far");
+    assert_eq!(value_under("b", &found), "only far");
     assert_eq!((l1.reads(), l2.reads()), (2, 1));
 
     assert_eq!(tiers.read(&key("none")).await.unwrap(), None);
@@ -234,16 +245,26 @@ async fn parallel_read_prefers_the_entry_fresh_for_longer() {
     );
 
     // L1's is fresher: served, nothing written.
-    l1.write(&key("b"), newer.clone(), HOUR, &[]).await.unwrap();
-    l2.write(&key("b"), older.clone(), HOUR, &[]).await.unwrap();
+    let older_b = envelope_for("b", &clock, Duration::from_secs(10), "older");
+    let newer_b = envelope_for("b", &clock, Duration::from_secs(60), "newer");
+    l1.write(&key("b"), newer_b.clone(), HOUR, &[]).await.unwrap();
+    l2.write(&key("b"), older_b, HOUR, &[]).await.unwrap();
     let writes = l1.writes();
-    assert_eq!(tiers.read(&key("b")).await.unwrap(), Some(newer.clone()));
+    assert_eq!(tiers.read(&key("b")).await.unwrap(), Some(newer_b));
     assert_eq!(l1.writes(), writes);
 
     // An undecodable entry loses to a decodable one.
+    let older_c = envelope_for("c", &clock, Duration::from_secs(10), "older");
     l1.put_raw(&key("c"), &b"garbage"[..]);
-    l2.write(&key("c"), older.clone(), HOUR, &[]).await.unwrap();
-    assert_eq!(tiers.read(&key("c")).await.unwrap(), Some(older));
+    l2.write(&key("c"), older_c.clone(), HOUR, &[]).await.unwrap();
+    assert_eq!(tiers.read(&key("c")).await.unwrap(), Some(older_c));
+
+    // So does one written under another key (copied or swapped in the
+    // tier), however fresh it claims to be.
+    let far_d = envelope_for("d", &clock, Duration::from_secs(10), "d's own");
+    l1.write(&key("d"), far_d.clone(), HOUR, &[]).await.unwrap();
+    l2.write(&key("d"), newer.clone(), HOUR, &[]).await.unwrap();
+    assert_eq!(tiers.read(&key("d")).await.unwrap(), Some(far_d));
 }
 
 #[tokio::test]
@@ -418,7 +439,7 @@ async fn write_behind_keeps_the_latest_write_of_a_key() {
 
     // A write that falls back to L2 (L1 down) waits its turn too.
     tiers
-        .write(&key("b"), envelope(&clock, HOUR, "older"), HOUR, &[])
+        .write(&key("b"), envelope_for("b", &clock, HOUR, "older"), HOUR, &[])
         .await
         .unwrap();
     l1.set_failing(true);
@@ -632,7 +653,7 @@ async fn a_refilled_entry_lives_in_l1_no_longer_than_its_freshness_or_the_cap() 
     // Fresh for 10 s: kept 10 s (under the default 30 s cap).
     l2.write(
         &key("short"),
-        envelope(&clock, Duration::from_secs(10), "v"),
+        envelope_for("short", &clock, Duration::from_secs(10), "v"),
         HOUR,
         &[],
     )
@@ -641,7 +662,7 @@ async fn a_refilled_entry_lives_in_l1_no_longer_than_its_freshness_or_the_cap() 
     // Fresh for 5 min: kept 30 s.
     l2.write(
         &key("long"),
-        envelope(&clock, Duration::from_secs(300), "v"),
+        envelope_for("long", &clock, Duration::from_secs(300), "v"),
         HOUR,
         &[],
     )
@@ -651,7 +672,7 @@ async fn a_refilled_entry_lives_in_l1_no_longer_than_its_freshness_or_the_cap() 
     let earlier = Timestamp::from_millis(clock.now().as_millis() - 4_000);
     l2.write(
         &key("aged"),
-        envelope_at(earlier, Duration::from_secs(10), "v"),
+        envelope_at_for("aged", earlier, Duration::from_secs(10), "v"),
         HOUR,
         &[],
     )
@@ -672,7 +693,7 @@ async fn a_refilled_entry_lives_in_l1_no_longer_than_its_freshness_or_the_cap() 
     // Stale (but still served by L2): not refilled.
     let mut meta = EntryMeta::fresh_for(earlier, Duration::from_secs(2));
     meta.stale_until = meta.fresh_until.add(HOUR);
-    let stale = encode_entry(&"old".to_string(), &meta, Format::Postcard).unwrap();
+    let stale = encode_entry(&"old".to_string(), &meta, Format::Postcard, &key("stale")).unwrap();
     l2.write(&key("stale"), stale.clone(), HOUR, &[]).await.unwrap();
     assert_eq!(tiers.read(&key("stale")).await.unwrap(), Some(stale));
     assert_eq!(l1.ttls().len(), 3);
@@ -724,7 +745,7 @@ async fn three_tiers_nest_and_refill_all_the_way_up() {
     assert_eq!(tiers.label(), "a+b+c");
 
     let now = Timestamp::from(SystemTime::now());
-    let bytes = envelope_at(now, HOUR, "deep");
+    let bytes = envelope_at_for("x", now, HOUR, "deep");
     c.write(&key("x"), bytes.clone(), HOUR, &[Tag::from("t")])
         .await
         .unwrap();
@@ -783,7 +804,7 @@ async fn a_tier_failing_in_a_row_is_skipped_for_a_cool_down_then_retried() {
     assert_eq!(tiers.tier_counters()[0].skipped, 3);
     // Writes skip it too (and a sequential write reports it).
     let error = tiers
-        .write(&key("b"), envelope(&clock, HOUR, "v"), HOUR, &[])
+        .write(&key("b"), envelope_for("b", &clock, HOUR, "v"), HOUR, &[])
         .await
         .unwrap_err();
     assert!(matches!(error, BackendError::Unavailable { .. }), "{error:?}");
@@ -1024,10 +1045,10 @@ async fn each_tier_applies_its_own_stages() {
     assert_ne!(near, far, "L2 stores its own (compressed) form");
     assert!(far.len() < near.len());
     assert!(
-        RawEntry::decode(near.clone()).is_ok(),
+        RawEntry::decode(near.clone(), &key("a")).is_ok(),
         "L1 holds the plain envelope"
     );
-    assert!(RawEntry::decode(far).is_err());
+    assert!(RawEntry::decode(far, &key("a")).is_err());
 
     assert_eq!(
         cache.get::<String>(&key("a")).await.as_deref(),

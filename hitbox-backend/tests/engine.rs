@@ -521,6 +521,34 @@ async fn corrupt_and_foreign_entries_are_misses_that_reload() {
 }
 
 #[tokio::test]
+async fn truncated_flipped_and_swapped_entries_are_misses() {
+    let (cache, backend, _) = setup();
+    cache.set(&key("alice"), &user(1, "alice")).await.unwrap();
+    cache.set(&key("bob"), &user(2, "bob")).await.unwrap();
+    let alice = backend.raw(&key("alice")).unwrap();
+    let bob = backend.raw(&key("bob")).unwrap();
+
+    // Swapped between keys: each is a miss, never the other's value.
+    backend.put_raw(&key("alice"), bob.clone());
+    backend.put_raw(&key("bob"), alice.clone());
+    assert_eq!(cache.get::<User>(&key("alice")).await, None);
+    assert_eq!(cache.get::<User>(&key("bob")).await, None);
+
+    // Truncated by one byte, or with one bit of the value flipped.
+    backend.put_raw(&key("alice"), alice.slice(..alice.len() - 1));
+    assert_eq!(cache.get::<User>(&key("alice")).await, None);
+    let mut flipped = alice.to_vec();
+    *flipped.last_mut().unwrap() ^= 0x01;
+    backend.put_raw(&key("alice"), flipped);
+    assert_eq!(cache.get::<User>(&key("alice")).await, None);
+
+    // The untouched entry still reads.
+    backend.put_raw(&key("alice"), alice);
+    assert_eq!(cache.get::<User>(&key("alice")).await, Some(user(1, "alice")));
+    assert_eq!(cache.stats().unreadable_entries, 4);
+}
+
+#[tokio::test]
 async fn reading_another_type_under_a_key_is_a_miss() {
     let (cache, _, _) = setup();
     cache.set(&key("ty"), &user(1, "u")).await.unwrap();

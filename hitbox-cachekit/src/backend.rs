@@ -976,14 +976,14 @@ impl CachekitBackend {
 
     /// The TTL headers of a write through the [`Backend`] trait (see the
     /// type's documentation); `None` for a lifetime of zero.
-    fn write_options(&self, value: &Bytes, ttl: Duration) -> Option<SetOptions> {
+    fn write_options(&self, key: &CacheKey, value: &Bytes, ttl: Duration) -> Option<SetOptions> {
         if ttl.is_zero() {
             return None;
         }
         let secs = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
         let max = u64::from(MAX_FRESH_FOR_SECS);
         let total = secs(ttl).min(max);
-        let (fresh, stale) = match RawEntry::decode(value.clone()) {
+        let (fresh, stale) = match RawEntry::decode(value.clone(), key) {
             // A plain hitbox envelope says how much of its lifetime is stale.
             Ok(raw) => {
                 let stale = secs(raw.meta.expires_at().since(raw.meta.fresh_until)).min(total);
@@ -1051,7 +1051,7 @@ impl Backend for CachekitBackend {
         _tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            let Some(options) = self.write_options(&value, ttl) else {
+            let Some(options) = self.write_options(key, &value, ttl) else {
                 return Ok(());
             };
             self.set(key.as_str(), value, options)
@@ -1086,6 +1086,15 @@ impl Backend for CachekitBackend {
 
     fn label(&self) -> &str {
         &self.inner.label
+    }
+
+    fn has_breaker(&self) -> bool {
+        true
+    }
+
+    /// The service's limit on a value (25 MB).
+    fn max_entry_size(&self) -> usize {
+        MAX_BODY_BYTES
     }
 
     fn tier_stats(&self) -> Vec<TierStats> {
@@ -1148,14 +1157,19 @@ mod tests {
             error_until: now.add(Duration::from_secs(70)),
             tags: Vec::new(),
         };
-        let envelope = encode_entry(&"v".to_string(), &meta, Format::default()).unwrap();
-        let options = backend.write_options(&envelope, Duration::from_secs(70)).unwrap();
+        let key = CacheKey::from_encoded("k");
+        let envelope = encode_entry(&"v".to_string(), &meta, Format::default(), &key).unwrap();
+        let options = backend
+            .write_options(&key, &envelope, Duration::from_secs(70))
+            .unwrap();
         assert_eq!(
             options,
             SetOptions::ttl(Duration::from_secs(10)).with_stale(Duration::from_secs(60))
         );
         // Already stale: one fresh second, the rest stale.
-        let options = backend.write_options(&envelope, Duration::from_secs(40)).unwrap();
+        let options = backend
+            .write_options(&key, &envelope, Duration::from_secs(40))
+            .unwrap();
         assert_eq!(
             options,
             SetOptions::ttl(Duration::from_secs(1)).with_stale(Duration::from_secs(39))
@@ -1163,16 +1177,16 @@ mod tests {
         // Opaque bytes (a staged value): the configured window, within the cap.
         let opaque = Bytes::from_static(b"HS\x01sealed");
         let options = backend
-            .write_options(&opaque, Duration::from_millis(2500))
+            .write_options(&key, &opaque, Duration::from_millis(2500))
             .unwrap();
         assert_eq!(
             options,
             SetOptions::ttl(Duration::from_secs(3)).with_stale(Duration::from_secs(7))
         );
         let options = backend
-            .write_options(&opaque, Duration::from_secs(9_999_999))
+            .write_options(&key, &opaque, Duration::from_secs(9_999_999))
             .unwrap();
         assert_eq!(options, SetOptions::ttl(Duration::from_secs(2_592_000)));
-        assert_eq!(backend.write_options(&opaque, Duration::ZERO), None);
+        assert_eq!(backend.write_options(&key, &opaque, Duration::ZERO), None);
     }
 }

@@ -289,7 +289,7 @@ impl CachekitConfig {
     }
 
     /// How long the open breaker refuses calls before it lets a probe
-    /// through (default [`DEFAULT_COOL_DOWN`](crate::DEFAULT_COOL_DOWN), 5 s,
+    /// through (default [`DEFAULT_COOL_DOWN`](crate::DEFAULT_COOL_DOWN), 1 s,
     /// the same for every hitbox tier).
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
         self.breaker.cool_down = cool_down;

@@ -161,6 +161,14 @@ impl<L1: Backend> Backend for CachekitTiered<L1> {
         &self.label
     }
 
+    fn has_breaker(&self) -> bool {
+        true
+    }
+
+    fn max_entry_size(&self) -> usize {
+        self.l1.max_entry_size().min(self.remote.max_entry_size())
+    }
+
     fn tier_stats(&self) -> Vec<TierStats> {
         let mut stats = self.l1.tier_stats();
         stats.extend(self.remote.tier_stats());

@@ -84,6 +84,25 @@ impl CacheKey {
     pub fn log_id(&self) -> KeyLogId<'_> {
         KeyLogId(self)
     }
+
+    /// The first eight bytes of the BLAKE2b-256 digest of the encoded key:
+    /// what the engine's envelope records to bind an entry to the key it
+    /// was written under (the bytes [`CacheKey::log_id`] prints in hex).
+    ///
+    /// ```
+    /// use hitbox_core::CacheKey;
+    ///
+    /// let a = CacheKey::builder("users").part("id", "1").build();
+    /// let b = CacheKey::builder("users").part("id", "2").build();
+    /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// assert_eq!(hex::encode(a.fingerprint()), a.log_id().to_string());
+    /// ```
+    pub fn fingerprint(&self) -> [u8; 8] {
+        let digest = Blake2b256::digest(self.encoded.as_bytes());
+        let mut out = [0; 8];
+        out.copy_from_slice(&digest[..8]);
+        out
+    }
 }
 
 impl fmt::Debug for CacheKey {
@@ -103,8 +122,7 @@ pub struct KeyLogId<'a>(&'a CacheKey);
 
 impl fmt::Display for KeyLogId<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digest = Blake2b256::digest(self.0.encoded.as_bytes());
-        f.write_str(&hex::encode(&digest[..8]))
+        f.write_str(&hex::encode(self.0.fingerprint()))
     }
 }
 

@@ -36,6 +36,12 @@ pub const DEFAULT_INVALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`RedisBackendBuilder::tag_grace`].
 pub const DEFAULT_TAG_GRACE: Duration = Duration::from_secs(5);
 
+/// The default largest entry the tier takes (16 MiB): Redis takes values
+/// up to 512 MB, but a large value blocks the server while it is copied,
+/// and an HTTP response that large is rarely worth caching in a shared
+/// tier. See [`RedisBackendBuilder::max_entry_size`].
+pub const DEFAULT_MAX_ENTRY_SIZE: usize = 16 * 1024 * 1024;
+
 /// The default number of connections (each multiplexes and pipelines
 /// commands, so one is often enough).
 pub const DEFAULT_POOL_SIZE: usize = 1;
@@ -93,6 +99,7 @@ pub struct RedisBackendBuilder {
     breaker: BreakerConfig,
     clock: SharedClock,
     reconnect: ReconnectPolicy,
+    max_entry_size: usize,
     #[cfg(feature = "tls")]
     tls: bool,
 }
@@ -129,6 +136,7 @@ pub(crate) struct Parts {
     pub(crate) tag_grace: Duration,
     pub(crate) breaker: BreakerConfig,
     pub(crate) clock: SharedClock,
+    pub(crate) max_entry_size: usize,
 }
 
 impl RedisBackendBuilder {
@@ -150,8 +158,13 @@ impl RedisBackendBuilder {
             tag_grace: DEFAULT_TAG_GRACE,
             breaker: BreakerConfig::default(),
             clock: Arc::new(SystemClock::new()),
-            // Retry forever, from 100 ms up to 5 s between attempts.
-            reconnect: ReconnectPolicy::new_exponential(0, 100, 5_000, 2),
+            // Retry forever, from 100 ms up to 250 ms between attempts: a
+            // Redis that comes back is connected to within a quarter of a
+            // second, so that the breaker's next probe (one cool-down
+            // later) finds it up. A refused connection costs nothing to
+            // retry.
+            reconnect: ReconnectPolicy::new_exponential(0, 100, 250, 2),
+            max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
             #[cfg(feature = "tls")]
             tls: false,
         }
@@ -259,6 +272,16 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// The largest entry the tier takes, in bytes (default
+    /// [`DEFAULT_MAX_ENTRY_SIZE`]). Behind [`Staged`](hitbox_backend::Staged)
+    /// stages, a larger value is refused before it is sent, and a stored
+    /// entry that would decompress to more is a miss, refused before it is
+    /// decompressed. Without stages, larger writes are refused here.
+    pub fn max_entry_size(mut self, bytes: usize) -> Self {
+        self.max_entry_size = bytes;
+        self
+    }
+
     /// The timeout of a read (default [`DEFAULT_READ_TIMEOUT`]).
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
@@ -320,7 +343,7 @@ impl RedisBackendBuilder {
 
     /// How long the breaker stays open before it lets a probe through
     /// (default [`DEFAULT_COOL_DOWN`](crate::breaker::DEFAULT_COOL_DOWN),
-    /// 5 s, the same for every hitbox tier).
+    /// 1 s, the same for every hitbox tier).
     pub fn cool_down(mut self, cool_down: Duration) -> Self {
         self.breaker.cool_down = cool_down;
         self
@@ -406,8 +429,13 @@ impl RedisBackendBuilder {
         let config = self.config()?;
         let clustered = matches!(config.server, ServerConfig::Clustered { .. });
 
-        // fred gives up on a queued command after the longest of our
-        // timeouts, so commands abandoned while Redis is down do not pile up.
+        // fred's own timeout on a command (the longest of ours) ends the
+        // caller's wait, but it does not take the command out of fred's
+        // queue: a command queued while Redis was down is still sent once
+        // it is back. Reads may wait there; writes, removals and
+        // invalidations are sent fail-fast instead (see
+        // `RedisBackend::fail_fast`), and what an outage kept from Redis is
+        // replayed before the tier is used again.
         let longest = self
             .read_timeout
             .max(self.write_timeout)
@@ -481,6 +509,7 @@ impl RedisBackendBuilder {
             tag_grace: self.tag_grace,
             breaker: self.breaker,
             clock: self.clock,
+            max_entry_size: self.max_entry_size,
         }))
     }
 }

@@ -92,7 +92,7 @@
 //! connection-level failures (timeouts, I/O, a connection refused or reset)
 //! the tier answers [`BackendError::Unavailable`] at once, without
 //! touching Redis, until a probe made after the
-//! [cool-down](RedisBackendBuilder::cool_down) (5 s by default, on the
+//! [cool-down](RedisBackendBuilder::cool_down) (1 s by default, on the
 //! [clock](RedisBackendBuilder::clock) it is given) succeeds. Errors Redis
 //! sends back about one key (`WRONGTYPE`, `MOVED`/`ASK`, any other `ERR`
 //! reply) are [`BackendError::Key`] and never count. Reconnecting is
@@ -103,6 +103,22 @@
 //! [2 s](RedisBackendBuilder::unresponsive_after) (a hung server, a
 //! network that drops packets) is closed and reconnected. The engine treats every tier error as a miss (on
 //! reads) or a skipped write, so none of this reaches a user.
+//!
+//! ## Nothing invalidated comes back after an outage
+//!
+//! Writes, removals and tag invalidations are sent *fail-fast*: while the
+//! connection is down they fail at once rather than wait in the client's
+//! queue, so a write its caller gave up on is never sent later, after a
+//! deletion that followed it. A removal or tag invalidation that fails
+//! because Redis is unreachable (or because the breaker is open) is
+//! remembered, and so is the key of a write that timed out (a frozen server
+//! may still carry it out when it thaws). The first call the breaker lets
+//! through once Redis is back replays them (deletes those keys, invalidates
+//! those tags) before doing anything else, and the tier serves nothing
+//! until the replay succeeded. At most [`MAX_PENDING_KEYS`] keys and
+//! [`MAX_PENDING_TAGS`] tags wait; past that, invalidations are counted in
+//! [`RedisBackend::lost_invalidations`] and logged as errors.
+//! [`RedisBackend::pending_invalidations`] tells how many wait.
 //!
 //! Keys are never logged; only [`CacheKey::log_id`](hitbox_core::CacheKey::log_id).
 //!
@@ -239,13 +255,15 @@ mod error;
 pub mod invalidation;
 pub mod lock;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fred::clients::{Client, WithOptions};
 use fred::prelude::{
-    ClientLike, Expiration, Key, KeysInterface, LuaInterface, Pool, SortedSetsInterface, Value,
+    ClientLike, Expiration, Key, KeysInterface, LuaInterface, Options, Pool, SortedSetsInterface, Value,
 };
 use fred::types::scripts::Script;
 use futures::future::try_join_all;
@@ -254,7 +272,7 @@ use hitbox_core::{CacheKey, Tag};
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
-    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_TAG_GRACE,
+    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_TAG_GRACE,
     DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
 };
 pub use error::RedisError;
@@ -268,6 +286,14 @@ pub use lock::RedisLock;
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
 /// it, since Redis refuses expiry times that overflow its clock.
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
+/// The most key deletions an outage may leave for replay (see
+/// [`RedisBackend::pending_invalidations`]); past it, further ones are
+/// counted as lost and logged.
+pub const MAX_PENDING_KEYS: usize = 100_000;
+
+/// The most tag invalidations an outage may leave for replay.
+pub const MAX_PENDING_TAGS: usize = 10_000;
 
 /// Keys deleted per command (standalone) or sent at once (cluster) by an
 /// invalidation.
@@ -330,6 +356,7 @@ struct Inner {
     write_timeout: Duration,
     invalidate_timeout: Duration,
     tag_grace_ms: i64,
+    max_entry_size: usize,
     breaker: CircuitBreaker,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -339,6 +366,25 @@ struct Inner {
     timed_calls: AtomicU64,
     total_micros: AtomicU64,
     max_micros: AtomicU64,
+    /// Invalidations that did not reach Redis, replayed before the tier is
+    /// used again; `has_pending` lets every call check it without a lock.
+    pending: Mutex<Pending>,
+    has_pending: AtomicBool,
+    lost_invalidations: AtomicU64,
+}
+
+/// Deletions and tag invalidations an outage kept from Redis, and keys whose
+/// write may have reached it after its caller gave up.
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<String>,
+    tags: HashSet<Tag>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.tags.is_empty()
+    }
 }
 
 impl Inner {
@@ -359,6 +405,12 @@ impl std::fmt::Debug for RedisBackend {
             .field("breaker", &self.inner.breaker.state())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`RedisBackend::remember_if_failed`] keeps for replay.
+enum Forget<'a> {
+    Key(&'a str),
+    Tag(&'a Tag),
 }
 
 /// Which timeout an operation runs under.
@@ -398,6 +450,7 @@ impl RedisBackend {
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
                 tag_grace_ms: i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4),
+                max_entry_size: parts.max_entry_size,
                 breaker,
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
@@ -405,6 +458,9 @@ impl RedisBackend {
                 timed_calls: AtomicU64::new(0),
                 total_micros: AtomicU64::new(0),
                 max_micros: AtomicU64::new(0),
+                pending: Mutex::new(Pending::default()),
+                has_pending: AtomicBool::new(false),
+                lost_invalidations: AtomicU64::new(0),
             }),
         }
     }
@@ -451,6 +507,22 @@ impl RedisBackend {
         &self.inner.pool
     }
 
+    /// How many invalidations an outage kept from Redis and that wait to be
+    /// replayed: key deletions (including keys whose write timed out, since
+    /// it may still land) and tag invalidations. Until they are replayed,
+    /// no read or write goes to Redis; the first call that the breaker lets
+    /// through after the outage replays them first.
+    pub fn pending_invalidations(&self) -> usize {
+        let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.keys.len() + pending.tags.len()
+    }
+
+    /// Invalidations that could not be remembered for replay because more
+    /// than [`MAX_PENDING_KEYS`] or [`MAX_PENDING_TAGS`] were waiting.
+    pub fn lost_invalidations(&self) -> u64 {
+        self.inner.lost_invalidations.load(Ordering::Relaxed)
+    }
+
     /// Closes the connections. Later operations fail.
     pub async fn quit(&self) {
         if let Err(error) = self.inner.pool.quit().await {
@@ -477,7 +549,13 @@ impl RedisBackend {
             Kind::Invalidate => inner.invalidate_timeout,
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(after, op).await;
+        let outcome = tokio::time::timeout(after, async {
+            if inner.has_pending.load(Ordering::Acquire) {
+                self.replay_pending().await?;
+            }
+            op.await
+        })
+        .await;
         inner.timed(started.elapsed());
         match outcome {
             Ok(Ok(value)) => {
@@ -503,8 +581,96 @@ impl RedisBackend {
         }
     }
 
-    async fn register_tag(&self, tag: &Tag, member: &str, px: i64) -> Result<(), fred::error::Error> {
-        let pool = &self.inner.pool;
+    /// A client of the pool whose commands fail at once when its connection
+    /// is down, instead of waiting in fred's queue to be sent after a
+    /// reconnection: a write or a deletion that its caller gave up on must
+    /// not reach Redis later, out of order with what came after it.
+    fn fail_fast(&self) -> WithOptions<Client> {
+        self.inner.pool.next().with_options(&Options {
+            fail_fast: true,
+            ..Options::default()
+        })
+    }
+
+    /// Remembers an invalidation that did not reach Redis (or a write that
+    /// may have reached it late) when `result` says the tier failed.
+    fn remember_if_failed<T>(&self, result: &Result<T, BackendError>, what: Forget<'_>) {
+        let Err(error) = result else {
+            return;
+        };
+        if !error.is_tier_failure() {
+            return;
+        }
+        let inner = &self.inner;
+        let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = match what {
+            Forget::Key(key) => pending.keys.len() < MAX_PENDING_KEYS && {
+                pending.keys.insert(key.to_owned());
+                true
+            },
+            Forget::Tag(tag) => pending.tags.len() < MAX_PENDING_TAGS && {
+                pending.tags.insert(tag.clone());
+                true
+            },
+        };
+        if kept {
+            inner.has_pending.store(true, Ordering::Release);
+        } else {
+            inner.lost_invalidations.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(tier = %inner.label, "too many invalidations wait for Redis to return; one is lost");
+        }
+    }
+
+    /// Replays what an outage kept from Redis: deletes the keys, invalidates
+    /// the tags. What it replayed is forgotten only once it succeeded.
+    async fn replay_pending(&self) -> Result<(), fred::error::Error> {
+        let (keys, tags) = {
+            let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<Bytes> = pending.keys.iter().map(|key| Bytes::from(key.clone())).collect();
+            let tags: Vec<Tag> = pending.tags.iter().cloned().collect();
+            (keys, tags)
+        };
+        let client = self.fail_fast();
+        self.delete_keys(&client, &keys).await?;
+        for tag in &tags {
+            self.invalidate_tag_now(&client, tag).await?;
+        }
+        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &keys {
+            pending.keys.remove(std::str::from_utf8(key).unwrap_or_default());
+        }
+        for tag in &tags {
+            pending.tags.remove(tag);
+        }
+        if pending.is_empty() {
+            self.inner.has_pending.store(false, Ordering::Release);
+        }
+        tracing::info!(tier = %self.inner.label, keys = keys.len(), tags = tags.len(), "replayed the invalidations an outage kept from redis");
+        Ok(())
+    }
+
+    async fn invalidate_tag_now(&self, client: &WithOptions<Client>, tag: &Tag) -> Result<u64, fred::error::Error> {
+        let set = self.tag_set_key(tag);
+        let members: Vec<Bytes> = client.zrange(set.as_str(), 0, -1, None, false, None, false).await?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let removed = self.delete_keys(client, &members).await?;
+        for batch in members.chunks(DELETE_BATCH) {
+            let batch: Vec<Value> = batch.iter().cloned().map(Value::Bytes).collect();
+            client.zrem::<i64, _, _>(set.as_str(), batch).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn register_tag(
+        &self,
+        client: &WithOptions<Client>,
+        tag: &Tag,
+        member: &str,
+        px: i64,
+    ) -> Result<(), fred::error::Error> {
+        let pool = client;
         let set = self.tag_set_key(tag);
         let args = vec![
             Value::from(member),
@@ -525,8 +691,8 @@ impl RedisBackend {
         }
     }
 
-    async fn delete_keys(&self, keys: &[Bytes]) -> Result<u64, fred::error::Error> {
-        let pool = &self.inner.pool;
+    async fn delete_keys(&self, client: &WithOptions<Client>, keys: &[Bytes]) -> Result<u64, fred::error::Error> {
+        let pool = client;
         let mut removed = 0u64;
         for batch in keys.chunks(DELETE_BATCH) {
             if self.inner.clustered {
@@ -625,18 +791,32 @@ impl Backend for RedisBackend {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
+            if value.len() > self.inner.max_entry_size {
+                return Err(BackendError::Refused {
+                    tier: Arc::clone(&self.inner.label),
+                    reason: "entry larger than the tier's max_entry_size",
+                });
+            }
             let redis_key = self.redis_key(key);
             let px = px_millis(ttl);
+            let client = self.fail_fast();
             let op = async {
                 if !tags.is_empty() {
-                    try_join_all(tags.iter().map(|tag| self.register_tag(tag, &redis_key, px))).await?;
+                    try_join_all(tags.iter().map(|tag| self.register_tag(&client, tag, &redis_key, px))).await?;
                 }
-                self.inner
-                    .pool
+                client
                     .set::<(), _, _>(redis_key.as_str(), value, Some(Expiration::PX(px)), None, false)
                     .await
             };
-            self.run(Kind::Write, op).await?;
+            let result = self.run(Kind::Write, op).await;
+            // A write that timed out or lost its connection may still be
+            // carried out (a frozen server executes what it had read when
+            // it thaws): its key is deleted when Redis is back, so that it
+            // cannot outlive an invalidation issued after it.
+            if matches!(result, Err(BackendError::Timeout { .. } | BackendError::Client { .. })) {
+                self.remember_if_failed(&result, Forget::Key(&redis_key));
+            }
+            result?;
             tracing::trace!(key = %key.log_id(), px, tags = tags.len(), "redis write");
             Ok(())
         })
@@ -645,9 +825,12 @@ impl Backend for RedisBackend {
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let redis_key = self.redis_key(key);
-            let removed = self
-                .run(Kind::Write, self.inner.pool.del::<i64, _>(redis_key))
-                .await?;
+            let client = self.fail_fast();
+            let result = self
+                .run(Kind::Write, client.del::<i64, _>(redis_key.as_str()))
+                .await;
+            self.remember_if_failed(&result, Forget::Key(&redis_key));
+            let removed = result?;
             tracing::trace!(key = %key.log_id(), removed, "redis remove");
             Ok(removed > 0)
         })
@@ -655,21 +838,10 @@ impl Backend for RedisBackend {
 
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
-            let set = self.tag_set_key(tag);
-            let op = async {
-                let pool = &self.inner.pool;
-                let members: Vec<Bytes> = pool.zrange(set.as_str(), 0, -1, None, false, None, false).await?;
-                if members.is_empty() {
-                    return Ok(0);
-                }
-                let removed = self.delete_keys(&members).await?;
-                for batch in members.chunks(DELETE_BATCH) {
-                    let batch: Vec<Value> = batch.iter().cloned().map(Value::Bytes).collect();
-                    pool.zrem::<i64, _, _>(set.as_str(), batch).await?;
-                }
-                Ok(removed)
-            };
-            let removed = self.run(Kind::Invalidate, op).await?;
+            let client = self.fail_fast();
+            let result = self.run(Kind::Invalidate, self.invalidate_tag_now(&client, tag)).await;
+            self.remember_if_failed(&result, Forget::Tag(tag));
+            let removed = result?;
             tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");
             Ok(removed)
         })
@@ -687,6 +859,14 @@ impl Backend for RedisBackend {
 
     fn label(&self) -> &str {
         &self.inner.label
+    }
+
+    fn has_breaker(&self) -> bool {
+        true
+    }
+
+    fn max_entry_size(&self) -> usize {
+        self.inner.max_entry_size
     }
 
     fn tier_stats(&self) -> Vec<TierStats> {

@@ -90,8 +90,7 @@ impl Format {
             Format::Json => serde_json::to_writer(&mut *out, value).map_err(|e| fail(&e))?,
             #[cfg(feature = "bincode")]
             Format::Bincode => {
-                bincode::serde::encode_into_std_write(value, out, bincode_config())
-                    .map_err(|e| fail(&e))?;
+                bincode::serde::encode_into_std_write(value, out, bincode_config()).map_err(|e| fail(&e))?;
             }
             #[cfg(feature = "msgpack")]
             Format::MessagePack => rmp_serde::encode::write_named(out, value).map_err(|e| fail(&e))?,
@@ -114,8 +113,8 @@ impl Format {
             Format::Json => serde_json::from_slice(bytes).map_err(|e| fail(&e)),
             #[cfg(feature = "bincode")]
             Format::Bincode => {
-                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
-                    .map_err(|e| fail(&e))?;
+                let (value, used) =
+                    bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| fail(&e))?;
                 if used != bytes.len() {
                     return Err(CodecError::Payload(format!(
                         "{} trailing bytes",
@@ -276,8 +275,14 @@ mod tests {
                 Vec::<u8>::decode(Bytes::from(payload.clone()), format).is_err(),
                 "{format:?} bytes"
             );
-            assert!(String::decode(Bytes::from(payload.clone()), format).is_err(), "{format:?} string");
-            assert!(Vec::<u64>::decode(Bytes::from(payload), format).is_err(), "{format:?} seq");
+            assert!(
+                String::decode(Bytes::from(payload.clone()), format).is_err(),
+                "{format:?} string"
+            );
+            assert!(
+                Vec::<u64>::decode(Bytes::from(payload), format).is_err(),
+                "{format:?} seq"
+            );
         }
     }
 }

@@ -247,6 +247,16 @@ impl Stages {
 
     /// Undoes the stages on an entry read from under `key`.
     pub fn open(&self, key: &CacheKey, stored: &Bytes) -> Result<Bytes, CodecError> {
+        self.open_within(key, stored, usize::MAX)
+    }
+
+    /// Undoes the stages on an entry read from under `key`, refusing one
+    /// that would decompress to more than `limit` bytes (the tier's
+    /// [`max_entry_size`](crate::Backend::max_entry_size)) or than
+    /// [`Stages::max_decompressed`], whichever is smaller. The check reads
+    /// the length the entry records, before any decompression.
+    pub fn open_within(&self, key: &CacheKey, stored: &Bytes, limit: usize) -> Result<Bytes, CodecError> {
+        let max_decompressed = self.max_decompressed.min(limit);
         if stored.len() < HEADER_LEN {
             return Err(CodecError::Truncated);
         }
@@ -278,10 +288,10 @@ impl Stages {
                 .get(HEADER_LEN..HEADER_LEN + 4)
                 .ok_or(CodecError::Truncated)?;
             let len = u32::from_be_bytes(raw.try_into().expect("four bytes")) as usize;
-            if len > self.max_decompressed {
+            if len > max_decompressed {
                 return Err(CodecError::TooLarge {
                     size: len as u64,
-                    limit: self.max_decompressed as u64,
+                    limit: max_decompressed as u64,
                 });
             }
             (len, HEADER_LEN + 4)

@@ -543,7 +543,7 @@ impl Cache {
     }
 
     fn decode_envelope(&self, key: &CacheKey, bytes: bytes::Bytes) -> Option<RawEntry> {
-        match RawEntry::decode(bytes) {
+        match RawEntry::decode(bytes, key) {
             Ok(raw) => Some(raw),
             Err(reason) => {
                 EngineCounters::bump(&self.inner.stats.unreadable_entries);
@@ -699,7 +699,7 @@ impl Inner {
         if ttl == Duration::ZERO {
             return Ok(());
         }
-        let bytes = encode_entry(value, meta, self.format).map_err(|source| BackendError::Encode {
+        let bytes = encode_entry(value, meta, self.format, key).map_err(|source| BackendError::Encode {
             tier: "engine".into(),
             source,
         })?;

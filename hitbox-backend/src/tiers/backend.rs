@@ -60,6 +60,25 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether the tier guards itself with a [circuit
+    /// breaker](crate::breaker) (Redis, cachekit.io, a composition). A
+    /// composition puts no breaker of its own in front of such a tier, so
+    /// that a tier that comes back is used again after one cool-down, not
+    /// after two stacked ones. The default is `false`.
+    fn has_breaker(&self) -> bool {
+        false
+    }
+
+    /// The largest entry, in bytes, the tier takes. [`Staged`](crate::Staged)
+    /// refuses larger values before they reach the tier, and refuses to
+    /// decompress a stored entry that claims to be larger, so that a small
+    /// entry that inflates past what the tier would ever have stored is not
+    /// inflated on every read. The default is
+    /// [`DEFAULT_MAX_DECOMPRESSED`](crate::DEFAULT_MAX_DECOMPRESSED) (64 MiB).
+    fn max_entry_size(&self) -> usize {
+        crate::codec::stages::DEFAULT_MAX_DECOMPRESSED
+    }
+
     /// Whether reads of an unchanged entry answer with the buffer that was
     /// stored (in-process tiers), so that the engine may keep each stored
     /// buffer's decoded form and skip decoding it again. The default is
@@ -141,6 +160,12 @@ macro_rules! forward_backend {
             }
             fn shares_buffers(&self) -> bool {
                 (**self).shares_buffers()
+            }
+            fn has_breaker(&self) -> bool {
+                (**self).has_breaker()
+            }
+            fn max_entry_size(&self) -> usize {
+                (**self).max_entry_size()
             }
         }
     )*};

@@ -679,7 +679,14 @@ impl CompositionBuilder {
             .label
             .unwrap_or_else(|| format!("{}+{}", self.l1.label(), self.l2.label()));
         let tier = |backend: Arc<dyn Backend>, ttl_scale: f64, name: &str| {
-            let breaker = CircuitBreaker::new(self.breaker, Arc::clone(&self.clock))
+            // A tier with a breaker of its own is not guarded twice: two
+            // breakers would stack their cool-downs when it comes back.
+            let config = if backend.has_breaker() {
+                BreakerConfig::disabled()
+            } else {
+                self.breaker
+            };
+            let breaker = CircuitBreaker::new(config, Arc::clone(&self.clock))
                 .labelled(format!("{label}:{name}"));
             Arc::new(TierState {
                 backend,
@@ -860,8 +867,11 @@ impl CompositionBackend {
         let (l1, l2) = futures::future::join(self.l1.read(key), self.l2.read(key)).await;
         match (l1, l2) {
             (Ok(Some(near)), Ok(Some(far))) => {
-                let fresh_until =
-                    |bytes: &Bytes| RawEntry::decode(bytes.clone()).ok().map(|e| e.meta.fresh_until);
+                let fresh_until = |bytes: &Bytes| {
+                    RawEntry::decode(bytes.clone(), key)
+                        .ok()
+                        .map(|e| e.meta.fresh_until)
+                };
                 // An undecodable entry loses to a decodable one; ties go to L1.
                 if fresh_until(&far) > fresh_until(&near) {
                     Ok(Served::L2 {
@@ -885,7 +895,7 @@ impl CompositionBackend {
             RefillPolicy::Probabilistic { one_in: 0 } => return,
             RefillPolicy::Probabilistic { one_in } => one_in,
         };
-        let Ok(entry) = RawEntry::decode(bytes.clone()) else {
+        let Ok(entry) = RawEntry::decode(bytes.clone(), key) else {
             return;
         };
         let now = self.clock.now();
@@ -1060,6 +1070,17 @@ impl Backend for CompositionBackend {
     /// L2 hit refilled into it is read back from there.
     fn shares_buffers(&self) -> bool {
         self.l1.backend.shares_buffers()
+    }
+
+    /// Each of its tiers is behind a breaker (its own, or the
+    /// composition's), so a composition inside another is not guarded again.
+    fn has_breaker(&self) -> bool {
+        true
+    }
+
+    /// The smaller of its tiers' limits: an entry is meant for both.
+    fn max_entry_size(&self) -> usize {
+        self.l1.backend.max_entry_size().min(self.l2.backend.max_entry_size())
     }
 }
 

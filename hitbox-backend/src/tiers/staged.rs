@@ -58,7 +58,7 @@ impl<B: Backend> Backend for Staged<B> {
             let Some(stored) = self.inner.read(key).await? else {
                 return Ok(None);
             };
-            match self.stages.open(key, &stored) {
+            match self.stages.open_within(key, &stored, self.inner.max_entry_size()) {
                 Ok(plain) => Ok(Some(plain)),
                 Err(reason) => {
                     tracing::warn!(tier = self.inner.label(), key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
@@ -76,6 +76,13 @@ impl<B: Backend> Backend for Staged<B> {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
+            let limit = self.inner.max_entry_size();
+            if value.len() > limit {
+                return Err(BackendError::Refused {
+                    tier: self.inner.label().into(),
+                    reason: "entry larger than the tier's max_entry_size",
+                });
+            }
             let sealed = self
                 .stages
                 .seal(key, &value)
@@ -105,5 +112,13 @@ impl<B: Backend> Backend for Staged<B> {
 
     fn tier_stats(&self) -> Vec<TierStats> {
         self.inner.tier_stats()
+    }
+
+    fn has_breaker(&self) -> bool {
+        self.inner.has_breaker()
+    }
+
+    fn max_entry_size(&self) -> usize {
+        self.inner.max_entry_size()
     }
 }

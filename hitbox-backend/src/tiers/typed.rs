@@ -42,7 +42,7 @@ pub trait BackendExt: Backend {
             let Some(bytes) = self.read(key).await? else {
                 return Ok(None);
             };
-            let decoded = RawEntry::decode(bytes).and_then(|raw| {
+            let decoded = RawEntry::decode(bytes, key).and_then(|raw| {
                 let value = raw.value::<T>(format)?;
                 Ok((raw.meta, value))
             });
@@ -71,6 +71,7 @@ pub trait BackendExt: Backend {
             value,
             &EntryMeta::fresh_for(Timestamp::from(SystemTime::now()), ttl),
             format,
+            key,
         );
         async move {
             let bytes = encoded.map_err(|source| BackendError::Encode {
