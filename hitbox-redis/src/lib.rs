@@ -272,8 +272,8 @@ use hitbox_core::{CacheKey, Tag};
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
-    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT, DEFAULT_TAG_GRACE,
-    DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
+    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT,
+    DEFAULT_TAG_GRACE, DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
 };
 pub use error::RedisError;
 /// The Redis client this crate is built on, re-exported so that its
@@ -604,14 +604,18 @@ impl RedisBackend {
         let inner = &self.inner;
         let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         let kept = match what {
-            Forget::Key(key) => pending.keys.len() < MAX_PENDING_KEYS && {
-                pending.keys.insert(key.to_owned());
-                true
-            },
-            Forget::Tag(tag) => pending.tags.len() < MAX_PENDING_TAGS && {
-                pending.tags.insert(tag.clone());
-                true
-            },
+            Forget::Key(key) => {
+                pending.keys.len() < MAX_PENDING_KEYS && {
+                    pending.keys.insert(key.to_owned());
+                    true
+                }
+            }
+            Forget::Tag(tag) => {
+                pending.tags.len() < MAX_PENDING_TAGS && {
+                    pending.tags.insert(tag.clone());
+                    true
+                }
+            }
         };
         if kept {
             inner.has_pending.store(true, Ordering::Release);
@@ -649,9 +653,15 @@ impl RedisBackend {
         Ok(())
     }
 
-    async fn invalidate_tag_now(&self, client: &WithOptions<Client>, tag: &Tag) -> Result<u64, fred::error::Error> {
+    async fn invalidate_tag_now(
+        &self,
+        client: &WithOptions<Client>,
+        tag: &Tag,
+    ) -> Result<u64, fred::error::Error> {
         let set = self.tag_set_key(tag);
-        let members: Vec<Bytes> = client.zrange(set.as_str(), 0, -1, None, false, None, false).await?;
+        let members: Vec<Bytes> = client
+            .zrange(set.as_str(), 0, -1, None, false, None, false)
+            .await?;
         if members.is_empty() {
             return Ok(0);
         }
@@ -691,7 +701,11 @@ impl RedisBackend {
         }
     }
 
-    async fn delete_keys(&self, client: &WithOptions<Client>, keys: &[Bytes]) -> Result<u64, fred::error::Error> {
+    async fn delete_keys(
+        &self,
+        client: &WithOptions<Client>,
+        keys: &[Bytes],
+    ) -> Result<u64, fred::error::Error> {
         let pool = client;
         let mut removed = 0u64;
         for batch in keys.chunks(DELETE_BATCH) {
@@ -802,7 +816,11 @@ impl Backend for RedisBackend {
             let client = self.fail_fast();
             let op = async {
                 if !tags.is_empty() {
-                    try_join_all(tags.iter().map(|tag| self.register_tag(&client, tag, &redis_key, px))).await?;
+                    try_join_all(
+                        tags.iter()
+                            .map(|tag| self.register_tag(&client, tag, &redis_key, px)),
+                    )
+                    .await?;
                 }
                 client
                     .set::<(), _, _>(redis_key.as_str(), value, Some(Expiration::PX(px)), None, false)
@@ -813,7 +831,10 @@ impl Backend for RedisBackend {
             // carried out (a frozen server executes what it had read when
             // it thaws): its key is deleted when Redis is back, so that it
             // cannot outlive an invalidation issued after it.
-            if matches!(result, Err(BackendError::Timeout { .. } | BackendError::Client { .. })) {
+            if matches!(
+                result,
+                Err(BackendError::Timeout { .. } | BackendError::Client { .. })
+            ) {
                 self.remember_if_failed(&result, Forget::Key(&redis_key));
             }
             result?;
@@ -839,7 +860,9 @@ impl Backend for RedisBackend {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             let client = self.fail_fast();
-            let result = self.run(Kind::Invalidate, self.invalidate_tag_now(&client, tag)).await;
+            let result = self
+                .run(Kind::Invalidate, self.invalidate_tag_now(&client, tag))
+                .await;
             self.remember_if_failed(&result, Forget::Tag(tag));
             let removed = result?;
             tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");

@@ -686,8 +686,8 @@ impl CompositionBuilder {
             } else {
                 self.breaker
             };
-            let breaker = CircuitBreaker::new(config, Arc::clone(&self.clock))
-                .labelled(format!("{label}:{name}"));
+            let breaker =
+                CircuitBreaker::new(config, Arc::clone(&self.clock)).labelled(format!("{label}:{name}"));
             Arc::new(TierState {
                 backend,
                 ttl_scale,
@@ -1080,7 +1080,10 @@ impl Backend for CompositionBackend {
 
     /// The smaller of its tiers' limits: an entry is meant for both.
     fn max_entry_size(&self) -> usize {
-        self.l1.backend.max_entry_size().min(self.l2.backend.max_entry_size())
+        self.l1
+            .backend
+            .max_entry_size()
+            .min(self.l2.backend.max_entry_size())
     }
 }
 

@@ -11,6 +11,7 @@ mod cluster_reshard;
 mod common;
 mod distributed;
 mod encrypted;
+mod faults;
 mod outage;
 mod sentinel;
 mod standalone;
