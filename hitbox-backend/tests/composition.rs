@@ -1062,3 +1062,30 @@ async fn each_tier_applies_its_own_stages() {
     );
     assert_eq!(l1.raw(&key("a")), Some(near));
 }
+
+#[tokio::test]
+async fn an_in_process_l1_is_refilled_with_a_copy_not_a_slice_of_l2s_buffer() {
+    let clock = ManualClock::new();
+    let (l1, l2) = (mem("l1", &clock), mem("l2", &clock));
+    let tiers = CompositionBackend::builder(l1.clone(), l2.clone())
+        .refill_policy(RefillPolicy::Always)
+        .clock(clock.clone())
+        .build();
+    // L2's entry is a slice of a much larger buffer, as a network client's
+    // read buffer would be.
+    let entry = envelope(&clock, HOUR, "v");
+    let mut big = vec![0u8; 1 << 20];
+    big[..entry.len()].copy_from_slice(&entry);
+    let big = Bytes::from(big);
+    l2.put_raw(&key("a"), big.slice(..entry.len()));
+
+    assert_eq!(tiers.read(&key("a")).await.unwrap(), Some(entry.clone()));
+    let kept = l1.raw(&key("a")).expect("refilled");
+    assert_eq!(kept, entry);
+    let (start, end) = (big.as_ptr() as usize, big.as_ptr() as usize + big.len());
+    let at = kept.as_ptr() as usize;
+    assert!(
+        !(start..end).contains(&at),
+        "L1 keeps the whole 1 MiB buffer alive"
+    );
+}

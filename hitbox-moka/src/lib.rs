@@ -149,7 +149,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hitbox_backend::{Backend, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
 use hitbox_core::{CacheKey, Tag};
 use moka::Expiry;
 use moka::notification::RemovalCause;
@@ -158,10 +158,12 @@ use moka::notification::RemovalCause;
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What an entry costs beyond its key and value: moka's own bookkeeping and
-/// ours (the node, its expiry and frequency data, the tag list). Measured by
-/// the load benchmark (`benches/README.md`): a cached 1 KiB HTTP response
-/// took about 420 bytes of heap beyond its key and stored bytes.
-pub const ENTRY_OVERHEAD: usize = 420;
+/// ours (the node, its expiry and frequency data, the tag list and the tag
+/// index, the engine's envelope). Measured by `moka_soak` in `benches/`
+/// (see `benches/README.md`): 200,000 entries of 100 bytes with one tag
+/// each took about 625 bytes of heap each beyond their keys and stored
+/// bytes (it was 420 before the tag index was counted).
+pub const ENTRY_OVERHEAD: usize = 640;
 
 /// The moka tier; cheap to clone (clones share the cache).
 ///
@@ -187,6 +189,7 @@ pub struct MokaBackend {
 }
 
 struct MokaState {
+    max_entry_size: usize,
     label: Arc<str>,
     cache: moka::future::Cache<Arc<str>, Stored>,
     index: Arc<TagIndex>,
@@ -278,6 +281,7 @@ impl Expiry<Arc<str>, Stored> for PerEntryExpiry {
 #[derive(Debug, Clone)]
 pub struct MokaBackendBuilder {
     max_bytes: u64,
+    max_entry_size: Option<usize>,
     label: String,
 }
 
@@ -285,6 +289,17 @@ impl MokaBackendBuilder {
     /// The capacity in bytes (default [`DEFAULT_MAX_BYTES`]).
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The largest entry the tier takes, in bytes (default: an eighth of
+    /// the capacity, at most 64 MiB). A larger write is refused
+    /// ([`BackendError::Refused`](hitbox_backend::BackendError::Refused)),
+    /// so that one entry cannot evict most of the others; behind
+    /// [`Staged`](hitbox_backend::Staged) stages it also bounds what an entry
+    /// may decompress to.
+    pub fn max_entry_size(mut self, bytes: usize) -> Self {
+        self.max_entry_size = Some(bytes);
         self
     }
 
@@ -317,8 +332,14 @@ impl MokaBackendBuilder {
                 }
             })
             .build();
+        let max_entry_size = self.max_entry_size.unwrap_or_else(|| {
+            usize::try_from(self.max_bytes / 8)
+                .unwrap_or(usize::MAX)
+                .min(hitbox_backend::DEFAULT_MAX_DECOMPRESSED)
+        });
         MokaBackend {
             shared: Arc::new(MokaState {
+                max_entry_size,
                 label: self.label.into(),
                 cache,
                 index,
@@ -346,6 +367,7 @@ impl MokaBackend {
     pub fn builder() -> MokaBackendBuilder {
         MokaBackendBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
+            max_entry_size: None,
             label: "moka".into(),
         }
     }
@@ -399,6 +421,12 @@ impl Backend for MokaBackend {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
+            if value.len() > self.shared.max_entry_size {
+                return Err(BackendError::Refused {
+                    tier: Arc::clone(&self.shared.label),
+                    reason: "entry larger than the tier's max_entry_size",
+                });
+            }
             let key: Arc<str> = key.as_str().into();
             if let Some(previous) = self.shared.cache.get(&key).await {
                 let dropped: Vec<Tag> = previous
@@ -474,11 +502,66 @@ impl Backend for MokaBackend {
     fn shares_buffers(&self) -> bool {
         true
     }
+
+    fn max_entry_size(&self) -> usize {
+        self.shared.max_entry_size
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn entries_over_the_limit_are_refused_and_bound_decompression() {
+        let key = CacheKey::from_encoded("k");
+        let tier = MokaBackend::new(8 * 1024);
+        assert_eq!(tier.max_entry_size(), 1024, "an eighth of the capacity");
+        let refused = tier
+            .write(&key, Bytes::from(vec![0; 1025]), Duration::from_secs(5), &[])
+            .await;
+        assert!(
+            matches!(refused, Err(BackendError::Refused { .. })),
+            "{refused:?}"
+        );
+        assert!(!refused.unwrap_err().is_tier_failure());
+        tier.write(&key, Bytes::from(vec![0; 1024]), Duration::from_secs(5), &[])
+            .await
+            .unwrap();
+
+        // Behind stages, an entry that would inflate past the limit is a
+        // miss, refused before it is decompressed.
+        use hitbox_backend::{Compression, Staged, Stages};
+        let roomy = MokaBackend::builder().max_entry_size(1 << 20).build();
+        let writer = Staged::new(
+            roomy.clone(),
+            Stages::new()
+                .compression(Compression::zstd(3))
+                .min_compress_size(0),
+        );
+        writer
+            .write(
+                &key,
+                Bytes::from(vec![7; 512 * 1024]),
+                Duration::from_secs(5),
+                &[],
+            )
+            .await
+            .unwrap();
+        let small = roomy.read(&key).await.unwrap().unwrap();
+        assert!(small.len() < 1024, "it compresses to {} bytes", small.len());
+        let strict = MokaBackend::builder().max_entry_size(64 * 1024).build();
+        strict
+            .write(&key, small, Duration::from_secs(5), &[])
+            .await
+            .unwrap();
+        let reader = Staged::new(strict, Stages::new().compression(Compression::zstd(3)));
+        assert_eq!(reader.read(&key).await.unwrap(), None);
+        assert_eq!(
+            writer.read(&key).await.unwrap().map(|b| b.len()),
+            Some(512 * 1024)
+        );
+    }
 
     #[test]
     fn expiry_is_the_entry_own_ttl() {

@@ -104,28 +104,56 @@ impl RawEntry {
 
 /// Frames `value` and its metadata in an envelope bound to `key`.
 ///
-/// The buffer is sized from the value's encoding and then trimmed, so that
-/// the stored `Bytes` holds no spare capacity: an in-process tier weighs
-/// an entry by its length, and spare capacity it cannot see would break
-/// its memory bound.
+/// The value is encoded into a buffer kept per thread and then copied into
+/// an allocation of exactly its size: an in-process tier weighs an entry
+/// by its length, so spare capacity it cannot see (a buffer grown by
+/// doubling while a format wrote into it) would break its memory bound, and
+/// trimming that buffer in place leaves holes the allocator cannot return.
+/// The copy costs one `memcpy` per write, never one per read.
 pub fn encode_entry<V: CacheableValue>(
     value: &V,
     meta: &EntryMeta,
     format: Format,
     key: &CacheKey,
 ) -> Result<Bytes, CodecError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + meta.encoded_len() + 64);
+    SCRATCH.with(|scratch| {
+        let mut out = scratch.take();
+        out.clear();
+        let encoded = encode_into(&mut out, value, meta, format, key).map(|()| Bytes::copy_from_slice(&out));
+        // A buffer that grew for one large entry is not kept for the
+        // thread's lifetime.
+        if out.capacity() <= MAX_SCRATCH {
+            scratch.set(out);
+        }
+        encoded
+    })
+}
+
+/// The largest per-thread encoding buffer kept between writes.
+const MAX_SCRATCH: usize = 256 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn encode_into<V: CacheableValue>(
+    out: &mut Vec<u8>,
+    value: &V,
+    meta: &EntryMeta,
+    format: Format,
+    key: &CacheKey,
+) -> Result<(), CodecError> {
+    out.reserve(HEADER_LEN + meta.encoded_len() + 64);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(format.id());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&key.fingerprint());
-    meta.encode_into(&mut out);
-    value.encode(format, &mut out)?;
+    meta.encode_into(out);
+    value.encode(format, out)?;
     let checksum = crc32fast::hash(&out[CHECKED_FROM..]);
     out[4..8].copy_from_slice(&checksum.to_be_bytes());
-    out.shrink_to_fit();
-    Ok(Bytes::from(out))
+    Ok(())
 }
 
 /// The format id of an envelope, if `bytes` looks like one.

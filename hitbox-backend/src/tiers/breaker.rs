@@ -493,10 +493,10 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_are_five_failures_and_five_seconds() {
+    fn the_defaults_are_five_failures_and_one_second() {
         let config = BreakerConfig::default();
         assert_eq!(config.failure_threshold, 5);
-        assert_eq!(config.cool_down, Duration::from_secs(5));
+        assert_eq!(config.cool_down, Duration::from_secs(1));
         assert!(config.is_enabled());
         assert!(!BreakerConfig::disabled().is_enabled());
     }

@@ -910,7 +910,16 @@ impl CompositionBackend {
         if ttl.is_zero() {
             return;
         }
-        match self.l1.write(key, bytes.clone(), ttl, &entry.meta.tags).await {
+        // An in-process L1 keeps what it is given for as long as the entry
+        // lives, and bytes read from a network tier are often a slice of
+        // the client's whole read buffer: keeping the slice would keep the
+        // buffer, unweighed. Such a tier gets a copy of exactly the entry.
+        let refill = if self.l1.backend.shares_buffers() {
+            Bytes::copy_from_slice(bytes)
+        } else {
+            bytes.clone()
+        };
+        match self.l1.write(key, refill, ttl, &entry.meta.tags).await {
             Ok(()) => TierCounters::bump(&self.l1.counters.refills),
             Err(error) => {
                 tracing::debug!(tier = self.l1.label(), key = %key.log_id(), %error, "refill failed")
