@@ -63,15 +63,22 @@ const SETTLE: Duration = Duration::from_secs(15);
 /// Three masters on free loopback ports with their data in a directory of
 /// their own; killed, and the directory removed, when dropped (a failing
 /// assertion included).
-struct OwnCluster {
+pub(crate) struct OwnCluster {
     dir: PathBuf,
-    servers: Vec<Child>,
-    ports: Vec<u16>,
+    pub(crate) servers: Vec<Child>,
+    pub(crate) ports: Vec<u16>,
     cli: PathBuf,
 }
 
 impl OwnCluster {
     async fn start() -> OwnCluster {
+        OwnCluster::start_with(0, 5_000).await
+    }
+
+    /// Three masters with `replicas` replicas each, and a node timeout of
+    /// `node_timeout_ms` (how long a master may be silent before its
+    /// replica takes over).
+    pub(crate) async fn start_with(replicas: usize, node_timeout_ms: u32) -> OwnCluster {
         let server = PathBuf::from(env(SERVER_BIN));
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -85,9 +92,9 @@ impl OwnCluster {
             ports: Vec::new(),
             cli: redis_cli_beside(&server),
         };
-        // Six ports (three clients', three buses') held at once, so that
+        // Two ports a node (its clients', its bus') held at once, so that
         // none is handed out twice.
-        let listeners: Vec<TcpListener> = (0..6)
+        let listeners: Vec<TcpListener> = (0..6 * (1 + replicas))
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
             .collect();
         let ports: Vec<u16> = listeners
@@ -102,7 +109,16 @@ impl OwnCluster {
             let child = Command::new(&server)
                 .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    &node_timeout_ms.to_string(),
+                ])
+                // A replica takes over however long its master was quiet
+                // (with the default factor, one whose idle master had sent
+                // nothing lately refuses, as "disconnected for too long").
+                .args(["--cluster-replica-validity-factor", "0"])
                 .arg("--cluster-config-file")
                 .arg(data.join("nodes.conf"))
                 .arg("--dir")
@@ -129,14 +145,18 @@ impl OwnCluster {
         }
         let mut create = vec!["--cluster".to_string(), "create".to_string()];
         create.extend(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")));
-        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        create.extend([
+            "--cluster-replicas".to_string(),
+            replicas.to_string(),
+            "--cluster-yes".to_string(),
+        ]);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         expect_success("redis-cli --cluster create", &cluster.cli(&create).await);
         cluster
     }
 
     /// The URL a clustered backend is built from.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let [first, rest @ ..] = self.ports.as_slice() else {
             unreachable!("three ports")
         };
@@ -145,7 +165,7 @@ impl OwnCluster {
     }
 
     /// Runs redis-cli with `args`, for at most 20 s.
-    async fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) async fn cli(&self, args: &[&str]) -> Output {
         let run = tokio::process::Command::new(&self.cli)
             .args(args)
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 //! other users of the same servers.
 
 mod cluster;
+mod cluster_failover;
 mod cluster_reshard;
 mod common;
 mod distributed;
