@@ -140,6 +140,7 @@ pub use codec::encryption;
 pub use codec::envelope;
 pub use tiers::breaker;
 pub use tiers::composition;
+pub use tiers::pending;
 
 pub use codec::format::{CacheableValue, Format, MAX_DECODED_BYTES};
 pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Stages};
@@ -156,5 +157,6 @@ pub use tiers::composition::{
     Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
 };
 pub use tiers::memory::MemoryBackend;
+pub use tiers::pending::PendingInvalidations;
 pub use tiers::staged::Staged;
 pub use tiers::typed::BackendExt;

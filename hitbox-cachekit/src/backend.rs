@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hitbox_backend::envelope::RawEntry;
-use hitbox_backend::{Backend, BackendFuture, BreakerState, CircuitBreaker, TierStats};
+use hitbox_backend::{
+    Backend, BackendError, BackendFuture, BreakerState, CircuitBreaker, PendingInvalidations, TierStats,
+};
 use hitbox_core::{CacheKey, Tag};
 use rand::Rng;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -348,6 +350,9 @@ struct Inner {
     auth: HeaderValue,
     config: CachekitConfig,
     breaker: Arc<CircuitBreaker>,
+    /// Deletions the service did not get during an outage (and keys whose
+    /// write timed out), replayed before the next call; shared by views.
+    pending: Arc<PendingInvalidations>,
     permits: Arc<Semaphore>,
     stats: Stats,
     l1: Option<Arc<L1Counters>>,
@@ -478,6 +483,7 @@ impl CachekitBackend {
                 origin,
                 auth,
                 breaker,
+                pending: Arc::new(PendingInvalidations::new()),
                 permits: Arc::new(Semaphore::new(config.max_concurrency)),
                 stats: Stats::default(),
                 l1: None,
@@ -504,6 +510,7 @@ impl CachekitBackend {
                 auth: inner.auth.clone(),
                 config: inner.config.clone(),
                 breaker: Arc::clone(&inner.breaker),
+                pending: Arc::clone(&inner.pending),
                 permits: Arc::clone(&inner.permits),
                 stats: Stats::default(),
                 l1: Some(counters),
@@ -602,6 +609,9 @@ impl CachekitBackend {
                 .map_err(|_| CachekitError::Config {
                     reason: "the concurrency limiter is closed".to_owned(),
                 })?;
+            if !self.inner.pending.is_empty() {
+                self.replay_pending(budget, l1).await?;
+            }
             self.attempts(budget, l1, &make).await
         };
         let result = match tokio::time::timeout(budget, attempts).await {
@@ -619,6 +629,32 @@ impl CachekitBackend {
             self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Deletes the keys an outage kept from the service, before anything
+    /// else is asked of it; see [`PendingInvalidations`].
+    async fn replay_pending(&self, budget: Duration, l1: L1Status) -> Result<(), CachekitError> {
+        let replay = self.inner.pending.snapshot();
+        for key in &replay.keys {
+            let url = self.url(&key_path_segment(key)?, "");
+            let reply = self
+                .attempts(budget, l1, &|c: &reqwest::Client| c.delete(&url))
+                .await?;
+            if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
+                return Err(self.fail(&reply));
+            }
+        }
+        self.inner.pending.replayed(&replay);
+        tracing::info!(tier = %self.inner.label, keys = replay.keys.len(), "replayed the deletions an outage kept from cachekit.io");
+        Ok(())
+    }
+
+    /// How many deletions an outage kept from the service and wait to be
+    /// replayed (removals, and keys whose write timed out): the first call
+    /// the breaker lets through once the service answers again deletes
+    /// them before anything else.
+    pub fn pending_invalidations(&self) -> usize {
+        self.inner.pending.len()
     }
 
     async fn attempts(
@@ -1054,17 +1090,26 @@ impl Backend for CachekitBackend {
             let Some(options) = self.write_options(key, &value, ttl) else {
                 return Ok(());
             };
-            self.set(key.as_str(), value, options)
-                .await
-                .map_err(|e| e.into_backend_error(&self.inner.label))
+            let result = self.set(key.as_str(), value, options).await;
+            // A write that timed out may still be carried out by the
+            // service: its key is deleted before the tier is used again.
+            if matches!(result, Err(CachekitError::Timeout { .. })) {
+                self.inner.pending.remember_key(key.as_str());
+            }
+            result.map_err(|e| e.into_backend_error(&self.inner.label))
         })
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
-            self.delete(key.as_str())
+            let result = self
+                .delete(key.as_str())
                 .await
-                .map_err(|e| e.into_backend_error(&self.inner.label))?;
+                .map_err(|e| e.into_backend_error(&self.inner.label));
+            if result.as_ref().is_err_and(BackendError::is_tier_failure) {
+                self.inner.pending.remember_key(key.as_str());
+            }
+            result?;
             Ok(true)
         })
     }

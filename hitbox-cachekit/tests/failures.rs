@@ -515,3 +515,44 @@ async fn the_api_key_never_shows_in_errors_or_logs() {
     );
     assert!(!logs.contains(API_KEY), "leaked in the logs");
 }
+
+#[tokio::test]
+async fn a_delete_the_service_missed_during_an_outage_is_replayed_first() {
+    let server = LoopbackServer::start().await;
+    let backend = support::backend(&server)
+        .max_attempts(1)
+        .failure_threshold(1)
+        .cool_down(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let key = CacheKey::from_encoded("profile-1");
+    backend
+        .write(&key, Bytes::from_static(b"v1"), Duration::from_secs(600), &[])
+        .await
+        .unwrap();
+    assert!(server.stored("profile-1").is_some());
+
+    // The service fails: the delete fails, then the breaker refuses the
+    // next calls without asking it. Both leave the entry in place.
+    server.always(Some(Fault::Status(503)));
+    let removed = backend.remove(&key).await;
+    assert!(
+        removed.as_ref().is_err_and(BackendError::is_tier_failure),
+        "{removed:?}"
+    );
+    assert_eq!(backend.pending_invalidations(), 1);
+    assert!(backend.read(&key).await.is_err());
+    assert!(
+        server.stored("profile-1").is_some(),
+        "the service never got the delete"
+    );
+
+    // Back, after the cool-down: the first call (a read of that very key)
+    // replays the delete before anything else, so it cannot serve v1.
+    server.always(None);
+    server.clock.advance(Duration::from_secs(31));
+    assert_eq!(backend.read(&key).await.unwrap(), None);
+    assert_eq!(backend.pending_invalidations(), 0);
+    assert!(server.stored("profile-1").is_none());
+    assert_eq!(backend.breaker_state(), BreakerState::Closed);
+}

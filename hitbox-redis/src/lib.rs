@@ -255,9 +255,8 @@ mod error;
 pub mod invalidation;
 pub mod lock;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -267,7 +266,8 @@ use fred::prelude::{
 };
 use fred::types::scripts::Script;
 use futures::future::try_join_all;
-use hitbox_backend::{Backend, BackendError, BackendFuture, CircuitBreaker, TierStats};
+use hitbox_backend::pending::{DEFAULT_MAX_PENDING_KEYS, DEFAULT_MAX_PENDING_TAGS};
+use hitbox_backend::{Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TierStats};
 use hitbox_core::{CacheKey, Tag};
 
 pub use breaker::{BreakerConfig, BreakerState};
@@ -290,10 +290,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 /// The most key deletions an outage may leave for replay (see
 /// [`RedisBackend::pending_invalidations`]); past it, further ones are
 /// counted as lost and logged.
-pub const MAX_PENDING_KEYS: usize = 100_000;
+pub const MAX_PENDING_KEYS: usize = DEFAULT_MAX_PENDING_KEYS;
 
 /// The most tag invalidations an outage may leave for replay.
-pub const MAX_PENDING_TAGS: usize = 10_000;
+pub const MAX_PENDING_TAGS: usize = DEFAULT_MAX_PENDING_TAGS;
 
 /// Keys deleted per command (standalone) or sent at once (cluster) by an
 /// invalidation.
@@ -366,25 +366,10 @@ struct Inner {
     timed_calls: AtomicU64,
     total_micros: AtomicU64,
     max_micros: AtomicU64,
-    /// Invalidations that did not reach Redis, replayed before the tier is
-    /// used again; `has_pending` lets every call check it without a lock.
-    pending: Mutex<Pending>,
-    has_pending: AtomicBool,
-    lost_invalidations: AtomicU64,
-}
-
-/// Deletions and tag invalidations an outage kept from Redis, and keys whose
-/// write may have reached it after its caller gave up.
-#[derive(Default)]
-struct Pending {
-    keys: HashSet<String>,
-    tags: HashSet<Tag>,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.tags.is_empty()
-    }
+    /// Invalidations that did not reach Redis (and keys whose write may
+    /// have reached it after its caller gave up), replayed before the tier
+    /// is used again.
+    pending: PendingInvalidations,
 }
 
 impl Inner {
@@ -458,9 +443,7 @@ impl RedisBackend {
                 timed_calls: AtomicU64::new(0),
                 total_micros: AtomicU64::new(0),
                 max_micros: AtomicU64::new(0),
-                pending: Mutex::new(Pending::default()),
-                has_pending: AtomicBool::new(false),
-                lost_invalidations: AtomicU64::new(0),
+                pending: PendingInvalidations::new(),
             }),
         }
     }
@@ -513,14 +496,13 @@ impl RedisBackend {
     /// no read or write goes to Redis; the first call that the breaker lets
     /// through after the outage replays them first.
     pub fn pending_invalidations(&self) -> usize {
-        let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.keys.len() + pending.tags.len()
+        self.inner.pending.len()
     }
 
     /// Invalidations that could not be remembered for replay because more
     /// than [`MAX_PENDING_KEYS`] or [`MAX_PENDING_TAGS`] were waiting.
     pub fn lost_invalidations(&self) -> u64 {
-        self.inner.lost_invalidations.load(Ordering::Relaxed)
+        self.inner.pending.lost()
     }
 
     /// Closes the connections. Later operations fail.
@@ -550,7 +532,7 @@ impl RedisBackend {
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(after, async {
-            if inner.has_pending.load(Ordering::Acquire) {
+            if !inner.pending.is_empty() {
                 self.replay_pending().await?;
             }
             op.await
@@ -601,55 +583,24 @@ impl RedisBackend {
         if !error.is_tier_failure() {
             return;
         }
-        let inner = &self.inner;
-        let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = match what {
-            Forget::Key(key) => {
-                pending.keys.len() < MAX_PENDING_KEYS && {
-                    pending.keys.insert(key.to_owned());
-                    true
-                }
-            }
-            Forget::Tag(tag) => {
-                pending.tags.len() < MAX_PENDING_TAGS && {
-                    pending.tags.insert(tag.clone());
-                    true
-                }
-            }
+        match what {
+            Forget::Key(key) => self.inner.pending.remember_key(key),
+            Forget::Tag(tag) => self.inner.pending.remember_tag(tag),
         };
-        if kept {
-            inner.has_pending.store(true, Ordering::Release);
-        } else {
-            inner.lost_invalidations.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(tier = %inner.label, "too many invalidations wait for Redis to return; one is lost");
-        }
     }
 
     /// Replays what an outage kept from Redis: deletes the keys, invalidates
     /// the tags. What it replayed is forgotten only once it succeeded.
     async fn replay_pending(&self) -> Result<(), fred::error::Error> {
-        let (keys, tags) = {
-            let pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<Bytes> = pending.keys.iter().map(|key| Bytes::from(key.clone())).collect();
-            let tags: Vec<Tag> = pending.tags.iter().cloned().collect();
-            (keys, tags)
-        };
+        let replay = self.inner.pending.snapshot();
+        let keys: Vec<Bytes> = replay.keys.iter().map(|key| Bytes::from(key.clone())).collect();
         let client = self.fail_fast();
         self.delete_keys(&client, &keys).await?;
-        for tag in &tags {
+        for tag in &replay.tags {
             self.invalidate_tag_now(&client, tag).await?;
         }
-        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for key in &keys {
-            pending.keys.remove(std::str::from_utf8(key).unwrap_or_default());
-        }
-        for tag in &tags {
-            pending.tags.remove(tag);
-        }
-        if pending.is_empty() {
-            self.inner.has_pending.store(false, Ordering::Release);
-        }
-        tracing::info!(tier = %self.inner.label, keys = keys.len(), tags = tags.len(), "replayed the invalidations an outage kept from redis");
+        self.inner.pending.replayed(&replay);
+        tracing::info!(tier = %self.inner.label, keys = replay.keys.len(), tags = replay.tags.len(), "replayed the invalidations an outage kept from redis");
         Ok(())
     }
 

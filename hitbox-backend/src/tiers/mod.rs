@@ -12,6 +12,8 @@
 //!   for more; it skips a failing tier with a [`breaker`].
 //! - [`breaker`]: the circuit breaker every tier that can go down uses
 //!   (composition, Redis, cachekit.io), on the injected clock.
+//! - [`pending`]: the invalidations an outage kept from a tier, replayed
+//!   when it returns.
 //! - [`typed`]: typed `get`/`set` on one tier, without the engine.
 //!
 //! Because a composition is itself a `Backend`, the engine does not know
@@ -22,5 +24,6 @@ pub(crate) mod backend;
 pub mod breaker;
 pub mod composition;
 pub(crate) mod memory;
+pub mod pending;
 pub(crate) mod staged;
 pub(crate) mod typed;
