@@ -3,7 +3,8 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::{Builder, ClientLike, Config};
@@ -92,6 +93,19 @@ pub fn cache(backend: RedisBackend) -> Cache {
     Cache::builder(backend)
         .policy(CachePolicy::new(Duration::from_secs(60)))
         .build()
+}
+
+/// Reads `id` through `cache`, loading it (and counting the load in
+/// `loads`) on a miss; the call itself must never fail.
+pub async fn load(cache: &Cache, id: u64, loads: &Arc<AtomicU32>) -> Profile {
+    let loads = Arc::clone(loads);
+    cache
+        .try_get_or_insert_with(&key(id), move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(profile(id))
+        })
+        .await
+        .expect("a call never fails because of Redis or of what it holds")
 }
 
 pub fn key(id: u64) -> CacheKey {

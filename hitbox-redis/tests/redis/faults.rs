@@ -15,7 +15,8 @@ use hitbox_redis::fred::prelude::ReconnectPolicy;
 use hitbox_redis::{BreakerState, RedisBackend};
 
 use crate::common::{
-    OwnServer, Profile, STANDALONE, env, init_tracing, key, plain_client, poll_until, profile, unique_prefix,
+    OwnServer, Profile, STANDALONE, env, init_tracing, key, load, plain_client, poll_until, profile,
+    unique_prefix,
 };
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -201,17 +202,6 @@ async fn the_tier_is_used_again_within_one_and_a_half_seconds_of_redis_returning
         "the tier was used again {took:?} after Redis returned ({used:?} of polling)"
     );
     assert_eq!(cache.get::<Profile>(&key(1)).await, Some(profile(1)));
-}
-
-async fn load(cache: &Cache, id: u64, loads: &Arc<AtomicU32>) -> Profile {
-    let loads = Arc::clone(loads);
-    cache
-        .try_get_or_insert_with(&key(id), move || async move {
-            loads.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::io::Error>(profile(id))
-        })
-        .await
-        .expect("a call never fails because of what is stored")
 }
 
 /// Plain and staged (compressed) tiers over the shared server: garbage of

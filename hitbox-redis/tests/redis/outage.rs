@@ -11,21 +11,10 @@ use hitbox_core::CachePolicy;
 use hitbox_redis::fred::prelude::ReconnectPolicy;
 use hitbox_redis::{BreakerState, RedisBackend};
 
-use crate::common::{OwnServer, Profile, init_tracing, key, poll_until, profile, unique_prefix};
+use crate::common::{OwnServer, init_tracing, key, load, poll_until, profile, unique_prefix};
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 const WRITE_TIMEOUT: Duration = Duration::from_millis(150);
-
-async fn load(cache: &Cache, id: u64, loads: &Arc<AtomicU32>) -> Profile {
-    let loads = Arc::clone(loads);
-    cache
-        .try_get_or_insert_with(&key(id), move || async move {
-            loads.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::io::Error>(profile(id))
-        })
-        .await
-        .expect("a call never fails because Redis does")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_dies_mid_traffic_never_fails_a_call() {
