@@ -43,7 +43,7 @@ use crate::layer::LayerState;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::response::{CachedResponse, HitResponse};
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::{validation, vary};
 use crate::store::{self, Store, Uncacheable, variant_key};
 
@@ -74,6 +74,8 @@ struct Pending {
     validate: bool,
     /// How long it has been stale, when it may stand in for an origin error.
     stale_if_error: Option<u64>,
+    /// What it does when the origin cannot be reached.
+    if_disconnected: Disconnected,
 }
 
 /// The age a stored response is served with: by the RFC's calculation
@@ -351,8 +353,10 @@ where
                 fwd,
                 validate,
                 stale_if_error,
+                if_disconnected,
             }) => {
                 pending = Some(Pending {
+                    if_disconnected,
                     stored: stored.to_stored(),
                     meta: meta.clone(),
                     fwd,
@@ -453,7 +457,16 @@ where
                 Some(pending) if pending.stale_if_error.is_some() => {
                     Ok(serve_stale(&shared, pending, None, &client, head))
                 }
-                _ => Err(error),
+                Some(pending) => match pending.if_disconnected {
+                    Disconnected::Serve => Ok(serve_disconnected(&shared, pending, &client, head)),
+                    Disconnected::Forbidden => Ok(shared.answer(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the origin cannot be reached, and the stored response may not be served stale\n",
+                        CacheOutcome::StaleForbidden,
+                    )),
+                    Disconnected::Error => Err(error),
+                },
+                None => Err(error),
             };
         }
     };
@@ -634,6 +647,21 @@ fn serve_stale<P: HttpPolicy, B: Body>(
     let age = age_of(&pending.stored, &pending.meta, now);
     let stale_for = pending.stale_if_error.unwrap_or(0);
     let outcome = CacheOutcome::StaleIfError { stale_for, status };
+    serve(shared, &pending.stored, age, client, head, outcome)
+}
+
+/// The stale response, standing in for an origin that cannot be reached
+/// (RFC 9111 section 4.2.4), within the grace window.
+fn serve_disconnected<P: HttpPolicy, B: Body>(
+    shared: &LayerState<P>,
+    pending: Pending,
+    client: &HeaderMap,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    let now = shared.cache.clock().now();
+    let age = age_of(&pending.stored, &pending.meta, now);
+    let stale_for = now.since(pending.meta.fresh_until).as_secs();
+    let outcome = CacheOutcome::StaleIfDisconnected { stale_for };
     serve(shared, &pending.stored, age, client, head, outcome)
 }
 

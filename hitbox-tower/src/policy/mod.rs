@@ -19,7 +19,7 @@ use http::{HeaderMap, request, response};
 
 use crate::headers::{BypassReason, Fwd};
 use crate::response::{CachedResponse, HitResponse};
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::host::HostError;
 
 mod rules;
@@ -58,11 +58,13 @@ pub(crate) enum Worth {
     StaleWhileRevalidate { stale_for: u64, age: u64 },
     /// Not served before the origin is asked (`fwd`); with the stored
     /// validators when `validate`; and it may stand in for an origin error
-    /// when `stale_if_error` holds how long it has been stale.
+    /// when `stale_if_error` holds how long it has been stale. When the
+    /// origin cannot be reached at all, `if_disconnected` says what to do.
     Revalidate {
         fwd: Fwd,
         validate: bool,
         stale_if_error: Option<u64>,
+        if_disconnected: Disconnected,
     },
 }
 

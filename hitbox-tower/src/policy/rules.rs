@@ -9,7 +9,7 @@ use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::vary;
 use crate::rule::Rule;
 
@@ -126,6 +126,7 @@ impl HttpPolicy for RulePolicy {
                 fwd: Fwd::Miss,
                 validate: false,
                 stale_if_error: Some(stale_for),
+                if_disconnected: Disconnected::Error,
             }),
             Freshness::Expired => None,
         }
@@ -285,7 +286,8 @@ mod tests {
             Some(Worth::Revalidate {
                 fwd: Fwd::Miss,
                 validate: false,
-                stale_if_error: Some(5)
+                stale_if_error: Some(5),
+                if_disconnected: Disconnected::Error,
             })
         );
         assert_eq!(worth(Freshness::Expired), None);

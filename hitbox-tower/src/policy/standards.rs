@@ -140,6 +140,12 @@ impl StandardsPolicy {
         if validation::has_validator(headers) {
             keep = keep.max(config.keep_stale.as_secs());
         }
+        // Kept through the grace window of an unreachable origin (even
+        // when it forbids serving stale: then the answer is a `504`), if it
+        // was ever fresh: one stale on arrival is not stored for it.
+        if left > 0 {
+            keep = keep.max(config.stale_if_disconnected.as_secs());
+        }
         // A request may accept any staleness (`max-stale`): keep stale
         // entries a little while even without validators, within the same
         // bound.
@@ -243,6 +249,11 @@ impl HttpPolicy for StandardsPolicy {
                     stale_if_error,
                     stale_for,
                 } => Worth::Revalidate {
+                    if_disconnected: freshness::if_disconnected(
+                        &cc,
+                        stale_for,
+                        self.config.stale_if_disconnected.as_secs(),
+                    ),
                     fwd: if url.request_cc.no_cache.is_some() || url.request_cc.max_age.is_some() {
                         Fwd::Request
                     } else {

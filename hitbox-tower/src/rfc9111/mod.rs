@@ -106,7 +106,12 @@ pub struct Rfc9111 {
     pub(crate) max_body_size: usize,
     pub(crate) key_fields: Vec<HeaderName>,
     pub(crate) refuse_set_cookie: bool,
+    pub(crate) stale_if_disconnected: Duration,
 }
+
+/// How long a stale response may stand in for an origin that cannot be
+/// reached, by default: short, as Varnish's default grace is.
+pub const DEFAULT_STALE_IF_DISCONNECTED: Duration = Duration::from_secs(10);
 
 impl Default for Rfc9111 {
     fn default() -> Self {
@@ -127,7 +132,24 @@ impl Rfc9111 {
             max_body_size: crate::DEFAULT_MAX_BODY_SIZE,
             key_fields: Vec::new(),
             refuse_set_cookie: false,
+            stale_if_disconnected: DEFAULT_STALE_IF_DISCONNECTED,
         }
+    }
+
+    /// Serve stale when disconnected (RFC 9111 section 4.2.4): when the
+    /// origin cannot be reached (the service the layer wraps returns an
+    /// error: connection refused, closed or reset, a timeout layered
+    /// inside), a stored response stale for at most `grace` is served in
+    /// place of the error, with `Cache-Status: …; fwd=stale; ttl=-N;
+    /// detail=stale-if-disconnected`. A response that forbids serving it
+    /// stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`, an
+    /// unqualified `no-cache`) gets `504 Gateway Timeout` instead. Stale
+    /// responses are kept at least this long. A `5xx` answer is not a
+    /// disconnection: only `stale-if-error` (RFC 5861) covers it. Default
+    /// [`DEFAULT_STALE_IF_DISCONNECTED`]; zero turns it off.
+    pub fn stale_if_disconnected(mut self, grace: Duration) -> Self {
+        self.stale_if_disconnected = grace;
+        self
     }
 
     /// The fraction of the time since `Last-Modified` a response without
