@@ -289,3 +289,89 @@ pub async fn until(mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+#[cfg(feature = "reqwest")]
+pub use gateway::{Gateway, gateway};
+
+#[cfg(feature = "reqwest")]
+mod gateway {
+use super::*;
+
+/// The layer on the client side: in front of a reqwest client that talks
+/// to the scripted origin over TCP, so that the origin can go away.
+pub struct Gateway {
+    pub origin: Origin,
+    pub cache: Cache,
+    pub clock: ManualClock,
+    pub service: hitbox_tower::CacheService<hitbox_tower::client::ReqwestService>,
+    pub base: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub async fn gateway(config: Rfc9111) -> Gateway {
+    let clock = ManualClock::new();
+    let cache = Cache::builder(MokaBackend::default())
+        .clock(clock.clone())
+        .build();
+    let origin = Origin::default();
+    let app = Router::new().fallback(scripted).with_state(origin.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // No pooled connections: once the origin is gone, every request finds
+    // the port closed.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let layer = CacheLayer::builder(cache.clone()).rfc9111(config).build();
+    let service =
+        tower::Layer::layer(&layer, hitbox_tower::client::ReqwestService::new(client));
+    Gateway {
+        origin,
+        cache,
+        clock,
+        service,
+        base: format!("http://{addr}"),
+        server,
+    }
+}
+
+impl Gateway {
+    /// A `GET` through the layer: the status, headers and body, or the
+    /// client's error when the origin could not be reached.
+    pub async fn get(&self, path: &str) -> Result<Got, reqwest::Error> {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request = http::Request::get(format!("{}{}", self.base, path))
+            .body(reqwest::Body::from(""))
+            .unwrap();
+        let response = self.service.clone().oneshot(request).await?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("a body").to_bytes();
+        Ok(Got {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    /// Takes the origin away: its port is closed, so connections are
+    /// refused.
+    pub async fn stop_origin(&self) {
+        self.server.abort();
+        while !self.server.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    pub async fn stores(&self, n: u64) {
+        until(|| self.cache.stats().stores >= n).await;
+    }
+}
+}
