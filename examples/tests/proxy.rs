@@ -724,7 +724,10 @@ async fn a_timeout_serves_the_stale_response_where_stale_if_error_allows() {
 async fn by_default_a_failing_upstream_is_answered_with_a_briefly_stale_response() {
     for (args, served) in [
         (&["--response-timeout", "0.3"][..], true),
-        (&["--response-timeout", "0.3", "--stale-if-disconnected", "0"][..], false),
+        (
+            &["--response-timeout", "0.3", "--stale-if-disconnected", "0"][..],
+            false,
+        ),
     ] {
         let h = start_with(args, |_| {}).await;
         // No stale-if-error: only serving stale when disconnected applies.
@@ -813,7 +816,12 @@ fn a_bad_command_line_prints_the_usage_to_stderr_and_exits_2() {
         &["--upstream", "http://127.0.0.1:1", "--drop-header", "bad name"],
         &["--upstream", "http://127.0.0.1:1", "--drop-header", "Host"],
         &["--upstream", "http://127.0.0.1:1", "--trust-forwarded=yes"],
-        &["--upstream", "http://127.0.0.1:1", "--stale-if-disconnected", "-1"],
+        &[
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--stale-if-disconnected",
+            "-1",
+        ],
     ] {
         let (result, out, err) = run(args);
         assert_eq!(result.err(), Some(2), "{args:?}");

@@ -19,6 +19,9 @@ pub enum Fwd {
     Stale,
     /// The request's own directives (`no-cache`, `max-age`) asked for it.
     Request,
+    /// A stored part lacked what the request needs: the rest was asked
+    /// for.
+    Partial,
 }
 
 impl Fwd {
@@ -28,6 +31,7 @@ impl Fwd {
             Fwd::Miss => "miss",
             Fwd::Stale => "stale",
             Fwd::Request => "request",
+            Fwd::Partial => "partial",
         }
     }
 }

@@ -49,8 +49,12 @@ async fn the_grace_window_is_configured() {
     let off = gateway(Rfc9111::new().stale_if_disconnected(Duration::ZERO)).await;
     off.origin
         .reply("/r", 200, &[("cache-control", "max-age=10")], "kept");
-    off.origin
-        .reply("/e", 200, &[("cache-control", "max-age=10"), ("etag", "\"v1\"")], "kept");
+    off.origin.reply(
+        "/e",
+        200,
+        &[("cache-control", "max-age=10"), ("etag", "\"v1\"")],
+        "kept",
+    );
     off.get("/r").await.unwrap();
     off.get("/e").await.unwrap();
     off.stores(2).await;

@@ -33,7 +33,11 @@ async fn expires_in_one_of_the_three_forms_is_fresh_and_anything_else_is_stale()
         p.get(&path, &[]).await;
         p.stores(i as u64 + 1).await;
         let hit = p.get(&path, &[]).await;
-        assert!(hit.cache_status().contains("; hit"), "{expires}: {}", hit.cache_status());
+        assert!(
+            hit.cache_status().contains("; hit"),
+            "{expires}: {}",
+            hit.cache_status()
+        );
     }
     let calls = p.origin.calls();
     for (i, expires) in INVALID.iter().enumerate() {
@@ -94,10 +98,17 @@ async fn must_understand_overrides_no_store_only_for_a_status_the_cache_understa
         &[("cache-control", "must-understand, max-age=60")],
         "unknown",
     );
-    p.origin
-        .reply("/plain-unknown", 299, &[("cache-control", "max-age=60")], "unknown");
+    p.origin.reply(
+        "/plain-unknown",
+        299,
+        &[("cache-control", "max-age=60")],
+        "unknown",
+    );
 
-    assert_eq!(p.get("/known", &[]).await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        p.get("/known", &[]).await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
     p.stores(1).await;
     assert!(p.get("/known", &[]).await.cache_status().contains("; hit"));
 
@@ -105,11 +116,20 @@ async fn must_understand_overrides_no_store_only_for_a_status_the_cache_understa
         let got = p.get(path, &[]).await;
         assert_eq!(got.status, StatusCode::from_u16(299).unwrap());
         assert_eq!(got.cache_status(), "hitbox; fwd=miss", "{path}");
-        assert_eq!(p.get(path, &[]).await.cache_status(), "hitbox; fwd=miss", "{path}");
+        assert_eq!(
+            p.get(path, &[]).await.cache_status(),
+            "hitbox; fwd=miss",
+            "{path}"
+        );
     }
     // Without must-understand, a status with explicit freshness is stored.
     p.get("/plain-unknown", &[]).await;
     p.stores(2).await;
-    assert!(p.get("/plain-unknown", &[]).await.cache_status().contains("; hit"));
+    assert!(
+        p.get("/plain-unknown", &[])
+            .await
+            .cache_status()
+            .contains("; hit")
+    );
     assert_eq!(p.origin.calls(), 6);
 }

@@ -135,6 +135,10 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// otherwise).
     fn only_if_cached(&self, context: &Self::Context) -> bool;
 
+    /// Whether stored responses answer range requests (`206`, `416`), and
+    /// stored parts are completed (standards mode).
+    fn serves_ranges(&self) -> bool;
+
     /// Whether the policy works with validators: a stored response answers
     /// a client's own conditional request with `304`, and a refresh sends
     /// the stored `ETag` and `Last-Modified` to the origin.

@@ -140,6 +140,10 @@ impl HttpPolicy for RulePolicy {
         false
     }
 
+    fn serves_ranges(&self) -> bool {
+        false
+    }
+
     fn uses_validators(&self) -> bool {
         false
     }

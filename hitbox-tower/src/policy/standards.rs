@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, request, response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request, response};
 
 use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
@@ -27,7 +27,7 @@ use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
 use crate::rfc9111::storage::{self, NotStorable};
-use crate::rfc9111::{Rfc9111, host, invalidation, validation};
+use crate::rfc9111::{Rfc9111, host, invalidation, range, validation};
 
 /// The version of standards mode's keys. Version 3 began when a URL's
 /// variants moved under its primary entry and stored responses stopped
@@ -266,8 +266,14 @@ impl HttpPolicy for StandardsPolicy {
         )
     }
 
+    /// A range request neither waits for another's load nor leads one: its
+    /// answer may be a part, which must never be handed to a request for
+    /// the whole response.
     fn joins_loads(&self, url: &Url, request: &HeaderMap) -> bool {
-        !validation::is_conditional(request) && url.request_cc.no_cache.is_none() && !url.request_cc.no_store
+        !validation::is_conditional(request)
+            && !request.contains_key(header::RANGE)
+            && url.request_cc.no_cache.is_none()
+            && !url.request_cc.no_store
     }
 
     fn only_if_cached(&self, url: &Url) -> bool {
@@ -275,6 +281,10 @@ impl HttpPolicy for StandardsPolicy {
     }
 
     fn uses_validators(&self) -> bool {
+        true
+    }
+
+    fn serves_ranges(&self) -> bool {
         true
     }
 
@@ -298,8 +308,18 @@ impl HttpPolicy for StandardsPolicy {
         now: Timestamp,
     ) -> Result<Storing, Skip> {
         let cc = self.config.response_cache_control(&response.headers);
-        if let Err(reason) = self.storable(request, &url.request_cc, response.status, &response.headers, &cc)
-        {
+        // A part is judged as the whole response would be, once its
+        // `Content-Range` is one span of a known length and its declared
+        // length is that span's.
+        let status = if response.status == StatusCode::PARTIAL_CONTENT {
+            match range::content_range(&response.headers) {
+                Some((span, _)) if declared == Some(span.len()) => StatusCode::OK,
+                _ => return Err(Skip::NotStorable),
+            }
+        } else {
+            response.status
+        };
+        if let Err(reason) = self.storable(request, &url.request_cc, status, &response.headers, &cc) {
             tracing::debug!(reason = reason.as_str(), "response not storable");
             return Err(Skip::NotStorable);
         }
@@ -307,7 +327,7 @@ impl HttpPolicy for StandardsPolicy {
             return Err(Skip::TooLarge);
         }
         let tag = url_tag(url.host(), url.path());
-        let meta = self.entry_meta(response.status, &response.headers, &cc, &exchange, now, tag);
+        let meta = self.entry_meta(status, &response.headers, &cc, &exchange, now, tag);
         if meta.expires_at() <= meta.stored_at {
             return Err(Skip::Stale);
         }

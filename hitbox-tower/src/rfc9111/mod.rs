@@ -78,6 +78,7 @@ pub mod directives;
 pub mod freshness;
 pub mod host;
 pub mod invalidation;
+pub mod range;
 pub mod storage;
 pub mod validation;
 pub mod vary;

@@ -10,7 +10,7 @@ use super::directives::CacheControl;
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
 
@@ -310,8 +310,14 @@ mod tests {
         );
         // A status this cache does not understand: not stored, with or
         // without `no-store`; without `must-understand` it is stored.
-        for cc in ["no-store, must-understand, max-age=5", "must-understand, max-age=5"] {
-            assert_eq!(check(299, &[], &[("cache-control", cc)]), Err(NotStorable::Status));
+        for cc in [
+            "no-store, must-understand, max-age=5",
+            "must-understand, max-age=5",
+        ] {
+            assert_eq!(
+                check(299, &[], &[("cache-control", cc)]),
+                Err(NotStorable::Status)
+            );
         }
         assert_eq!(check(299, &[], &[("cache-control", "max-age=5")]), Ok(()));
     }

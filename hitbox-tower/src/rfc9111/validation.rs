@@ -182,7 +182,10 @@ mod tests {
         let since = |d: &str| map(&[("if-modified-since", d)]);
         assert!(not_modified(&since("Sun, 06 Nov 1994 08:49:37 GMT"), &dated));
         assert!(!not_modified(&since("Sat, 05 Nov 1994 08:49:37 GMT"), &dated));
-        assert!(!not_modified(&since("Sun, 06 Nov 1994 08:49:37 GMT"), &HeaderMap::new()));
+        assert!(!not_modified(
+            &since("Sun, 06 Nov 1994 08:49:37 GMT"),
+            &HeaderMap::new()
+        ));
     }
 
     #[test]
