@@ -101,8 +101,9 @@
 //! # What is cached
 //!
 //! What the upstream's headers say: `Cache-Control` (or
-//! `CDN-Cache-Control` and `Surrogate-Control`, which take precedence and
-//! are not passed on), `Expires`, validators, `Vary`; responses without
+//! `CDN-Cache-Control` and `Surrogate-Control`, which take precedence;
+//! `CDN-Cache-Control` is passed on to the next CDN, `Surrogate-Control`
+//! is not), `Expires`, validators, `Vary`; responses without
 //! freshness information only with a `Last-Modified` (heuristic freshness).
 //! Entries live in moka (256 MiB), with Redis behind it with `--redis`.
 //! Every response carries `Cache-Status`.

@@ -54,8 +54,11 @@
 //!   whose host is ambiguous is refused with `400`.
 //!
 //! `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control`, when listed with
-//! [`Rfc9111::targeted_field`], take precedence over `Cache-Control` and
-//! are removed before the response reaches the client. Every response
+//! [`Rfc9111::targeted_field`], take precedence over `Cache-Control`.
+//! Targeted fields are RFC 8941 dictionaries, parsed with the `sfv` crate
+//! and ignored whole when invalid (`Surrogate-Control` keeps
+//! `Cache-Control`'s syntax). `CDN-Cache-Control` is passed on to the
+//! client (it is meant for every CDN in a chain); the others are removed. Every response
 //! carries `Cache-Status` (RFC 9211); hop-by-hop fields, and those
 //! `Connection` names, are never stored.
 //!
@@ -84,6 +87,9 @@ pub mod validation;
 pub mod vary;
 
 use directives::CacheControl;
+
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
 /// The configuration of standards mode.
 ///
@@ -169,8 +175,8 @@ impl Rfc9111 {
     /// Adds a targeted cache-control field (RFC 9213) this cache obeys,
     /// such as `cdn-cache-control` or `surrogate-control`. Fields are tried
     /// in the order added; the first present and valid one replaces
-    /// `Cache-Control` for this cache. All of them are removed from the
-    /// responses sent to clients.
+    /// `Cache-Control` for this cache. All but `CDN-Cache-Control` are
+    /// removed from the responses sent to clients.
     pub fn targeted_field(mut self, name: &str) -> Self {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             self.targeted.push(name);
@@ -216,24 +222,37 @@ impl Rfc9111 {
     }
 
     /// The cache control this cache obeys for a response: the first
-    /// targeted field that is present and holds a directive this cache
-    /// understands, else `Cache-Control`.
+    /// targeted field that is present, valid, and holds a directive this
+    /// cache understands, else `Cache-Control`. Targeted fields are RFC
+    /// 8941 dictionaries ([`CacheControl::from_structured`]), ignored whole
+    /// when invalid; `Surrogate-Control`, which predates RFC 9213, has
+    /// `Cache-Control`'s syntax.
     pub fn response_cache_control(&self, headers: &HeaderMap) -> CacheControl {
         for name in &self.targeted {
-            if headers.contains_key(name) {
-                let cc = CacheControl::from_headers(headers, name.as_str());
-                if !cc.is_empty() {
-                    return cc;
-                }
+            if !headers.contains_key(name) {
+                continue;
+            }
+            let cc = if name == SURROGATE_CONTROL {
+                Some(CacheControl::from_headers(headers, name.as_str()))
+            } else {
+                CacheControl::from_structured(headers, name.as_str())
+            };
+            if let Some(cc) = cc.filter(|cc| !cc.is_empty()) {
+                return cc;
             }
         }
         CacheControl::from_headers(headers, "cache-control")
     }
 
-    /// Removes the targeted fields, which are for this cache only.
+    /// Removes the targeted fields meant for this cache alone before a
+    /// response reaches a client. `CDN-Cache-Control` is passed on: it is
+    /// meant for every CDN in a chain (RFC 9213 section 2.3), so one behind
+    /// this cache obeys it too.
     pub fn strip_targeted(&self, headers: &mut HeaderMap) {
         for name in &self.targeted {
-            headers.remove(name);
+            if name != CDN_CACHE_CONTROL {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -261,13 +280,19 @@ mod tests {
             Some(directives::Delta::Secs(60))
         );
         // An invalid targeted field is ignored.
-        headers.insert("cdn-cache-control", HeaderValue::from_static("%%%"));
-        assert_eq!(
-            config.response_cache_control(&headers).max_age,
-            Some(directives::Delta::Secs(30))
-        );
+        for invalid in ["%%%", "max-age=\"60\"", "max-age=60, no-store=1"] {
+            headers.insert("cdn-cache-control", HeaderValue::from_str(invalid).unwrap());
+            assert_eq!(
+                config.response_cache_control(&headers).max_age,
+                Some(directives::Delta::Secs(30)),
+                "{invalid}"
+            );
+        }
+        // CDN-Cache-Control goes on to the client; Surrogate-Control does not.
         config.strip_targeted(&mut headers);
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.len(), 2);
+        assert!(headers.contains_key("cdn-cache-control"));
+        headers.remove("cdn-cache-control");
         assert!(!Rfc9111::new().response_cache_control(&headers).is_empty());
     }
 }
