@@ -38,3 +38,58 @@ async fn if_modified_since_is_answered_from_the_date_when_there_is_no_last_modif
     assert_eq!(bad.status, StatusCode::OK);
     assert_eq!(p.origin.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_language_variants_are_shared_by_equivalent_requests() {
+    let p = setup().await;
+    p.origin.reply(
+        "/l",
+        200,
+        &[
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Language"),
+            ("content-language", "en-US"),
+        ],
+        "for {accept-language}",
+    );
+    let first = p.get("/l", &[("accept-language", "en-US, fr;q=0.5")]).await;
+    assert_eq!(first.body, "for en-US, fr;q=0.5");
+    p.stores(1).await;
+    // Order by q-value, case and q-values themselves are normalised; a
+    // request whose first choice is the stored Content-Language is served
+    // it too.
+    for equivalent in [
+        "fr;q=0.1, EN-us",
+        "en-us;q=1.0, fr;q=0.9, de;q=0",
+        "en-US",
+        "en",
+        "en-GB;q=0.2, en-US;q=0.8",
+    ] {
+        let got = p.get("/l", &[("accept-language", equivalent)]).await;
+        assert!(
+            got.cache_status().contains("; hit"),
+            "{equivalent}: {}",
+            got.cache_status()
+        );
+        assert_eq!(got.body, "for en-US, fr;q=0.5");
+    }
+    assert_eq!(p.origin.calls(), 1);
+    // Another first choice is another variant, and never gets en-US.
+    p.origin.reply(
+        "/l",
+        200,
+        &[
+            ("cache-control", "max-age=60"),
+            ("vary", "Accept-Language"),
+            ("content-language", "fr"),
+        ],
+        "pour {accept-language}",
+    );
+    for other in ["fr, en-US;q=0.5", "de", "*"] {
+        let got = p.get("/l", &[("accept-language", other)]).await;
+        assert!(!got.body.starts_with("for "), "{other} got {}", got.body);
+    }
+    // Absent matches only absent.
+    assert!(p.get("/l", &[]).await.body.starts_with("pour"));
+    assert_eq!(p.origin.calls(), 5);
+}
