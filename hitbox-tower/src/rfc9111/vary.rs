@@ -110,7 +110,7 @@ pub fn language_preferences(headers: &HeaderMap) -> Option<Vec<Vec<u8>>> {
             }
         }
     }
-    ranges.sort_by(|a, b| b.0.cmp(&a.0));
+    ranges.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
     Some(ranges.into_iter().map(|(_, range)| range).collect())
 }
 
