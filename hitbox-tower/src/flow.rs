@@ -193,15 +193,58 @@ where
     ResB: ResponseBody,
 {
     let request_headers = request.headers().clone();
+    let method = request.method().clone();
+    let request_time = shared.cache.clock().now();
     let (mut head, body) = inner.call(request).await?.into_parts();
+    let response_time = shared.cache.clock().now();
     for (key, tag) in shared.policy.invalidations(&context, &request_headers, &head) {
         let _ = shared.cache.delete(&key).await;
         let _ = shared.cache.invalidate_tag(&tag).await;
     }
-    shared.policy.for_client(&mut head.headers, true);
     let outcome = CacheOutcome::Bypass {
         detail: Some(BypassReason::Method),
     };
+    // A response that is a representation of the target (a `POST` whose
+    // `Content-Location` names it) is stored for the `GET`s that follow,
+    // once what it replaced is gone.
+    let exchange = Exchange::new(
+        &head.headers,
+        request_time.as_millis() / 1000,
+        response_time.as_millis() / 1000,
+    );
+    let declared = content_length(&head.headers).or(body.size_hint().exact());
+    let storing = shared.policy.storing_unsafe(
+        &context,
+        &method,
+        &request_headers,
+        &head,
+        declared,
+        exchange,
+        response_time,
+    );
+    if let Some((key, storing)) = storing {
+        let names = vary::vary_names(&head.headers).unwrap_or_default();
+        let tee = Tee {
+            store: Store {
+                cache: shared.cache.clone(),
+                passes: Arc::clone(&shared.passes),
+                key,
+                lead: None,
+                meta: storing.meta.clone(),
+            },
+            status: head.status,
+            headers: storing.headers,
+            request_headers: vary::selecting_headers(&names, &request_headers),
+            exchange: storing.exchange,
+            chunks: Vec::new(),
+            size: 0,
+            limit: storing.limit,
+        };
+        shared.policy.for_client(&mut head.headers, true);
+        shared.decorate(&mut head.headers, outcome);
+        return Ok(Response::from_parts(head, tee.fill(body)));
+    }
+    shared.policy.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(head, CacheBody::origin(body)))
 }

@@ -93,3 +93,86 @@ async fn accept_language_variants_are_shared_by_equivalent_requests() {
     assert!(p.get("/l", &[]).await.body.starts_with("pour"));
     assert_eq!(p.origin.calls(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_response_naming_its_own_target_in_content_location_serves_later_gets() {
+    let p = setup().await;
+    p.origin
+        .reply("/p", 200, &[("cache-control", "max-age=60")], "old");
+    p.get("/p", &[]).await;
+    p.stores(1).await;
+    let target = format!("http://{}/p", p.addr);
+    p.origin.reply(
+        "/p",
+        200,
+        &[("cache-control", "max-age=60"), ("content-location", &target)],
+        "posted",
+    );
+    let posted = p.send(http::Method::POST, "/p", &[]).await;
+    assert_eq!(posted.body, "posted");
+    p.stores(2).await;
+    // The GET is answered with the POST's response, not the stale "old".
+    let got = p.get("/p", &[]).await;
+    assert_eq!(got.body, "posted");
+    assert!(got.cache_status().contains("; hit"));
+    assert_eq!(p.origin.calls(), 2);
+
+    // Relative form.
+    p.origin.reply(
+        "/q",
+        201,
+        &[("cache-control", "max-age=60"), ("content-location", "/q")],
+        "created",
+    );
+    p.send(http::Method::POST, "/q", &[]).await;
+    p.stores(3).await;
+    assert_eq!(p.get("/q", &[]).await.body, "created");
+    assert_eq!(p.origin.calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_response_is_not_stored_for_another_target_or_without_explicit_freshness() {
+    let p = setup().await;
+    for (path, headers) in [
+        (
+            "/a",
+            vec![
+                ("cache-control", "max-age=60"),
+                ("content-location", "/elsewhere"),
+            ],
+        ),
+        (
+            "/b",
+            vec![
+                ("cache-control", "max-age=60"),
+                ("content-location", "http://evil.example/b"),
+            ],
+        ),
+        (
+            "/c",
+            vec![
+                ("content-location", "/c"),
+                ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ],
+        ),
+        ("/d", vec![("cache-control", "max-age=60")]),
+        (
+            "/e",
+            vec![
+                ("cache-control", "max-age=60, no-store"),
+                ("content-location", "/e"),
+            ],
+        ),
+    ] {
+        p.origin.reply(path, 200, &headers, "posted");
+        p.send(http::Method::POST, path, &[]).await;
+        p.origin.reply(path, 200, &[], "from the origin");
+        let got = p.get(path, &[]).await;
+        assert_eq!(got.body, "from the origin", "{path}");
+    }
+    for path in ["/elsewhere"] {
+        p.origin.reply(path, 200, &[], "elsewhere");
+        assert_eq!(p.get(path, &[]).await.body, "elsewhere");
+    }
+    assert_eq!(p.cache.stats().stores, 0);
+}

@@ -15,7 +15,7 @@
 //! every branch is a unit test.
 
 use hitbox_core::{EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
-use http::{HeaderMap, request, response};
+use http::{HeaderMap, Method, request, response};
 
 use crate::headers::{BypassReason, Fwd};
 use crate::response::{CachedResponse, HitResponse};
@@ -159,6 +159,22 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
         exchange: Exchange,
         now: Timestamp,
     ) -> Result<Storing, Skip>;
+
+    /// Whether and how the response to an unsafe request is stored for
+    /// later `GET`s of its target, and under which key: a `POST` response
+    /// that names its own target in `Content-Location`, with explicit
+    /// freshness (standards mode only).
+    #[allow(clippy::too_many_arguments)]
+    fn storing_unsafe(
+        &self,
+        context: &Self::Context,
+        method: &Method,
+        request: &HeaderMap,
+        response: &response::Parts,
+        declared: Option<u64>,
+        exchange: Exchange,
+        now: Timestamp,
+    ) -> Option<(hitbox_core::CacheKey, Storing)>;
 
     /// Whether a response skipped for `skip` makes the next requests for
     /// its key go straight to the origin for a while (hit-for-pass).

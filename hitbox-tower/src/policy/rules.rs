@@ -186,6 +186,20 @@ impl HttpPolicy for RulePolicy {
         })
     }
 
+    /// Rules never store what an unsafe method answers.
+    fn storing_unsafe(
+        &self,
+        _rule: &Self::Context,
+        _method: &Method,
+        _request: &HeaderMap,
+        _response: &response::Parts,
+        _declared: Option<u64>,
+        _exchange: Exchange,
+        _now: Timestamp,
+    ) -> Option<(hitbox_core::CacheKey, Storing)> {
+        None
+    }
+
     fn remembers(&self, skip: Skip) -> bool {
         matches!(skip, Skip::NotStorable | Skip::TooLarge)
     }

@@ -343,6 +343,41 @@ impl HttpPolicy for StandardsPolicy {
         })
     }
 
+    /// A `POST` response whose `Content-Location` is the request's own
+    /// target (on the same host), with explicit freshness (`max-age`,
+    /// `s-maxage` or `Expires`), is a representation of that target (RFC
+    /// 9110 section 9.3.3): stored under the key a `GET` of it looks up,
+    /// by the rules a `GET`'s response is stored by.
+    fn storing_unsafe(
+        &self,
+        url: &Url,
+        method: &Method,
+        request: &HeaderMap,
+        response: &response::Parts,
+        declared: Option<u64>,
+        exchange: Exchange,
+        now: Timestamp,
+    ) -> Option<(CacheKey, Storing)> {
+        if *method != Method::POST {
+            return None;
+        }
+        let location = response.headers.get(header::CONTENT_LOCATION)?.to_str().ok()?;
+        let (host, path) = invalidation::resolve(url.host(), url.path(), location.trim())?;
+        if host != url.host() || path != url.path() {
+            return None;
+        }
+        let cc = self.config.response_cache_control(&response.headers);
+        let explicit =
+            cc.max_age.is_some() || cc.s_maxage.is_some() || response.headers.contains_key(header::EXPIRES);
+        if !explicit {
+            return None;
+        }
+        let storing = self
+            .storing(url, request, response, declared, exchange, now)
+            .ok()?;
+        Some((self.url_key(url.host(), url.path(), request).build(), storing))
+    }
+
     /// Only a body that outgrows the limit while it streams is remembered:
     /// whether a response is storable is the origin's word on each
     /// response, asked again every time.
