@@ -25,9 +25,12 @@
 //! - [`directives`]: `Cache-Control` parsing (RFC 9111 5.2): quoted
 //!   arguments accepted, unknown extensions ignored, invalid or conflicting
 //!   delta-seconds make the response stale, values capped at 2^31.
-//! - [`storage`]: what a shared cache may store (section 3): `GET` only;
-//!   final statuses but `206` and `304`; not `no-store` (request or
-//!   response, unless `must-understand`), not unqualified `private`, not a
+//! - [`storage`]: what a shared cache may store (section 3): `GET` (and a
+//!   `POST` response whose `Content-Location` is its own target, with
+//!   explicit freshness, for the `GET`s that follow); final statuses but
+//!   `304` (a `206` as a part, see [`range`]); not `no-store` (request or
+//!   response, unless `must-understand` with a status the cache
+//!   understands; with one it does not, never), not unqualified `private`, not a
 //!   request with `Authorization` unless `public`, `s-maxage` or
 //!   `must-revalidate`; not `Vary: *`; only with explicit freshness or a
 //!   heuristically cacheable status (200, 203, 204, 300, 301, 308, 404, 405,
@@ -40,12 +43,17 @@
 //!   response times), and the verdict for a request (`no-cache`,
 //!   `max-age`, `max-stale`, `min-fresh`; `must-revalidate`,
 //!   `proxy-revalidate`, `s-maxage`; RFC 5861 `stale-while-revalidate` and
-//!   `stale-if-error`).
+//!   `stale-if-error`); serving stale when the origin cannot be reached
+//!   (4.2.4, [`Rfc9111::stale_if_disconnected`]).
+//! - [`date`]: HTTP-dates in exactly the three forms of RFC 9110 5.6.7.
+//! - [`range`]: single byte ranges answered from a stored `200` (`206`,
+//!   `416`, `If-Range`), stored `206` parts completed from the origin.
 //! - [`vary`]: secondary keys (4.1); several variants of one URL are stored
 //!   side by side (the first under the URL's key, the others under keys
 //!   derived from it and their `Vary` values); field values are compared
 //!   byte for byte after joining lines and trimming whitespace; absent
-//!   matches only absent.
+//!   matches only absent; `Accept-Language` by preference, and a stored
+//!   `Content-Language` that is a request's first choice serves it.
 //! - [`validation`]: conditional requests with the stored `ETag` and
 //!   `Last-Modified`, `304` selection and header update (4.3), `304`
 //!   answers to the client's own `If-None-Match`/`If-Modified-Since`.
@@ -62,10 +70,10 @@
 //! carries `Cache-Status` (RFC 9211); hop-by-hop fields, and those
 //! `Connection` names, are never stored.
 //!
-//! Known gaps: responses to `POST` are never stored (RFC 9111 allows it
-//! with explicit freshness and `Content-Location`); `206` partial content
-//! is not stored or combined; a `304` updates only the variant it was asked
-//! for; `max-stale` can only reach stale responses that are still kept
+//! Known gaps: several ranges get the whole `200` (no
+//! `multipart/byteranges`); interim `1xx` responses are not passed on
+//! (hyper's server cannot send them; they are never stored); a `304`
+//! updates only the variant it was asked for; `max-stale` can only reach stale responses that are still kept
 //! (those with validators, for [`Rfc9111::keep_stale`], and those inside
 //! their RFC 5861 windows); the request directive `no-transform` and the response directive
 //! `no-transform` have nothing to act on (the cache never transforms).

@@ -154,7 +154,7 @@ pub fn language_served(response: &HeaderMap, request: &HeaderMap) -> bool {
         || (language.starts_with(&preferred) && language.get(preferred.len()) == Some(&b'-'))
 }
 
-/// [`matches`], and for `Accept-Language` also a request whose most
+/// [`matches()`], and for `Accept-Language` also a request whose most
 /// preferred language is the stored response's `Content-Language`
 /// ([`language_served`]): the origin chose that language for a request that
 /// preferred it, and would again.
