@@ -163,9 +163,19 @@ async fn a_post_response_is_not_stored_for_another_target_or_without_explicit_fr
                 ("content-location", "/e"),
             ],
         ),
+        // Sent with a cookie, and not said to be shared.
+        (
+            "/f",
+            vec![("cache-control", "max-age=60"), ("content-location", "/f")],
+        ),
     ] {
         p.origin.reply(path, 200, &headers, "posted");
-        p.send(http::Method::POST, path, &[]).await;
+        let cookie: &[(&str, &str)] = if path == "/f" {
+            &[("cookie", "session=attacker")]
+        } else {
+            &[]
+        };
+        p.send(http::Method::POST, path, cookie).await;
         p.origin.reply(path, 200, &[], "from the origin");
         let got = p.get(path, &[]).await;
         assert_eq!(got.body, "from the origin", "{path}");
@@ -175,4 +185,17 @@ async fn a_post_response_is_not_stored_for_another_target_or_without_explicit_fr
         assert_eq!(p.get(path, &[]).await.body, "elsewhere");
     }
     assert_eq!(p.cache.stats().stores, 0);
+    // Said to be shared, it is stored even so.
+    p.origin.reply(
+        "/g",
+        200,
+        &[
+            ("cache-control", "public, max-age=60"),
+            ("content-location", "/g"),
+        ],
+        "posted",
+    );
+    p.send(http::Method::POST, "/g", &[("cookie", "session=a")]).await;
+    p.stores(1).await;
+    assert_eq!(p.get("/g", &[]).await.body, "posted");
 }

@@ -347,7 +347,10 @@ impl HttpPolicy for StandardsPolicy {
     /// target (on the same host), with explicit freshness (`max-age`,
     /// `s-maxage` or `Expires`), is a representation of that target (RFC
     /// 9110 section 9.3.3): stored under the key a `GET` of it looks up,
-    /// by the rules a `GET`'s response is stored by.
+    /// by the rules a `GET`'s response is stored by. A `POST` that carried
+    /// `Cookie` or `Authorization` is stored only when the response is
+    /// `public` or has `s-maxage`: its body, as much as its credentials,
+    /// chose what it got.
     fn storing_unsafe(
         &self,
         url: &Url,
@@ -370,6 +373,12 @@ impl HttpPolicy for StandardsPolicy {
         let explicit =
             cc.max_age.is_some() || cc.s_maxage.is_some() || response.headers.contains_key(header::EXPIRES);
         if !explicit {
+            return None;
+        }
+        // What a client sent with its credentials becomes what every `GET`
+        // is served only when the origin says it is shared.
+        let credentials = request.contains_key(header::COOKIE) || request.contains_key(header::AUTHORIZATION);
+        if credentials && !(cc.public || cc.s_maxage.is_some()) {
             return None;
         }
         let storing = self
