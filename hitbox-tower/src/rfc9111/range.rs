@@ -188,17 +188,25 @@ pub fn content_range(headers: &HeaderMap) -> Option<(Span, u64)> {
     (first <= last && last < len).then_some((Span { first, last }, len))
 }
 
-/// The `Content-Range` of a `206` for `span` of `len` bytes.
+/// The `Content-Range` of a `206` for `span` of `len` bytes. Written on
+/// the stack: the value's own buffer is the one allocation (it is on the
+/// range hit path).
 pub fn content_range_value(span: Span, len: u64) -> HeaderValue {
+    // "bytes " and three u64s of at most 20 digits, with their separators.
+    let mut out = [0u8; 6 + 3 * 20 + 2];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
     let mut digits = itoa::Buffer::new();
-    let mut out = String::with_capacity(32);
-    out.push_str("bytes ");
-    out.push_str(digits.format(span.first));
-    out.push('-');
-    out.push_str(digits.format(span.last));
-    out.push('/');
-    out.push_str(digits.format(len));
-    HeaderValue::from_str(&out).expect("digits are a valid header value")
+    put(b"bytes ");
+    put(digits.format(span.first).as_bytes());
+    put(b"-");
+    put(digits.format(span.last).as_bytes());
+    put(b"/");
+    put(digits.format(len).as_bytes());
+    HeaderValue::from_bytes(&out[..at]).expect("digits are a valid header value")
 }
 
 /// The `Content-Range` of a `416` for a representation of `len` bytes.
@@ -354,6 +362,10 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
         assert_eq!(content_range_value(span(0, 4), 10), "bytes 0-4/10");
+        assert_eq!(
+            content_range_value(span(u64::MAX - 2, u64::MAX - 1), u64::MAX),
+            "bytes 18446744073709551613-18446744073709551614/18446744073709551615"
+        );
         assert_eq!(unsatisfied_value(10), "bytes */10");
         assert_eq!(range_value(span(5, 9), 10), "bytes=5-");
         assert_eq!(range_value(span(5, 7), 10), "bytes=5-7");
