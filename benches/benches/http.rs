@@ -14,6 +14,7 @@ use hitbox_backend::Cache;
 use hitbox_core::{Extractor, KeyBuilder};
 use hitbox_moka::MokaBackend;
 use hitbox_tower::extract::default_key;
+use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::{CacheLayer, Rule};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full};
@@ -127,11 +128,87 @@ fn bench_hit(c: &mut Criterion) {
     group.finish();
 }
 
+/// Standards mode: a plain hit beside a hit for one byte range of the same
+/// stored response. The range is sliced out of the stored buffer: the
+/// check before the measurement fails if a byte is copied.
+fn bench_range_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("http/rfc9111");
+    for (label, size) in [("1KiB", 1024), ("100KiB", 100 * 1024)] {
+        let body = Bytes::from(vec![b'x'; size]);
+        let origin = service_fn(move |_request: Request<Full<Bytes>>| {
+            let body = body.clone();
+            async move {
+                let mut response = Response::new(Full::new(body));
+                let headers = response.headers_mut();
+                headers.insert(header::CACHE_CONTROL, "max-age=3600".parse().unwrap());
+                headers.insert(header::ETAG, "\"v1\"".parse().unwrap());
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let layer = CacheLayer::builder(Cache::new(MokaBackend::default()))
+            .rfc9111(Rfc9111::new())
+            .build();
+        let service = layer.layer(origin);
+        let ranged = || {
+            let mut request = typical_request();
+            request
+                .headers_mut()
+                .insert(header::RANGE, "bytes=100-599".parse().unwrap());
+            request
+        };
+        let call = |request: Request<Full<Bytes>>| {
+            let service = service.clone();
+            async move {
+                let response = service.oneshot(request).await.unwrap();
+                let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+                (status, response.into_body().collect().await.unwrap().to_bytes())
+            }
+        };
+        let (whole, part) = runtime.block_on(async {
+            for _ in 0..100 {
+                let (status, _) = call(typical_request()).await;
+                if status.contains("; hit") {
+                    return (call(typical_request()).await, call(ranged()).await);
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("the layer never answered a hit");
+        });
+        assert!(part.0.contains("; hit"), "not a hit: {}", part.0);
+        assert_eq!((whole.1.len(), part.1.len()), (size, 500));
+        assert_eq!(
+            part.1.as_ptr(),
+            whole.1[100..].as_ptr(),
+            "a range hit should hand out a slice of the stored buffer"
+        );
+        for (name, make) in [("hit", typical_request as fn() -> _), ("range_hit", ranged)] {
+            group.bench_function(BenchmarkId::new(name, label), |b| {
+                b.to_async(&runtime).iter_batched(
+                    make,
+                    |request| {
+                        let service = service.clone();
+                        async move {
+                            let response = service.oneshot(request).await.unwrap();
+                            response.into_body().collect().await.unwrap().to_bytes()
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_key, bench_hit
+    targets = bench_key, bench_hit, bench_range_hit
 }
 criterion_main!(benches);

@@ -22,6 +22,7 @@
 //! | `--connect-timeout SECS` | `5` | longest TCP connect to the upstream |
 //! | `--response-timeout SECS` | `30` | longest wait for the upstream's response head |
 //! | `--idle-timeout SECS` | `30` | longest gap between two frames of the upstream's body |
+//! | `--stale-if-disconnected SECS` | `10` | how stale a stored response may be to stand in for an upstream that fails (`0`: off) |
 //! | `-h`, `--help` | | the usage, with defaults, on stdout; exit status 0 |
 //!
 //! Values may be given as `--flag VALUE` or `--flag=VALUE`. Timeouts are
@@ -100,8 +101,9 @@
 //! # What is cached
 //!
 //! What the upstream's headers say: `Cache-Control` (or
-//! `CDN-Cache-Control` and `Surrogate-Control`, which take precedence and
-//! are not passed on), `Expires`, validators, `Vary`; responses without
+//! `CDN-Cache-Control` and `Surrogate-Control`, which take precedence;
+//! `CDN-Cache-Control` is passed on to the next CDN, `Surrogate-Control`
+//! is not), `Expires`, validators, `Vary`; responses without
 //! freshness information only with a `Last-Modified` (heuristic freshness).
 //! Entries live in moka (256 MiB), with Redis behind it with `--redis`.
 //! Every response carries `Cache-Status`.
@@ -128,7 +130,12 @@
 //! frames halves how long a stuck upstream holds a client.
 //!
 //! When the upstream fails before a response head, the cache layer answers
-//! with the stored stale response where `stale-if-error` allows it.
+//! with the stored stale response where `stale-if-error` allows it, and
+//! otherwise, by default, with one stale for at most 10 s
+//! (`--stale-if-disconnected`, RFC 9111 section 4.2.4: `Cache-Status:
+//! hitbox; fwd=stale; ttl=-N; detail=stale-if-disconnected`); a stored
+//! response that forbids serving it stale (`must-revalidate`,
+//! `proxy-revalidate`, `s-maxage`, `no-cache`) gets `504` from the layer.
 //! Otherwise the proxy answers itself: `504 Gateway Timeout` for a
 //! connect or response-head timeout (`Cache-Status: hitbox; fwd=miss;
 //! detail=upstream-timeout`), `502 Bad Gateway` when the upstream cannot
@@ -190,6 +197,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `--stale-if-disconnected`: the layer's own default.
+pub const DEFAULT_STALE_IF_DISCONNECTED: Duration = hitbox_tower::rfc9111::DEFAULT_STALE_IF_DISCONNECTED;
 
 const VIA: &str = "1.1 hitbox";
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -218,10 +227,13 @@ options:
   --connect-timeout SECS  longest TCP connect to the upstream (default 5)
   --response-timeout SECS longest wait for the response head (default 30)
   --idle-timeout SECS     longest gap between two body frames (default 30)
+  --stale-if-disconnected SECS
+                          serve a stored response stale for at most SECS when
+                          the upstream fails or times out (default 10; 0: off)
   -h, --help              print this help and exit
 
 A connect or response-head timeout answers 504, an unreachable upstream 502,
-unless a stale response may be served (stale-if-error).
+unless a stale response may be served (stale-if-error, stale-if-disconnected).
 ";
 
 /// The `Via` entry for a message received in `version`.
@@ -253,6 +265,9 @@ pub struct Config {
     pub response_timeout: Duration,
     /// The longest gap between two frames of a response body.
     pub idle_timeout: Duration,
+    /// How stale a stored response may be to stand in for an upstream that
+    /// fails (zero: never, beyond what `stale-if-error` allows).
+    pub stale_if_disconnected: Duration,
 }
 
 impl Config {
@@ -270,6 +285,7 @@ impl Config {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stale_if_disconnected: DEFAULT_STALE_IF_DISCONNECTED,
         }
     }
 
@@ -278,7 +294,8 @@ impl Config {
     pub fn rfc9111(&self) -> Rfc9111 {
         let mut config = Rfc9111::new()
             .targeted_field("cdn-cache-control")
-            .targeted_field("surrogate-control");
+            .targeted_field("surrogate-control")
+            .stale_if_disconnected(self.stale_if_disconnected);
         if self.trust_forwarded {
             for name in FORWARDING_FIELDS {
                 config = config.key_field(name);
@@ -340,6 +357,7 @@ where
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
     let mut response_timeout = DEFAULT_RESPONSE_TIMEOUT;
     let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
+    let mut stale_if_disconnected = DEFAULT_STALE_IF_DISCONNECTED;
 
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
@@ -356,6 +374,7 @@ where
                 | "--connect-timeout"
                 | "--response-timeout"
                 | "--idle-timeout"
+                | "--stale-if-disconnected"
         );
         let value = if takes_value {
             match inline {
@@ -389,6 +408,12 @@ where
             "--connect-timeout" => connect_timeout = seconds(&flag, &value)?,
             "--response-timeout" => response_timeout = seconds(&flag, &value)?,
             "--idle-timeout" => idle_timeout = seconds(&flag, &value)?,
+            "--stale-if-disconnected" => {
+                stale_if_disconnected = match value.trim() {
+                    "0" => Duration::ZERO,
+                    _ => seconds(&flag, &value)?,
+                }
+            }
             other => return Err(UsageError(format!("unknown argument {other:?}"))),
         }
     }
@@ -418,6 +443,7 @@ where
     config.connect_timeout = connect_timeout;
     config.response_timeout = response_timeout;
     config.idle_timeout = idle_timeout;
+    config.stale_if_disconnected = stale_if_disconnected;
     Ok(Command::Run(Box::new(config)))
 }
 

@@ -720,6 +720,41 @@ async fn a_timeout_serves_the_stale_response_where_stale_if_error_allows() {
     assert_eq!(c.status(), 504);
 }
 
+#[tokio::test]
+async fn by_default_a_failing_upstream_is_answered_with_a_briefly_stale_response() {
+    for (args, served) in [
+        (&["--response-timeout", "0.3"][..], true),
+        (
+            &["--response-timeout", "0.3", "--stale-if-disconnected", "0"][..],
+            false,
+        ),
+    ] {
+        let h = start_with(args, |_| {}).await;
+        // No stale-if-error: only serving stale when disconnected applies.
+        h.origin.script("/grace", "max-age=1", Behaviour::Reflect);
+        let first = client().get(h.url("/grace")).send().await.unwrap();
+        let body = first.text().await.unwrap();
+        h.stored(1).await;
+        h.clock.advance(Duration::from_secs(5));
+        h.origin.script("/grace", "max-age=1", Behaviour::Hang);
+        let got = client().get(h.url("/grace")).send().await.unwrap();
+        if served {
+            assert_eq!(got.status(), 200);
+            assert!(
+                cache_status(&got).contains("fwd=stale; ttl=-4; detail=stale-if-disconnected"),
+                "{}",
+                cache_status(&got)
+            );
+            assert_eq!(got.text().await.unwrap(), body);
+            // Past the grace window, the timeout is the client's.
+            h.clock.advance(Duration::from_secs(20));
+            assert_eq!(client().get(h.url("/grace")).send().await.unwrap().status(), 504);
+        } else {
+            assert_eq!(got.status(), 504, "{args:?}");
+        }
+    }
+}
+
 // ------------------------------------------------------------ command line
 
 fn run(args: &[&str]) -> (Result<Config, u8>, String, String) {
@@ -751,6 +786,7 @@ fn help_prints_every_flag_with_its_default_to_stdout_and_exits_0() {
         "--connect-timeout",
         "--response-timeout",
         "--idle-timeout",
+        "--stale-if-disconnected",
         "--help",
     ] {
         assert!(out.contains(flag), "{flag} missing from the help");
@@ -759,6 +795,7 @@ fn help_prints_every_flag_with_its_default_to_stdout_and_exits_0() {
         "default 127.0.0.1:8080",
         "default 5)",
         "default 30)",
+        "default 10; 0: off)",
         "default: moka only",
         "default: off",
         "X-Original-URL, X-Rewrite-URL",
@@ -779,6 +816,12 @@ fn a_bad_command_line_prints_the_usage_to_stderr_and_exits_2() {
         &["--upstream", "http://127.0.0.1:1", "--drop-header", "bad name"],
         &["--upstream", "http://127.0.0.1:1", "--drop-header", "Host"],
         &["--upstream", "http://127.0.0.1:1", "--trust-forwarded=yes"],
+        &[
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--stale-if-disconnected",
+            "-1",
+        ],
     ] {
         let (result, out, err) = run(args);
         assert_eq!(result.err(), Some(2), "{args:?}");
@@ -799,6 +842,7 @@ fn flags_and_defaults() {
     assert_eq!(config.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.response_timeout, Duration::from_secs(30));
     assert_eq!(config.idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.stale_if_disconnected, Duration::from_secs(10));
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.drop_headers, DEFAULT_DROPPED.map(HeaderName::from_static));
 
@@ -816,6 +860,7 @@ fn flags_and_defaults() {
         "--listen",
         "[::1]:9000",
         "--trust-forwarded",
+        "--stale-if-disconnected=60",
     ]) else {
         panic!()
     };
@@ -827,5 +872,6 @@ fn flags_and_defaults() {
     assert_eq!(config.connect_timeout, Duration::from_millis(1500));
     assert_eq!(config.response_timeout, Duration::from_secs(2));
     assert_eq!(config.idle_timeout, Duration::from_millis(250));
+    assert_eq!(config.stale_if_disconnected, Duration::from_secs(60));
     assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
 }

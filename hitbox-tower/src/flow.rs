@@ -38,12 +38,13 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::body::{CacheBody, Tee};
 use crate::future::ResponseFuture;
-use crate::headers::{BypassReason, CacheOutcome, Fwd};
+use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::response::{CachedResponse, HitResponse};
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
+use crate::rfc9111::range::{self, RangeRequest, Span};
 use crate::rfc9111::{validation, vary};
 use crate::store::{self, Store, Uncacheable, variant_key};
 
@@ -74,6 +75,8 @@ struct Pending {
     validate: bool,
     /// How long it has been stale, when it may stand in for an origin error.
     stale_if_error: Option<u64>,
+    /// What it does when the origin cannot be reached.
+    if_disconnected: Disconnected,
 }
 
 /// The age a stored response is served with: by the RFC's calculation
@@ -190,15 +193,58 @@ where
     ResB: ResponseBody,
 {
     let request_headers = request.headers().clone();
+    let method = request.method().clone();
+    let request_time = shared.cache.clock().now();
     let (mut head, body) = inner.call(request).await?.into_parts();
+    let response_time = shared.cache.clock().now();
     for (key, tag) in shared.policy.invalidations(&context, &request_headers, &head) {
         let _ = shared.cache.delete(&key).await;
         let _ = shared.cache.invalidate_tag(&tag).await;
     }
-    shared.policy.for_client(&mut head.headers, true);
     let outcome = CacheOutcome::Bypass {
         detail: Some(BypassReason::Method),
     };
+    // A response that is a representation of the target (a `POST` whose
+    // `Content-Location` names it) is stored for the `GET`s that follow,
+    // once what it replaced is gone.
+    let exchange = Exchange::new(
+        &head.headers,
+        request_time.as_millis() / 1000,
+        response_time.as_millis() / 1000,
+    );
+    let declared = content_length(&head.headers).or(body.size_hint().exact());
+    let storing = shared.policy.storing_unsafe(
+        &context,
+        &method,
+        &request_headers,
+        &head,
+        declared,
+        exchange,
+        response_time,
+    );
+    if let Some((key, storing)) = storing {
+        let names = vary::vary_names(&head.headers).unwrap_or_default();
+        let tee = Tee {
+            store: Store {
+                cache: shared.cache.clone(),
+                passes: Arc::clone(&shared.passes),
+                key,
+                lead: None,
+                meta: storing.meta.clone(),
+            },
+            status: head.status,
+            headers: storing.headers,
+            request_headers: vary::selecting_headers(&names, &request_headers),
+            exchange: storing.exchange,
+            chunks: Vec::new(),
+            size: 0,
+            limit: storing.limit,
+        };
+        shared.policy.for_client(&mut head.headers, true);
+        shared.decorate(&mut head.headers, outcome);
+        return Ok(Response::from_parts(head, tee.fill(body)));
+    }
+    shared.policy.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(head, CacheBody::origin(body)))
 }
@@ -280,8 +326,79 @@ fn serve<P: HttpPolicy, B: Body>(
         *response.headers_mut() = headers;
         return response;
     }
+    if !head
+        && shared.policy.serves_ranges()
+        && let Some(response) = serve_range(shared, stored, age, request, outcome)
+    {
+        return response;
+    }
     let (headers, body) = (stored.headers.clone(), stored.body.clone());
     shared.respond(stored.status, headers, body, age, head, outcome)
+}
+
+/// The span a stored response holds and the length of the whole: all of a
+/// complete `200`, or what a stored part's `Content-Range` says. `None`
+/// for other statuses, and for an empty `200` (of length zero).
+fn stored_span(stored: &CachedResponse) -> Option<(Option<Span>, u64)> {
+    match stored.status {
+        StatusCode::OK => {
+            let len = stored.body.len() as u64;
+            let span = len.checked_sub(1).map(|last| Span { first: 0, last });
+            Some((span, len))
+        }
+        StatusCode::PARTIAL_CONTENT => {
+            let (span, len) = range::content_range(&stored.headers)?;
+            (span.len() == stored.body.len() as u64).then_some((Some(span), len))
+        }
+        _ => None,
+    }
+}
+
+/// What a range request wants of a stored response: `Some(None)` when its
+/// one range selects nothing of it (`416`), `None` when the request is not
+/// for one range of it (no `Range`, several ranges, syntax this cache
+/// ignores, an `If-Range` that does not hold): then it wants the whole.
+fn wanted_span(stored: &CachedResponse, len: u64, request: &HeaderMap) -> Option<Option<Span>> {
+    let Some(RangeRequest::Single(wanted)) = range::parse_range(request) else {
+        return None;
+    };
+    if !range::if_range_holds(request, &stored.headers) {
+        return None;
+    }
+    Some(wanted.resolve(len))
+}
+
+/// A range request answered from a stored response: `206` with the
+/// requested bytes, sliced out of the stored body (no byte copied), or
+/// `416` when the range selects none of it. `None`: the request does not
+/// ask for one range the stored response holds.
+fn serve_range<P: HttpPolicy, B: Body>(
+    shared: &LayerState<P>,
+    stored: &CachedResponse,
+    age: u64,
+    request: &HeaderMap,
+    outcome: CacheOutcome,
+) -> Option<Response<CacheBody<B>>> {
+    if !request.contains_key(header::RANGE) {
+        return None;
+    }
+    let (have, len) = stored_span(stored)?;
+    let wanted = wanted_span(stored, len, request)?;
+    let mut headers = stored.headers.clone();
+    let Some(wanted) = wanted else {
+        headers.insert(header::CONTENT_RANGE, range::unsatisfied_value(len));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let status = StatusCode::RANGE_NOT_SATISFIABLE;
+        return Some(shared.respond(status, headers, Bytes::new(), age, false, outcome));
+    };
+    let have = have.filter(|have| have.contains(wanted))?;
+    let start = (wanted.first - have.first) as usize;
+    let end = (wanted.last - have.first) as usize;
+    let body = stored.body.slice(start..=end);
+    headers.insert(header::CONTENT_RANGE, range::content_range_value(wanted, len));
+    headers.insert(header::CONTENT_LENGTH, decimal_value(wanted.len()));
+    let status = StatusCode::PARTIAL_CONTENT;
+    Some(shared.respond(status, headers, body, age, false, outcome))
 }
 
 /// Answers from the cache when it can; otherwise [`load`]. Everything that
@@ -324,7 +441,7 @@ where
     let mut pending = None;
     if let Some(entry) = found {
         let (stored, meta) = (entry.value(), entry.meta());
-        let worth = shared.policy.worth(
+        let mut worth = shared.policy.worth(
             &request.context,
             stored,
             meta,
@@ -332,6 +449,20 @@ where
             &request.parts.headers,
             now,
         );
+        // A stored part answers only the ranges it holds; a request that
+        // needs more completes it when it can, and is a miss otherwise.
+        if stored.response.status == StatusCode::PARTIAL_CONTENT {
+            let fresh =
+                !request.head && matches!(worth, Some(Worth::Fresh { .. } | Worth::StaleAllowed { .. }));
+            match part_plan(&stored.response, &request.parts.headers) {
+                PartPlan::Serve if fresh => {}
+                PartPlan::Complete { missing, len } if fresh => {
+                    let part = stored.to_stored();
+                    return Box::pin(complete_part(shared, inner, request, part, missing, len)).await;
+                }
+                _ => worth = None,
+            }
+        }
         let (parts, head) = (&request.parts.headers, request.head);
         match worth {
             Some(Worth::Fresh { ttl, age }) => {
@@ -351,8 +482,10 @@ where
                 fwd,
                 validate,
                 stale_if_error,
+                if_disconnected,
             }) => {
                 pending = Some(Pending {
+                    if_disconnected,
                     stored: stored.to_stored(),
                     meta: meta.clone(),
                     fwd,
@@ -364,6 +497,205 @@ where
         }
     }
     Box::pin(load(shared, inner, request, pending)).await
+}
+
+/// What to do with a stored part for a request.
+enum PartPlan {
+    /// It holds the one range the request asks for (or the range is
+    /// unsatisfiable): served from it.
+    Serve,
+    /// It lacks `missing`, one span next to it, of a representation of
+    /// `len` bytes: asked of the origin, then combined with it.
+    Complete { missing: Span, len: u64 },
+    /// Neither: the request goes to the origin as if nothing were stored.
+    Miss,
+}
+
+fn part_plan(part: &CachedResponse, request: &HeaderMap) -> PartPlan {
+    let Some((Some(have), len)) = stored_span(part) else {
+        return PartPlan::Miss;
+    };
+    let wanted = match wanted_span(part, len, request) {
+        Some(Some(wanted)) if have.contains(wanted) => return PartPlan::Serve,
+        Some(None) => return PartPlan::Serve,
+        Some(Some(wanted)) => wanted,
+        // The whole representation.
+        None => Span {
+            first: 0,
+            last: len - 1,
+        },
+    };
+    // Parts are combined only under one strong validator.
+    match range::missing(have, wanted) {
+        Some(missing) if range::strong_etag(&part.headers).is_some() => PartPlan::Complete { missing, len },
+        _ => PartPlan::Miss,
+    }
+}
+
+/// Completes a stored part: asks the origin for the `missing` span only,
+/// on the condition (`If-Range`) that the representation is still the
+/// one whose strong `ETag` the part carries. A `206` of that
+/// representation that joins the part is combined with it: the new
+/// fields win, the part's others stay; the result is stored (as a `200`
+/// once it is whole) and answers the request. Anything else (the
+/// representation changed, the origin ignored the range) removes the part;
+/// a `200` goes to the client as it is, and any other answer makes the
+/// client's own request go to the origin unchanged.
+async fn complete_part<P, S, ReqB, ResB>(
+    shared: Arc<LayerState<P>>,
+    inner: S,
+    request: Keyed<P::Context, ReqB>,
+    part: CachedResponse,
+    missing: Span,
+    len: u64,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
+    let cache = &shared.cache;
+    let Keyed {
+        parts, key, context, ..
+    } = request;
+    let client = parts.headers.clone();
+    let etag = range::strong_etag(&part.headers)
+        .and_then(|etag| HeaderValue::from_str(etag).ok())
+        .expect("a part is completed only under a strong ETag");
+    let mut headers = parts.headers.clone();
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        headers.remove(name);
+    }
+    headers.insert(header::RANGE, range::range_value(missing, len));
+    headers.insert(header::IF_RANGE, etag.clone());
+    let rebuild = |headers: HeaderMap| {
+        let mut again = Request::new(ReqB::default());
+        *again.method_mut() = Method::GET;
+        *again.uri_mut() = parts.uri.clone();
+        *again.version_mut() = parts.version;
+        *again.headers_mut() = headers;
+        *again.extensions_mut() = parts.extensions.clone();
+        again
+    };
+    let request_time = cache.clock().now();
+    let response = call_when_ready(inner.clone(), rebuild(headers)).await?;
+    let response_time = cache.clock().now();
+    let (head_parts, body) = response.into_parts();
+    let joins = head_parts.status == StatusCode::PARTIAL_CONTENT
+        && range::strong_etag(&head_parts.headers) == etag.to_str().ok()
+        && range::content_range(&head_parts.headers)
+            .is_some_and(|(span, whole)| whole == len && span.contains(missing));
+    let exchange = Exchange::new(
+        &head_parts.headers,
+        request_time.as_millis() / 1000,
+        response_time.as_millis() / 1000,
+    );
+    let declared = content_length(&head_parts.headers).or(body.size_hint().exact());
+    let storing = joins
+        .then(|| {
+            shared
+                .policy
+                .storing(&context, &client, &head_parts, declared, exchange, response_time)
+                .ok()
+        })
+        .flatten();
+    let Some(storing) = storing else {
+        let _ = cache.delete(&key).await;
+        if head_parts.status == StatusCode::OK {
+            let outcome = CacheOutcome::Miss { stored: false };
+            return Ok(passed(&shared, Response::from_parts(head_parts, body), outcome));
+        }
+        drop(body);
+        let outcome = CacheOutcome::Miss { stored: false };
+        return call_when_ready(inner, rebuild(client))
+            .await
+            .map(|response| passed(&shared, response, outcome));
+    };
+    let (new_span, _) = range::content_range(&head_parts.headers).expect("checked above");
+    let bytes = match Limited::new(body, storing.limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let body = "the origin's answer for the missing range could not be read\n";
+            return Ok(shared.answer(
+                StatusCode::BAD_GATEWAY,
+                body,
+                CacheOutcome::Miss { stored: false },
+            ));
+        }
+    };
+    if bytes.len() as u64 != new_span.len() {
+        let body = "the origin's answer for the missing range had the wrong length\n";
+        let _ = cache.delete(&key).await;
+        return Ok(shared.answer(
+            StatusCode::BAD_GATEWAY,
+            body,
+            CacheOutcome::Miss { stored: false },
+        ));
+    }
+    let combined = combine(part, new_span, bytes, storing.headers, len);
+    let mut value = combined;
+    value.exchange = storing.exchange;
+    let stored = match &storing.meta {
+        Some(meta) => store::put(cache, &key, &value, meta).await,
+        None => false,
+    };
+    let outcome = CacheOutcome::Forwarded {
+        fwd: Fwd::Partial,
+        status: 206,
+        stored,
+    };
+    let age = value
+        .exchange
+        .map_or(0, |e| e.current_age(response_time.as_millis() / 1000));
+    Ok(serve(&shared, &value, age, &client, false, outcome))
+}
+
+/// A stored part and a new one of the same representation, as one: the
+/// bytes of both (the new ones where they overlap), the new part's fields
+/// over the stored part's (RFC 9111 section 3.4); a `200` when they make
+/// the whole of its `len` bytes.
+fn combine(
+    part: CachedResponse,
+    new_span: Span,
+    new_body: Bytes,
+    new_headers: HeaderMap,
+    len: u64,
+) -> CachedResponse {
+    let (old_span, _) = range::content_range(&part.headers).expect("a stored part has a Content-Range");
+    let span = Span {
+        first: old_span.first.min(new_span.first),
+        last: old_span.last.max(new_span.last),
+    };
+    let mut body = bytes::BytesMut::with_capacity(span.len() as usize);
+    // The stored bytes before the new ones, the new ones, the stored ones
+    // after them.
+    if old_span.first < new_span.first {
+        body.extend_from_slice(&part.body[..(new_span.first - old_span.first) as usize]);
+    }
+    body.extend_from_slice(&new_body);
+    if old_span.last > new_span.last {
+        body.extend_from_slice(&part.body[(new_span.last + 1 - old_span.first) as usize..]);
+    }
+    let mut headers = part.headers;
+    validation::update_headers(&mut headers, &new_headers);
+    let whole = span.first == 0 && span.last + 1 == len;
+    let status = if whole {
+        headers.remove(header::CONTENT_RANGE);
+        StatusCode::OK
+    } else {
+        headers.insert(header::CONTENT_RANGE, range::content_range_value(span, len));
+        StatusCode::PARTIAL_CONTENT
+    };
+    headers.insert(header::CONTENT_LENGTH, decimal_value(span.len()));
+    let mut combined = CachedResponse::new(status, headers, body.freeze());
+    combined.request_headers = part.request_headers;
+    combined
 }
 
 /// A miss, or a stored response to revalidate: asks the origin (once for
@@ -398,7 +730,10 @@ where
         {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
-                Ok(Ok(value)) if value.selects(&request.parts.headers) => {
+                Ok(Ok(value))
+                    if value.status != StatusCode::PARTIAL_CONTENT
+                        && value.selects(&request.parts.headers) =>
+                {
                     let now = cache.clock().now();
                     let age = value
                         .exchange
@@ -453,7 +788,16 @@ where
                 Some(pending) if pending.stale_if_error.is_some() => {
                     Ok(serve_stale(&shared, pending, None, &client, head))
                 }
-                _ => Err(error),
+                Some(pending) => match pending.if_disconnected {
+                    Disconnected::Serve => Ok(serve_disconnected(&shared, pending, &client, head)),
+                    Disconnected::Forbidden => Ok(shared.answer(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the origin cannot be reached, and the stored response may not be served stale\n",
+                        CacheOutcome::StaleForbidden,
+                    )),
+                    Disconnected::Error => Err(error),
+                },
+                None => Err(error),
             };
         }
     };
@@ -637,6 +981,21 @@ fn serve_stale<P: HttpPolicy, B: Body>(
     serve(shared, &pending.stored, age, client, head, outcome)
 }
 
+/// The stale response, standing in for an origin that cannot be reached
+/// (RFC 9111 section 4.2.4), within the grace window.
+fn serve_disconnected<P: HttpPolicy, B: Body>(
+    shared: &LayerState<P>,
+    pending: Pending,
+    client: &HeaderMap,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    let now = shared.cache.clock().now();
+    let age = age_of(&pending.stored, &pending.meta, now);
+    let stale_for = now.since(pending.meta.fresh_until).as_secs();
+    let outcome = CacheOutcome::StaleIfDisconnected { stale_for };
+    serve(shared, &pending.stored, age, client, head, outcome)
+}
+
 /// Refreshes a stale entry in the background (at most once at a time per
 /// key) with a request rebuilt from the original: its head (`GET` for a
 /// `HEAD`), the body it was keyed by, if any, and the stored validators
@@ -664,6 +1023,9 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;
     let mut headers = parts.headers.clone();
+    // The refresh is of the whole response, whatever part the client wanted.
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     let validate = shared.policy.uses_validators();
     if validate {
         validation::add_validators(&mut headers, &stored.headers);

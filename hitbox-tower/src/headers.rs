@@ -19,6 +19,9 @@ pub enum Fwd {
     Stale,
     /// The request's own directives (`no-cache`, `max-age`) asked for it.
     Request,
+    /// A stored part lacked what the request needs: the rest was asked
+    /// for.
+    Partial,
 }
 
 impl Fwd {
@@ -28,6 +31,7 @@ impl Fwd {
             Fwd::Miss => "miss",
             Fwd::Stale => "stale",
             Fwd::Request => "request",
+            Fwd::Partial => "partial",
         }
     }
 }
@@ -85,6 +89,15 @@ pub enum CacheOutcome {
         /// could not be reached.
         status: Option<u16>,
     },
+    /// Forwarded, and served from a stale entry because the origin could
+    /// not be reached (RFC 9111 section 4.2.4), within the grace window.
+    StaleIfDisconnected {
+        /// Seconds since it went stale.
+        stale_for: u64,
+    },
+    /// Forwarded, the origin could not be reached, and the stored response
+    /// forbids serving it stale: answered `504`.
+    StaleForbidden,
     /// Forwarded to the origin; `stored` when the response is being stored.
     Miss {
         /// Whether the response will be stored.
@@ -152,6 +165,14 @@ impl CacheOutcome {
                     .decimal(stale_for)
                     .put(b"; detail=stale-if-error");
             }
+            CacheOutcome::StaleIfDisconnected { stale_for } => {
+                out.put(b"; fwd=stale; ttl=-")
+                    .decimal(stale_for)
+                    .put(b"; detail=stale-if-disconnected");
+            }
+            CacheOutcome::StaleForbidden => {
+                out.put(b"; fwd=stale; detail=origin-unreachable");
+            }
             CacheOutcome::Miss { stored } => {
                 out.put(b"; fwd=miss");
                 if stored {
@@ -198,6 +219,7 @@ impl CacheOutcome {
             CacheOutcome::Hit { .. }
             | CacheOutcome::StaleWhileRevalidate { .. }
             | CacheOutcome::StaleIfError { .. }
+            | CacheOutcome::StaleIfDisconnected { .. }
             | CacheOutcome::StaleAllowed { .. }
             | CacheOutcome::Collapsed => HeaderValue::from_static("HIT"),
             CacheOutcome::Forwarded {
@@ -207,6 +229,7 @@ impl CacheOutcome {
             } => HeaderValue::from_static("HIT"),
             CacheOutcome::Miss { .. }
             | CacheOutcome::LockTimeout
+            | CacheOutcome::StaleForbidden
             | CacheOutcome::Bypass { .. }
             | CacheOutcome::Forwarded { .. }
             | CacheOutcome::Rejected { .. }
@@ -338,6 +361,14 @@ mod tests {
                 "hitbox; fwd=stale; fwd-status=503; ttl=-9; detail=stale-if-error",
             ),
             (CacheOutcome::Collapsed, "hitbox; fwd=miss; collapsed"),
+            (
+                CacheOutcome::StaleIfDisconnected { stale_for: 4 },
+                "hitbox; fwd=stale; ttl=-4; detail=stale-if-disconnected",
+            ),
+            (
+                CacheOutcome::StaleForbidden,
+                "hitbox; fwd=stale; detail=origin-unreachable",
+            ),
             (CacheOutcome::LockTimeout, "hitbox; fwd=miss; detail=lock-timeout"),
             (
                 CacheOutcome::Rejected {

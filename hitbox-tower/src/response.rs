@@ -80,16 +80,21 @@ impl CachedResponse {
     /// it sent (never, for `Vary: *`).
     pub(crate) fn selects(&self, request: &HeaderMap) -> bool {
         let names = crate::rfc9111::vary::vary_names(&self.headers);
-        selected(names.as_deref(), &self.request_headers, request)
+        selected(names.as_deref(), &self.request_headers, request, &self.headers)
     }
 }
 
 /// `Vary` selection: `names` (`None` for `*`) compared between the request
 /// that stored a response and `request`.
-fn selected(names: Option<&[HeaderName]>, stored: &HeaderMap, request: &HeaderMap) -> bool {
+fn selected(
+    names: Option<&[HeaderName]>,
+    stored: &HeaderMap,
+    request: &HeaderMap,
+    response: &HeaderMap,
+) -> bool {
     match names {
         Some([]) => true,
-        Some(names) => crate::rfc9111::vary::matches(names, stored, request),
+        Some(names) => crate::rfc9111::vary::matches_response(names, stored, request, response),
         None => false,
     }
 }
@@ -243,7 +248,13 @@ impl HitResponse {
     /// Whether this response may answer a request with `request` headers
     /// (see [`CachedResponse::selects`]), by the `Vary` read at decoding.
     pub fn selects(&self, request: &HeaderMap) -> bool {
-        selected(self.vary.as_deref(), &self.response.request_headers, request)
+        let response = &self.response;
+        selected(
+            self.vary.as_deref(),
+            &response.request_headers,
+            request,
+            &response.headers,
+        )
     }
 }
 

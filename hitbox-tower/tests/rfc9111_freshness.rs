@@ -107,7 +107,7 @@ async fn heuristics_can_be_turned_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn targeted_fields_take_precedence_and_never_reach_the_client() {
+async fn targeted_fields_take_precedence_and_only_cdn_cache_control_reaches_the_client() {
     let config = Rfc9111::new()
         .targeted_field("cdn-cache-control")
         .targeted_field("surrogate-control");
@@ -128,15 +128,64 @@ async fn targeted_fields_take_precedence_and_never_reach_the_client() {
         "x",
     );
     let first = p.get("/cdn", &[]).await;
-    assert_eq!(first.header("cdn-cache-control"), None);
+    // Meant for every CDN in a chain: passed on.
+    assert_eq!(first.header("cdn-cache-control"), Some("max-age=60"));
     assert_eq!(first.header("cache-control"), Some("no-store"));
     p.get("/sur", &[]).await;
     p.stores(2).await;
     p.advance(10);
     let hit = p.get("/cdn", &[]).await;
-    assert!(hit.cache_status().contains("hit"));
-    assert_eq!(hit.header("cdn-cache-control"), None);
+    assert!(hit.cache_status().contains("; hit"));
+    assert_eq!(hit.header("cdn-cache-control"), Some("max-age=60"));
     let stale = p.get("/sur", &[]).await;
     assert_eq!(stale.header("surrogate-control"), None);
     assert_eq!(p.origin.calls(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targeted_field_that_is_not_a_valid_dictionary_is_ignored_whole() {
+    let config = Rfc9111::new().targeted_field("cdn-cache-control");
+    let p = setup_with(config).await;
+    // Valid, it would make the response storable for a minute; ignored,
+    // Cache-Control's no-store applies.
+    for (i, cdn) in [
+        "max-age=\"10000\"",
+        "&&&",
+        "max-age=60, no-store=1",
+        "max-age=1.5",
+        "Max-Age=60",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/bad/{i}");
+        p.origin.reply(
+            &path,
+            200,
+            &[("cache-control", "no-store"), ("cdn-cache-control", cdn)],
+            "x",
+        );
+        p.get(&path, &[]).await;
+        let again = p.get(&path, &[]).await;
+        assert_eq!(again.cache_status(), "hitbox; fwd=miss", "{cdn}");
+    }
+    // A valid one, with members this cache does not know, applies.
+    p.origin.reply(
+        "/good",
+        200,
+        &[
+            ("cache-control", "no-store"),
+            (
+                "cdn-cache-control",
+                "max-age=60, x-vendor=\"a\", private=(\"x-secret\")",
+            ),
+            ("x-secret", "s"),
+        ],
+        "x",
+    );
+    assert_eq!(p.get("/good", &[]).await.header("x-secret"), Some("s"));
+    p.stores(1).await;
+    let hit = p.get("/good", &[]).await;
+    assert!(hit.cache_status().contains("; hit"));
+    assert_eq!(hit.header("x-secret"), None);
 }

@@ -15,11 +15,11 @@
 //! every branch is a unit test.
 
 use hitbox_core::{EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
-use http::{HeaderMap, request, response};
+use http::{HeaderMap, Method, request, response};
 
 use crate::headers::{BypassReason, Fwd};
 use crate::response::{CachedResponse, HitResponse};
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::host::HostError;
 
 mod rules;
@@ -58,11 +58,13 @@ pub(crate) enum Worth {
     StaleWhileRevalidate { stale_for: u64, age: u64 },
     /// Not served before the origin is asked (`fwd`); with the stored
     /// validators when `validate`; and it may stand in for an origin error
-    /// when `stale_if_error` holds how long it has been stale.
+    /// when `stale_if_error` holds how long it has been stale. When the
+    /// origin cannot be reached at all, `if_disconnected` says what to do.
     Revalidate {
         fwd: Fwd,
         validate: bool,
         stale_if_error: Option<u64>,
+        if_disconnected: Disconnected,
     },
 }
 
@@ -133,6 +135,10 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// otherwise).
     fn only_if_cached(&self, context: &Self::Context) -> bool;
 
+    /// Whether stored responses answer range requests (`206`, `416`), and
+    /// stored parts are completed (standards mode).
+    fn serves_ranges(&self) -> bool;
+
     /// Whether the policy works with validators: a stored response answers
     /// a client's own conditional request with `304`, and a refresh sends
     /// the stored `ETag` and `Last-Modified` to the origin.
@@ -153,6 +159,22 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
         exchange: Exchange,
         now: Timestamp,
     ) -> Result<Storing, Skip>;
+
+    /// Whether and how the response to an unsafe request is stored for
+    /// later `GET`s of its target, and under which key: a `POST` response
+    /// that names its own target in `Content-Location`, with explicit
+    /// freshness (standards mode only).
+    #[allow(clippy::too_many_arguments)]
+    fn storing_unsafe(
+        &self,
+        context: &Self::Context,
+        method: &Method,
+        request: &HeaderMap,
+        response: &response::Parts,
+        declared: Option<u64>,
+        exchange: Exchange,
+        now: Timestamp,
+    ) -> Option<(hitbox_core::CacheKey, Storing)>;
 
     /// Whether a response skipped for `skip` makes the next requests for
     /// its key go straight to the origin for a while (hit-for-pass).

@@ -9,7 +9,7 @@ use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
-use crate::rfc9111::freshness::Exchange;
+use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::vary;
 use crate::rule::Rule;
 
@@ -126,6 +126,7 @@ impl HttpPolicy for RulePolicy {
                 fwd: Fwd::Miss,
                 validate: false,
                 stale_if_error: Some(stale_for),
+                if_disconnected: Disconnected::Error,
             }),
             Freshness::Expired => None,
         }
@@ -136,6 +137,10 @@ impl HttpPolicy for RulePolicy {
     }
 
     fn only_if_cached(&self, _context: &RuleIndex) -> bool {
+        false
+    }
+
+    fn serves_ranges(&self) -> bool {
         false
     }
 
@@ -179,6 +184,20 @@ impl HttpPolicy for RulePolicy {
             meta: None,
             exchange: None,
         })
+    }
+
+    /// Rules never store what an unsafe method answers.
+    fn storing_unsafe(
+        &self,
+        _rule: &Self::Context,
+        _method: &Method,
+        _request: &HeaderMap,
+        _response: &response::Parts,
+        _declared: Option<u64>,
+        _exchange: Exchange,
+        _now: Timestamp,
+    ) -> Option<(hitbox_core::CacheKey, Storing)> {
+        None
     }
 
     fn remembers(&self, skip: Skip) -> bool {
@@ -285,7 +304,8 @@ mod tests {
             Some(Worth::Revalidate {
                 fwd: Fwd::Miss,
                 validate: false,
-                stale_if_error: Some(5)
+                stale_if_error: Some(5),
+                if_disconnected: Disconnected::Error,
             })
         );
         assert_eq!(worth(Freshness::Expired), None);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, request, response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request, response};
 
 use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
@@ -27,7 +27,7 @@ use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
 use crate::rfc9111::storage::{self, NotStorable};
-use crate::rfc9111::{Rfc9111, host, invalidation, validation};
+use crate::rfc9111::{Rfc9111, host, invalidation, range, validation};
 
 /// The version of standards mode's keys. Version 3 began when a URL's
 /// variants moved under its primary entry and stored responses stopped
@@ -140,6 +140,12 @@ impl StandardsPolicy {
         if validation::has_validator(headers) {
             keep = keep.max(config.keep_stale.as_secs());
         }
+        // Kept through the grace window of an unreachable origin (even
+        // when it forbids serving stale: then the answer is a `504`), if it
+        // was ever fresh: one stale on arrival is not stored for it.
+        if left > 0 {
+            keep = keep.max(config.stale_if_disconnected.as_secs());
+        }
         // A request may accept any staleness (`max-stale`): keep stale
         // entries a little while even without validators, within the same
         // bound.
@@ -243,6 +249,11 @@ impl HttpPolicy for StandardsPolicy {
                     stale_if_error,
                     stale_for,
                 } => Worth::Revalidate {
+                    if_disconnected: freshness::if_disconnected(
+                        &cc,
+                        stale_for,
+                        self.config.stale_if_disconnected.as_secs(),
+                    ),
                     fwd: if url.request_cc.no_cache.is_some() || url.request_cc.max_age.is_some() {
                         Fwd::Request
                     } else {
@@ -255,8 +266,14 @@ impl HttpPolicy for StandardsPolicy {
         )
     }
 
+    /// A range request neither waits for another's load nor leads one: its
+    /// answer may be a part, which must never be handed to a request for
+    /// the whole response.
     fn joins_loads(&self, url: &Url, request: &HeaderMap) -> bool {
-        !validation::is_conditional(request) && url.request_cc.no_cache.is_none() && !url.request_cc.no_store
+        !validation::is_conditional(request)
+            && !request.contains_key(header::RANGE)
+            && url.request_cc.no_cache.is_none()
+            && !url.request_cc.no_store
     }
 
     fn only_if_cached(&self, url: &Url) -> bool {
@@ -264,6 +281,10 @@ impl HttpPolicy for StandardsPolicy {
     }
 
     fn uses_validators(&self) -> bool {
+        true
+    }
+
+    fn serves_ranges(&self) -> bool {
         true
     }
 
@@ -287,8 +308,18 @@ impl HttpPolicy for StandardsPolicy {
         now: Timestamp,
     ) -> Result<Storing, Skip> {
         let cc = self.config.response_cache_control(&response.headers);
-        if let Err(reason) = self.storable(request, &url.request_cc, response.status, &response.headers, &cc)
-        {
+        // A part is judged as the whole response would be, once its
+        // `Content-Range` is one span of a known length and its declared
+        // length is that span's.
+        let status = if response.status == StatusCode::PARTIAL_CONTENT {
+            match range::content_range(&response.headers) {
+                Some((span, _)) if declared == Some(span.len()) => StatusCode::OK,
+                _ => return Err(Skip::NotStorable),
+            }
+        } else {
+            response.status
+        };
+        if let Err(reason) = self.storable(request, &url.request_cc, status, &response.headers, &cc) {
             tracing::debug!(reason = reason.as_str(), "response not storable");
             return Err(Skip::NotStorable);
         }
@@ -296,7 +327,7 @@ impl HttpPolicy for StandardsPolicy {
             return Err(Skip::TooLarge);
         }
         let tag = url_tag(url.host(), url.path());
-        let meta = self.entry_meta(response.status, &response.headers, &cc, &exchange, now, tag);
+        let meta = self.entry_meta(status, &response.headers, &cc, &exchange, now, tag);
         if meta.expires_at() <= meta.stored_at {
             return Err(Skip::Stale);
         }
@@ -310,6 +341,50 @@ impl HttpPolicy for StandardsPolicy {
             meta: Some(meta),
             exchange: Some(exchange),
         })
+    }
+
+    /// A `POST` response whose `Content-Location` is the request's own
+    /// target (on the same host), with explicit freshness (`max-age`,
+    /// `s-maxage` or `Expires`), is a representation of that target (RFC
+    /// 9110 section 9.3.3): stored under the key a `GET` of it looks up,
+    /// by the rules a `GET`'s response is stored by. A `POST` that carried
+    /// `Cookie` or `Authorization` is stored only when the response is
+    /// `public` or has `s-maxage`: its body, as much as its credentials,
+    /// chose what it got.
+    fn storing_unsafe(
+        &self,
+        url: &Url,
+        method: &Method,
+        request: &HeaderMap,
+        response: &response::Parts,
+        declared: Option<u64>,
+        exchange: Exchange,
+        now: Timestamp,
+    ) -> Option<(CacheKey, Storing)> {
+        if *method != Method::POST {
+            return None;
+        }
+        let location = response.headers.get(header::CONTENT_LOCATION)?.to_str().ok()?;
+        let (host, path) = invalidation::resolve(url.host(), url.path(), location.trim())?;
+        if host != url.host() || path != url.path() {
+            return None;
+        }
+        let cc = self.config.response_cache_control(&response.headers);
+        let explicit =
+            cc.max_age.is_some() || cc.s_maxage.is_some() || response.headers.contains_key(header::EXPIRES);
+        if !explicit {
+            return None;
+        }
+        // What a client sent with its credentials becomes what every `GET`
+        // is served only when the origin says it is shared.
+        let credentials = request.contains_key(header::COOKIE) || request.contains_key(header::AUTHORIZATION);
+        if credentials && !(cc.public || cc.s_maxage.is_some()) {
+            return None;
+        }
+        let storing = self
+            .storing(url, request, response, declared, exchange, now)
+            .ok()?;
+        Some((self.url_key(url.host(), url.path(), request).build(), storing))
     }
 
     /// Only a body that outgrows the limit while it streams is remembered:

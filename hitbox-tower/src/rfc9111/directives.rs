@@ -145,6 +145,111 @@ impl CacheControl {
     }
 }
 
+impl CacheControl {
+    /// Parses a targeted cache-control field (RFC 9213), such as
+    /// `CDN-Cache-Control`: an RFC 8941 structured-field dictionary, read
+    /// with the `sfv` crate. Its lines are one dictionary. `None` when the
+    /// field is absent, is not a valid dictionary, or gives a directive a
+    /// value of the wrong type (`max-age="60"`, `max-age=1.5`,
+    /// `no-store=3`): then the whole field is ignored, as RFC 9213 section
+    /// 2.1 asks. Delta-seconds are non-negative integers; directives
+    /// without a value are `true` (and `?0` leaves them unset); `private`
+    /// and `no-cache` may instead name fields as a string or an inner list
+    /// of strings or tokens. Unknown directives are ignored.
+    ///
+    /// ```
+    /// use hitbox_tower::rfc9111::directives::{CacheControl, Delta};
+    /// use http::{HeaderMap, HeaderValue};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("cdn-cache-control", HeaderValue::from_static("max-age=60, must-revalidate"));
+    /// let cc = CacheControl::from_structured(&headers, "cdn-cache-control").unwrap();
+    /// assert_eq!(cc.max_age, Some(Delta::Secs(60)));
+    /// headers.insert("cdn-cache-control", HeaderValue::from_static("max-age=\"60\""));
+    /// assert!(CacheControl::from_structured(&headers, "cdn-cache-control").is_none());
+    /// ```
+    pub fn from_structured(headers: &HeaderMap, name: &str) -> Option<CacheControl> {
+        use sfv::{BareItem, Dictionary, ListEntry, Parser};
+        let mut lines = headers.get_all(name).iter();
+        let first = lines.next()?;
+        let joined;
+        let input: &[u8] = match lines.next() {
+            None => first.as_bytes(),
+            Some(second) => {
+                let mut all = Vec::from(first.as_bytes());
+                for line in std::iter::once(second).chain(lines) {
+                    all.extend_from_slice(b", ");
+                    all.extend_from_slice(line.as_bytes());
+                }
+                joined = all;
+                &joined
+            }
+        };
+        let dictionary: Dictionary = Parser::new(input).parse().ok()?;
+        let mut cc = CacheControl::default();
+        for (key, entry) in &dictionary {
+            let item = match entry {
+                ListEntry::Item(item) => Some(&item.bare_item),
+                ListEntry::InnerList(_) => None,
+            };
+            let flag = || match item {
+                Some(BareItem::Boolean(value)) => Some(*value),
+                _ => None,
+            };
+            let delta = || match item {
+                Some(BareItem::Integer(value)) => {
+                    let value = i64::from(*value);
+                    u64::try_from(value).ok().map(|secs| secs.min(MAX_DELTA))
+                }
+                _ => None,
+            };
+            match key.as_str() {
+                "max-age" => cc.max_age = Some(Delta::Secs(delta()?)),
+                "s-maxage" => cc.s_maxage = Some(Delta::Secs(delta()?)),
+                "stale-while-revalidate" => cc.stale_while_revalidate = Some(delta()?),
+                "stale-if-error" => cc.stale_if_error = Some(delta()?),
+                "no-store" => cc.no_store = flag()?,
+                "public" => cc.public = flag()?,
+                "must-revalidate" => cc.must_revalidate = flag()?,
+                "proxy-revalidate" => cc.proxy_revalidate = flag()?,
+                "must-understand" => cc.must_understand = flag()?,
+                "private" | "no-cache" => {
+                    let names = match (entry, item) {
+                        (_, Some(BareItem::Boolean(false))) => continue,
+                        (_, Some(BareItem::Boolean(true))) => Vec::new(),
+                        (_, Some(BareItem::String(names))) => names
+                            .as_str()
+                            .split(',')
+                            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                            .collect(),
+                        (ListEntry::InnerList(list), _) => {
+                            let mut names = Vec::new();
+                            for item in &list.items {
+                                let name = match &item.bare_item {
+                                    BareItem::String(name) => name.as_str(),
+                                    BareItem::Token(name) => name.as_str(),
+                                    _ => return None,
+                                };
+                                names.push(HeaderName::from_bytes(name.as_bytes()).ok()?);
+                            }
+                            names
+                        }
+                        _ => return None,
+                    };
+                    let slot = if key.as_str() == "private" {
+                        &mut cc.private
+                    } else {
+                        &mut cc.no_cache
+                    };
+                    *slot = Some(names);
+                }
+                _ => {}
+            }
+        }
+        Some(cc)
+    }
+}
+
 fn merge_delta(slot: &mut Option<Delta>, new: Option<u64>) {
     let new = new.map_or(Delta::Invalid, Delta::Secs);
     *slot = match *slot {
@@ -275,6 +380,48 @@ mod tests {
         assert_eq!(cc.min_fresh, Some(10));
         assert!(cc.only_if_cached);
         assert_eq!(CacheControl::parse("max-stale=30").max_stale, Some(Some(30)));
+    }
+
+    #[test]
+    fn targeted_fields_are_structured_dictionaries_ignored_whole_when_invalid() {
+        let parse = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append("cdn-cache-control", http::HeaderValue::from_str(line).unwrap());
+            }
+            CacheControl::from_structured(&headers, "cdn-cache-control")
+        };
+        let cc = parse(&["max-age=60, no-store, private=(\"x-a\" x-b)", "s-maxage=5"]).unwrap();
+        assert_eq!(cc.max_age, Some(Delta::Secs(60)));
+        assert_eq!(cc.s_maxage, Some(Delta::Secs(5)));
+        assert!(cc.no_store);
+        assert_eq!(cc.private.unwrap().len(), 2);
+        assert_eq!(parse(&["no-cache"]).unwrap().no_cache, Some(Vec::new()));
+        assert!(!parse(&["no-store=?0"]).unwrap().no_store);
+        assert_eq!(
+            parse(&["max-age=99999999999999"]).unwrap().max_age,
+            Some(Delta::Secs(MAX_DELTA))
+        );
+        // Unknown members, of any type, are ignored.
+        assert!(parse(&["foo=\"bar\", max-age=1"]).unwrap().max_age.is_some());
+        for bad in [
+            "max-age=\"10000\"",
+            "&&&",
+            "max-age=1.5",
+            "max-age=-1",
+            "max-age=(1 2)",
+            "no-store=3",
+            "must-revalidate=\"yes\"",
+            "private=5",
+            "max-age=60, ",
+            "Max-Age=60",
+        ] {
+            assert_eq!(parse(&[bad]), None, "{bad}");
+        }
+        assert_eq!(
+            CacheControl::from_structured(&HeaderMap::new(), "cdn-cache-control"),
+            None
+        );
     }
 
     #[test]

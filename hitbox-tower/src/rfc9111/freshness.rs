@@ -64,13 +64,15 @@ pub fn date_of(headers: &HeaderMap) -> Option<u64> {
         .and_then(parse_http_date)
 }
 
-/// The `Age` a message carries: the first value, if it is delta-seconds;
-/// a negative or otherwise invalid value counts as absent (zero), a huge
-/// one is capped at 2^31 (RFC 9111 section 1.2.2).
+/// The `Age` a message carries: its first member (`Age: 7200, 0`, or two
+/// field lines, read as 7200), if it is delta-seconds; a negative or
+/// otherwise invalid value counts as absent (zero), a huge one is capped at
+/// 2^31 (RFC 9111 section 1.2.2).
 pub fn age_of(headers: &HeaderMap) -> u64 {
     headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
         .and_then(|v| parse_delta(v.trim()))
         .unwrap_or(0)
         .min(MAX_DELTA)
@@ -142,6 +144,46 @@ pub fn freshness_lifetime(
 /// `proxy-revalidate` for shared caches).
 pub fn forbids_stale(cc: &CacheControl) -> bool {
     cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some()
+}
+
+/// What a stale stored response may do when the origin cannot be reached
+/// (RFC 9111 section 4.2.4): the connection refused, closed or reset, or a
+/// timeout, which a layer sees as its inner service's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnected {
+    /// Served stale, in place of the error.
+    Serve,
+    /// Not served: the response forbids serving it stale
+    /// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, an unqualified
+    /// `no-cache`). The client gets `504 Gateway Timeout`.
+    Forbidden,
+    /// Stale for longer than the grace window: the error goes on.
+    Error,
+}
+
+/// What `cc`'s response, stale for `stale_for` seconds, may do when the
+/// origin cannot be reached, with a grace window of `grace` seconds (zero:
+/// the feature is off, and the error goes on).
+///
+/// ```
+/// use hitbox_tower::rfc9111::directives::CacheControl;
+/// use hitbox_tower::rfc9111::freshness::{Disconnected, if_disconnected};
+///
+/// assert_eq!(if_disconnected(&CacheControl::parse("max-age=60"), 5, 10), Disconnected::Serve);
+/// assert_eq!(if_disconnected(&CacheControl::parse("max-age=60"), 11, 10), Disconnected::Error);
+/// let strict = CacheControl::parse("max-age=60, must-revalidate");
+/// assert_eq!(if_disconnected(&strict, 5, 10), Disconnected::Forbidden);
+/// ```
+pub fn if_disconnected(cc: &CacheControl, stale_for: u64, grace: u64) -> Disconnected {
+    if grace == 0 {
+        Disconnected::Error
+    } else if forbids_stale(cc) || cc.no_cache.as_ref().is_some_and(Vec::is_empty) {
+        Disconnected::Forbidden
+    } else if stale_for <= grace {
+        Disconnected::Serve
+    } else {
+        Disconnected::Error
+    }
 }
 
 /// How a stored response relates to a request, at some moment.
@@ -313,6 +355,10 @@ mod tests {
         assert_eq!(ex.corrected_initial_age(), 32);
         // Negative Age is ignored, huge Age is capped.
         assert_eq!(age_of(&headers(&[("age", "-5")])), 0);
+        assert_eq!(age_of(&headers(&[("age", "7200, 0")])), 7200);
+        assert_eq!(age_of(&headers(&[("age", "7200"), ("age", "0")])), 7200);
+        assert_eq!(age_of(&headers(&[("age", "1.5")])), 0);
+        assert_eq!(age_of(&headers(&[("age", "abc, 10")])), 0);
         assert_eq!(age_of(&headers(&[("age", "99999999999999")])), MAX_DELTA);
         // A Date in the future gives no negative age.
         let future = super::super::date::format_http_date(T + 1_000);

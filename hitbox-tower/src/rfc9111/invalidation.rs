@@ -44,7 +44,7 @@ pub fn targets(
 /// Resolves a URI reference against the request target; `None` for other
 /// hosts (which must not be invalidated, to keep one origin from purging
 /// another's responses).
-fn resolve(host: &str, path: &str, reference: &str) -> Option<(String, String)> {
+pub(crate) fn resolve(host: &str, path: &str, reference: &str) -> Option<(String, String)> {
     if reference.starts_with("//") || reference.contains("://") {
         let uri: Uri = reference.parse().ok()?;
         let authority = uri.authority()?.as_str();

@@ -25,9 +25,12 @@
 //! - [`directives`]: `Cache-Control` parsing (RFC 9111 5.2): quoted
 //!   arguments accepted, unknown extensions ignored, invalid or conflicting
 //!   delta-seconds make the response stale, values capped at 2^31.
-//! - [`storage`]: what a shared cache may store (section 3): `GET` only;
-//!   final statuses but `206` and `304`; not `no-store` (request or
-//!   response, unless `must-understand`), not unqualified `private`, not a
+//! - [`storage`]: what a shared cache may store (section 3): `GET` (and a
+//!   `POST` response whose `Content-Location` is its own target, with
+//!   explicit freshness, for the `GET`s that follow); final statuses but
+//!   `304` (a `206` as a part, see [`range`]); not `no-store` (request or
+//!   response, unless `must-understand` with a status the cache
+//!   understands; with one it does not, never), not unqualified `private`, not a
 //!   request with `Authorization` unless `public`, `s-maxage` or
 //!   `must-revalidate`; not `Vary: *`; only with explicit freshness or a
 //!   heuristically cacheable status (200, 203, 204, 300, 301, 308, 404, 405,
@@ -40,12 +43,17 @@
 //!   response times), and the verdict for a request (`no-cache`,
 //!   `max-age`, `max-stale`, `min-fresh`; `must-revalidate`,
 //!   `proxy-revalidate`, `s-maxage`; RFC 5861 `stale-while-revalidate` and
-//!   `stale-if-error`).
+//!   `stale-if-error`); serving stale when the origin cannot be reached
+//!   (4.2.4, [`Rfc9111::stale_if_disconnected`]).
+//! - [`date`]: HTTP-dates in exactly the three forms of RFC 9110 5.6.7.
+//! - [`range`]: single byte ranges answered from a stored `200` (`206`,
+//!   `416`, `If-Range`), stored `206` parts completed from the origin.
 //! - [`vary`]: secondary keys (4.1); several variants of one URL are stored
 //!   side by side (the first under the URL's key, the others under keys
 //!   derived from it and their `Vary` values); field values are compared
 //!   byte for byte after joining lines and trimming whitespace; absent
-//!   matches only absent.
+//!   matches only absent; `Accept-Language` by preference, and a stored
+//!   `Content-Language` that is a request's first choice serves it.
 //! - [`validation`]: conditional requests with the stored `ETag` and
 //!   `Last-Modified`, `304` selection and header update (4.3), `304`
 //!   answers to the client's own `If-None-Match`/`If-Modified-Since`.
@@ -54,15 +62,18 @@
 //!   whose host is ambiguous is refused with `400`.
 //!
 //! `CDN-Cache-Control` (RFC 9213) and `Surrogate-Control`, when listed with
-//! [`Rfc9111::targeted_field`], take precedence over `Cache-Control` and
-//! are removed before the response reaches the client. Every response
+//! [`Rfc9111::targeted_field`], take precedence over `Cache-Control`.
+//! Targeted fields are RFC 8941 dictionaries, parsed with the `sfv` crate
+//! and ignored whole when invalid (`Surrogate-Control` keeps
+//! `Cache-Control`'s syntax). `CDN-Cache-Control` is passed on to the
+//! client (it is meant for every CDN in a chain); the others are removed. Every response
 //! carries `Cache-Status` (RFC 9211); hop-by-hop fields, and those
 //! `Connection` names, are never stored.
 //!
-//! Known gaps: responses to `POST` are never stored (RFC 9111 allows it
-//! with explicit freshness and `Content-Location`); `206` partial content
-//! is not stored or combined; a `304` updates only the variant it was asked
-//! for; `max-stale` can only reach stale responses that are still kept
+//! Known gaps: several ranges get the whole `200` (no
+//! `multipart/byteranges`); interim `1xx` responses are not passed on
+//! (hyper's server cannot send them; they are never stored); a `304`
+//! updates only the variant it was asked for; `max-stale` can only reach stale responses that are still kept
 //! (those with validators, for [`Rfc9111::keep_stale`], and those inside
 //! their RFC 5861 windows); the request directive `no-transform` and the response directive
 //! `no-transform` have nothing to act on (the cache never transforms).
@@ -78,11 +89,15 @@ pub mod directives;
 pub mod freshness;
 pub mod host;
 pub mod invalidation;
+pub mod range;
 pub mod storage;
 pub mod validation;
 pub mod vary;
 
 use directives::CacheControl;
+
+const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
 
 /// The configuration of standards mode.
 ///
@@ -106,7 +121,12 @@ pub struct Rfc9111 {
     pub(crate) max_body_size: usize,
     pub(crate) key_fields: Vec<HeaderName>,
     pub(crate) refuse_set_cookie: bool,
+    pub(crate) stale_if_disconnected: Duration,
 }
+
+/// How long a stale response may stand in for an origin that cannot be
+/// reached, by default: short, as Varnish's default grace is.
+pub const DEFAULT_STALE_IF_DISCONNECTED: Duration = Duration::from_secs(10);
 
 impl Default for Rfc9111 {
     fn default() -> Self {
@@ -127,7 +147,24 @@ impl Rfc9111 {
             max_body_size: crate::DEFAULT_MAX_BODY_SIZE,
             key_fields: Vec::new(),
             refuse_set_cookie: false,
+            stale_if_disconnected: DEFAULT_STALE_IF_DISCONNECTED,
         }
+    }
+
+    /// Serve stale when disconnected (RFC 9111 section 4.2.4): when the
+    /// origin cannot be reached (the service the layer wraps returns an
+    /// error: connection refused, closed or reset, a timeout layered
+    /// inside), a stored response stale for at most `grace` is served in
+    /// place of the error, with `Cache-Status: …; fwd=stale; ttl=-N;
+    /// detail=stale-if-disconnected`. A response that forbids serving it
+    /// stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`, an
+    /// unqualified `no-cache`) gets `504 Gateway Timeout` instead. Stale
+    /// responses are kept at least this long. A `5xx` answer is not a
+    /// disconnection: only `stale-if-error` (RFC 5861) covers it. Default
+    /// [`DEFAULT_STALE_IF_DISCONNECTED`]; zero turns it off.
+    pub fn stale_if_disconnected(mut self, grace: Duration) -> Self {
+        self.stale_if_disconnected = grace;
+        self
     }
 
     /// The fraction of the time since `Last-Modified` a response without
@@ -146,8 +183,8 @@ impl Rfc9111 {
     /// Adds a targeted cache-control field (RFC 9213) this cache obeys,
     /// such as `cdn-cache-control` or `surrogate-control`. Fields are tried
     /// in the order added; the first present and valid one replaces
-    /// `Cache-Control` for this cache. All of them are removed from the
-    /// responses sent to clients.
+    /// `Cache-Control` for this cache. All but `CDN-Cache-Control` are
+    /// removed from the responses sent to clients.
     pub fn targeted_field(mut self, name: &str) -> Self {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             self.targeted.push(name);
@@ -193,24 +230,37 @@ impl Rfc9111 {
     }
 
     /// The cache control this cache obeys for a response: the first
-    /// targeted field that is present and holds a directive this cache
-    /// understands, else `Cache-Control`.
+    /// targeted field that is present, valid, and holds a directive this
+    /// cache understands, else `Cache-Control`. Targeted fields are RFC
+    /// 8941 dictionaries ([`CacheControl::from_structured`]), ignored whole
+    /// when invalid; `Surrogate-Control`, which predates RFC 9213, has
+    /// `Cache-Control`'s syntax.
     pub fn response_cache_control(&self, headers: &HeaderMap) -> CacheControl {
         for name in &self.targeted {
-            if headers.contains_key(name) {
-                let cc = CacheControl::from_headers(headers, name.as_str());
-                if !cc.is_empty() {
-                    return cc;
-                }
+            if !headers.contains_key(name) {
+                continue;
+            }
+            let cc = if name == SURROGATE_CONTROL {
+                Some(CacheControl::from_headers(headers, name.as_str()))
+            } else {
+                CacheControl::from_structured(headers, name.as_str())
+            };
+            if let Some(cc) = cc.filter(|cc| !cc.is_empty()) {
+                return cc;
             }
         }
         CacheControl::from_headers(headers, "cache-control")
     }
 
-    /// Removes the targeted fields, which are for this cache only.
+    /// Removes the targeted fields meant for this cache alone before a
+    /// response reaches a client. `CDN-Cache-Control` is passed on: it is
+    /// meant for every CDN in a chain (RFC 9213 section 2.3), so one behind
+    /// this cache obeys it too.
     pub fn strip_targeted(&self, headers: &mut HeaderMap) {
         for name in &self.targeted {
-            headers.remove(name);
+            if name != CDN_CACHE_CONTROL {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -238,13 +288,19 @@ mod tests {
             Some(directives::Delta::Secs(60))
         );
         // An invalid targeted field is ignored.
-        headers.insert("cdn-cache-control", HeaderValue::from_static("%%%"));
-        assert_eq!(
-            config.response_cache_control(&headers).max_age,
-            Some(directives::Delta::Secs(30))
-        );
+        for invalid in ["%%%", "max-age=\"60\"", "max-age=60, no-store=1"] {
+            headers.insert("cdn-cache-control", HeaderValue::from_str(invalid).unwrap());
+            assert_eq!(
+                config.response_cache_control(&headers).max_age,
+                Some(directives::Delta::Secs(30)),
+                "{invalid}"
+            );
+        }
+        // CDN-Cache-Control goes on to the client; Surrogate-Control does not.
         config.strip_targeted(&mut headers);
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.len(), 2);
+        assert!(headers.contains_key("cdn-cache-control"));
+        headers.remove("cdn-cache-control");
         assert!(!Rfc9111::new().response_cache_control(&headers).is_empty());
     }
 }

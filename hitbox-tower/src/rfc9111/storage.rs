@@ -10,14 +10,27 @@ use super::directives::CacheControl;
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
 
-/// Status codes whose semantics this cache implements well enough to store
-/// them: every final status except `206` (ranges are not assembled) and
-/// `304` (which updates a stored response instead).
+/// Final status codes whose semantics this cache implements (those RFC 9110
+/// defines, and `429`, `431` and `451`): what `must-understand` asks about
+/// (RFC 9111 section 5.2.2.3). A response with `must-understand` and
+/// another status is not stored, whatever else it says; with one of these,
+/// its `no-store` is overridden. `206` is left out (a part is stored as
+/// what it is, not on `must-understand`'s word) and so is `304` (it
+/// updates a stored response).
 pub fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 429 | 431 | 451 | 500..=505
+    )
+}
+
+/// Whether a status is final and stands for a whole response: every final
+/// status but `206` (a part) and `304` (which updates a stored response).
+pub fn final_whole(status: StatusCode) -> bool {
     let code = status.as_u16();
     (200..600).contains(&code) && code != 206 && code != 304
 }
@@ -83,11 +96,15 @@ pub fn check_storable(
     if method != Method::GET {
         return Err(NotStorable::Method);
     }
-    if !understood(status) {
+    if !final_whole(status) {
         return Err(NotStorable::Status);
     }
-    // must-understand lets a cache that understands the status ignore
-    // no-store; every status reaching here is understood.
+    // must-understand: a status this cache does not understand is not
+    // stored (`no-store` applies, or would have); one it understands
+    // overrides `no-store`.
+    if response_cc.must_understand && !understood(status) {
+        return Err(NotStorable::Status);
+    }
     if request_cc.no_store || (response_cc.no_store && !response_cc.must_understand) {
         return Err(NotStorable::NoStore);
     }
@@ -291,5 +308,17 @@ mod tests {
             ),
             Ok(())
         );
+        // A status this cache does not understand: not stored, with or
+        // without `no-store`; without `must-understand` it is stored.
+        for cc in [
+            "no-store, must-understand, max-age=5",
+            "must-understand, max-age=5",
+        ] {
+            assert_eq!(
+                check(299, &[], &[("cache-control", cc)]),
+                Err(NotStorable::Status)
+            );
+        }
+        assert_eq!(check(299, &[], &[("cache-control", "max-age=5")]), Ok(()));
     }
 }

@@ -46,7 +46,8 @@ pub fn weak_eq(a: &str, b: &str) -> bool {
 /// Whether a client's conditional `GET`/`HEAD` is answered `304 Not
 /// Modified` by the stored response (RFC 9110 section 13.1.2 and 13.1.3):
 /// `If-None-Match` decides when present, weakly matching the stored `ETag`
-/// (or `*`); otherwise `If-Modified-Since` against `Last-Modified`.
+/// (or `*`); otherwise `If-Modified-Since` against `Last-Modified`, or
+/// against `Date` when the stored response has no `Last-Modified`.
 pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     let etag = stored.get(header::ETAG).and_then(|v| v.to_str().ok());
     let mut inm = request.get_all(header::IF_NONE_MATCH).iter().peekable();
@@ -63,8 +64,11 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_http_date);
+    // Without `Last-Modified`, the stored response's `Date` stands for it
+    // (RFC 9111 section 4.3.2): it was current then.
     let modified = stored
         .get(header::LAST_MODIFIED)
+        .or_else(|| stored.get(header::DATE))
         .and_then(|v| v.to_str().ok())
         .and_then(parse_http_date);
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
@@ -173,6 +177,15 @@ mod tests {
             &stored
         ));
         assert!(!not_modified(&map(&[("if-modified-since", "garbage")]), &stored));
+        // No Last-Modified: the Date stands for it.
+        let dated = map(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        let since = |d: &str| map(&[("if-modified-since", d)]);
+        assert!(not_modified(&since("Sun, 06 Nov 1994 08:49:37 GMT"), &dated));
+        assert!(!not_modified(&since("Sat, 05 Nov 1994 08:49:37 GMT"), &dated));
+        assert!(!not_modified(
+            &since("Sun, 06 Nov 1994 08:49:37 GMT"),
+            &HeaderMap::new()
+        ));
     }
 
     #[test]

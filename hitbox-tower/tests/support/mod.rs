@@ -32,6 +32,9 @@ pub struct Reply {
     pub body: String,
     /// Sent as a stream of unknown length, in 16 KiB chunks.
     pub streamed: bool,
+    /// Honours a single byte `Range` (and `If-Range` against its `ETag`)
+    /// with `206`, as a file server does.
+    pub ranged: bool,
 }
 
 /// One request the origin received.
@@ -62,6 +65,7 @@ impl Origin {
                 .collect(),
             body: body.to_owned(),
             streamed: false,
+            ranged: false,
         };
         self.script.lock().unwrap().insert(path.to_owned(), reply);
     }
@@ -70,6 +74,13 @@ impl Origin {
     pub fn reply_streamed(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
         self.reply(path, status, headers, body);
         self.script.lock().unwrap().get_mut(path).unwrap().streamed = true;
+    }
+
+    /// Like [`Origin::reply`] (a `200`), answering range requests with
+    /// `206`.
+    pub fn reply_ranged(&self, path: &str, headers: &[(&str, &str)], body: &str) {
+        self.reply(path, 200, headers, body);
+        self.script.lock().unwrap().get_mut(path).unwrap().ranged = true;
     }
 
     /// Holds every answer until [`Origin::release`].
@@ -130,6 +141,7 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
             headers: Vec::new(),
             body: "default".to_owned(),
             streamed: false,
+            ranged: false,
         });
     // `{name}` in a scripted body stands for the request's `name` header.
     let mut body = reply.body;
@@ -142,6 +154,29 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
             .map_or("-", |v| v.to_str().unwrap_or("?"));
         body.replace_range(start..start + len + 1, value);
     }
+    let mut status = reply.status;
+    let mut headers = reply.headers;
+    if reply.ranged {
+        use hitbox_tower::rfc9111::range::{RangeRequest, content_range_value, parse_range};
+        let etag = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("etag"))
+            .map(|(_, value)| value.clone());
+        let if_range = parts
+            .headers
+            .get("if-range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let holds = if_range.is_none() || if_range == etag;
+        if let (Some(RangeRequest::Single(range)), true) = (parse_range(&parts.headers), holds) {
+            let len = body.len() as u64;
+            if let Some(span) = range.resolve(len) {
+                status = 206;
+                body = body[span.first as usize..=span.last as usize].to_owned();
+                let value = content_range_value(span, len);
+                headers.push(("content-range".to_owned(), value.to_str().unwrap().to_owned()));
+            }
+        }
+    }
     let mut response = if reply.streamed {
         let bytes = Bytes::from(body);
         let chunks: Vec<Result<Bytes, std::io::Error>> = (0..bytes.len())
@@ -152,8 +187,8 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
     } else {
         Response::new(Body::from(Bytes::from(body)))
     };
-    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-    for (name, value) in reply.headers {
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (name, value) in headers {
         response.headers_mut().append(
             HeaderName::from_bytes(name.as_bytes()).unwrap(),
             HeaderValue::from_str(&value).unwrap(),
@@ -287,5 +322,91 @@ pub async fn until(mut done: impl FnMut() -> bool) {
             "condition not reached in 30 s"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(feature = "reqwest")]
+#[allow(unused_imports)]
+pub use gateway::{Gateway, gateway};
+
+#[cfg(feature = "reqwest")]
+mod gateway {
+    use super::*;
+
+    /// The layer on the client side: in front of a reqwest client that talks
+    /// to the scripted origin over TCP, so that the origin can go away.
+    pub struct Gateway {
+        pub origin: Origin,
+        pub cache: Cache,
+        pub clock: ManualClock,
+        pub service: hitbox_tower::CacheService<hitbox_tower::client::ReqwestService>,
+        pub base: String,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    pub async fn gateway(config: Rfc9111) -> Gateway {
+        let clock = ManualClock::new();
+        let cache = Cache::builder(MokaBackend::default())
+            .clock(clock.clone())
+            .build();
+        let origin = Origin::default();
+        let app = Router::new().fallback(scripted).with_state(origin.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // No pooled connections: once the origin is gone, every request finds
+        // the port closed.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let layer = CacheLayer::builder(cache.clone()).rfc9111(config).build();
+        let service = tower::Layer::layer(&layer, hitbox_tower::client::ReqwestService::new(client));
+        Gateway {
+            origin,
+            cache,
+            clock,
+            service,
+            base: format!("http://{addr}"),
+            server,
+        }
+    }
+
+    impl Gateway {
+        /// A `GET` through the layer: the status, headers and body, or the
+        /// client's error when the origin could not be reached.
+        pub async fn get(&self, path: &str) -> Result<Got, reqwest::Error> {
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            let request = http::Request::get(format!("{}{}", self.base, path))
+                .body(reqwest::Body::from(""))
+                .unwrap();
+            let response = self.service.clone().oneshot(request).await?;
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.expect("a body").to_bytes();
+            Ok(Got {
+                status: parts.status,
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            })
+        }
+
+        /// Takes the origin away: its port is closed, so connections are
+        /// refused.
+        pub async fn stop_origin(&self) {
+            self.server.abort();
+            while !self.server.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        pub fn advance(&self, secs: u64) {
+            self.clock.advance(Duration::from_secs(secs));
+        }
+
+        pub async fn stores(&self, n: u64) {
+            until(|| self.cache.stats().stores >= n).await;
+        }
     }
 }
