@@ -133,6 +133,7 @@
 mod codec;
 mod engine;
 mod error;
+pub mod memoize;
 mod tiers;
 
 #[cfg(feature = "encryption")]
@@ -150,6 +151,8 @@ pub use engine::{
     LoadTicket, TypedCache,
 };
 pub use error::{BackendError, BoxError, CodecError, LoadError};
+#[cfg(feature = "macros")]
+pub use memoize::cached;
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
 pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{

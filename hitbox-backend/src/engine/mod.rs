@@ -20,6 +20,7 @@
 //! views), `stats` (the counters).
 
 mod flight;
+mod in_place;
 mod memo;
 mod stats;
 mod typed;
