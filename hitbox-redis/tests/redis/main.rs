@@ -12,5 +12,6 @@ mod common;
 mod distributed;
 mod encrypted;
 mod outage;
+mod read_many;
 mod sentinel;
 mod standalone;
