@@ -20,7 +20,8 @@
 //! views), `stats` (the counters).
 
 mod flight;
-mod in_place;
+pub(crate) mod in_place;
+mod many;
 mod memo;
 mod stats;
 mod typed;
