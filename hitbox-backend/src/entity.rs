@@ -232,7 +232,14 @@ impl<E: Entity> EntityCache<E> {
                 Err(error) => Err(Missing::Failed(error)),
             }
         };
-        match self.cache.try_get_or_load_in_place(&key, &options, load).await {
+        // An absent row is an answer: a stale entry does not hide it. A
+        // failed repository may be covered by one (stale-if-error).
+        let failed = |missing: &Missing<R::Error>| matches!(missing, Missing::Failed(_));
+        match self
+            .cache
+            .get_or_load_in_place(&key, &options, load, failed)
+            .await
+        {
             Ok(entity) => Ok(Some(entity)),
             Err(Missing::Absent) => Ok(None),
             Err(Missing::Failed(error)) => Err(error),

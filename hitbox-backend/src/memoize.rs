@@ -214,8 +214,11 @@ where
             Err(never) => match never {},
         }
     } else {
+        // A None is an answer, not a failure: no stale value replaces it.
         cache
-            .try_get_or_load_in_place(key, options, async { body.await.ok_or(NothingToCache) })
+            .get_or_load_in_place(key, options, async { body.await.ok_or(NothingToCache) }, |_| {
+                false
+            })
             .await
             .ok()
     }

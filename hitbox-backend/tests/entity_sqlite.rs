@@ -371,3 +371,32 @@ async fn invalidate_all_drops_every_entity_of_the_type() {
     assert_eq!(users.cache().get::<User>(&users.key(&2)).await, None);
     assert!(users.invalidate(&1).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_deleted_row_is_not_hidden_by_a_stale_entry_but_a_failure_is() {
+    let clock = hitbox_core::ManualClock::new();
+    let cache = Cache::builder(MemoryBackend::new())
+        .clock(clock.clone())
+        .policy(
+            hitbox_core::CachePolicy::new(Duration::from_secs(10)).stale_if_error(Duration::from_secs(600)),
+        )
+        .build();
+    let users = EntityCache::<User>::new(cache);
+    let db = UserRepository::new().await;
+    users.get(&db, &1).await.unwrap();
+    users.get(&db, &2).await.unwrap();
+    clock.advance(Duration::from_secs(20));
+
+    sqlx::query("DELETE FROM users WHERE id = 1")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(users.get(&db, &1).await.unwrap(), None, "the row is gone");
+
+    // The database fails: the stale entry covers for it.
+    sqlx::query("DROP TABLE users").execute(&db.pool).await.unwrap();
+    assert_eq!(users.get(&db, &2).await.unwrap().unwrap().name, "Grace");
+    // Past the window, the error shows.
+    clock.advance(Duration::from_secs(600));
+    assert!(users.get(&db, &2).await.is_err());
+}

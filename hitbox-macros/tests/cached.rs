@@ -253,3 +253,26 @@ async fn an_invalidation_during_the_body_keeps_its_result_out_of_the_cache() {
     assert_eq!(users.cache.get::<User>(&key).await, None, "but it was not stored");
     assert_eq!(users.cache.stats().stale_loads_discarded, 1);
 }
+
+#[cached(cache = cache, skip = [present])]
+async fn maybe(cache: &Cache, present: &std::sync::atomic::AtomicBool, id: u64) -> Option<u64> {
+    present.load(Ordering::SeqCst).then_some(id)
+}
+
+#[tokio::test]
+async fn a_none_is_an_answer_that_no_stale_value_hides() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder(MemoryBackend::new())
+        .clock(clock.clone())
+        .policy(CachePolicy::new(Duration::from_secs(10)).stale_if_error(Duration::from_secs(600)))
+        .build();
+    let present = std::sync::atomic::AtomicBool::new(true);
+    assert_eq!(maybe(&cache, &present, 1).await, Some(1));
+    clock.advance(Duration::from_secs(20));
+    present.store(false, Ordering::SeqCst);
+    assert_eq!(
+        maybe(&cache, &present, 1).await,
+        None,
+        "gone is gone, even with a stale entry"
+    );
+}

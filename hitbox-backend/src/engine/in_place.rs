@@ -75,6 +75,24 @@ impl Cache {
         V: CacheableValue,
         Fut: Future<Output = Result<V, E>>,
     {
+        self.get_or_load_in_place(key, options, load, |_| true).await
+    }
+
+    /// [`Cache::try_get_or_load_in_place`], serving a stale entry in place
+    /// of only those errors `serve_stale_on` accepts: "there is nothing"
+    /// (a `None`, an absent row) is not a failure to hide behind an old
+    /// value.
+    pub(crate) async fn get_or_load_in_place<V, E, Fut>(
+        &self,
+        key: &CacheKey,
+        options: &EntryOptions,
+        load: Fut,
+        serve_stale_on: fn(&E) -> bool,
+    ) -> Result<V, E>
+    where
+        V: CacheableValue,
+        Fut: Future<Output = Result<V, E>>,
+    {
         match options.strategy_of() {
             Strategy::UseCache => {}
             Strategy::Bypass => {
@@ -88,7 +106,7 @@ impl Cache {
             Strategy::Refresh => {
                 tracing::debug!(key = %key.log_id(), "cache refresh");
                 let ticket = self.inner.lead_with::<V, InPlaceFailed>(key, options, false);
-                return self.lead_in_place(ticket, load, None).await;
+                return self.lead_in_place(ticket, load, None, serve_stale_on).await;
             }
         }
 
@@ -107,7 +125,7 @@ impl Cache {
         EngineCounters::bump(&self.inner.stats.misses);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache load in place");
         let ticket = self.inner.lead_or_join::<V, InPlaceFailed>(key, options);
-        self.lead_in_place(ticket, load, fallback).await
+        self.lead_in_place(ticket, load, fallback, serve_stale_on).await
     }
 
     async fn load_unshared<V, E, Fut>(&self, load: Fut) -> Result<V, E>
@@ -127,6 +145,7 @@ impl Cache {
         ticket: LoadTicket<V, InPlaceFailed>,
         load: Fut,
         fallback: Option<V>,
+        serve_stale_on: fn(&E) -> bool,
     ) -> Result<V, E>
     where
         V: CacheableValue,
@@ -153,7 +172,7 @@ impl Cache {
             },
         };
         match (result, fallback) {
-            (Err(_), Some(stale)) => {
+            (Err(error), Some(stale)) if serve_stale_on(&error) => {
                 EngineCounters::bump(&self.inner.stats.stale_if_error_hits);
                 tracing::warn!("load in place failed, serving the stale entry");
                 Ok(stale)
