@@ -503,3 +503,60 @@ async fn entries_written_through_the_engine_carry_tags() {
     assert_eq!(cache.get::<Profile>(&key(1)).await, None);
     assert_eq!(cache.get::<Profile>(&key(2)).await, Some(profile(2)));
 }
+
+impl hitbox_backend::Entity for Profile {
+    type Id = u64;
+    const NAMESPACE: &'static str = "profiles";
+
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Profiles 1 to 10, counting the ids each `load_many` is asked for.
+#[derive(Default)]
+struct Profiles {
+    asked: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl hitbox_backend::Repository<Profile> for Profiles {
+    type Error = std::convert::Infallible;
+
+    async fn load(&self, id: &u64) -> Result<Option<Profile>, Self::Error> {
+        Ok((1..=10).contains(id).then(|| profile(*id)))
+    }
+
+    async fn load_many(&self, ids: &[u64]) -> Result<Vec<Profile>, Self::Error> {
+        self.asked.lock().unwrap().push(ids.to_vec());
+        Ok(ids
+            .iter()
+            .filter(|id| (1..=10).contains(*id))
+            .map(|id| profile(*id))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn the_entity_cache_reads_many_ids_in_one_memcached_get() {
+    let tier = backend("entities");
+    let profiles = hitbox_backend::EntityCache::<Profile>::new(Cache::new(tier.clone()));
+    let db = Profiles::default();
+    let first = profiles.get_many(&db, &[1, 2, 3]).await.unwrap();
+    assert!(first.iter().all(Option::is_some));
+    let before = tier.tier_stats()[0].timed_calls;
+    let found = profiles.get_many(&db, &[1, 2, 3, 4, 11]).await.unwrap();
+    assert_eq!(
+        found,
+        vec![
+            Some(profile(1)),
+            Some(profile(2)),
+            Some(profile(3)),
+            Some(profile(4)),
+            None
+        ]
+    );
+    let stats = &tier.tier_stats()[0];
+    // One read of the five keys; then one write for the one loaded entity.
+    assert_eq!(stats.timed_calls - before, 2, "{stats:?}");
+    assert_eq!(*db.asked.lock().unwrap(), vec![vec![1, 2, 3], vec![4, 11]]);
+}
