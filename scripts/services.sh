@@ -7,16 +7,17 @@
 #   source scripts/services.sh && start_services && cargo test -p hitbox-redis; stop_services
 #
 # What `start_services` does:
-#   - installs Debian's redis-server (and redis-tools, for redis-cli) with
-#     apt-get when redis-server is missing; never relies on a Redis that may
-#     already run on the machine;
+#   - installs Debian's redis-server (and redis-tools, for redis-cli) and
+#     memcached with apt-get when they are missing; never relies on a Redis
+#     or memcached that may already run on the machine;
 #   - starts, on free loopback ports and with data under
 #     .test-services/run-<pid>/ (one directory per run, so two runs in one
 #     checkout do not collide):
 #       * a standalone server,
 #       * a cluster of three masters (no replicas),
 #       * one sentinel (redis-server --sentinel, the same binary) watching
-#         the standalone server under the service name `hitbox`;
+#         the standalone server under the service name `hitbox`,
+#       * a memcached (64 MB);
 #   - waits until every server answers PING and the cluster reports
 #     cluster_state:ok, and fails loudly after about 30 seconds;
 #   - exports:
@@ -25,6 +26,9 @@
 #       HITBOX_TEST_REDIS_SENTINEL_URL   redis-sentinel://127.0.0.1:PORT?sentinelServiceName=hitbox
 #       HITBOX_TEST_REDIS_SERVER_BIN     the redis-server binary, for tests that start
 #                                        (and kill) servers of their own
+#       HITBOX_TEST_MEMCACHED_URL        tcp://127.0.0.1:PORT
+#       HITBOX_TEST_MEMCACHED_BIN        the memcached binary, for tests that start (and
+#                                        kill) servers of their own
 #
 # `stop_services` shuts down what this run started and removes its data.
 
@@ -237,6 +241,7 @@ start_services() {
     _hitbox_wait_ping "$sentinel" || { _hitbox_die "the sentinel is not up"; return 1; }
     _hitbox_wait_sentinel "$sentinel" || { _hitbox_die "the sentinel is not ready"; return 1; }
 
+    _hitbox_start_memcached || { _hitbox_die "memcached did not start"; return 1; }
     HITBOX_TEST_REDIS_URL="redis://127.0.0.1:$standalone"
     HITBOX_TEST_REDIS_CLUSTER_URL="redis-cluster://127.0.0.1:${cluster_ports[0]}?node=127.0.0.1:${cluster_ports[1]}&node=127.0.0.1:${cluster_ports[2]}"
     HITBOX_TEST_REDIS_SENTINEL_URL="redis-sentinel://127.0.0.1:$sentinel?sentinelServiceName=hitbox"
@@ -276,5 +281,72 @@ stop_services() {
     _HITBOX_PORTS_TAKEN=" "
     unset HITBOX_TEST_REDIS_URL HITBOX_TEST_REDIS_CLUSTER_URL HITBOX_TEST_REDIS_SENTINEL_URL \
         HITBOX_TEST_REDIS_SERVER_BIN
+    unset HITBOX_TEST_MEMCACHED_URL HITBOX_TEST_MEMCACHED_BIN
     return 0
+}
+
+# Installs Debian's memcached when it is missing.
+_hitbox_install_memcached() {
+    if command -v memcached >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "services: ERROR: memcached is missing and apt-get is not available to install it" >&2
+        return 1
+    fi
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        sudo="sudo"
+    fi
+    _hitbox_log "installing memcached with apt-get"
+    # As for redis-server: no system-wide memcached of the package's own.
+    local policy_rc=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy_rc" ] && [ -w /usr/sbin ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy_rc" && chmod +x "$policy_rc" && made_policy=1
+    fi
+    local status=0
+    $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null || status=$?
+    if [ "$status" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+            --no-install-recommends memcached >/dev/null || status=$?
+    fi
+    if [ "$made_policy" = 1 ]; then
+        rm -f "$policy_rc"
+    fi
+    if [ "$status" != 0 ] || ! command -v memcached >/dev/null 2>&1; then
+        echo "services: ERROR: could not install memcached with apt-get (status $status)" >&2
+        return 1
+    fi
+}
+
+# Waits until the memcached on port $1 answers `version`.
+_hitbox_wait_memcached() {
+    local port="$1" deadline=$((SECONDS + _HITBOX_WAIT_SECS)) reply
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'version\r\n' >&3 && read -r -t 1 line <&3 &&
+            echo "$line") 2>/dev/null) || true
+        case "$reply" in VERSION*) return 0 ;; esac
+        sleep 0.05
+    done
+    echo "services: ERROR: memcached on port $port did not answer within ${_HITBOX_WAIT_SECS}s" >&2
+    return 1
+}
+
+# Installs (when missing) and starts a memcached on a free loopback port,
+# then exports HITBOX_TEST_MEMCACHED_URL and HITBOX_TEST_MEMCACHED_BIN. Its
+# pid joins the others, so stop_services stops it.
+_hitbox_start_memcached() {
+    _hitbox_install_memcached || return 1
+    _hitbox_free_port || return 1
+    local port=$_HITBOX_PORT dir="$_HITBOX_RUN_DIR/memcached"
+    mkdir -p "$dir" || return 1
+    # memcached refuses to run as root unless told which user to be.
+    memcached -l 127.0.0.1 -p "$port" -U 0 -m 64 -u "$(id -un)" \
+        </dev/null >"$dir/stdout.log" 2>&1 &
+    _HITBOX_PIDS+=("$!")
+    _hitbox_wait_memcached "$port" || return 1
+    HITBOX_TEST_MEMCACHED_URL="tcp://127.0.0.1:$port"
+    HITBOX_TEST_MEMCACHED_BIN="$(command -v memcached)"
+    export HITBOX_TEST_MEMCACHED_URL HITBOX_TEST_MEMCACHED_BIN
+    _hitbox_log "memcached        $HITBOX_TEST_MEMCACHED_URL"
 }

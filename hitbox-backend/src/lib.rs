@@ -74,6 +74,14 @@
 //!   [`envelope`], the compression and encryption [`Stages`], and (feature
 //!   `encryption`) the `encryption` module.
 //!
+//! - [`entity`]: entities cached by id between the application and its
+//!   repository ([`EntityCache`]), one id or many (one tier read, one
+//!   repository call for the misses), with writes that keep the cache
+//!   right.
+//! - [`memoize`]: the run-time half of `#[cached]` (feature `macros`): the
+//!   [`KeyPart`](memoize::KeyPart) trait arguments implement, and the
+//!   helpers the attribute expands to.
+//!
 //! Every public item is re-exported at the crate root; the modules
 //! `composition`, `envelope`, `encryption` and `breaker` are also public
 //! under those names.
@@ -126,13 +134,17 @@
 //! - `encryption`: the AES-256-GCM [`Encryptor`] (`encryption` module), with
 //!   per-tenant keys derived by HKDF-SHA256, wire-compatible with the
 //!   cachekit SDKs.
+//! - `macros`: the `#[cached]` attribute (crate `hitbox-macros`),
+//!   re-exported as `hitbox_backend::cached`; see [`memoize`].
 //! - `msgpack`: the MessagePack format, the value format the cachekit SDKs
 //!   share. (The cachekit interop key builder lives in `hitbox-cachekit`.)
 #![warn(missing_docs)]
 
 mod codec;
 mod engine;
+pub mod entity;
 mod error;
+pub mod memoize;
 mod tiers;
 
 #[cfg(feature = "encryption")]
@@ -150,7 +162,10 @@ pub use engine::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
     LoadTicket, TypedCache,
 };
+pub use entity::{Entity, EntityCache, Repository};
 pub use error::{BackendError, BoxError, CodecError, LoadError};
+#[cfg(feature = "macros")]
+pub use memoize::cached;
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
 pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{

@@ -857,6 +857,52 @@ impl Backend for RedisBackend {
             max_latency_micros: self.inner.max_micros.load(Ordering::Relaxed),
         }]
     }
+
+    /// One `MGET` for a standalone server (or a sentinel's primary). In a
+    /// cluster the keys may hash to slots on different nodes, which one
+    /// `MGET` cannot span: there each key gets its own `GET`, all sent at
+    /// once (fred routes each to its node and pipelines them), under one
+    /// timeout.
+    fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let names: Vec<String> = keys.iter().map(|key| self.redis_key(key)).collect();
+            let pool = &self.inner.pool;
+            let values: Vec<Value> = if self.inner.clustered {
+                let gets = names.iter().map(|name| pool.get::<Value, _>(name.as_str()));
+                self.run(Kind::Read, try_join_all(gets)).await?
+            } else {
+                let names: Vec<Key> = names.into_iter().map(Key::from).collect();
+                match self.run(Kind::Read, pool.mget::<Value, _>(names)).await? {
+                    Value::Array(values) => values,
+                    single => vec![single],
+                }
+            };
+            if values.len() != keys.len() {
+                return Err(BackendError::key(
+                    Arc::clone(&self.inner.label),
+                    format!("MGET of {} keys answered {} values", keys.len(), values.len()),
+                ));
+            }
+            let found: Vec<Option<Bytes>> = values.into_iter().map(into_bytes).collect();
+            for value in &found {
+                let counter = if value.is_some() {
+                    &self.inner.hits
+                } else {
+                    &self.inner.misses
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::trace!(
+                keys = keys.len(),
+                hits = found.iter().flatten().count(),
+                "redis read many"
+            );
+            Ok(found)
+        })
+    }
 }
 
 #[cfg(test)]

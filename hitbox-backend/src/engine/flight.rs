@@ -104,6 +104,39 @@ impl Inner {
             Err((shared, _)) => LoadTicket::Join(LoadJoin { shared }),
         }
     }
+
+    /// [`Inner::lead_or_join`], or, without `join`, always a lead that
+    /// replaces (and cancels) a running load of `key`: a forced refresh led
+    /// in place (`in_place.rs`).
+    pub(crate) fn lead_with<V, E>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        options: &EntryOptions,
+        join: bool,
+    ) -> LoadTicket<V, E>
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+    {
+        if join {
+            return self.lead_or_join(key, options);
+        }
+        let (sender, receiver) = oneshot::channel::<Result<V, E>>();
+        let load = async move {
+            match receiver.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(LoadError::Failed(Arc::new(error))),
+                Err(_) => Err(LoadError::Abandoned),
+            }
+        };
+        match self.start_flight(key, options, load, false) {
+            Ok(shared) => LoadTicket::Lead(LoadLead {
+                result: sender,
+                shared,
+            }),
+            Err(_) => unreachable!("a load that does not join always starts"),
+        }
+    }
 }
 
 /// Runs a loader, turning a panic into [`LoadError::Panicked`].

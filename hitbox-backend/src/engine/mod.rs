@@ -20,6 +20,8 @@
 //! views), `stats` (the counters).
 
 mod flight;
+pub(crate) mod in_place;
+mod many;
 mod memo;
 mod stats;
 mod typed;

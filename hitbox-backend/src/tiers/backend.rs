@@ -89,6 +89,29 @@ pub trait Backend: Send + Sync + 'static {
     fn shares_buffers(&self) -> bool {
         false
     }
+
+    /// The bytes stored under each of `keys`, in the same order, in as few
+    /// round trips as the tier allows (Redis `MGET`, memcached `get` with
+    /// several keys): for loading many entities at once. The default reads
+    /// the keys one after the other. An error about one key (see
+    /// [`BackendError::is_tier_failure`]) reads as `None` and is logged; a
+    /// tier failure fails the whole call.
+    fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                match self.read(key).await {
+                    Ok(bytes) => found.push(bytes),
+                    Err(error) if !error.is_tier_failure() => {
+                        tracing::warn!(key = %key.log_id(), %error, "read of one key failed, treated as a miss");
+                        found.push(None);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(found)
+        })
+    }
 }
 
 /// Counters a tier keeps about itself.
@@ -166,6 +189,9 @@ macro_rules! forward_backend {
             }
             fn max_entry_size(&self) -> usize {
                 (**self).max_entry_size()
+            }
+            fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+                (**self).read_many(keys)
             }
         }
     )*};

@@ -14,5 +14,6 @@ mod distributed;
 mod encrypted;
 mod faults;
 mod outage;
+mod read_many;
 mod sentinel;
 mod standalone;
