@@ -40,6 +40,10 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
+# Outside the checkout unless set: CI runs in a fresh clone, and a build
+# kept between runs makes the next one a relink instead of a cold build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hitbox-fuzz/target}"
+
 BUILD=(-O)
 if rustup run nightly rustc --version >/dev/null 2>&1; then
     FUZZ=(cargo +nightly fuzz)
@@ -69,16 +73,16 @@ run() {
         "${LIMITS[@]}" "$@" >"$scratch.log" 2>&1
 }
 
-# The runs and seconds libFuzzer reports at the end of a log.
-summary() {
+# The inputs a run got through: libFuzzer's closing count, or, when it
+# stopped at a crash, the last count it printed.
+inputs() {
     local log="$1"
-    local done
-    done="$(grep -E '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 || true)"
-    if [[ -n "$done" ]]; then
-        awk '{print $2, $5}' <<<"$done"
-    else
-        echo "? ?"
+    local count
+    count="$(grep -oE '^Done [0-9]+ runs' "$log" | tail -1 | awk '{print $2}' || true)"
+    if [[ -z "$count" ]]; then
+        count="$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)"
     fi
+    echo "${count:-?}"
 }
 
 case "$MODE" in
@@ -91,8 +95,7 @@ case "$MODE" in
     for target in "${TARGETS[@]}"; do
         start=$SECONDS
         if run "$target" "$scratch/$target" -max_total_time="$seconds"; then
-            read -r runs _ < <(summary "$scratch/$target.log")
-            echo "fuzz $target: ok, $runs inputs in $((SECONDS - start)) s"
+            echo "fuzz $target: ok, $(inputs "$scratch/$target.log") inputs in $((SECONDS - start)) s"
         else
             echo "fuzz $target: FAILED after $((SECONDS - start)) s; the end of its log:"
             tail -40 "$scratch/$target.log"
@@ -119,13 +122,15 @@ case "$MODE" in
     status=0
     for target in "${TARGETS[@]}"; do
         echo "== $target: $per_target inputs"
+        start=$SECONDS
         if run "$target" "$work/$target" -runs="$per_target" "${extra[@]}"; then
             result=ok
         else
             result="CRASH (see $work/$target.log, fuzz/artifacts/$target/)"
             status=1
         fi
-        read -r runs secs < <(summary "$work/$target.log")
+        secs=$((SECONDS - start))
+        runs="$(inputs "$work/$target.log")"
         corpus="$(find "$work/$target" -type f | wc -l)"
         printf '%-22s %12s %9s %8s  %s\n' "$target" "$runs" "$secs" "$corpus" "$result" >>"$work/summary.txt"
         tail -1 "$work/summary.txt"
