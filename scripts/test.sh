@@ -19,3 +19,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features
+echo "== fuzzing (scripts/fuzz.sh --ci)"
+./scripts/fuzz.sh --ci
