@@ -25,24 +25,19 @@ pub fn fuzz_key() -> CacheKey {
     CacheKey::from_encoded("fuzz:v1:id=42")
 }
 
-/// Reads an envelope stored under `key`.
-///
-/// The envelope is about to be bound to its key
-/// (`RawEntry::decode(bytes, key)`); then this line changes and no target
-/// does.
-pub fn decode_envelope(bytes: Bytes, _key: &CacheKey) -> Result<RawEntry, CodecError> {
-    RawEntry::decode(bytes)
+/// Reads an envelope stored under `key` (checked whole and bound to it).
+pub fn decode_envelope(bytes: Bytes, key: &CacheKey) -> Result<RawEntry, CodecError> {
+    RawEntry::decode(bytes, key)
 }
 
-/// Frames `value` in an envelope stored under `key` (see
-/// [`decode_envelope`]: the key argument of `encode_entry` goes here too).
+/// Frames `value` in an envelope stored under `key`.
 pub fn encode_envelope<V: CacheableValue>(
     value: &V,
     meta: &EntryMeta,
     format: Format,
-    _key: &CacheKey,
+    key: &CacheKey,
 ) -> Result<Bytes, CodecError> {
-    hitbox_backend::envelope::encode_entry(value, meta, format)
+    hitbox_backend::envelope::encode_entry(value, meta, format, key)
 }
 
 /// Every format, in id order.

@@ -116,6 +116,8 @@ pub(crate) fn host_value(headers: &HeaderMap, uri: &Uri) -> Result<HeaderValue, 
     let Some(field) = field else {
         return match target {
             None => Ok(HeaderValue::from_static("")),
+            // A target must name a host (`http://:0/` names none).
+            Some(authority) if authority.host().is_empty() => Err(HostError::Invalid),
             Some(authority) => match authority.port_u16() {
                 Some(port) => lower(&format!("{}:{port}", authority.host())),
                 None => lower(authority.host()),
@@ -153,6 +155,15 @@ mod tests {
             headers.append(header::HOST, HeaderValue::from_bytes(host).unwrap());
         }
         request_host(&headers, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn a_target_authority_without_a_host_is_invalid() {
+        assert_eq!(host_of("http://:0/", &[]), Err(HostError::Invalid));
+        assert_eq!(
+            host_of("http://Example.com:8080/", &[]).as_deref(),
+            Ok("example.com:8080")
+        );
     }
 
     #[test]

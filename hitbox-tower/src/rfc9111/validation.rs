@@ -43,6 +43,32 @@ pub fn weak_eq(a: &str, b: &str) -> bool {
     opaque(a) == opaque(b)
 }
 
+/// The members of an `If-None-Match` (or `If-Match`) value: `*`, or
+/// entity-tags (`"x"`, `W/"x"`) separated by commas. A comma inside the
+/// quotes belongs to the tag (RFC 9110 section 8.8.3 allows it), so the
+/// value is split between quoted strings, not at every comma.
+fn entity_tags(value: &str) -> impl Iterator<Item = &str> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let body = rest.strip_prefix("W/").unwrap_or(rest);
+        let end = match body.strip_prefix('"') {
+            // Up to the closing quote (or the end, for a broken tag).
+            Some(quoted) => {
+                let close = quoted.find('"').map_or(quoted.len(), |at| at + 1);
+                rest.len() - body.len() + 1 + close
+            }
+            None => rest.find(',').unwrap_or(rest.len()),
+        };
+        let (tag, after) = rest.split_at(end);
+        rest = after;
+        Some(tag.trim())
+    })
+}
+
 /// Whether a client's conditional `GET`/`HEAD` is answered `304 Not
 /// Modified` by the stored response (RFC 9110 section 13.1.2 and 13.1.3):
 /// `If-None-Match` decides when present, weakly matching the stored `ETag`
@@ -54,11 +80,8 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if inm.peek().is_some() {
         return inm
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|tag| {
-                let tag = tag.trim();
-                tag == "*" || etag.is_some_and(|etag| weak_eq(tag, etag))
-            });
+            .flat_map(entity_tags)
+            .any(|tag| tag == "*" || etag.is_some_and(|etag| weak_eq(tag, etag)));
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
@@ -140,6 +163,25 @@ pub fn not_modified_headers(stored: &HeaderMap) -> HeaderMap {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn if_none_match_is_split_between_quoted_tags() {
+        let tags = |value| entity_tags(value).collect::<Vec<_>>();
+        assert_eq!(tags(r#""a", W/"b,c" ,"d""#), [r#""a""#, r#"W/"b,c""#, r#""d""#]);
+        assert_eq!(tags("*"), ["*"]);
+        assert_eq!(tags(" , "), Vec::<&str>::new());
+        assert_eq!(tags(r#""open"#), [r#""open"#]);
+        let mut stored = HeaderMap::new();
+        stored.insert(header::ETAG, HeaderValue::from_static(r#""v1,2""#));
+        let mut request = HeaderMap::new();
+        request.insert(header::IF_NONE_MATCH, HeaderValue::from_static(r#""x", "v1,2""#));
+        assert!(
+            not_modified(&request, &stored),
+            "a tag with a comma matches itself"
+        );
+        request.insert(header::IF_NONE_MATCH, HeaderValue::from_static(r#""v1""#));
+        assert!(!not_modified(&request, &stored));
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
