@@ -1089,3 +1089,78 @@ async fn an_in_process_l1_is_refilled_with_a_copy_not_a_slice_of_l2s_buffer() {
         "L1 keeps the whole 1 MiB buffer alive"
     );
 }
+
+/// A tier that counts its batch reads and the keys they asked for.
+struct Batches {
+    inner: MemoryBackend,
+    batches: Mutex<Vec<usize>>,
+}
+
+impl Backend for Batches {
+    fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+        self.inner.read(key)
+    }
+    fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        self.batches.lock().unwrap().push(keys.len());
+        self.inner.read_many(keys)
+    }
+    fn write<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        self.inner.write(key, value, ttl, tags)
+    }
+    fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+        self.inner.remove(key)
+    }
+    fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+        self.inner.invalidate_tag(tag)
+    }
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_read_asks_l1_once_and_l2_once_for_what_l1_lacked() {
+    let clock = ManualClock::new();
+    let l1 = mem("l1", &clock);
+    let l2 = Arc::new(Batches {
+        inner: mem("l2", &clock),
+        batches: Mutex::new(Vec::new()),
+    });
+    let tiers = CompositionBackend::builder(l1.clone(), Arc::clone(&l2))
+        .refill_policy(RefillPolicy::Always)
+        .clock(clock.clone())
+        .build();
+    l1.write(&key("a"), envelope_for("a", &clock, HOUR, "near"), HOUR, &[])
+        .await
+        .unwrap();
+    l2.write(&key("b"), envelope_for("b", &clock, HOUR, "far"), HOUR, &[])
+        .await
+        .unwrap();
+    let keys = [key("a"), key("b"), key("c")];
+    let found = tiers.read_many(&keys).await.unwrap();
+    assert_eq!(value_under("a", found[0].as_ref().unwrap()), "near");
+    assert_eq!(value_under("b", found[1].as_ref().unwrap()), "far");
+    assert_eq!(found[2], None);
+    assert_eq!(*l2.batches.lock().unwrap(), [2], "one batch, for b and c only");
+    assert!(l1.raw(&key("b")).is_some(), "b refilled into L1");
+
+    // Behind stages, each entry is opened; one that does not open is a miss.
+    let staged = Staged::new(
+        MemoryBackend::new(),
+        Stages::new().compression(Compression::Lz4).min_compress_size(0),
+    );
+    staged
+        .write(&key("a"), envelope_for("a", &clock, HOUR, "s"), HOUR, &[])
+        .await
+        .unwrap();
+    staged.inner().put_raw(&key("b"), &b"HS garbage"[..]);
+    let found = staged.read_many(&keys[..2]).await.unwrap();
+    assert_eq!(value_under("a", found[0].as_ref().unwrap()), "s");
+    assert_eq!(found[1], None);
+}

@@ -375,6 +375,20 @@ impl TierState {
         self.call(true, |tier| tier.write(key, value, ttl, tags)).await
     }
 
+    async fn read_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
+        let result = self.call(true, |tier| tier.read_many(keys)).await;
+        if let Ok(found) = &result {
+            for entry in found {
+                TierCounters::bump(if entry.is_some() {
+                    &self.counters.hits
+                } else {
+                    &self.counters.misses
+                });
+            }
+        }
+        result
+    }
+
     fn stats(&self) -> CompositionTierStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let c = &self.counters;
@@ -1007,6 +1021,41 @@ impl Backend for CompositionBackend {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(self.write_inner(key, value, ttl, tags))
+    }
+
+    /// One batch read of L1, then one of L2 for what L1 did not have (or
+    /// for every key, when L1 failed), whatever the read policy; entries
+    /// found in L2 are refilled into L1 as single reads refill them. Fails
+    /// only when both tiers fail.
+    fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            let near = self.l1.read_many(keys).await;
+            let l1_answered = near.is_ok();
+            let mut found = match near {
+                Ok(found) => found,
+                Err(_) => vec![None; keys.len()],
+            };
+            let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+            if missing.is_empty() {
+                return Ok(found);
+            }
+            let wanted: Vec<CacheKey> = missing.iter().map(|&i| keys[i].clone()).collect();
+            match self.l2.read_many(&wanted).await {
+                Ok(far) => {
+                    for (&i, bytes) in missing.iter().zip(far) {
+                        if let Some(bytes) = bytes {
+                            if l1_answered {
+                                self.refill(&keys[i], &bytes).await;
+                            }
+                            found[i] = Some(bytes);
+                        }
+                    }
+                    Ok(found)
+                }
+                Err(error) if !l1_answered => Err(error),
+                Err(_) => Ok(found),
+            }
+        })
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
