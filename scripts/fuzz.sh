@@ -24,6 +24,8 @@
 # nightly it builds with the stable compiler, RUSTC_BOOTSTRAP=1 and
 # `--sanitizer none`. Environment:
 #   FUZZ_SECONDS    seconds per target in --ci mode (default 20)
+#   HITBOX_FUZZ_TARGET_DIR  where the fuzz build goes (default
+#                   ~/.cache/hitbox-fuzz/target)
 #   FUZZ_SANITIZER  cargo fuzz --sanitizer (address, or none)
 #   FUZZ_MAX_TIME   in --long mode, a bound in seconds per target (default
 #                   none: each target runs its share of N inputs)
@@ -40,9 +42,11 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-# Outside the checkout unless set: CI runs in a fresh clone, and a build
-# kept between runs makes the next one a relink instead of a cold build.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hitbox-fuzz/target}"
+# Outside the checkout unless HITBOX_FUZZ_TARGET_DIR says otherwise: CI
+# runs in a fresh clone, and a build kept between runs makes the next one a
+# relink instead of a cold build. Never the workspace's own target
+# directory (CARGO_TARGET_DIR is for the stable build of scripts/test.sh).
+export CARGO_TARGET_DIR="${HITBOX_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hitbox-fuzz/target}"
 
 BUILD=(-O)
 if rustup run nightly rustc --version >/dev/null 2>&1; then
