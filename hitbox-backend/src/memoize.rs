@@ -2,7 +2,7 @@
 //! key arguments implement.
 //!
 //! The attribute itself lives in the `hitbox-macros` crate and is
-//! re-exported here as [`cached`] with the `macros` feature, so that one
+//! re-exported here as `cached` with the `macros` feature, so that one
 //! dependency (`hitbox-backend` with `macros`) is all a user needs. Its
 //! manual (options, result types, the expansion) is the documentation of
 //! `hitbox-macros`.

@@ -86,6 +86,11 @@ impl Freshness {
 }
 
 /// Lifetime and tags of a stored entry.
+///
+/// Its binary form ([`EntryMeta::encode_into`]) keeps at most 65,535 tags
+/// of at most 65,535 bytes each (both lengths are 16-bit): more tags are
+/// dropped and a longer tag is cut (at a character boundary) when the entry
+/// is written, so such an entry reads back with fewer or shorter tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {
     /// When the value was stored.

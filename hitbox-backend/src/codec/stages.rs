@@ -26,6 +26,14 @@
 //! reader's, or that fails to decompress or decrypt, is a miss: it is logged
 //! with the key's digest and the reason, and nothing panics.
 //!
+//! The stage header has no checksum of its own. What it wraps checks
+//! itself: zstd frames carry a checksum, lz4 blocks are followed by a CRC32,
+//! AES-GCM authenticates the ciphertext, and the engine's envelope inside
+//! carries a CRC-32 and its key. So a damaged header is caught by one of
+//! them, except for opaque bytes written without an envelope and without
+//! stages that check: a header whose compression byte is flipped to 0 then
+//! hands back the compressed bytes as they are.
+//!
 //! ```
 //! use hitbox_backend::{Compression, Staged, Stages};
 //! # use hitbox_backend::{Backend, BackendFuture, TierStats};
