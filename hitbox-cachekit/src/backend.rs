@@ -636,12 +636,32 @@ impl CachekitBackend {
     async fn replay_pending(&self, budget: Duration, l1: L1Status) -> Result<(), CachekitError> {
         let replay = self.inner.pending.snapshot();
         for key in &replay.keys {
-            let url = self.url(&key_path_segment(key)?, "");
-            let reply = self
-                .attempts(budget, l1, &|c: &reqwest::Client| c.delete(&url))
-                .await?;
-            if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
-                return Err(self.fail(&reply));
+            // A key the service refuses, or any answer about this one
+            // request that is not the service failing, drops that deletion
+            // (logged): retrying it on every call would keep the tier from
+            // ever serving again. Only a service failure stops the replay.
+            let outcome = match key_path_segment(key) {
+                Ok(segment) => {
+                    let url = self.url(&segment, "");
+                    match self
+                        .attempts(budget, l1, &|c: &reqwest::Client| c.delete(&url))
+                        .await
+                    {
+                        Ok(reply) if reply.status.is_success() || reply.status == StatusCode::NOT_FOUND => {
+                            Ok(())
+                        }
+                        Ok(reply) => Err(self.fail(&reply)),
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(error) if error.is_service_failure() => return Err(error),
+                Err(error) => {
+                    tracing::error!(tier = %self.inner.label, %error, "a deletion could not be replayed and is dropped")
+                }
+                Ok(()) => {}
             }
         }
         self.inner.pending.replayed(&replay);

@@ -595,9 +595,24 @@ impl RedisBackend {
         let replay = self.inner.pending.snapshot();
         let keys: Vec<Bytes> = replay.keys.iter().map(|key| Bytes::from(key.clone())).collect();
         let client = self.fail_fast();
-        self.delete_keys(&client, &keys).await?;
+        // An error about one key or tag set (a tag set of the wrong type,
+        // say) is logged and that invalidation dropped: retrying it on
+        // every call would keep the tier from ever serving again. Only an
+        // outage stops the replay, to be resumed by the next call.
+        let dropped = |error: fred::error::Error| -> Result<(), fred::error::Error> {
+            if is_outage(&error) {
+                return Err(error);
+            }
+            tracing::error!(tier = %self.inner.label, %error, "an invalidation could not be replayed and is dropped");
+            Ok(())
+        };
+        if let Err(error) = self.delete_keys(&client, &keys).await {
+            dropped(error)?;
+        }
         for tag in &replay.tags {
-            self.invalidate_tag_now(&client, tag).await?;
+            if let Err(error) = self.invalidate_tag_now(&client, tag).await {
+                dropped(error)?;
+            }
         }
         self.inner.pending.replayed(&replay);
         tracing::info!(tier = %self.inner.label, keys = replay.keys.len(), tags = replay.tags.len(), "replayed the invalidations an outage kept from redis");

@@ -286,3 +286,31 @@ async fn garbage_of_every_kind_under_real_keys_reads_as_a_miss() {
         assert_eq!(loads.load(Ordering::SeqCst), before, "key 1 is still a hit");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_that_cannot_be_replayed_is_dropped_not_retried_forever() {
+    init_tracing();
+    let mut server = OwnServer::start().await;
+    let port = server.port;
+    let redis = fragile(&server, "replay-wrongtype").await;
+    let tag = Tag::from("broken");
+    server.kill();
+    assert!(redis.invalidate_tag(&tag).await.is_err());
+    assert_eq!(redis.pending_invalidations(), 1);
+
+    // Back, but someone left a string where the tag's set should be: the
+    // replay's ZRANGE gets WRONGTYPE, about that key only.
+    let _back = OwnServer::start_on(port).await;
+    let plain = plain_client(&format!("redis://127.0.0.1:{port}")).await;
+    let _: () = plain
+        .set(redis.tag_set_key(&tag), "not a set", None, None, false)
+        .await
+        .unwrap();
+    until_back(&redis).await;
+    assert_eq!(redis.pending_invalidations(), 0, "dropped, not retried forever");
+    redis
+        .write(&key(1), Bytes::from_static(b"v"), HOUR, &[])
+        .await
+        .unwrap();
+    assert_eq!(redis.read(&key(1)).await.unwrap(), Some(Bytes::from_static(b"v")));
+}
