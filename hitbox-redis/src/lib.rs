@@ -392,12 +392,6 @@ impl std::fmt::Debug for RedisBackend {
     }
 }
 
-/// What [`RedisBackend::remember_if_failed`] keeps for replay.
-enum Forget<'a> {
-    Key(&'a str),
-    Tag(&'a Tag),
-}
-
 /// Which timeout an operation runs under.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -572,21 +566,6 @@ impl RedisBackend {
             fail_fast: true,
             ..Options::default()
         })
-    }
-
-    /// Remembers an invalidation that did not reach Redis (or a write that
-    /// may have reached it late) when `result` says the tier failed.
-    fn remember_if_failed<T>(&self, result: &Result<T, BackendError>, what: Forget<'_>) {
-        let Err(error) = result else {
-            return;
-        };
-        if !error.is_tier_failure() {
-            return;
-        }
-        match what {
-            Forget::Key(key) => self.inner.pending.remember_key(key),
-            Forget::Tag(tag) => self.inner.pending.remember_tag(tag),
-        };
     }
 
     /// Replays what an outage kept from Redis: deletes the keys, invalidates
@@ -801,7 +780,7 @@ impl Backend for RedisBackend {
                 result,
                 Err(BackendError::Timeout { .. } | BackendError::Client { .. })
             ) {
-                self.remember_if_failed(&result, Forget::Key(&redis_key));
+                self.inner.pending.remember_key(&redis_key);
             }
             result?;
             tracing::trace!(key = %key.log_id(), px, tags = tags.len(), "redis write");
@@ -816,7 +795,10 @@ impl Backend for RedisBackend {
             let result = self
                 .run(Kind::Write, client.del::<i64, _>(redis_key.as_str()))
                 .await;
-            self.remember_if_failed(&result, Forget::Key(&redis_key));
+            // Not sent, or lost on the way: deleted again when Redis is back.
+            if result.as_ref().is_err_and(BackendError::is_tier_failure) {
+                self.inner.pending.remember_key(&redis_key);
+            }
             let removed = result?;
             tracing::trace!(key = %key.log_id(), removed, "redis remove");
             Ok(removed > 0)
@@ -829,7 +811,9 @@ impl Backend for RedisBackend {
             let result = self
                 .run(Kind::Invalidate, self.invalidate_tag_now(&client, tag))
                 .await;
-            self.remember_if_failed(&result, Forget::Tag(tag));
+            if result.as_ref().is_err_and(BackendError::is_tier_failure) {
+                self.inner.pending.remember_tag(tag);
+            }
             let removed = result?;
             tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");
             Ok(removed)
