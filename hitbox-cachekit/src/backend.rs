@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use crate::config::{ApiKey, CachekitConfig, MAX_BODY_BYTES, REDACTED};
 use crate::error::CachekitError;
 use crate::freshness::{Freshness, MAX_FRESH_FOR_SECS, parse_fresh_for, parse_freshness};
-use crate::key::key_path_segment;
+use crate::key::{key_path_segment, wire_key};
 use crate::safety::check_base_url;
 
 /// `X-CacheKit-TTL`.
@@ -263,11 +263,15 @@ impl SetOptions {
 /// What `GET /v1/cache/{key}/ttl` said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteTtl {
-    /// No entry (404).
+    /// No entry (404), or one already evicted.
     Absent,
     /// The entry never expires (`{"ttl":null}`).
     NoExpiry,
-    /// Seconds left.
+    /// Whole seconds until the entry is evicted: the end of its stale
+    /// window, not of its freshness, rounded up (`evict_at − floor(now)`),
+    /// so an entry that is still there never reads 0. How long it stays
+    /// fresh is `X-CacheKit-Fresh-For` on a read
+    /// ([`RemoteEntry::fresh_for`]).
     Seconds(u64),
 }
 
@@ -276,7 +280,9 @@ pub enum RemoteTtl {
 pub struct LockId(String);
 
 impl LockId {
-    /// The id as the service gave it.
+    /// The id as the service gave it (a UUID; [`CachekitBackend::unlock`]
+    /// refuses to send one that is empty or only whitespace, which the
+    /// service would read as no id at all).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -380,6 +386,11 @@ struct Inner {
 ///
 /// Through the [`Backend`] trait:
 ///
+/// - every call sends [`wire_key`]`(key)`: the key itself when the service
+///   accepts it as it is (interop keys, `user:42`), otherwise its digest
+///   form, since hitbox keys often hold characters the service refuses
+///   (`=`, `/`, `%`, `#`); the crate's own calls send the key they are
+///   given.
 /// - `read` is `GET`: a stale answer is returned like a fresh one (the
 ///   engine judges freshness from the value's own metadata); use
 ///   [`CachekitBackend::read_with_freshness`] to see the service's view.
@@ -749,7 +760,9 @@ impl CachekitBackend {
     fn unexpected(&self, reply: &Reply) -> CachekitError {
         let status = reply.status.as_u16();
         match reply.status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CachekitError::Auth { status },
+            StatusCode::UNAUTHORIZED => CachekitError::Auth { status },
+            StatusCode::FORBIDDEN => CachekitError::Forbidden,
+            StatusCode::BAD_REQUEST => CachekitError::BadRequest,
             StatusCode::TOO_MANY_REQUESTS if reply.headers.contains_key(DENY_REASON_HEADER) => {
                 let reason = reply
                     .headers
@@ -930,9 +943,12 @@ impl CachekitBackend {
         }
     }
 
-    /// `PATCH /v1/cache/{key}/ttl`: the entry is fresh for `ttl` from now.
-    /// An entry that is already stale cannot be refreshed
-    /// ([`CachekitError::AlreadyStale`]).
+    /// `PATCH /v1/cache/{key}/ttl`: the entry is fresh for `ttl` (rounded up
+    /// to whole seconds) from the service's `floor(now)`, keeping its stale
+    /// window; an entry without expiry becomes bounded, with no stale
+    /// window. An entry that is already stale cannot be refreshed
+    /// ([`CachekitError::AlreadyStale`], 409). An absent entry is a no-op:
+    /// the service answers 200 and creates nothing, so this returns `Ok`.
     pub async fn refresh_ttl(&self, key: &str, ttl: Duration) -> Result<(), CachekitError> {
         let url = self.url(&key_path_segment(key)?, "/ttl");
         let body = serde_json::to_vec(&TtlBody {
@@ -976,9 +992,19 @@ impl CachekitBackend {
     }
 
     /// `DELETE /v1/cache/{key}/lock` with the id in `X-CacheKit-Lock-Id`
-    /// (never in the query string).
+    /// (never in the deprecated `?lock_id=` query). The service answers 200.
+    ///
+    /// An id that is empty or only whitespace is refused before sending
+    /// ([`CachekitError::Protocol`]): the service reads it as no id and
+    /// answers 400. The protocol does not say what a wrong or expired id
+    /// gets; whatever success status comes back is `Ok`.
     pub async fn unlock(&self, key: &str, lock: &LockId) -> Result<(), CachekitError> {
         let url = self.url(&key_path_segment(key)?, "/lock");
+        if lock.as_str().trim().is_empty() {
+            return Err(CachekitError::Protocol {
+                message: "the service gave an empty lock id, which it would read as none".to_owned(),
+            });
+        }
         let id = HeaderValue::from_str(lock.as_str()).map_err(|_| CachekitError::Protocol {
             message: "the lock id cannot be sent as a header".to_owned(),
         })?;
@@ -1092,7 +1118,7 @@ impl Backend for CachekitBackend {
     fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
         Box::pin(async move {
             let entry = self
-                .read_with_freshness(key.as_str())
+                .read_with_freshness(&wire_key(key.as_str()))
                 .await
                 .map_err(|e| e.into_backend_error(&self.inner.label))?;
             Ok(entry.map(|e| e.bytes))
@@ -1110,11 +1136,12 @@ impl Backend for CachekitBackend {
             let Some(options) = self.write_options(key, &value, ttl) else {
                 return Ok(());
             };
-            let result = self.set(key.as_str(), value, options).await;
+            let wire = wire_key(key.as_str());
+            let result = self.set(&wire, value, options).await;
             // A write that timed out may still be carried out by the
             // service: its key is deleted before the tier is used again.
             if matches!(result, Err(CachekitError::Timeout { .. })) {
-                self.inner.pending.remember_key(key.as_str());
+                self.inner.pending.remember_key(&wire);
             }
             result.map_err(|e| e.into_backend_error(&self.inner.label))
         })
@@ -1122,12 +1149,13 @@ impl Backend for CachekitBackend {
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
+            let wire = wire_key(key.as_str());
             let result = self
-                .delete(key.as_str())
+                .delete(&wire)
                 .await
                 .map_err(|e| e.into_backend_error(&self.inner.label));
             if result.as_ref().is_err_and(BackendError::is_tier_failure) {
-                self.inner.pending.remember_key(key.as_str());
+                self.inner.pending.remember_key(&wire);
             }
             result?;
             Ok(true)
@@ -1143,7 +1171,7 @@ impl Backend for CachekitBackend {
 
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
-            self.exists_key(key.as_str())
+            self.exists_key(&wire_key(key.as_str()))
                 .await
                 .map_err(|e| e.into_backend_error(&self.inner.label))
         })

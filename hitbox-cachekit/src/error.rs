@@ -52,12 +52,30 @@ pub enum CachekitError {
         /// The limit.
         limit: usize,
     },
-    /// The service refused the credentials (401 or 403).
+    /// The service refused the credentials (401): a missing or unknown API
+    /// key, a revoked one, or one whose prefix is not `ck_sdk_`, `ck_api_`
+    /// or `ck_live_`.
     #[error("authentication refused (HTTP {status})")]
     Auth {
         /// The status code.
         status: u16,
     },
+    /// The API key is valid but may not do this with this cache key (403):
+    /// its namespace grants do not include the key's namespace (`ns:{name}:`
+    /// and `nsapi:{name}:` keys are in namespace `name`, other keys in
+    /// `default`), or the write split forbids the mutation (`ck_sdk_` keys
+    /// never write `nsapi:` keys, `ck_api_` keys never `ns:` keys).
+    #[error(
+        "forbidden (HTTP 403): the API key has no grant for this key's namespace, or may not write this key class"
+    )]
+    Forbidden,
+    /// The service refused the request as malformed (400): a key outside its
+    /// rules (at most 400 characters of `[A-Za-z0-9_.:-]`, no `..`, the
+    /// `ns:{namespace}:` shape; the client sends keys it cannot know the
+    /// service refuses), a TTL it does not accept, or a missing header.
+    /// Permanent: not retried.
+    #[error("bad request (HTTP 400): the service refused the key, a TTL or a header")]
+    BadRequest,
     /// A 429 with `x-cachekit-deny-reason`: a quota, not retried.
     #[error("request denied by quota: {reason}")]
     Denied {
@@ -73,8 +91,9 @@ pub enum CachekitError {
         /// How many attempts were made.
         attempts: u32,
     },
-    /// A permanent error status (any other 4xx, or an unexpected status such
-    /// as a redirect, which is never followed).
+    /// A permanent error status without a variant of its own (a 4xx other
+    /// than 400, 401, 403 and 413, or an unexpected status such as a
+    /// redirect, which is never followed).
     #[error("request refused (HTTP {status})")]
     Status {
         /// The status code.
@@ -175,6 +194,8 @@ mod tests {
         let per_request = [
             CachekitError::Status { status: 404 },
             CachekitError::Auth { status: 401 },
+            CachekitError::Forbidden,
+            CachekitError::BadRequest,
             CachekitError::Denied {
                 reason: "quota".into(),
             },

@@ -45,8 +45,12 @@
 //!     interop_key("m", "f", &[InteropArg::Float(2.0)]).unwrap(),
 //!     interop_key("m", "f", &[InteropArg::Int(2)]).unwrap(),
 //! );
-//! // Segments are lowercase: `^[a-z0-9][a-z0-9._-]{0,63}$`.
+//! // Segments are lowercase: `^[a-z0-9][a-z0-9._-]{0,63}$`, without `..`;
+//! // the namespaces `ns` and `nsapi` are refused (the service would read
+//! // them as its own namespace prefixes).
 //! assert!(interop_key("Users", "get_user", &[]).is_err());
+//! assert!(interop_key("users", "a..b", &[]).is_err());
+//! assert!(interop_key("nsapi", "get_user", &[]).is_err());
 //! ```
 
 use blake2::{Blake2b256, Digest};
@@ -149,6 +153,27 @@ pub enum InteropError {
         /// `"namespace"` or `"operation"`.
         segment: &'static str,
     },
+    /// The namespace or the operation contains `..`. The segment pattern
+    /// allows it, but the service refuses every key holding `..` anywhere
+    /// (its path-traversal rule), so such a key could never be stored.
+    #[error("the {segment} must not contain `..`: the service refuses any key holding it")]
+    DoubleDot {
+        /// `"namespace"` or `"operation"`.
+        segment: &'static str,
+    },
+    /// The namespace is exactly `ns` or `nsapi`. The service reads a key
+    /// starting `ns:` or `nsapi:` as namespace-prefixed, so
+    /// `ns:{operation}:{hash}` would be scoped to a namespace named after
+    /// the operation instead of `default` (and refused when the operation
+    /// holds a `.`). Both words stay valid as operations, and longer
+    /// namespaces such as `nsx` are fine.
+    #[error(
+        "the namespace `{namespace}` is reserved: the service reads `{namespace}:` as a namespace prefix"
+    )]
+    ReservedNamespace {
+        /// `"ns"` or `"nsapi"`.
+        namespace: &'static str,
+    },
     /// A float argument is NaN or infinite.
     #[error("NaN and infinite floats are not allowed")]
     NotFinite,
@@ -172,10 +197,38 @@ pub enum InteropError {
     TooLong,
 }
 
+/// The namespaces the service reads as a namespace prefix (`ns:{name}:`,
+/// `nsapi:{name}:`), refused by [`interop_key`].
+pub const RESERVED_NAMESPACES: [&str; 2] = ["ns", "nsapi"];
+
 /// Builds the interop v1 key `{namespace}:{operation}:{hash}`.
+///
+/// Both segments must fully match `^[a-z0-9][a-z0-9._-]{0,63}$` and hold no
+/// `..`; the namespace may not be `ns` or `nsapi` (see
+/// [`InteropError::ReservedNamespace`]). These are the rules of the Python
+/// SDK, which refuses the same segments.
+///
+/// ```
+/// use hitbox_cachekit::interop::{InteropError, interop_key};
+///
+/// assert_eq!(
+///     interop_key("ns", "get_user", &[]),
+///     Err(InteropError::ReservedNamespace { namespace: "ns" })
+/// );
+/// assert_eq!(
+///     interop_key("users", "v1..get", &[]),
+///     Err(InteropError::DoubleDot { segment: "operation" })
+/// );
+/// // `ns` is a fine operation, `nsx` a fine namespace, single dots are fine.
+/// assert!(interop_key("users", "ns", &[]).is_ok());
+/// assert!(interop_key("nsx", "v1.get", &[]).is_ok());
+/// ```
 pub fn interop_key(namespace: &str, operation: &str, args: &[InteropArg]) -> Result<String, InteropError> {
     check_segment(namespace, "namespace")?;
     check_segment(operation, "operation")?;
+    if let Some(reserved) = RESERVED_NAMESPACES.iter().find(|r| **r == namespace) {
+        return Err(InteropError::ReservedNamespace { namespace: reserved });
+    }
     Ok(format!("{namespace}:{operation}:{}", args_hash(args)?))
 }
 
@@ -214,11 +267,13 @@ fn check_segment(segment: &str, which: &'static str) -> Result<(), InteropError>
         .iter()
         .skip(1)
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
-    if lead_ok && rest_ok && bytes.len() <= MAX_SEGMENT_LEN {
-        Ok(())
-    } else {
-        Err(InteropError::InvalidSegment { segment: which })
+    if !(lead_ok && rest_ok && bytes.len() <= MAX_SEGMENT_LEN) {
+        return Err(InteropError::InvalidSegment { segment: which });
     }
+    if segment.contains("..") {
+        return Err(InteropError::DoubleDot { segment: which });
+    }
+    Ok(())
 }
 
 /// The range of integers interop mode can encode.
@@ -569,6 +624,61 @@ mod tests {
         for bad in ["", "-a", ".a", "a b", "a\n", "A"] {
             assert!(check_segment(bad, "namespace").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn double_dots_are_refused_anywhere_in_a_segment() {
+        for which in ["namespace", "operation"] {
+            for bad in ["a..b", "a..", "0..", "a...b", "a.b..c"] {
+                assert_eq!(
+                    check_segment(bad, which),
+                    Err(InteropError::DoubleDot { segment: which }),
+                    "{bad:?}"
+                );
+            }
+            // Single dots, even several, are fine.
+            for good in ["a.b", "a.b.c", "v1.get_user", "a.", "0.1-2_3"] {
+                assert_eq!(check_segment(good, which), Ok(()), "{good:?}");
+            }
+        }
+        // A leading dot was already refused by the pattern, and stays so.
+        assert_eq!(
+            check_segment("..a", "namespace"),
+            Err(InteropError::InvalidSegment { segment: "namespace" })
+        );
+        assert_eq!(
+            interop_key("users", "get..user", &[]),
+            Err(InteropError::DoubleDot { segment: "operation" })
+        );
+        assert_eq!(
+            interop_key("us..ers", "get_user", &[]),
+            Err(InteropError::DoubleDot { segment: "namespace" })
+        );
+    }
+
+    #[test]
+    fn the_namespaces_ns_and_nsapi_are_reserved() {
+        for reserved in ["ns", "nsapi"] {
+            let error = interop_key(reserved, "get_user", &[InteropArg::from(1)]).unwrap_err();
+            assert_eq!(error, InteropError::ReservedNamespace { namespace: reserved });
+            assert!(error.to_string().contains(&format!("`{reserved}`")), "{error}");
+            assert!(interop_cache_key(reserved, "get_user", &[]).is_err());
+        }
+        // Their neighbours are ordinary namespaces.
+        for namespace in ["nsx", "ns1", "ns-api", "ns_api", "nsapi2", "xns", "n", "nsap"] {
+            let key = interop_key(namespace, "get_user", &[]).unwrap();
+            assert!(key.starts_with(&format!("{namespace}:get_user:")), "{key}");
+        }
+        // As operations both words are fine: the key starts with the namespace.
+        for operation in ["ns", "nsapi"] {
+            let key = interop_key("users", operation, &[]).unwrap();
+            assert!(key.starts_with(&format!("users:{operation}:")), "{key}");
+        }
+        // The segment pattern is checked first: `NS` is not lowercase.
+        assert_eq!(
+            interop_key("NS", "get_user", &[]),
+            Err(InteropError::InvalidSegment { segment: "namespace" })
+        );
     }
 
     #[test]

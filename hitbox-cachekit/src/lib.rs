@@ -90,12 +90,29 @@
 //! - **Keys**: one path segment, percent-encoded exactly once with only
 //!   `A-Z a-z 0-9 - . _ ~` raw ([`encode_key_segment`]); the keys `""`, `.`,
 //!   `..`, `health`, `ttl` and `lock`, keys over 1024 bytes and keys with
-//!   control bytes are refused before a URL is built.
+//!   control bytes are refused before a URL is built. The service itself
+//!   stores only keys of at most 400 characters of `[A-Za-z0-9_.:-]`,
+//!   without `..`, whose `ns:{namespace}:` / `nsapi:{namespace}:` prefix, if
+//!   any, names 1 to 64 of `[A-Za-z0-9_-]` ([`is_service_key`]), and answers
+//!   400 to others ([`CachekitError::BadRequest`]). Through the
+//!   [`Backend`](hitbox_backend::Backend) trait every key goes through
+//!   [`wire_key`]: as it is when the service accepts it, as a digest form
+//!   otherwise, so hitbox's own keys (which hold `=`, `/`, `%`) are stored
+//!   too and no two keys share an entry.
+//! - **Access**: 401 ([`CachekitError::Auth`]) is a refused API key (only
+//!   `ck_sdk_`, `ck_api_` and `ck_live_` keys authenticate); 403
+//!   ([`CachekitError::Forbidden`]) a key whose namespace the API key is not
+//!   granted, or a write across the split (`ck_sdk_` keys never write
+//!   `nsapi:` keys, `ck_api_` keys never `ns:` keys). Every request carries
+//!   `X-CacheKit-L1-Status`, which the service requires from `ck_sdk_` API
+//!   keys.
 //! - **Freshness**: `X-CacheKit-Freshness` is fresh only when absent or
 //!   exactly `fresh`; `X-CacheKit-Fresh-For` is read strictly
-//!   ([`parse_freshness`], [`parse_fresh_for`]). An L1 never keeps a stale
-//!   answer and keeps a fresh one for at most `Fresh-For`
-//!   ([`RemoteEntry::l1_lifetime`]).
+//!   ([`parse_freshness`], [`parse_fresh_for`]). The service rounds
+//!   `Fresh-For` down (`0` in the last second of freshness), and
+//!   [`CachekitBackend::ttl`] up, to eviction, the end of the stale window
+//!   ([`RemoteTtl::Seconds`]). An L1 never keeps a stale answer and keeps a
+//!   fresh one for at most `Fresh-For` ([`RemoteEntry::l1_lifetime`]).
 //! - **Safety**: `https` to the official hosts only, unless
 //!   [`CachekitConfig::allow_custom_host`]; private, loopback and
 //!   link-local IP literals (IPv4-mapped ones included) are always refused
@@ -114,7 +131,9 @@
 //!   next tier or the origin.
 //! - **Locks**: [`CachekitBackend::lock`] never waits; a stale entry is
 //!   revalidated by whoever takes the lock, and the others serve stale
-//!   ([`CachekitBackend::revalidate`]).
+//!   ([`CachekitBackend::revalidate`]). The id goes back in
+//!   `X-CacheKit-Lock-Id`, never in the deprecated `?lock_id=` query, and
+//!   an empty one is never sent.
 //!
 //! Tags: the API has none, so [`Backend::invalidate_tag`](hitbox_backend::Backend::invalidate_tag)
 //! returns `Ok(0)` and tagged entries stay in cachekit.io until their TTL
@@ -179,7 +198,10 @@
 //! [`interop`] builds the cross-SDK keys of cachekit interop mode v1
 //! (BLAKE2b-256 over canonical MessagePack arguments); with the `msgpack`
 //! feature, `hitbox_backend::Format::MessagePack` writes the values the
-//! other SDKs read.
+//! other SDKs read. Like the Python SDK it refuses segments holding `..`
+//! and the namespaces `ns` and `nsapi`, which the service would read as its
+//! own namespace prefixes. Interop keys are always keys the service accepts,
+//! so [`wire_key`] sends them unchanged.
 //!
 //! # Features
 //!
@@ -203,10 +225,15 @@
 //! # Testing
 //!
 //! The hosted service cannot be reached from CI. This crate's tests run
-//! against a loopback server (`tests/support/`) written from the protocol
-//! description as a stand-in for the hosted service; the client reaches it
-//! through [`CachekitConfig::allow_insecure_loopback_for_tests`], a switch
-//! meant for tests only.
+//! against a loopback server (`tests/support/`) written from the protocol's
+//! text (cachekit-io/protocol `spec/saas-api.md` and
+//! `spec/cache-key-format.md`) as a stand-in for the hosted service, sharing
+//! no code with the client: its authentication (the three key prefixes,
+//! namespace grants, the write split), its key checks, its rounding of
+//! `Fresh-For` and TTLs, its lock and TTL-refresh rules, each with a test of
+//! its own (`tests/server_rules.rs`). The client reaches it through
+//! [`CachekitConfig::allow_insecure_loopback_for_tests`], a switch meant for
+//! tests only.
 #![warn(missing_docs)]
 
 mod backend;
@@ -236,6 +263,9 @@ pub use freshness::{Freshness, MAX_FRESH_FOR_SECS, parse_fresh_for, parse_freshn
 pub use hitbox_backend::breaker::{
     BreakerConfig, BreakerState, DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD,
 };
-pub use key::{MAX_KEY_BYTES, RESERVED_KEYS, encode_key_segment, key_path_segment};
+pub use key::{
+    DIGEST_KEY_PREFIX, MAX_KEY_BYTES, MAX_SERVICE_KEY_LEN, MAX_SERVICE_NAMESPACE_LEN, RESERVED_KEYS,
+    encode_key_segment, is_service_key, key_path_segment, wire_key,
+};
 pub use safety::{DEFAULT_API_URL, UrlGuard, check_base_url, is_forbidden_ip};
 pub use tiered::CachekitTiered;

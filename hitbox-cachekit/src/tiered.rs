@@ -16,6 +16,7 @@ use hitbox_backend::{Backend, BackendFuture, TierStats};
 use hitbox_core::{CacheKey, Tag};
 
 use crate::backend::{CachekitBackend, L1Counters, L1Status};
+use crate::key::wire_key;
 
 /// An in-process tier (moka, memory...) in front of [`CachekitBackend`],
 /// with the remote tier's freshness rules:
@@ -102,7 +103,7 @@ impl<L1: Backend> Backend for CachekitTiered<L1> {
             }
             let entry = self
                 .remote
-                .read_as(key.as_str(), L1Status::Miss)
+                .read_as(&wire_key(key.as_str()), L1Status::Miss)
                 .await
                 .map_err(|e| e.into_backend_error(self.remote.label()))?;
             let Some(entry) = entry else {

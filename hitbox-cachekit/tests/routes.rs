@@ -196,30 +196,6 @@ async fn ttl_rules() {
 }
 
 #[tokio::test]
-async fn server_rejects_bad_ttl_headers_with_400() {
-    let (server, _backend) = setup().await;
-    let client = reqwest::Client::new();
-    for (ttl, stale) in [
-        ("0", None),
-        ("abc", None),
-        ("2592001", None),
-        ("10", Some("2591991")),
-    ] {
-        let mut request = client
-            .put(format!("{}/v1/cache/k", server.url()))
-            .header("authorization", format!("Bearer {API_KEY}"))
-            .header("x-cachekit-l1-status", "disabled")
-            .header("content-type", "application/octet-stream")
-            .header("x-cachekit-ttl", ttl)
-            .body("x");
-        if let Some(stale) = stale {
-            request = request.header("x-cachekit-stale-ttl", stale);
-        }
-        assert_eq!(request.send().await.unwrap().status(), 400, "{ttl} {stale:?}");
-    }
-}
-
-#[tokio::test]
 async fn stale_window_follows_the_server_clock() {
     let (server, backend) = setup().await;
     backend
@@ -243,13 +219,16 @@ async fn stale_window_follows_the_server_clock() {
         entry.l1_lifetime(Duration::from_secs(2)),
         Some(Duration::from_secs(2))
     );
-    assert_eq!(backend.ttl("k").await.unwrap(), RemoteTtl::Seconds(6));
+    // GET /ttl counts to eviction: 6 fresh seconds plus the 20 stale ones.
+    assert_eq!(backend.ttl("k").await.unwrap(), RemoteTtl::Seconds(26));
 
     server.clock.advance(Duration::from_secs(10));
     let entry = backend.read_with_freshness("k").await.unwrap().unwrap();
     assert_eq!(entry.freshness, Freshness::Stale);
+    assert_eq!(entry.fresh_for, Some(0));
     assert_eq!(entry.l1_lifetime(Duration::from_secs(60)), None);
     assert!(backend.exists_key("k").await.unwrap());
+    assert_eq!(backend.ttl("k").await.unwrap(), RemoteTtl::Seconds(16));
 
     server.clock.advance(Duration::from_secs(20));
     assert_eq!(backend.read_with_freshness("k").await.unwrap(), None);
@@ -269,7 +248,10 @@ async fn refresh_ttl_extends_fresh_entries_and_refuses_stale_ones() {
         ("PATCH", "/v1/cache/k/ttl")
     );
     assert_eq!(&patch.body[..], br#"{"ttl":100}"#);
-    assert_eq!(backend.ttl("k").await.unwrap(), RemoteTtl::Seconds(100));
+    // Fresh for 100 s from now, and the 30 s stale window is kept.
+    assert_eq!(backend.ttl("k").await.unwrap(), RemoteTtl::Seconds(130));
+    let entry = backend.read_with_freshness("k").await.unwrap().unwrap();
+    assert_eq!(entry.fresh_for, Some(100));
 
     server.clock.advance(Duration::from_secs(101));
     assert_eq!(
@@ -279,14 +261,15 @@ async fn refresh_ttl_extends_fresh_entries_and_refuses_stale_ones() {
             .unwrap_err(),
         CachekitError::AlreadyStale
     );
-    // Absent entries are a plain 404; a zero TTL never leaves.
-    assert_eq!(
-        backend
-            .refresh_ttl("nope", Duration::from_secs(5))
-            .await
-            .unwrap_err(),
-        CachekitError::Status { status: 404 }
-    );
+    // An absent entry is a no-op: 200, nothing created.
+    backend.refresh_ttl("nope", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(server.stored("nope"), None);
+    assert_eq!(backend.ttl("nope").await.unwrap(), RemoteTtl::Absent);
+    // An evicted one too.
+    server.clock.advance(Duration::from_secs(30));
+    backend.refresh_ttl("k", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(backend.read_with_freshness("k").await.unwrap(), None);
+    // A zero TTL never leaves.
     assert!(matches!(
         backend.refresh_ttl("k", Duration::ZERO).await.unwrap_err(),
         CachekitError::InvalidTtl { .. }
@@ -338,17 +321,51 @@ async fn locks_have_ids_timeouts_and_are_decided_on_the_body() {
 }
 
 #[tokio::test]
-async fn unlock_without_id_is_400() {
-    let (server, _backend) = setup().await;
-    let status = reqwest::Client::new()
-        .delete(format!("{}/v1/cache/job/lock", server.url()))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .header("x-cachekit-l1-status", "disabled")
-        .send()
+async fn unlock_answers_200_and_refuses_an_empty_id_before_sending() {
+    let (server, backend) = setup().await;
+    let lock = backend
+        .lock("job", Duration::from_secs(5))
         .await
         .unwrap()
-        .status();
-    assert_eq!(status, 400);
+        .unwrap();
+    backend.unlock("job", &lock).await.unwrap();
+    let release = server.requests().pop().unwrap();
+    assert_eq!(release.method, Method::DELETE);
+    assert!(!server.locked("job"));
+    // The server read the id from the header: the query carries none.
+    assert_eq!(release.path, "/v1/cache/job/lock");
+
+    // An id the service would read as absent is refused here (a service
+    // that handed one out broke the protocol), and never sent.
+    let before = server.requests().len();
+    for (n, blank) in ["", " ", "\t "].into_iter().enumerate() {
+        let fake = fake_lock_id(&server, &backend, &format!("other-{n}"), blank).await;
+        let error = backend.unlock("job", &fake).await.unwrap_err();
+        assert!(
+            matches!(error, CachekitError::Protocol { .. }),
+            "{blank:?}: {error}"
+        );
+    }
+    assert_eq!(
+        server.requests().len(),
+        before + 3,
+        "only the three lock calls went out"
+    );
+}
+
+/// A `LockId` holding `id`, obtained the only way a caller can: from a
+/// lock answer (here one the server is told to break).
+async fn fake_lock_id(
+    server: &LoopbackServer,
+    backend: &hitbox_cachekit::CachekitBackend,
+    key: &str,
+    id: &str,
+) -> hitbox_cachekit::LockId {
+    server.lock_id_override(Some(id.to_owned()));
+    let lock = backend.lock(key, Duration::from_secs(5)).await.unwrap().unwrap();
+    server.lock_id_override(None);
+    assert_eq!(lock.as_str(), id);
+    lock
 }
 
 #[tokio::test]
@@ -445,53 +462,37 @@ async fn wrong_key_is_401_and_surfaces_as_auth() {
 }
 
 #[tokio::test]
-async fn ck_sdk_keys_need_the_l1_status() {
+async fn an_sdk_api_key_works_because_the_client_always_sends_the_l1_status() {
+    // The server's default key is a `ck_sdk_` key: every call the client
+    // makes (health included) would be a 400 without the header.
+    assert!(API_KEY.starts_with("ck_sdk_"));
     let (server, backend) = setup().await;
-    let client = reqwest::Client::new();
-    let without = client
-        .get(format!("{}/v1/cache/ck_sdk_probe", server.url()))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(without.status(), 400);
-    let bad_value = client
-        .get(format!("{}/v1/cache/other", server.url()))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .header("x-cachekit-l1-status", "HIT")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_value.status(), 400);
-    // The backend always sends it.
     backend
-        .set("ck_sdk_probe", Bytes::from_static(b"x"), SetOptions::default())
+        .set("probe", Bytes::from_static(b"x"), SetOptions::default())
         .await
         .unwrap();
-    assert!(
-        backend
-            .read_with_freshness("ck_sdk_probe")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(backend.read_with_freshness("probe").await.unwrap().is_some());
+    backend.health().await.unwrap();
+    for request in server.requests() {
+        assert_eq!(header(&request, "x-cachekit-l1-status"), Some(&b"disabled"[..]));
+    }
 }
 
+/// Upstream says "25 MB" without a byte count (25,000,000 or 26,214,400),
+/// so these sizes stay outside the span between the two readings.
 #[tokio::test]
 async fn bodies_over_25_mb() {
     let (server, backend) = setup().await;
-    let big = Bytes::from(vec![b'x'; hitbox_cachekit::MAX_BODY_BYTES + 1]);
-    let error = backend
-        .set("big", big.clone(), SetOptions::default())
-        .await
-        .unwrap_err();
+    // Over the client's own limit (the larger reading): refused before
+    // sending.
+    let over = Bytes::from(vec![b'x'; hitbox_cachekit::MAX_BODY_BYTES + 1]);
+    let error = backend.set("big", over, SetOptions::default()).await.unwrap_err();
     assert!(matches!(error, CachekitError::TooLarge { .. }));
     assert!(server.requests().is_empty(), "refused before sending");
-    // The stand-in answers 413 to a client that sends it anyway.
-    let status = reqwest::Client::new()
-        .put(format!("{}/v1/cache/big", server.url()))
-        .header("authorization", format!("Bearer {API_KEY}"))
-        .header("x-cachekit-l1-status", "disabled")
+    // The stand-in answers 413 to a client that sends one anyway (the size
+    // cachekit-py's live test uses).
+    let big = Bytes::from(vec![b'x'; 26 * 1024 * 1024]);
+    let status = support::raw(&server, Method::PUT, "/v1/cache/big", API_KEY)
         .header("content-type", "application/octet-stream")
         .body(big)
         .send()
@@ -499,9 +500,14 @@ async fn bodies_over_25_mb() {
         .unwrap()
         .status();
     assert_eq!(status, 413);
-    // Exactly the limit goes through.
-    let limit = Bytes::from(vec![b'y'; hitbox_cachekit::MAX_BODY_BYTES]);
-    backend.set("limit", limit, SetOptions::default()).await.unwrap();
+    assert_eq!(server.stored("big"), None);
+    // 25,000,000 bytes is within every reading.
+    let within = Bytes::from(vec![b'y'; 25_000_000]);
+    backend
+        .set("within", within, SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(server.stored("within").map(|b| b.len()), Some(25_000_000));
 }
 
 #[tokio::test]
