@@ -83,6 +83,13 @@ impl TagGenerations {
             .map(|(_, _, generation)| *generation)
     }
 
+    /// Every recorded generation: its source, its tag, the generation.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Tag, u64)> {
+        self.seen
+            .iter()
+            .map(|(source, tag, generation)| (*source, tag, *generation))
+    }
+
     /// Adds what `other` recorded.
     pub fn merge(&mut self, other: TagGenerations) {
         for (source, tag, generation) in other.seen {
@@ -119,6 +126,8 @@ mod tests {
         assert_eq!(first.get(a, &tag), Some(3), "a later record replaces");
         assert_eq!(first.get(b, &tag), Some(2));
         assert_eq!(first.len(), 2);
+        let listed: Vec<(u64, &Tag, u64)> = first.iter().collect();
+        assert_eq!(listed, vec![(a, &tag, 3), (b, &tag, 2)]);
         assert!(!first.is_empty() && TagGenerations::new().is_empty());
     }
 }
