@@ -249,27 +249,29 @@
 //!   the clear.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod breaker;
 mod builder;
 mod error;
 pub mod invalidation;
 pub mod lock;
+mod tags;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::{Client, WithOptions};
-use fred::prelude::{
-    ClientLike, Expiration, Key, KeysInterface, LuaInterface, Options, Pool, SortedSetsInterface, Value,
-};
-use fred::types::scripts::Script;
+use fred::prelude::{ClientLike, Expiration, Key, KeysInterface, Options, Pool, Value};
 use futures::future::try_join_all;
 use hitbox_backend::pending::{DEFAULT_MAX_PENDING_KEYS, DEFAULT_MAX_PENDING_TAGS};
-use hitbox_backend::{Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TierStats};
-use hitbox_core::{CacheKey, Tag};
+use hitbox_backend::{
+    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TagGenerations, TierStats,
+};
+use hitbox_core::{CacheKey, SharedClock, Tag};
 
+pub use audit::{AuditEntry, AuditId, AuditLog};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
     DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT,
@@ -280,8 +282,9 @@ pub use error::RedisError;
 /// configuration types ([`ReconnectPolicy`](fred::prelude::ReconnectPolicy),
 /// [`Config`](fred::prelude::Config)...) can be named.
 pub use fred;
-pub use invalidation::{Broadcasting, InvalidationBus, LocalTier, OriginId};
+pub use invalidation::{Broadcasting, Invalidation, InvalidationBus, LocalTier, OriginId};
 pub use lock::RedisLock;
+pub use tags::{FENCE_MAGIC, GENERATION_TTL_MS};
 
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
 /// it, since Redis refuses expiry times that overflow its clock.
@@ -297,29 +300,7 @@ pub const MAX_PENDING_TAGS: usize = DEFAULT_MAX_PENDING_TAGS;
 
 /// Keys deleted per command (standalone) or sent at once (cluster) by an
 /// invalidation.
-const DELETE_BATCH: usize = 512;
-
-/// Registers one key in one tag set; see the crate documentation.
-///
-/// KEYS[1]: the tag set. ARGV: the entry's Redis key, its TTL in ms, the
-/// grace period in ms.
-const REGISTER_TAG_LUA: &str = r#"
--- Redis before 5 replicates scripts verbatim and refuses writes after TIME
--- unless told to replicate effects; later versions always do.
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local grace = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now - grace))
-redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local keep = tonumber(last[2]) - now + grace
-if keep < 1 then keep = 1 end
-redis.call('PEXPIRE', KEYS[1], string.format('%d', keep))
-return 1
-"#;
-
-static REGISTER_TAG: LazyLock<Script> = LazyLock::new(|| Script::from_lua(REGISTER_TAG_LUA));
+pub(crate) const DELETE_BATCH: usize = 512;
 
 /// The Redis tier; see the [crate documentation](crate).
 ///
@@ -370,6 +351,14 @@ struct Inner {
     /// have reached it after its caller gave up), replayed before the tier
     /// is used again.
     pending: PendingInvalidations,
+    /// This tier's source number in [`TagGenerations`].
+    source: u64,
+    /// How long the fence an invalidation leaves under a key lives, in ms.
+    fence_ms: i64,
+    /// Who this instance is, in the audit stream.
+    instance: OriginId,
+    /// The audit stream, unless it is off.
+    audit: Option<AuditLog>,
 }
 
 impl Inner {
@@ -418,7 +407,28 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_parts(parts: builder::Parts) -> RedisBackend {
-        let breaker = CircuitBreaker::new(parts.breaker, parts.clock).labelled(Arc::clone(&parts.label));
+        let clock: SharedClock = parts.clock;
+        let breaker =
+            CircuitBreaker::new(parts.breaker, Arc::clone(&clock)).labelled(Arc::clone(&parts.label));
+        let tag_grace_ms = i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4);
+        // A fence must outlive any write that registered its key before the
+        // invalidation and is still on its way: at least the tag grace, the
+        // write timeout and a second.
+        let write_ms = i64::try_from(parts.write_timeout.as_millis()).unwrap_or(i64::MAX / 4);
+        let fence_ms = tag_grace_ms.max(write_ms.saturating_mul(2)).max(1_000);
+        let audit = parts.audit.map(|audit| {
+            AuditLog::new(
+                parts.pool.clone(),
+                audit
+                    .key
+                    .unwrap_or_else(|| format!("{}{}", parts.prefix, audit::AUDIT_SUFFIX)),
+                audit.max_len,
+                parts.instance.clone(),
+                Arc::clone(&clock),
+                parts.invalidate_timeout,
+                Arc::clone(&parts.label),
+            )
+        });
         RedisBackend {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -428,7 +438,7 @@ impl RedisBackend {
                 read_timeout: parts.read_timeout,
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
-                tag_grace_ms: i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4),
+                tag_grace_ms,
                 max_entry_size: parts.max_entry_size,
                 breaker,
                 hits: AtomicU64::new(0),
@@ -438,6 +448,10 @@ impl RedisBackend {
                 total_micros: AtomicU64::new(0),
                 max_micros: AtomicU64::new(0),
                 pending: PendingInvalidations::new(),
+                source: TagGenerations::new_source(),
+                fence_ms,
+                instance: parts.instance,
+                audit,
             }),
         }
     }
@@ -473,9 +487,45 @@ impl RedisBackend {
         format!("{}{}", self.inner.prefix, key.as_str())
     }
 
-    /// The Redis key of the set that tracks the entries tagged `tag`.
+    /// The Redis key of the set that tracks the entries tagged `tag`:
+    /// `<prefix>#tag:{<tag>}`, the braces making the tag's name (with `%`,
+    /// `{` and `}` percent-encoded) the key's hash tag.
     pub fn tag_set_key(&self, tag: &Tag) -> String {
-        format!("{}#tag:{}", self.inner.prefix, tag.as_str())
+        format!("{}#tag:{{{}}}", self.inner.prefix, tags::hash_tag_of(tag))
+    }
+
+    /// The Redis key of `tag`'s generation: its set's key followed by
+    /// `#gen`, in the same hash slot.
+    pub fn tag_generation_key(&self, tag: &Tag) -> String {
+        format!("{}#gen", self.tag_set_key(tag))
+    }
+
+    /// Who this instance is in the audit stream (and, by default, on the
+    /// [invalidation bus](InvalidationBus)); see
+    /// [`RedisBackendBuilder::instance_id`].
+    pub fn instance_id(&self) -> &OriginId {
+        &self.inner.instance
+    }
+
+    /// The audit stream every invalidation through this tier is appended
+    /// to, or `None` when it is off; see the [`audit`] module.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.inner.audit.as_ref()
+    }
+
+    /// Appends an invalidation this tier made to the audit stream.
+    async fn audit_append(
+        &self,
+        client: &WithOptions<Client>,
+        invalidation: &Invalidation,
+        generation: Option<u64>,
+    ) -> Result<(), fred::error::Error> {
+        if let Some(audit) = &self.inner.audit {
+            audit
+                .append_with(client, &self.inner.instance, invalidation, generation)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The fred connection pool, for commands this tier does not offer.
@@ -588,62 +638,31 @@ impl RedisBackend {
         if let Err(error) = self.delete_keys(&client, &keys).await {
             dropped(error)?;
         }
+        if self.inner.audit.is_some() {
+            let prefix = self.inner.prefix.as_str();
+            let client = &client;
+            let appends = replay.keys.iter().map(|redis_key| {
+                let key = redis_key.strip_prefix(prefix).unwrap_or(redis_key);
+                let invalidation = Invalidation::Key(key.to_owned());
+                async move { self.audit_append(client, &invalidation, None).await }
+            });
+            if let Err(error) = try_join_all(appends).await {
+                dropped(error)?;
+            }
+        }
         for tag in &replay.tags {
-            if let Err(error) = self.invalidate_tag_now(&client, tag).await {
+            let invalidated = async {
+                let (_, generation) = self.invalidate_tag_now(&client, tag).await?;
+                let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+                self.audit_append(&client, &invalidation, Some(generation)).await
+            };
+            if let Err(error) = invalidated.await {
                 dropped(error)?;
             }
         }
         self.inner.pending.replayed(&replay);
         tracing::info!(tier = %self.inner.label, keys = replay.keys.len(), tags = replay.tags.len(), "replayed the invalidations an outage kept from redis");
         Ok(())
-    }
-
-    async fn invalidate_tag_now(
-        &self,
-        client: &WithOptions<Client>,
-        tag: &Tag,
-    ) -> Result<u64, fred::error::Error> {
-        let set = self.tag_set_key(tag);
-        let members: Vec<Bytes> = client
-            .zrange(set.as_str(), 0, -1, None, false, None, false)
-            .await?;
-        if members.is_empty() {
-            return Ok(0);
-        }
-        let removed = self.delete_keys(client, &members).await?;
-        for batch in members.chunks(DELETE_BATCH) {
-            let batch: Vec<Value> = batch.iter().cloned().map(Value::Bytes).collect();
-            client.zrem::<i64, _, _>(set.as_str(), batch).await?;
-        }
-        Ok(removed)
-    }
-
-    async fn register_tag(
-        &self,
-        client: &WithOptions<Client>,
-        tag: &Tag,
-        member: &str,
-        px: i64,
-    ) -> Result<(), fred::error::Error> {
-        let pool = client;
-        let set = self.tag_set_key(tag);
-        let args = vec![
-            Value::from(member),
-            Value::from(px),
-            Value::from(self.inner.tag_grace_ms),
-        ];
-        match pool
-            .evalsha::<Value, _, _, _>(REGISTER_TAG.sha1().clone(), set.clone(), args.clone())
-            .await
-        {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                // EVAL also caches the script on that node for the next EVALSHA.
-                pool.eval::<Value, _, _, _>(REGISTER_TAG_LUA, set, args).await?;
-                Ok(())
-            }
-            Err(error) => Err(error),
-            Ok(_) => Ok(()),
-        }
     }
 
     async fn delete_keys(
@@ -718,8 +737,9 @@ fn into_bytes(value: Value) -> Option<Bytes> {
     match value {
         Value::Null => None,
         // Whatever else is there (a string read as text or as a number) is
-        // handed over as bytes: the engine rejects what does not decode.
-        other => other.into_bytes(),
+        // handed over as bytes: the engine rejects what does not decode. A
+        // fence left by a tag invalidation is no entry.
+        other => other.into_bytes().filter(|bytes| !tags::is_fence(bytes)),
     }
 }
 
@@ -763,7 +783,7 @@ impl Backend for RedisBackend {
                 if !tags.is_empty() {
                     try_join_all(
                         tags.iter()
-                            .map(|tag| self.register_tag(&client, tag, &redis_key, px)),
+                            .map(|tag| self.register_tag(&client, tag, &redis_key, px, None)),
                     )
                     .await?;
                 }
@@ -788,13 +808,86 @@ impl Backend for RedisBackend {
         })
     }
 
+    /// The generations of `tags` (one `GET` each in a cluster, one `MGET`
+    /// otherwise), under the read timeout; see the crate documentation.
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                return Ok(Some(TagGenerations::new()));
+            }
+            let seen = self.run(Kind::Read, self.read_generations(tags)).await?;
+            Ok(Some(seen))
+        })
+    }
+
+    /// Registers the entry in its tags' sets, each only if the tag's
+    /// generation is still the one in `expected`, then stores it unless a
+    /// fence left by an invalidation of one of its tags refuses it; see the
+    /// crate documentation. A tag `expected` has nothing for (its
+    /// generations were not read from this tier) refuses the write.
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                self.write(key, value, ttl, tags).await?;
+                return Ok(true);
+            }
+            if value.len() > self.inner.max_entry_size {
+                return Err(BackendError::Refused {
+                    tier: Arc::clone(&self.inner.label),
+                    reason: "entry larger than the tier's max_entry_size",
+                });
+            }
+            let mut checks = Vec::with_capacity(tags.len());
+            for tag in tags {
+                match expected.get(self.inner.source, tag) {
+                    Some(generation) => checks.push((tag, generation)),
+                    None => {
+                        tracing::debug!(key = %key.log_id(), tag = tag.as_str(), "no generation recorded for a tag: write refused");
+                        return Ok(false);
+                    }
+                }
+            }
+            let redis_key = self.redis_key(key);
+            let px = px_millis(ttl);
+            let client = self.fail_fast();
+            let result = self
+                .run(
+                    Kind::Write,
+                    self.store_if_current(&client, &redis_key, value, px, &checks),
+                )
+                .await;
+            if matches!(
+                result,
+                Err(BackendError::Timeout { .. } | BackendError::Client { .. })
+            ) {
+                self.inner.pending.remember_key(&redis_key);
+            }
+            let stored = result?;
+            tracing::trace!(key = %key.log_id(), px, tags = tags.len(), stored, "redis write if current");
+            Ok(stored)
+        })
+    }
+
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let redis_key = self.redis_key(key);
             let client = self.fail_fast();
-            let result = self
-                .run(Kind::Write, client.del::<i64, _>(redis_key.as_str()))
-                .await;
+            let op = async {
+                let removed = client.del::<i64, _>(redis_key.as_str()).await?;
+                // After the deletion: an instance catching up from the
+                // stream reads the key again only once it is gone.
+                let invalidation = Invalidation::Key(key.as_str().to_owned());
+                self.audit_append(&client, &invalidation, None).await?;
+                Ok(removed)
+            };
+            let result = self.run(Kind::Write, op).await;
             // Not sent, or lost on the way: deleted again when Redis is back.
             if result.as_ref().is_err_and(BackendError::is_tier_failure) {
                 self.inner.pending.remember_key(&redis_key);
@@ -808,14 +901,19 @@ impl Backend for RedisBackend {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             let client = self.fail_fast();
-            let result = self
-                .run(Kind::Invalidate, self.invalidate_tag_now(&client, tag))
-                .await;
+            let op = async {
+                let (removed, generation) = self.invalidate_tag_now(&client, tag).await?;
+                let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+                self.audit_append(&client, &invalidation, Some(generation))
+                    .await?;
+                Ok((removed, generation))
+            };
+            let result = self.run(Kind::Invalidate, op).await;
             if result.as_ref().is_err_and(BackendError::is_tier_failure) {
                 self.inner.pending.remember_tag(tag);
             }
-            let removed = result?;
-            tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");
+            let (removed, generation) = result?;
+            tracing::debug!(tag = tag.as_str(), removed, generation, "redis invalidate tag");
             Ok(removed)
         })
     }
@@ -823,10 +921,8 @@ impl Backend for RedisBackend {
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let redis_key = self.redis_key(key);
-            let count = self
-                .run(Kind::Read, self.inner.pool.exists::<i64, _>(redis_key))
-                .await?;
-            Ok(count > 0)
+            let client = self.inner.pool.next().with_options(&Options::default());
+            self.run(Kind::Read, self.holds_entry(&client, &redis_key)).await
         })
     }
 
