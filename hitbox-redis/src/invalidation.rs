@@ -87,10 +87,35 @@
 //! invalidation it may have missed. fred reconnects (with the backend's
 //! reconnect policy) and the bus subscribes again on every reconnection,
 //! and retries every [`InvalidationBusBuilder::retry_interval`] while it is
-//! down. Once subscribed again it purges its L1 (unless
-//! [`InvalidationBusBuilder::purge_on_resubscribe`] says not to): messages
-//! published during the gap are lost for good, and L1 refills from Redis.
-//! Losses and resubscriptions are logged with `tracing`.
+//! down. Losses and resubscriptions are logged with `tracing`.
+//!
+//! # Catching up from the audit stream
+//!
+//! Messages published while the subscription was down are lost for good.
+//! When the backend keeps the [audit stream](crate::audit) (the default),
+//! the bus finds them there: it follows the stream in a consumer group of
+//! its own, named after its [`OriginId`], created at the end of the stream
+//! when the bus first subscribes. Once subscribed again after a loss, and
+//! before it trusts its L1 again, it reads its group to the end and applies
+//! to its L1 what other instances invalidated meanwhile; everything else
+//! stays in the L1. ([`BusEvent::CaughtUp`] says how many it applied.)
+//!
+//! It purges its L1 instead, as it would without the stream, when it
+//! cannot know all it missed: the stream is off, the stream was trimmed
+//! past its group's position (more invalidations than the stream's
+//! `MAXLEN` came meanwhile), its group is gone, or the stream cannot be
+//! read. [`InvalidationBusBuilder::purge_on_resubscribe`] turns that purge
+//! off.
+//!
+//! While subscribed, the bus reads its group every
+//! [`InvalidationBusBuilder::stream_poll_interval`] (1 s by default), which
+//! keeps its position close (a catch-up reads little and is rarely trimmed
+//! past) and applies what pub/sub did not bring: an invalidation by an
+//! instance without a bus, or one whose publish failed. An invalidation
+//! that arrives both ways is applied once: the bus remembers the last 1024
+//! it applied, for a minute, by origin and content. The group is deleted when the bus
+//! stops; a process that dies leaves its (empty) group behind, which
+//! [`AuditLog::destroy_group`] removes.
 //!
 //! # Purges
 //!
@@ -102,16 +127,23 @@
 //!
 //! # Limits
 //!
-//! - Delivery is at most once: a message published while a listener is
-//!   disconnected is lost (hence the purge on resubscription). A publish
-//!   that fails makes [`Broadcasting::remove`] return an error after the
-//!   local and Redis tiers were invalidated; the caller may retry.
+//! - Pub/sub delivery is at most once: a message published while a
+//!   listener is disconnected is lost (hence the catch-up from the stream,
+//!   or the purge). A publish that fails makes [`Broadcasting::remove`]
+//!   return an error after the local and Redis tiers were invalidated; the
+//!   caller may retry (and the others read it from the stream meanwhile).
+//! - A catch-up checks whether the stream was trimmed past its position
+//!   before it reads: entries trimmed while it reads (more than the
+//!   stream's `MAXLEN` appended during the catch-up itself) go unseen.
 //! - An instance that read the old entry from Redis just before the
 //!   invalidation, and refills its L1 just after the message was applied,
 //!   keeps that copy until its L1 lifetime ends (bounded by the
 //!   composition's refill cap).
 //! - Loads in flight on other instances are not cancelled (the engine of the
-//!   instance that invalidates cancels its own).
+//!   instance that invalidates cancels its own), but a tag invalidation
+//!   keeps their results out of Redis and out of their L1 (the tag
+//!   generations described in the [crate documentation](crate)); a key
+//!   deletion does not.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -122,7 +154,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use fred::prelude::{Builder, Client, ClientLike, EventInterface, Pool, PubsubInterface, ReconnectPolicy};
 use fred::types::Message;
-use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendError, BackendFuture, TagGenerations, TierStats};
 use hitbox_core::{CacheKey, Tag};
 use tokio::sync::{broadcast, watch};
 
@@ -1409,6 +1441,21 @@ impl<B: Backend> Backend for Broadcasting<B> {
 
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         self.tiers.exists(key)
+    }
+
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        self.tiers.tag_generations(tags)
+    }
+
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        self.tiers.write_if_current(key, value, ttl, tags, expected)
     }
 
     fn label(&self) -> &str {

@@ -13,6 +13,7 @@ use fred::prelude::{Expiration, KeysInterface};
 use hitbox_backend::{Backend, Cache, Compose, LoadTicket, TagGenerations};
 use hitbox_core::{CacheKey, CachePolicy, EntryOptions, Tag};
 use hitbox_moka::MokaBackend;
+use hitbox_redis::invalidation::InvalidationBus;
 use hitbox_redis::{FENCE_MAGIC, RedisBackend};
 use tokio::sync::oneshot;
 
@@ -439,4 +440,53 @@ async fn a_refused_load_is_not_kept_in_l1() {
     load.load.await.expect("the task ends");
     assert!(moka.read(&key(2)).await.expect("moka reads").is_some());
     assert!(a_redis.exists(&key(2)).await.expect("EXISTS"));
+}
+
+/// The deployment the bus is for: moka + redis behind an invalidation bus
+/// in each instance. B's invalidation reaches A's L1 over pub/sub and A's
+/// racing load keeps its result out of both of A's tiers.
+#[tokio::test]
+async fn a_load_raced_through_the_bus_is_kept_out_of_both_tiers() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("gen-bus");
+    let instance = |redis: RedisBackend| {
+        let moka = MokaBackend::new(1024 * 1024);
+        let bus = InvalidationBus::builder(&redis)
+            .retry_interval(Duration::from_millis(100))
+            .start(moka.clone())
+            .expect("the bus starts");
+        let cache = Cache::builder(bus.broadcasting(bus.local_tier().compose(redis)))
+            .policy(CachePolicy::new(Duration::from_secs(60)))
+            .build();
+        (moka, bus, cache)
+    };
+    let a_redis = backend(&url, &prefix).await;
+    let (a_moka, a_bus, a) = instance(a_redis.clone());
+    let (_, b_bus, b) = instance(backend(&url, &prefix).await);
+    a_bus
+        .wait_subscribed(Duration::from_secs(10))
+        .await
+        .expect("A subscribes");
+    b_bus
+        .wait_subscribed(Duration::from_secs(10))
+        .await
+        .expect("B subscribes");
+
+    let loads = Arc::new(AtomicU32::new(0));
+    let load = gated_load(&a, 1, tagged(&["team:7"]), profile(1), &loads);
+    load.started.await.expect("A's loader runs");
+    b.invalidate_tag(&Tag::from("team:7"))
+        .await
+        .expect("B invalidates");
+    load.go.send(()).expect("A's loader waits");
+    assert_eq!(load.load.await.expect("the task ends"), profile(1));
+    assert_eq!(
+        a_moka.read(&key(1)).await.expect("moka reads"),
+        None,
+        "not in A's L1"
+    );
+    assert!(!a_redis.exists(&key(1)).await.expect("EXISTS"), "nor in Redis");
+    assert_eq!(a.stats().stale_loads_discarded, 1);
+    assert_eq!(b.get::<Profile>(&key(1)).await, None);
 }
