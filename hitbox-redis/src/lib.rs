@@ -155,39 +155,99 @@
 //!
 //! # Tags
 //!
-//! Every tag has a sorted set under `<prefix>#tag:<tag name>` (a key the
+//! Every tag has a sorted set under `<prefix>#tag:{<tag name>}` (a key the
 //! [key builder](hitbox_core::KeyBuilder) never produces: an encoded key never
-//! starts with `#`). Its members are the Redis keys of the entries written
-//! with the tag, each scored with the time its entry expires, in
-//! milliseconds of the server's clock.
+//! starts with `#`; in the name, `%`, `{` and `}` are percent-encoded, and
+//! the empty name is written `%`). Its members are the Redis keys of the
+//! entries written with the tag, each scored with the time its entry
+//! expires, in milliseconds of the server's clock. Beside it, under the same
+//! name followed by `#gen`, is the tag's *generation*: a number that every
+//! invalidation of the tag moves on. The braces make the tag's name the
+//! keys' hash tag, so that in a cluster the set and the generation live in
+//! one slot and one script can update both.
 //!
 //! - A write first registers the key in each of its tags' sets, then stores
 //!   the entry (so an entry is never stored without being reachable from its
 //!   tags). The registration is one Lua script per tag that touches only the
-//!   tag's set: it drops the members whose entries have expired (more than
+//!   tag's keys: it drops the members whose entries have expired (more than
 //!   a [grace period](RedisBackendBuilder::tag_grace) ago, 5 s by default,
 //!   to allow for clock skew between cluster nodes), adds the key, and sets
 //!   the set's own expiry to that of its longest-lived member plus the same
 //!   margin. A tag set therefore holds only live entries and disappears
 //!   shortly after the last of them.
-//! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) reads the
-//!   set, deletes the entries, then removes from the set exactly the members
-//!   it read (a key registered meanwhile stays for the next invalidation).
-//!   If the deletion fails half-way, the set is left as it is and a retry
-//!   finds the same keys.
+//! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) runs one
+//!   script that moves the tag's generation on and reads the set's members,
+//!   then replaces each member's entry with a *fence* (see below), then
+//!   removes from the set exactly the members it read (a key registered
+//!   meanwhile stays for the next invalidation). If it fails half-way, the
+//!   set is left as it is and a retry finds the same keys.
 //!
-//! No command touches two keys of different hash slots: the scripts name one
-//! key, and in cluster mode the entries are deleted one `DEL` per key (sent
-//! together, so this costs one round trip per node, not one per key). With
-//! a standalone server or sentinels the deletes are batched into multi-key
-//! `DEL`s. The tag state lives in Redis, so an invalidation done by one
-//! process is seen by every other.
+//! No script touches keys of two hash slots: a tag's scripts name its two
+//! keys (one slot), the others one key each, and in cluster mode the
+//! entries are fenced one script per key (sent together, so this costs one
+//! round trip per node, not one per key). With a standalone server or
+//! sentinels they are batched into multi-key calls. The tag state lives in
+//! Redis, so an invalidation done by one process is seen by every other.
+//! (In a cluster, a [key prefix](RedisBackendBuilder::key_prefix) whose
+//! first `{` is directly followed by `}` is refused: it would make the
+//! whole key the hash tag, and a tag's two keys could land apart.)
+//!
+//! ## Tags that hold across processes
+//!
+//! The engine ([`hitbox_backend::Cache`]) keeps a load whose tag is
+//! invalidated *through the same cache* while it runs from storing what it
+//! loaded. An invalidation made by another process is checked here, with
+//! the tags' generations (see [`hitbox_backend::generations`]):
+//!
+//! 1. Before a load with tags runs its loader, the engine reads their
+//!    generations ([`Backend::tag_generations`]: one `GET` per tag in a
+//!    cluster, one `MGET` otherwise; 0 for a tag never invalidated).
+//! 2. Its store ([`Backend::write_if_current`]) registers the key under each
+//!    tag only if the tag's generation is still the one read: the
+//!    registration script compares them. If one moved, nothing is written
+//!    and the load's value only goes to its callers (counted in
+//!    [`CacheStats::stale_loads_discarded`](hitbox_backend::CacheStats::stale_loads_discarded)).
+//! 3. Then a script on the entry's own key stores it, unless the key holds
+//!    a fence newer than what the load read.
+//!
+//! Step 2 and step 3 touch different slots, so an invalidation may land
+//! between them: it finds the key registered (step 2 came first) and puts
+//! a fence under it, a short-lived value (at least the tag grace period,
+//! and twice the write timeout) that names the invalidated tags and their
+//! new generations. Step 3 reads the fence in the same script that would
+//! write the entry, and refuses. An invalidation after step 3 replaces the
+//! entry with a fence, as any invalidation does. So whatever the
+//! interleaving, a value loaded before an invalidation began is not left in
+//! Redis after it ended. Reads see a fence as no entry (`GET`, `MGET`,
+//! `EXISTS` alike); a later load, or a plain [`write`](Backend::write),
+//! replaces it.
+//!
+//! Generations never repeat: each is at least the server's clock in
+//! microseconds, and is kept [24 hours](GENERATION_TTL_MS) after it last
+//! moved, so a generation that expired and came back is still new to a
+//! load that read the old one.
+//!
+//! A composition ([`Compose`](hitbox_backend::Compose)) asks this tier for
+//! the generations and writes it before its L1, so what Redis refuses is
+//! not kept in the L1 either. A caller that leads a load and fetches the
+//! value itself ([`Cache::lead_or_join`](hitbox_backend::Cache::lead_or_join),
+//! as the HTTP layer does) gets the generations read in the background from
+//! the moment it leads, and can await
+//! [`LoadLead::ready`](hitbox_backend::LoadLead::ready) before it asks its
+//! origin.
+//!
+//! What it costs: one round trip before each tagged load's loader, and the
+//! store's own scripts; nothing on reads. When the generations cannot be
+//! read (Redis unreachable), the load's result is not stored.
 //!
 //! Limits: a key rewritten without a tag it had stays in that tag's set
 //! until it expires (invalidating the tag then deletes it: more than
-//! needed, never less); a write racing with an invalidation of one of its
-//! tags may survive it (the engine keeps its own loads from storing in that
-//! case, but not another process's).
+//! needed, never less). Generations are per tag: a key deleted by another
+//! process ([`remove`](Backend::remove)) while a load of it runs can still
+//! be written back by that load. A value stored directly rather than by a
+//! load ([`Cache::set_with`](hitbox_backend::Cache::set_with)) is not
+//! checked. Processes of an older version read a fence as an unreadable
+//! entry (a logged miss).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -237,10 +297,77 @@
 //!
 //! - [`invalidation`]: with an in-process tier in front of Redis, an
 //!   [`InvalidationBus`] carries deletes, tag invalidations and purges to
-//!   every other instance's L1 over Redis pub/sub, and caps L1 lifetimes
-//!   while its subscription is down.
+//!   every other instance's L1 over Redis pub/sub, caps L1 lifetimes while
+//!   its subscription is down, and catches up from the audit stream when
+//!   it is back.
 //! - [`lock`]: a [`RedisLock`] lets the instances that miss one key at once
 //!   call the origin once between them (distributed single-flight).
+//!
+//! # The invalidation audit stream
+//!
+//! Every invalidation made through the tier (a key removed, a tag
+//! invalidated, including those replayed after an outage) and every purge
+//! or published invalidation of an [`InvalidationBus`] is appended to one
+//! Redis Stream, `<prefix>#audit`, with `XADD ... MAXLEN ~ N` (N is
+//! [`DEFAULT_AUDIT_MAX_LEN`](audit::DEFAULT_AUDIT_MAX_LEN), 10,000, unless
+//! [`audit_max_len`](RedisBackendBuilder::audit_max_len) says otherwise;
+//! [`audit_stream(false)`](RedisBackendBuilder::audit_stream) turns it
+//! off). An entry holds the instance that invalidated
+//! ([`instance_id`](RedisBackendBuilder::instance_id)), the time on the
+//! tier's [clock](RedisBackendBuilder::clock), the kind (`key`, `tag`,
+//! `prefix`, `purge`), the key, tag or prefix, and for a tag its new
+//! generation. The append follows the invalidation it records, in the same
+//! call, under the same timeout; if it fails for want of Redis, the call
+//! fails and the invalidation is replayed (and appended) once Redis is
+//! back, as any other.
+//!
+//! [`RedisBackend::audit`] hands out the stream's [`AuditLog`]: typed
+//! entries ([`AuditEntry`]) from any id, and consumer groups (created with
+//! `MKSTREAM`, read with `XREADGROUP`, acknowledged with `XACK`). Each
+//! [`InvalidationBus`] follows the stream in a group of its own, so that an
+//! instance whose subscription was down applies what it missed instead of
+//! emptying its L1 (see [`invalidation`]).
+//!
+//! The stream is one key, so in a cluster it lives in one slot on one
+//! node: appends from every instance meet there, which gives the entries
+//! one order; invalidations are rare enough next to reads for that node
+//! not to matter.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_core::Tag;
+//! use hitbox_redis::audit::{AuditId, GroupStart};
+//! use hitbox_redis::invalidation::Invalidation;
+//! use hitbox_redis::{OriginId, RedisBackend};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::builder()
+//!     .url("redis://127.0.0.1:6379")
+//!     .key_prefix("shop:")
+//!     .instance_id(OriginId::new("web-3")?)
+//!     .audit_max_len(100_000)
+//!     .build()?;
+//! redis.wait_connected(Duration::from_secs(5)).await?;
+//! let cache = Cache::new(redis.clone());
+//! cache.invalidate_tag(&Tag::from("catalog:shoes")).await?;
+//!
+//! let audit = redis.audit().expect("on by default");
+//! assert_eq!(audit.key(), "shop:#audit");
+//! // A replay of everything the stream still holds.
+//! let batch = audit.entries_after(AuditId::ZERO, 1_000).await?;
+//! for entry in &batch.entries {
+//!     if let Invalidation::Tag(tag) = &entry.invalidation {
+//!         println!("{} invalidated {tag} at {:?} (generation {:?})", entry.origin, entry.at, entry.generation);
+//!     }
+//! }
+//! // An auditor following it: each entry once, acknowledged when handled.
+//! audit.create_group("auditor", GroupStart::Beginning).await?;
+//! let batch = audit.read_group("auditor", "auditor-1", 100).await?;
+//! audit.ack("auditor", &batch.ids()).await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Features
 //!

@@ -10,10 +10,10 @@
 //! on:
 //!
 //! 1. before a load runs its loader, the engine asks the tier for the
-//!    generations of the load's tags ([`Backend::tag_generations`]), and
+//!    generations of the load's tags ([`Backend::tag_generations`](crate::Backend::tag_generations)), and
 //!    keeps the answer, a [`TagGenerations`];
 //! 2. when the load is done, the engine stores the value with
-//!    [`Backend::write_if_current`], passing what it kept; the tier refuses
+//!    [`Backend::write_if_current`](crate::Backend::write_if_current), passing what it kept; the tier refuses
 //!    the write, atomically with it, if a generation moved meanwhile.
 //!
 //! A refused write is no error: the loaded value still goes to its callers,
