@@ -378,7 +378,7 @@ impl RedisBackendBuilder {
     }
 
     /// Who this instance is: the origin of the entries it appends to the
-    /// audit stream, and the default origin of an
+    /// audit stream, and the default origin of the first
     /// [`InvalidationBus`](crate::InvalidationBus) started over it (default
     /// [`OriginId::random`]). Unique per instance; a stable one (a host name
     /// and process id) makes the stream easier to read.

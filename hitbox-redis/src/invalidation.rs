@@ -419,15 +419,20 @@ struct BusCounters {
     catch_ups: AtomicU64,
 }
 
-/// Which path an invalidation arrived by.
+/// How an invalidation reached the L1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
-    PubSub,
+    /// A pub/sub message from another instance, or this instance's own
+    /// invalidation through [`Broadcasting`] or the bus.
+    Delivered,
+    /// The audit stream.
     Stream,
 }
 
 /// Invalidations applied lately, by the path they came through: the same
-/// invalidation arriving through the other path is applied once.
+/// invalidation arriving through the other path is applied once. They are
+/// matched by origin and content, one for one, so two identical
+/// invalidations are each matched once.
 #[derive(Default)]
 struct Recent {
     seen: VecDeque<(Instant, Via, OriginId, Invalidation)>,
@@ -473,8 +478,8 @@ struct BusState {
     label: Arc<str>,
     channel: String,
     origin: OriginId,
-    /// The origin of the entries the tier appends to the stream (the same
-    /// as `origin` unless both were set apart).
+    /// The origin of the entries the tier appends to the stream: the same
+    /// as `origin` for the first bus over a backend.
     tier_origin: OriginId,
     /// The audit stream, and this instance's consumer group in it (named
     /// after `origin`).
@@ -664,10 +669,9 @@ impl BusState {
                 return Some(applied);
             }
             for entry in &batch.entries {
-                if entry.origin == self.origin || entry.origin == self.tier_origin {
-                    bump(&self.counters.replay_skipped);
-                    continue;
-                }
+                // This instance's own entries were applied when they were
+                // made, and noted then; another instance's, when pub/sub
+                // delivered them.
                 let delivered = self
                     .recent
                     .lock()
@@ -711,11 +715,24 @@ impl BusState {
         }
     }
 
+    /// Notes an invalidation this instance made and applied to its L1
+    /// itself, appended to the stream as made by `origin`: when the bus
+    /// reads it back from the stream, it skips it.
+    fn note_own(&self, origin: &OriginId, invalidation: &Invalidation) {
+        if self.audit.is_some() {
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seen_elsewhere(Via::Delivered, origin, invalidation);
+        }
+    }
+
     /// Appends an invalidation made through the bus itself to the stream.
     async fn append(&self, invalidation: &Invalidation) -> Result<(), BackendError> {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
+        self.note_own(&self.origin, invalidation);
         let append = audit.append_with(&self.publisher, &self.origin, invalidation, None);
         match tokio::time::timeout(self.publish_timeout, append).await {
             Ok(Ok(_)) => Ok(()),
@@ -779,7 +796,7 @@ impl BusState {
             self.recent
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .seen_elsewhere(Via::PubSub, &decoded.origin, &decoded.invalidation);
+                .seen_elsewhere(Via::Delivered, &decoded.origin, &decoded.invalidation);
         }
         self.apply(&decoded.invalidation).await;
         bump(&self.counters.applied);
@@ -839,11 +856,14 @@ impl InvalidationBusBuilder {
         self
     }
 
-    /// This instance's id (default the backend's
-    /// [instance id](RedisBackend::instance_id)). Set it on the backend
-    /// instead ([`RedisBackendBuilder::instance_id`](crate::RedisBackendBuilder::instance_id)),
-    /// so that the entries the tier appends to the audit stream carry it
-    /// too. Also the name of this instance's consumer group in the stream.
+    /// This instance's id: the origin of its messages, and the name of its
+    /// consumer group in the audit stream. By default the backend's
+    /// [instance id](RedisBackend::instance_id) for the first bus started
+    /// over a backend (set it there, with
+    /// [`RedisBackendBuilder::instance_id`](crate::RedisBackendBuilder::instance_id),
+    /// so that the tier's stream entries and the bus's messages carry the
+    /// same origin), and [`OriginId::random`] for any further one, since
+    /// two buses must not share an id.
     pub fn origin(mut self, origin: OriginId) -> Self {
         self.origin = Some(origin);
         self
@@ -930,7 +950,15 @@ impl InvalidationBusBuilder {
             publisher: pool,
             label: Arc::from(format!("{}-invalidation", self.redis.label())),
             channel,
-            origin: self.origin.unwrap_or_else(|| self.redis.instance_id().clone()),
+            origin: self.origin.unwrap_or_else(|| {
+                // The backend's id names one bus: its pub/sub messages and
+                // the tier's stream entries then carry the same origin.
+                if self.redis.claim_instance_id() {
+                    self.redis.instance_id().clone()
+                } else {
+                    OriginId::random()
+                }
+            }),
             tier_origin: self.redis.instance_id().clone(),
             audit: self.redis.audit().cloned(),
             stream_poll_interval: self.stream_poll_interval,
@@ -1416,10 +1444,9 @@ impl<B: Backend> Backend for Broadcasting<B> {
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let removed = self.tiers.remove(key).await;
-            let published = self
-                .shared
-                .publish(Invalidation::Key(key.as_str().to_owned()))
-                .await;
+            let invalidation = Invalidation::Key(key.as_str().to_owned());
+            self.shared.note_own(&self.shared.tier_origin, &invalidation);
+            let published = self.shared.publish(invalidation).await;
             let removed = removed?;
             published?;
             Ok(removed)
@@ -1429,10 +1456,9 @@ impl<B: Backend> Backend for Broadcasting<B> {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             let removed = self.tiers.invalidate_tag(tag).await;
-            let published = self
-                .shared
-                .publish(Invalidation::Tag(tag.as_str().to_owned()))
-                .await;
+            let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+            self.shared.note_own(&self.shared.tier_origin, &invalidation);
+            let published = self.shared.publish(invalidation).await;
             let removed = removed?;
             published?;
             Ok(removed)
@@ -1486,6 +1512,7 @@ mod tests {
             Invalidation::Key("key with spaces".into()),
             Invalidation::Key(String::new()),
             Invalidation::Tag("user:7".into()),
+            Invalidation::Prefix("profiles:v1:".into()),
             Invalidation::Purge,
         ] {
             let message = InvalidationMessage {

@@ -385,7 +385,7 @@ pub mod lock;
 mod tags;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -484,6 +484,8 @@ struct Inner {
     fence_ms: i64,
     /// Who this instance is, in the audit stream.
     instance: OriginId,
+    /// Whether a bus took `instance` as its origin already.
+    instance_claimed: AtomicBool,
     /// The audit stream, unless it is off.
     audit: Option<AuditLog>,
 }
@@ -578,6 +580,7 @@ impl RedisBackend {
                 source: TagGenerations::new_source(),
                 fence_ms,
                 instance: parts.instance,
+                instance_claimed: AtomicBool::new(false),
                 audit,
             }),
         }
@@ -632,6 +635,12 @@ impl RedisBackend {
     /// [`RedisBackendBuilder::instance_id`].
     pub fn instance_id(&self) -> &OriginId {
         &self.inner.instance
+    }
+
+    /// Whether the caller is the first to take this backend's instance id
+    /// as a bus origin.
+    pub(crate) fn claim_instance_id(&self) -> bool {
+        !self.inner.instance_claimed.swap(true, Ordering::SeqCst)
     }
 
     /// The audit stream every invalidation through this tier is appended

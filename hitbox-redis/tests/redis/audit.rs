@@ -580,3 +580,63 @@ async fn an_instance_back_from_a_cut_catches_up_from_the_stream_on_a_cluster() {
         let _ = admin.quit().await;
     }
 }
+
+/// An instance reads its own invalidations back from the stream and skips
+/// them: its L1 keeps what was stored after them.
+#[tokio::test]
+async fn own_invalidations_read_back_from_the_stream_are_skipped() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let b = Instance::start(builder(&url, &unique_prefix("audit-own"))).await;
+    assert_eq!(b.bus.origin(), b.redis.instance_id());
+    b.cache.set(&key(1), &profile(1)).await.expect("stores");
+    assert!(b.cache.delete(&key(1)).await.expect("deletes"));
+    // Stored again right after: a replay of the delete would drop it.
+    b.cache.set(&key(1), &profile(1)).await.expect("stores");
+    let read_back = poll_until(PATIENCE, || async { b.bus.stats().replay_skipped >= 1 }).await;
+    assert!(read_back.is_some(), "the bus read its own entry back");
+    assert!(b.l1_serves(1).await, "and did not apply it");
+    assert_eq!(b.bus.stats().replayed, 0);
+}
+
+/// Two buses over one backend (two caches in one process): the first takes
+/// the backend's id, the second one of its own, so that neither takes the
+/// other's messages for its own.
+#[tokio::test]
+async fn two_buses_over_one_backend_keep_apart() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let redis = backend(&url, &unique_prefix("audit-two")).await;
+    let start = |redis: &RedisBackend| {
+        let moka = MokaBackend::new(1024 * 1024);
+        let bus = InvalidationBus::builder(redis)
+            .stream_poll_interval(Duration::from_millis(100))
+            .start(moka.clone())
+            .expect("the bus starts");
+        let cache = Cache::new(bus.broadcasting(bus.local_tier().compose(redis.clone())));
+        (moka, bus, cache)
+    };
+    let (_, first, first_cache) = start(&redis);
+    let (second_moka, second, _) = start(&redis);
+    assert_eq!(first.origin(), redis.instance_id());
+    assert_ne!(second.origin(), first.origin());
+    first.wait_subscribed(PATIENCE).await.expect("subscribes");
+    second.wait_subscribed(PATIENCE).await.expect("subscribes");
+
+    first_cache.set(&key(1), &profile(1)).await.expect("stores");
+    second
+        .local_tier()
+        .write(&key(1), "cached".into(), Duration::from_secs(60), &[])
+        .await
+        .expect("L1 writes");
+    let mut events = second.events();
+    first_cache.delete(&key(1)).await.expect("deletes");
+    let wanted = Invalidation::Key(key(1).as_str().to_owned());
+    wait_for(
+        &mut events,
+        "the second bus applying the first's delete",
+        |e| matches!(e, BusEvent::Applied(i) | BusEvent::Replayed(i) if *i == wanted),
+    )
+    .await;
+    assert_eq!(second_moka.read(&key(1)).await.expect("moka reads"), None);
+}
