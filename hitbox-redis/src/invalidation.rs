@@ -1063,8 +1063,12 @@ async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
             }
             _ = tokio::time::sleep(shared.stream_poll_interval), if poll => {
                 // Keeps the group's position current; what it applies is
-                // what pub/sub missed.
-                let _ = shared.drain_stream().await;
+                // what pub/sub missed. A group that cannot be read (the
+                // stream was deleted, say) is made again at the end: while
+                // subscribed, pub/sub carries what comes meanwhile.
+                if shared.drain_stream().await.is_none() {
+                    shared.reset_group().await;
+                }
             }
         }
     }

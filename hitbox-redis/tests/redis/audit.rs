@@ -640,3 +640,34 @@ async fn two_buses_over_one_backend_keep_apart() {
     .await;
     assert_eq!(second_moka.read(&key(1)).await.expect("moka reads"), None);
 }
+
+/// The stream deleted under a running bus (a `FLUSHALL`, an operator): the
+/// bus makes its group again and goes on following the stream.
+#[tokio::test]
+async fn a_bus_follows_a_stream_that_was_deleted_and_made_again() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("audit-deleted");
+    let b = Instance::start(builder(&url, &prefix)).await;
+    let worker = backend(&url, &prefix).await;
+    let audit = b.bus.audit().expect("on").clone();
+    let group = b.bus.origin().as_str().to_owned();
+    assert!(audit.group_position(&group).await.expect("XINFO").is_some());
+    let plain = plain_client(&url).await;
+    let _: i64 = plain.del(audit.key()).await.expect("DEL");
+    let back = poll_until(PATIENCE, || async {
+        matches!(audit.group_position(&group).await, Ok(Some(_)))
+    })
+    .await;
+    assert!(back.is_some(), "the bus made its group again");
+
+    b.cache.set(&key(1), &profile(1)).await.expect("stores");
+    let mut events = b.bus.events();
+    assert!(worker.remove(&key(1)).await.expect("DEL"));
+    let wanted = Invalidation::Key(key(1).as_str().to_owned());
+    wait_for(&mut events, "B replaying the worker's delete", |e| {
+        *e == BusEvent::Replayed(wanted.clone())
+    })
+    .await;
+    assert!(!b.l1_serves(1).await);
+}
