@@ -307,6 +307,8 @@ impl<E: Entity> EntityCache<E> {
 
         if !leads.is_empty() {
             let wanted: Vec<E::Id> = leads.iter().map(|(index, _)| ids[*index].clone()).collect();
+            // The tags' generations are read before the repository is.
+            join_all(leads.iter().map(|(_, lead)| lead.ready())).await;
             // On an error the leads are dropped on return, which releases
             // the callers waiting on them.
             let mut loaded: HashMap<E::Id, E> = repository

@@ -83,8 +83,8 @@
 //!   helpers the attribute expands to.
 //!
 //! Every public item is re-exported at the crate root; the modules
-//! `composition`, `envelope`, `encryption` and `breaker` are also public
-//! under those names.
+//! `composition`, `envelope`, `encryption`, `breaker` and `generations`
+//! are also public under those names.
 //!
 //! # Tiers and stages
 //!
@@ -152,6 +152,7 @@ pub use codec::encryption;
 pub use codec::envelope;
 pub use tiers::breaker;
 pub use tiers::composition;
+pub use tiers::generations;
 pub use tiers::pending;
 
 pub use codec::format::{CacheableValue, Format, MAX_DECODED_BYTES};
@@ -171,6 +172,7 @@ pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{
     Compose, CompositionBackend, CompositionBuilder, ReadPolicy, RefillPolicy, WritePolicy,
 };
+pub use tiers::generations::TagGenerations;
 pub use tiers::memory::MemoryBackend;
 pub use tiers::pending::PendingInvalidations;
 pub use tiers::staged::Staged;

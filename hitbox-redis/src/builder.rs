@@ -18,7 +18,9 @@ use fred::types::config::ClusterDiscoveryPolicy;
 
 use hitbox_core::{Clock, SharedClock, SystemClock};
 
+use crate::audit::DEFAULT_AUDIT_MAX_LEN;
 use crate::breaker::BreakerConfig;
+use crate::invalidation::OriginId;
 use crate::{RedisBackend, RedisError};
 
 /// The default timeout of a read (`GET`, `EXISTS`).
@@ -100,8 +102,17 @@ pub struct RedisBackendBuilder {
     clock: SharedClock,
     reconnect: ReconnectPolicy,
     max_entry_size: usize,
+    instance: Option<OriginId>,
+    audit: Option<AuditSettings>,
     #[cfg(feature = "tls")]
     tls: bool,
+}
+
+/// The audit stream's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditSettings {
+    pub(crate) key: Option<String>,
+    pub(crate) max_len: u64,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -114,6 +125,8 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("write_timeout", &self.write_timeout)
             .field("invalidate_timeout", &self.invalidate_timeout)
             .field("breaker", &self.breaker)
+            .field("instance", &self.instance)
+            .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +150,8 @@ pub(crate) struct Parts {
     pub(crate) breaker: BreakerConfig,
     pub(crate) clock: SharedClock,
     pub(crate) max_entry_size: usize,
+    pub(crate) instance: OriginId,
+    pub(crate) audit: Option<AuditSettings>,
 }
 
 impl RedisBackendBuilder {
@@ -165,6 +180,11 @@ impl RedisBackendBuilder {
             // retry.
             reconnect: ReconnectPolicy::new_exponential(0, 100, 250, 2),
             max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
+            instance: None,
+            audit: Some(AuditSettings {
+                key: None,
+                max_len: DEFAULT_AUDIT_MAX_LEN,
+            }),
             #[cfg(feature = "tls")]
             tls: false,
         }
@@ -357,6 +377,58 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Who this instance is: the origin of the entries it appends to the
+    /// audit stream, and the default origin of the first
+    /// [`InvalidationBus`](crate::InvalidationBus) started over it (default
+    /// [`OriginId::random`]). Unique per instance; a stable one (a host name
+    /// and process id) makes the stream easier to read.
+    pub fn instance_id(mut self, id: OriginId) -> Self {
+        self.instance = Some(id);
+        self
+    }
+
+    /// Whether every invalidation through the tier is appended to the
+    /// audit stream (default `true`); see the [`audit`](crate::audit)
+    /// module. Without it, an [`InvalidationBus`](crate::InvalidationBus)
+    /// that lost its subscription purges its L1 when it is back.
+    pub fn audit_stream(mut self, enabled: bool) -> Self {
+        self.audit = match (enabled, self.audit.take()) {
+            (false, _) => None,
+            (true, Some(audit)) => Some(audit),
+            (true, None) => Some(AuditSettings {
+                key: None,
+                max_len: DEFAULT_AUDIT_MAX_LEN,
+            }),
+        };
+        self
+    }
+
+    /// About how many entries the audit stream keeps (`XADD ... MAXLEN ~`;
+    /// default [`DEFAULT_AUDIT_MAX_LEN`]). Redis trims whole blocks of
+    /// entries, so the stream may hold somewhat more. Turns the stream on.
+    pub fn audit_max_len(mut self, max_len: u64) -> Self {
+        let mut audit = self.audit.take().unwrap_or(AuditSettings {
+            key: None,
+            max_len: DEFAULT_AUDIT_MAX_LEN,
+        });
+        audit.max_len = max_len;
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit stream's key (default the key prefix followed by
+    /// [`AUDIT_SUFFIX`](crate::audit::AUDIT_SUFFIX)). Every instance sharing
+    /// the cache must use the same one. Turns the stream on.
+    pub fn audit_key(mut self, key: impl Into<String>) -> Self {
+        let mut audit = self.audit.take().unwrap_or(AuditSettings {
+            key: None,
+            max_len: DEFAULT_AUDIT_MAX_LEN,
+        });
+        audit.key = Some(key.into());
+        self.audit = Some(audit);
+        self
+    }
+
     /// How fred reconnects (default: exponential back-off from 100 ms to
     /// 5 s, forever). It applies to the first connection too.
     pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
@@ -423,11 +495,21 @@ impl RedisBackendBuilder {
                 return Err(RedisError::Invalid("timeouts must be longer than zero"));
             }
         }
+        if self.audit.as_ref().is_some_and(|audit| audit.max_len == 0) {
+            return Err(RedisError::Invalid(
+                "the audit stream's max_len must be at least 1 (audit_stream(false) turns it off)",
+            ));
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(RedisError::NoRuntime);
         }
         let config = self.config()?;
         let clustered = matches!(config.server, ServerConfig::Clustered { .. });
+        if clustered && !tag_keys_share_a_slot(&self.prefix) {
+            return Err(RedisError::Invalid(
+                "in a cluster, a key prefix whose first `{` is directly followed by `}` would put a tag's set and generation in different slots",
+            ));
+        }
 
         // fred's own timeout on a command (the longest of ours) ends the
         // caller's wait, but it does not take the command out of fred's
@@ -510,8 +592,21 @@ impl RedisBackendBuilder {
             breaker: self.breaker,
             clock: self.clock,
             max_entry_size: self.max_entry_size,
+            instance: self.instance.unwrap_or_else(OriginId::random),
+            audit: self.audit,
         }))
     }
+}
+
+/// Whether the keys of a tag (its set and its generation, which one script
+/// updates together) hash to one slot under `prefix`. They share the hash
+/// tag `{<tag>}` unless the prefix has a hash tag of its own, which they
+/// share too; the one prefix that breaks this is one whose first `{` is
+/// directly followed by `}` (an empty hash tag: the whole key is hashed).
+fn tag_keys_share_a_slot(prefix: &str) -> bool {
+    let set = format!("{prefix}#tag:{{probe}}");
+    let generation = format!("{set}#gen");
+    fred::util::redis_keyslot(set.as_bytes()) == fred::util::redis_keyslot(generation.as_bytes())
 }
 
 /// Whether `url` names a TLS scheme.
@@ -558,6 +653,14 @@ fn rustls_connector() -> Result<fred::prelude::TlsConnector, RedisError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tags_keys_share_a_slot_unless_the_prefix_has_an_empty_hash_tag() {
+        for prefix in ["", "shop:", "{shop}:", "a{b", "x}y{", "{}{a}"] {
+            let shares = tag_keys_share_a_slot(prefix);
+            assert_eq!(shares, !prefix.contains("{}"), "{prefix:?}");
+        }
+    }
 
     #[test]
     fn tls_schemes_are_recognised() {

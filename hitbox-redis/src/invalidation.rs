@@ -60,6 +60,7 @@
 //! ```text
 //! hbinv1 <origin> key <stored key>
 //! hbinv1 <origin> tag <tag name>
+//! hbinv1 <origin> prefix <key prefix>
 //! hbinv1 <origin> purge
 //! ```
 //!
@@ -86,10 +87,35 @@
 //! invalidation it may have missed. fred reconnects (with the backend's
 //! reconnect policy) and the bus subscribes again on every reconnection,
 //! and retries every [`InvalidationBusBuilder::retry_interval`] while it is
-//! down. Once subscribed again it purges its L1 (unless
-//! [`InvalidationBusBuilder::purge_on_resubscribe`] says not to): messages
-//! published during the gap are lost for good, and L1 refills from Redis.
-//! Losses and resubscriptions are logged with `tracing`.
+//! down. Losses and resubscriptions are logged with `tracing`.
+//!
+//! # Catching up from the audit stream
+//!
+//! Messages published while the subscription was down are lost for good.
+//! When the backend keeps the [audit stream](crate::audit) (the default),
+//! the bus finds them there: it follows the stream in a consumer group of
+//! its own, named after its [`OriginId`], created at the end of the stream
+//! when the bus first subscribes. Once subscribed again after a loss, and
+//! before it trusts its L1 again, it reads its group to the end and applies
+//! to its L1 what other instances invalidated meanwhile; everything else
+//! stays in the L1. ([`BusEvent::CaughtUp`] says how many it applied.)
+//!
+//! It purges its L1 instead, as it would without the stream, when it
+//! cannot know all it missed: the stream is off, the stream was trimmed
+//! past its group's position (more invalidations than the stream's
+//! `MAXLEN` came meanwhile), its group is gone, or the stream cannot be
+//! read. [`InvalidationBusBuilder::purge_on_resubscribe`] turns that purge
+//! off.
+//!
+//! While subscribed, the bus reads its group every
+//! [`InvalidationBusBuilder::stream_poll_interval`] (1 s by default), which
+//! keeps its position close (a catch-up reads little and is rarely trimmed
+//! past) and applies what pub/sub did not bring: an invalidation by an
+//! instance without a bus, or one whose publish failed. An invalidation
+//! that arrives both ways is applied once: the bus remembers the last 1024
+//! it applied, for a minute, by origin and content. The group is deleted when the bus
+//! stops; a process that dies leaves its (empty) group behind, which
+//! [`AuditLog::destroy_group`] removes.
 //!
 //! # Purges
 //!
@@ -101,29 +127,38 @@
 //!
 //! # Limits
 //!
-//! - Delivery is at most once: a message published while a listener is
-//!   disconnected is lost (hence the purge on resubscription). A publish
-//!   that fails makes [`Broadcasting::remove`] return an error after the
-//!   local and Redis tiers were invalidated; the caller may retry.
+//! - Pub/sub delivery is at most once: a message published while a
+//!   listener is disconnected is lost (hence the catch-up from the stream,
+//!   or the purge). A publish that fails makes [`Broadcasting::remove`]
+//!   return an error after the local and Redis tiers were invalidated; the
+//!   caller may retry (and the others read it from the stream meanwhile).
+//! - A catch-up checks whether the stream was trimmed past its position
+//!   before it reads: entries trimmed while it reads (more than the
+//!   stream's `MAXLEN` appended during the catch-up itself) go unseen.
 //! - An instance that read the old entry from Redis just before the
 //!   invalidation, and refills its L1 just after the message was applied,
 //!   keeps that copy until its L1 lifetime ends (bounded by the
 //!   composition's refill cap).
 //! - Loads in flight on other instances are not cancelled (the engine of the
-//!   instance that invalidates cancels its own).
+//!   instance that invalidates cancels its own), but a tag invalidation
+//!   keeps their results out of Redis and out of their L1 (the tag
+//!   generations described in the [crate documentation](crate)); a key
+//!   deletion does not.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fred::prelude::{Builder, Client, ClientLike, EventInterface, Pool, PubsubInterface, ReconnectPolicy};
 use fred::types::Message;
-use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendError, BackendFuture, TagGenerations, TierStats};
 use hitbox_core::{CacheKey, Tag};
 use tokio::sync::{broadcast, watch};
 
+use crate::audit::{AuditBatch, AuditLog, GroupStart};
 use crate::{RedisBackend, RedisError};
 
 /// The default lifetime cap of L1 entries while the subscription is down.
@@ -144,8 +179,22 @@ pub const FORMAT_TAG: &str = "hbinv1";
 /// The size of the header a [`LocalTier`] puts before every value.
 pub const LOCAL_HEADER_LEN: usize = 16;
 
+/// The default time between two reads of the audit stream while
+/// subscribed; see [`InvalidationBusBuilder::stream_poll_interval`].
+pub const DEFAULT_STREAM_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How many messages the subscriber's client buffers for the listener.
 const MESSAGE_BUFFER: usize = 1024;
+
+/// Entries read from the audit stream per call.
+const STREAM_BATCH: usize = 512;
+
+/// How many invalidations applied through one path (pub/sub or the stream)
+/// are remembered, to skip the same one arriving through the other.
+const RECENT_MAX: usize = 1024;
+
+/// How long they are remembered.
+const RECENT_AGE: Duration = Duration::from_secs(60);
 
 /// Why the subscription ends when the bus itself stops.
 const STOPPED: &str = "stopped";
@@ -227,6 +276,11 @@ pub enum Invalidation {
     Key(String),
     /// Every entry with this tag ([`Tag::as_str`]).
     Tag(String),
+    /// Every entry whose key starts with this ([`CacheKey::as_str`]). No
+    /// tier of this crate removes by prefix: this is for invalidations
+    /// made by other means and [published](InvalidationBus::publish). An
+    /// L1 has no prefix removal either, so a bus applies it as a purge.
+    Prefix(String),
     /// Every entry of the L1.
     Purge,
 }
@@ -261,6 +315,7 @@ impl InvalidationMessage {
         match &self.invalidation {
             Invalidation::Key(key) => format!("{FORMAT_TAG} {origin} key {key}"),
             Invalidation::Tag(tag) => format!("{FORMAT_TAG} {origin} tag {tag}"),
+            Invalidation::Prefix(prefix) => format!("{FORMAT_TAG} {origin} prefix {prefix}"),
             Invalidation::Purge => format!("{FORMAT_TAG} {origin} purge"),
         }
     }
@@ -277,6 +332,7 @@ impl InvalidationMessage {
         let invalidation = match (fields.next()?, fields.next()) {
             ("key", Some(key)) => Invalidation::Key(key.to_owned()),
             ("tag", Some(tag)) if !tag.is_empty() => Invalidation::Tag(tag.to_owned()),
+            ("prefix", Some(prefix)) => Invalidation::Prefix(prefix.to_owned()),
             ("purge", None) => Invalidation::Purge,
             _ => return None,
         };
@@ -299,8 +355,18 @@ pub enum BusEvent {
     /// The subscription was lost: the bus is in degraded mode.
     Lost,
     /// The L1 was purged (by a message, [`InvalidationBus::purge`], a
-    /// resubscription or a listener that fell behind).
+    /// resubscription that could not catch up from the audit stream, or a
+    /// listener that fell behind).
     Purged,
+    /// An invalidation by another instance was read from the audit stream
+    /// (pub/sub had not delivered it) and applied to the L1.
+    Replayed(Invalidation),
+    /// Back after a loss, the bus caught up from the audit stream instead
+    /// of purging its L1: `applied` invalidations were missed and applied.
+    CaughtUp {
+        /// How many.
+        applied: u64,
+    },
 }
 
 /// What an [`InvalidationBus`] counted; see [`InvalidationBus::stats`].
@@ -324,6 +390,15 @@ pub struct InvalidationStats {
     pub losses: u64,
     /// Purges of the L1, for whatever reason.
     pub purges: u64,
+    /// Invalidations read from the audit stream and applied (those
+    /// pub/sub had not delivered).
+    pub replayed: u64,
+    /// Entries read from the audit stream and skipped: pub/sub had
+    /// delivered them, or they were this instance's own.
+    pub replay_skipped: u64,
+    /// Losses of the subscription after which the bus caught up from the
+    /// audit stream instead of purging its L1.
+    pub catch_ups: u64,
     /// Whether the subscription is up now.
     pub subscribed: bool,
 }
@@ -339,6 +414,57 @@ struct BusCounters {
     subscriptions: AtomicU64,
     losses: AtomicU64,
     purges: AtomicU64,
+    replayed: AtomicU64,
+    replay_skipped: AtomicU64,
+    catch_ups: AtomicU64,
+}
+
+/// How an invalidation reached the L1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// A pub/sub message from another instance, or this instance's own
+    /// invalidation through [`Broadcasting`] or the bus.
+    Delivered,
+    /// The audit stream.
+    Stream,
+}
+
+/// Invalidations applied lately, by the path they came through: the same
+/// invalidation arriving through the other path is applied once. They are
+/// matched by origin and content, one for one, so two identical
+/// invalidations are each matched once.
+#[derive(Default)]
+struct Recent {
+    seen: VecDeque<(Instant, Via, OriginId, Invalidation)>,
+}
+
+impl Recent {
+    /// Whether `invalidation` from `origin` was applied already through
+    /// the other path (and forgets it then); otherwise remembers it.
+    fn seen_elsewhere(&mut self, via: Via, origin: &OriginId, invalidation: &Invalidation) -> bool {
+        let now = Instant::now();
+        while self
+            .seen
+            .front()
+            .is_some_and(|(at, ..)| now.duration_since(*at) > RECENT_AGE)
+        {
+            self.seen.pop_front();
+        }
+        let earlier = self
+            .seen
+            .iter()
+            .position(|(_, path, o, i)| *path != via && o == origin && i == invalidation);
+        if let Some(earlier) = earlier {
+            self.seen.remove(earlier);
+            return true;
+        }
+        if self.seen.len() == RECENT_MAX {
+            self.seen.pop_front();
+        }
+        self.seen
+            .push_back((now, via, origin.clone(), invalidation.clone()));
+        false
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -352,6 +478,14 @@ struct BusState {
     label: Arc<str>,
     channel: String,
     origin: OriginId,
+    /// The origin of the entries the tier appends to the stream: the same
+    /// as `origin` for the first bus over a backend.
+    tier_origin: OriginId,
+    /// The audit stream, and this instance's consumer group in it (named
+    /// after `origin`).
+    audit: Option<AuditLog>,
+    stream_poll_interval: Duration,
+    recent: Mutex<Recent>,
     degraded_ttl: Duration,
     purge_on_resubscribe: bool,
     publish_timeout: Duration,
@@ -413,12 +547,13 @@ impl BusState {
         }
     }
 
-    fn mark_up(&self) {
+    /// Marks the subscription up; `purge` when messages published while it
+    /// was down may have been missed and could not be caught up.
+    fn mark_up(&self, purge: bool) {
         if self.is_up() {
             return;
         }
-        if self.purge_on_resubscribe && self.counters.subscriptions.load(Ordering::Relaxed) > 0 {
-            // Messages published while we were away are lost.
+        if purge {
             self.purge_local();
         }
         self.down_since.store(UP, Ordering::SeqCst);
@@ -433,6 +568,180 @@ impl BusState {
         bump(&self.counters.purges);
         tracing::debug!(channel = %self.channel, "L1 purged");
         self.emit(BusEvent::Purged);
+    }
+
+    /// What to do once subscribed: nothing if the subscription was up
+    /// already (another node reconnected); otherwise position the stream
+    /// group (the first time) or catch up from it (after a loss, falling
+    /// back to a purge), then mark the subscription up.
+    async fn subscribed(&self) {
+        if self.is_up() {
+            return;
+        }
+        if self.counters.subscriptions.load(Ordering::Relaxed) == 0 {
+            // The L1 starts out with nothing to invalidate: follow the
+            // stream from here.
+            self.reset_group().await;
+            self.mark_up(false);
+            return;
+        }
+        let caught_up = self.audit.is_some() && self.catch_up().await;
+        self.mark_up(!caught_up && self.purge_on_resubscribe);
+    }
+
+    /// Creates this instance's group at the end of the stream, or moves it
+    /// there. Failures are logged: the next catch-up then finds no usable
+    /// group and purges.
+    async fn reset_group(&self) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let group = self.origin.as_str();
+        let reset = async {
+            if !audit.create_group(group, GroupStart::End).await? {
+                audit.set_group_position(group, GroupStart::End).await?;
+            }
+            Ok::<(), BackendError>(())
+        };
+        if let Err(error) = reset.await {
+            tracing::warn!(stream = audit.key(), %error, "could not position this instance's group in the audit stream");
+        }
+    }
+
+    /// Applies what the stream holds beyond this instance's group position;
+    /// true when that is all that was missed. Otherwise (no group, trimmed
+    /// past it, unreadable entries, errors) the group is moved to the end
+    /// and false says the L1 must be purged.
+    async fn catch_up(&self) -> bool {
+        let Some(audit) = &self.audit else {
+            return false;
+        };
+        let group = self.origin.as_str();
+        let usable = match audit.group_position(group).await {
+            Ok(Some(position)) if !position.trimmed_past => true,
+            Ok(Some(position)) => {
+                tracing::warn!(stream = audit.key(), last = %position.last_delivered, "the audit stream was trimmed past this instance's position; purging L1");
+                false
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    stream = audit.key(),
+                    "this instance's group is gone from the audit stream; purging L1"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(stream = audit.key(), %error, "the audit stream cannot be read; purging L1");
+                false
+            }
+        };
+        let drained = if usable { self.drain_stream().await } else { None };
+        match drained {
+            Some(applied) => {
+                bump(&self.counters.catch_ups);
+                tracing::info!(stream = audit.key(), applied, "caught up from the audit stream");
+                self.emit(BusEvent::CaughtUp { applied });
+                true
+            }
+            None => {
+                self.reset_group().await;
+                false
+            }
+        }
+    }
+
+    /// Reads this instance's group to the end, applying what pub/sub did
+    /// not deliver, and acknowledges it. The number applied, or `None` when
+    /// something could not be read (then the L1 may miss it).
+    async fn drain_stream(&self) -> Option<u64> {
+        let audit = self.audit.as_ref()?;
+        let group = self.origin.as_str();
+        let mut applied = 0;
+        loop {
+            let batch: AuditBatch = match audit.read_group(group, group, STREAM_BATCH).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(stream = audit.key(), %error, "reading the audit stream failed");
+                    return None;
+                }
+            };
+            if batch.is_empty() {
+                return Some(applied);
+            }
+            for entry in &batch.entries {
+                // This instance's own entries were applied when they were
+                // made, and noted then; another instance's, when pub/sub
+                // delivered them.
+                let delivered = self
+                    .recent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .seen_elsewhere(Via::Stream, &entry.origin, &entry.invalidation);
+                if delivered {
+                    bump(&self.counters.replay_skipped);
+                    continue;
+                }
+                self.apply(&entry.invalidation).await;
+                applied += 1;
+                bump(&self.counters.replayed);
+                self.emit(BusEvent::Replayed(entry.invalidation.clone()));
+            }
+            if let Err(error) = audit.ack(group, &batch.ids()).await {
+                tracing::debug!(stream = audit.key(), %error, "acknowledging audit entries failed");
+            }
+            if !batch.unreadable.is_empty() {
+                return None;
+            }
+        }
+    }
+
+    /// Applies an invalidation from another instance to the L1.
+    async fn apply(&self, invalidation: &Invalidation) {
+        let result = match invalidation {
+            Invalidation::Key(key) => {
+                let key = CacheKey::from_encoded(key.as_str());
+                self.l1.remove(&key).await.map(|_| ())
+            }
+            Invalidation::Tag(tag) => self.l1.invalidate_tag(&Tag::new(tag.as_str())).await.map(|_| ()),
+            Invalidation::Prefix(_) | Invalidation::Purge => {
+                self.purge_local();
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            // The L1 is in-process; this should not happen. Purge to be safe.
+            tracing::warn!(%error, "applying an invalidation to L1 failed; purging L1");
+            self.purge_local();
+        }
+    }
+
+    /// Notes an invalidation this instance made and applied to its L1
+    /// itself, appended to the stream as made by `origin`: when the bus
+    /// reads it back from the stream, it skips it.
+    fn note_own(&self, origin: &OriginId, invalidation: &Invalidation) {
+        if self.audit.is_some() {
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seen_elsewhere(Via::Delivered, origin, invalidation);
+        }
+    }
+
+    /// Appends an invalidation made through the bus itself to the stream.
+    async fn append(&self, invalidation: &Invalidation) -> Result<(), BackendError> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        self.note_own(&self.origin, invalidation);
+        let append = audit.append_with(&self.publisher, &self.origin, invalidation, None);
+        match tokio::time::timeout(self.publish_timeout, append).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(crate::backend_error(&self.label, error)),
+            Err(_) => Err(BackendError::Timeout {
+                tier: Arc::clone(&self.label),
+                after: self.publish_timeout,
+            }),
+        }
     }
 
     async fn publish(&self, invalidation: Invalidation) -> Result<(), BackendError> {
@@ -480,22 +789,16 @@ impl BusState {
             self.emit(BusEvent::SkippedOwn(decoded.invalidation));
             return;
         }
-        let result = match &decoded.invalidation {
-            Invalidation::Key(key) => {
-                let key = CacheKey::from_encoded(key.as_str());
-                self.l1.remove(&key).await.map(|_| ())
-            }
-            Invalidation::Tag(tag) => self.l1.invalidate_tag(&Tag::new(tag.as_str())).await.map(|_| ()),
-            Invalidation::Purge => {
-                self.purge_local();
-                Ok(())
-            }
-        };
-        if let Err(error) = result {
-            // The L1 is in-process; this should not happen. Purge to be safe.
-            tracing::warn!(%error, "applying an invalidation to L1 failed; purging L1");
-            self.purge_local();
+        if self.audit.is_some() {
+            // Applied now; its stream entry, when read, is skipped (or, if
+            // the stream got there first, this is the second delivery, and
+            // applying it again only costs a refill).
+            self.recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .seen_elsewhere(Via::Delivered, &decoded.origin, &decoded.invalidation);
         }
+        self.apply(&decoded.invalidation).await;
         bump(&self.counters.applied);
         self.emit(BusEvent::Applied(decoded.invalidation));
     }
@@ -530,6 +833,7 @@ pub struct InvalidationBusBuilder {
     purge_on_resubscribe: bool,
     publish_timeout: Duration,
     retry_interval: Duration,
+    stream_poll_interval: Duration,
 }
 
 impl fmt::Debug for InvalidationBusBuilder {
@@ -552,7 +856,14 @@ impl InvalidationBusBuilder {
         self
     }
 
-    /// This instance's id (default [`OriginId::random`]).
+    /// This instance's id: the origin of its messages, and the name of its
+    /// consumer group in the audit stream. By default the backend's
+    /// [instance id](RedisBackend::instance_id) for the first bus started
+    /// over a backend (set it there, with
+    /// [`RedisBackendBuilder::instance_id`](crate::RedisBackendBuilder::instance_id),
+    /// so that the tier's stream entries and the bus's messages carry the
+    /// same origin), and [`OriginId::random`] for any further one, since
+    /// two buses must not share an id.
     pub fn origin(mut self, origin: OriginId) -> Self {
         self.origin = Some(origin);
         self
@@ -585,6 +896,17 @@ impl InvalidationBusBuilder {
         self
     }
 
+    /// How often, while subscribed, the bus reads its consumer group in the
+    /// audit stream (default [`DEFAULT_STREAM_POLL_INTERVAL`]): it keeps
+    /// the group's position close, so that a catch-up after a loss has
+    /// little to read and is not trimmed past, and applies what pub/sub
+    /// did not deliver (a publish that failed, an instance without a bus).
+    /// Unused when the backend's audit stream is off.
+    pub fn stream_poll_interval(mut self, interval: Duration) -> Self {
+        self.stream_poll_interval = interval;
+        self
+    }
+
     /// Starts the bus over `l1`, this instance's in-process tier: builds the
     /// subscriber client (from the backend's fred configuration, with its
     /// reconnect policy), connects it in the background and spawns the
@@ -592,9 +914,13 @@ impl InvalidationBusBuilder {
     /// the subscription (see [`InvalidationBus::wait_subscribed`]): until
     /// then the bus is in degraded mode.
     pub fn start(self, l1: impl Backend) -> Result<InvalidationBus, RedisError> {
-        if self.degraded_ttl.is_zero() || self.publish_timeout.is_zero() || self.retry_interval.is_zero() {
+        if self.degraded_ttl.is_zero()
+            || self.publish_timeout.is_zero()
+            || self.retry_interval.is_zero()
+            || self.stream_poll_interval.is_zero()
+        {
             return Err(RedisError::Invalid(
-                "degraded_ttl, publish_timeout and retry_interval must be longer than zero",
+                "degraded_ttl, publish_timeout, retry_interval and stream_poll_interval must be longer than zero",
             ));
         }
         if tokio::runtime::Handle::try_current().is_err() {
@@ -624,7 +950,19 @@ impl InvalidationBusBuilder {
             publisher: pool,
             label: Arc::from(format!("{}-invalidation", self.redis.label())),
             channel,
-            origin: self.origin.unwrap_or_else(OriginId::random),
+            origin: self.origin.unwrap_or_else(|| {
+                // The backend's id names one bus: its pub/sub messages and
+                // the tier's stream entries then carry the same origin.
+                if self.redis.claim_instance_id() {
+                    self.redis.instance_id().clone()
+                } else {
+                    OriginId::random()
+                }
+            }),
+            tier_origin: self.redis.instance_id().clone(),
+            audit: self.redis.audit().cloned(),
+            stream_poll_interval: self.stream_poll_interval,
+            recent: Mutex::default(),
             degraded_ttl: self.degraded_ttl,
             purge_on_resubscribe: self.purge_on_resubscribe,
             publish_timeout: self.publish_timeout,
@@ -686,6 +1024,7 @@ async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
     use broadcast::error::RecvError;
     loop {
         let down = !shared.is_up();
+        let poll = !down && shared.audit.is_some();
         tokio::select! {
             message = rx.messages.recv() => match message {
                 Ok(message) => shared.handle(message).await,
@@ -710,7 +1049,7 @@ async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
                     // is idempotent, so a reconnection of another cluster
                     // node costs one round trip and changes nothing.
                     if subscribe(&shared, &client).await {
-                        shared.mark_up();
+                        shared.subscribed().await;
                     } else {
                         shared.mark_down("resubscription failed");
                     }
@@ -719,7 +1058,16 @@ async fn listen(shared: Arc<BusState>, client: Client, mut rx: Receivers) {
             },
             _ = tokio::time::sleep(shared.retry_interval), if down => {
                 if client.is_connected() && subscribe(&shared, &client).await {
-                    shared.mark_up();
+                    shared.subscribed().await;
+                }
+            }
+            _ = tokio::time::sleep(shared.stream_poll_interval), if poll => {
+                // Keeps the group's position current; what it applies is
+                // what pub/sub missed. A group that cannot be read (the
+                // stream was deleted, say) is made again at the end: while
+                // subscribed, pub/sub carries what comes meanwhile.
+                if shared.drain_stream().await.is_none() {
+                    shared.reset_group().await;
                 }
             }
         }
@@ -771,8 +1119,17 @@ impl Drop for BusInner {
         self.shared.mark_down(STOPPED);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let subscriber = self.subscriber.clone();
+            // Nobody follows this instance's group any more.
+            let group = self
+                .shared
+                .audit
+                .clone()
+                .map(|audit| (audit, self.shared.origin.clone()));
             runtime.spawn(async move {
                 let _ = subscriber.quit().await;
+                if let Some((audit, origin)) = group {
+                    let _ = audit.destroy_group(origin.as_str()).await;
+                }
             });
         }
     }
@@ -801,6 +1158,7 @@ impl InvalidationBus {
             purge_on_resubscribe: true,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             retry_interval: DEFAULT_RETRY_INTERVAL,
+            stream_poll_interval: DEFAULT_STREAM_POLL_INTERVAL,
         }
     }
 
@@ -824,14 +1182,27 @@ impl InvalidationBus {
     /// Redis keeps its entries. Fails if the publish failed (the local L1
     /// is purged anyway).
     pub async fn purge(&self) -> Result<(), BackendError> {
-        self.inner.shared.purge_local();
-        self.inner.shared.publish(Invalidation::Purge).await
+        let shared = &self.inner.shared;
+        shared.purge_local();
+        let appended = shared.append(&Invalidation::Purge).await;
+        shared.publish(Invalidation::Purge).await?;
+        appended
     }
 
-    /// Publishes `invalidation` without applying it here; for invalidations
-    /// done by other means (a script that deleted keys in Redis, say).
+    /// Publishes `invalidation` without applying it here (and appends it to
+    /// the audit stream); for invalidations done by other means (a script
+    /// that deleted keys in Redis, say).
     pub async fn publish(&self, invalidation: Invalidation) -> Result<(), BackendError> {
-        self.inner.shared.publish(invalidation).await
+        let shared = &self.inner.shared;
+        let appended = shared.append(&invalidation).await;
+        shared.publish(invalidation).await?;
+        appended
+    }
+
+    /// The audit stream the bus catches up from, or `None` when the
+    /// backend's is off.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.inner.shared.audit.as_ref()
     }
 
     /// Whether the subscription is up (otherwise L1 lifetimes are capped).
@@ -890,6 +1261,9 @@ impl InvalidationBus {
             subscriptions: load(&c.subscriptions),
             losses: load(&c.losses),
             purges: load(&c.purges),
+            replayed: load(&c.replayed),
+            replay_skipped: load(&c.replay_skipped),
+            catch_ups: load(&c.catch_ups),
             subscribed: self.is_subscribed(),
         }
     }
@@ -1074,10 +1448,9 @@ impl<B: Backend> Backend for Broadcasting<B> {
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let removed = self.tiers.remove(key).await;
-            let published = self
-                .shared
-                .publish(Invalidation::Key(key.as_str().to_owned()))
-                .await;
+            let invalidation = Invalidation::Key(key.as_str().to_owned());
+            self.shared.note_own(&self.shared.tier_origin, &invalidation);
+            let published = self.shared.publish(invalidation).await;
             let removed = removed?;
             published?;
             Ok(removed)
@@ -1087,10 +1460,9 @@ impl<B: Backend> Backend for Broadcasting<B> {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             let removed = self.tiers.invalidate_tag(tag).await;
-            let published = self
-                .shared
-                .publish(Invalidation::Tag(tag.as_str().to_owned()))
-                .await;
+            let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+            self.shared.note_own(&self.shared.tier_origin, &invalidation);
+            let published = self.shared.publish(invalidation).await;
             let removed = removed?;
             published?;
             Ok(removed)
@@ -1099,6 +1471,21 @@ impl<B: Backend> Backend for Broadcasting<B> {
 
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         self.tiers.exists(key)
+    }
+
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        self.tiers.tag_generations(tags)
+    }
+
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        self.tiers.write_if_current(key, value, ttl, tags, expected)
     }
 
     fn label(&self) -> &str {
@@ -1129,6 +1516,7 @@ mod tests {
             Invalidation::Key("key with spaces".into()),
             Invalidation::Key(String::new()),
             Invalidation::Tag("user:7".into()),
+            Invalidation::Prefix("profiles:v1:".into()),
             Invalidation::Purge,
         ] {
             let message = InvalidationMessage {

@@ -155,39 +155,99 @@
 //!
 //! # Tags
 //!
-//! Every tag has a sorted set under `<prefix>#tag:<tag name>` (a key the
+//! Every tag has a sorted set under `<prefix>#tag:{<tag name>}` (a key the
 //! [key builder](hitbox_core::KeyBuilder) never produces: an encoded key never
-//! starts with `#`). Its members are the Redis keys of the entries written
-//! with the tag, each scored with the time its entry expires, in
-//! milliseconds of the server's clock.
+//! starts with `#`; in the name, `%`, `{` and `}` are percent-encoded, and
+//! the empty name is written `%`). Its members are the Redis keys of the
+//! entries written with the tag, each scored with the time its entry
+//! expires, in milliseconds of the server's clock. Beside it, under the same
+//! name followed by `#gen`, is the tag's *generation*: a number that every
+//! invalidation of the tag moves on. The braces make the tag's name the
+//! keys' hash tag, so that in a cluster the set and the generation live in
+//! one slot and one script can update both.
 //!
 //! - A write first registers the key in each of its tags' sets, then stores
 //!   the entry (so an entry is never stored without being reachable from its
 //!   tags). The registration is one Lua script per tag that touches only the
-//!   tag's set: it drops the members whose entries have expired (more than
+//!   tag's keys: it drops the members whose entries have expired (more than
 //!   a [grace period](RedisBackendBuilder::tag_grace) ago, 5 s by default,
 //!   to allow for clock skew between cluster nodes), adds the key, and sets
 //!   the set's own expiry to that of its longest-lived member plus the same
 //!   margin. A tag set therefore holds only live entries and disappears
 //!   shortly after the last of them.
-//! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) reads the
-//!   set, deletes the entries, then removes from the set exactly the members
-//!   it read (a key registered meanwhile stays for the next invalidation).
-//!   If the deletion fails half-way, the set is left as it is and a retry
-//!   finds the same keys.
+//! - [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag) runs one
+//!   script that moves the tag's generation on and reads the set's members,
+//!   then replaces each member's entry with a *fence* (see below), then
+//!   removes from the set exactly the members it read (a key registered
+//!   meanwhile stays for the next invalidation). If it fails half-way, the
+//!   set is left as it is and a retry finds the same keys.
 //!
-//! No command touches two keys of different hash slots: the scripts name one
-//! key, and in cluster mode the entries are deleted one `DEL` per key (sent
-//! together, so this costs one round trip per node, not one per key). With
-//! a standalone server or sentinels the deletes are batched into multi-key
-//! `DEL`s. The tag state lives in Redis, so an invalidation done by one
-//! process is seen by every other.
+//! No script touches keys of two hash slots: a tag's scripts name its two
+//! keys (one slot), the others one key each, and in cluster mode the
+//! entries are fenced one script per key (sent together, so this costs one
+//! round trip per node, not one per key). With a standalone server or
+//! sentinels they are batched into multi-key calls. The tag state lives in
+//! Redis, so an invalidation done by one process is seen by every other.
+//! (In a cluster, a [key prefix](RedisBackendBuilder::key_prefix) whose
+//! first `{` is directly followed by `}` is refused: it would make the
+//! whole key the hash tag, and a tag's two keys could land apart.)
+//!
+//! ## Tags that hold across processes
+//!
+//! The engine ([`hitbox_backend::Cache`]) keeps a load whose tag is
+//! invalidated *through the same cache* while it runs from storing what it
+//! loaded. An invalidation made by another process is checked here, with
+//! the tags' generations (see [`hitbox_backend::generations`]):
+//!
+//! 1. Before a load with tags runs its loader, the engine reads their
+//!    generations ([`Backend::tag_generations`]: one `GET` per tag in a
+//!    cluster, one `MGET` otherwise; 0 for a tag never invalidated).
+//! 2. Its store ([`Backend::write_if_current`]) registers the key under each
+//!    tag only if the tag's generation is still the one read: the
+//!    registration script compares them. If one moved, nothing is written
+//!    and the load's value only goes to its callers (counted in
+//!    [`CacheStats::stale_loads_discarded`](hitbox_backend::CacheStats::stale_loads_discarded)).
+//! 3. Then a script on the entry's own key stores it, unless the key holds
+//!    a fence newer than what the load read.
+//!
+//! Step 2 and step 3 touch different slots, so an invalidation may land
+//! between them: it finds the key registered (step 2 came first) and puts
+//! a fence under it, a short-lived value (at least the tag grace period,
+//! and twice the write timeout) that names the invalidated tags and their
+//! new generations. Step 3 reads the fence in the same script that would
+//! write the entry, and refuses. An invalidation after step 3 replaces the
+//! entry with a fence, as any invalidation does. So whatever the
+//! interleaving, a value loaded before an invalidation began is not left in
+//! Redis after it ended. Reads see a fence as no entry (`GET`, `MGET`,
+//! `EXISTS` alike); a later load, or a plain [`write`](Backend::write),
+//! replaces it.
+//!
+//! Generations never repeat: each is at least the server's clock in
+//! microseconds, and is kept [24 hours](GENERATION_TTL_MS) after it last
+//! moved, so a generation that expired and came back is still new to a
+//! load that read the old one.
+//!
+//! A composition ([`Compose`](hitbox_backend::Compose)) asks this tier for
+//! the generations and writes it before its L1, so what Redis refuses is
+//! not kept in the L1 either. A caller that leads a load and fetches the
+//! value itself ([`Cache::lead_or_join`](hitbox_backend::Cache::lead_or_join),
+//! as the HTTP layer does) gets the generations read in the background from
+//! the moment it leads, and can await
+//! [`LoadLead::ready`](hitbox_backend::LoadLead::ready) before it asks its
+//! origin.
+//!
+//! What it costs: one round trip before each tagged load's loader, and the
+//! store's own scripts; nothing on reads. When the generations cannot be
+//! read (Redis unreachable), the load's result is not stored.
 //!
 //! Limits: a key rewritten without a tag it had stays in that tag's set
 //! until it expires (invalidating the tag then deletes it: more than
-//! needed, never less); a write racing with an invalidation of one of its
-//! tags may survive it (the engine keeps its own loads from storing in that
-//! case, but not another process's).
+//! needed, never less). Generations are per tag: a key deleted by another
+//! process ([`remove`](Backend::remove)) while a load of it runs can still
+//! be written back by that load. A value stored directly rather than by a
+//! load ([`Cache::set_with`](hitbox_backend::Cache::set_with)) is not
+//! checked. Processes of an older version read a fence as an unreadable
+//! entry (a logged miss).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -237,10 +297,77 @@
 //!
 //! - [`invalidation`]: with an in-process tier in front of Redis, an
 //!   [`InvalidationBus`] carries deletes, tag invalidations and purges to
-//!   every other instance's L1 over Redis pub/sub, and caps L1 lifetimes
-//!   while its subscription is down.
+//!   every other instance's L1 over Redis pub/sub, caps L1 lifetimes while
+//!   its subscription is down, and catches up from the audit stream when
+//!   it is back.
 //! - [`lock`]: a [`RedisLock`] lets the instances that miss one key at once
 //!   call the origin once between them (distributed single-flight).
+//!
+//! # The invalidation audit stream
+//!
+//! Every invalidation made through the tier (a key removed, a tag
+//! invalidated, including those replayed after an outage) and every purge
+//! or published invalidation of an [`InvalidationBus`] is appended to one
+//! Redis Stream, `<prefix>#audit`, with `XADD ... MAXLEN ~ N` (N is
+//! [`DEFAULT_AUDIT_MAX_LEN`](audit::DEFAULT_AUDIT_MAX_LEN), 10,000, unless
+//! [`audit_max_len`](RedisBackendBuilder::audit_max_len) says otherwise;
+//! [`audit_stream(false)`](RedisBackendBuilder::audit_stream) turns it
+//! off). An entry holds the instance that invalidated
+//! ([`instance_id`](RedisBackendBuilder::instance_id)), the time on the
+//! tier's [clock](RedisBackendBuilder::clock), the kind (`key`, `tag`,
+//! `prefix`, `purge`), the key, tag or prefix, and for a tag its new
+//! generation. The append follows the invalidation it records, in the same
+//! call, under the same timeout; if it fails for want of Redis, the call
+//! fails and the invalidation is replayed (and appended) once Redis is
+//! back, as any other.
+//!
+//! [`RedisBackend::audit`] hands out the stream's [`AuditLog`]: typed
+//! entries ([`AuditEntry`]) from any id, and consumer groups (created with
+//! `MKSTREAM`, read with `XREADGROUP`, acknowledged with `XACK`). Each
+//! [`InvalidationBus`] follows the stream in a group of its own, so that an
+//! instance whose subscription was down applies what it missed instead of
+//! emptying its L1 (see [`invalidation`]).
+//!
+//! The stream is one key, so in a cluster it lives in one slot on one
+//! node: appends from every instance meet there, which gives the entries
+//! one order; invalidations are rare enough next to reads for that node
+//! not to matter.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::Cache;
+//! use hitbox_core::Tag;
+//! use hitbox_redis::audit::{AuditId, GroupStart};
+//! use hitbox_redis::invalidation::Invalidation;
+//! use hitbox_redis::{OriginId, RedisBackend};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::builder()
+//!     .url("redis://127.0.0.1:6379")
+//!     .key_prefix("shop:")
+//!     .instance_id(OriginId::new("web-3")?)
+//!     .audit_max_len(100_000)
+//!     .build()?;
+//! redis.wait_connected(Duration::from_secs(5)).await?;
+//! let cache = Cache::new(redis.clone());
+//! cache.invalidate_tag(&Tag::from("catalog:shoes")).await?;
+//!
+//! let audit = redis.audit().expect("on by default");
+//! assert_eq!(audit.key(), "shop:#audit");
+//! // A replay of everything the stream still holds.
+//! let batch = audit.entries_after(AuditId::ZERO, 1_000).await?;
+//! for entry in &batch.entries {
+//!     if let Invalidation::Tag(tag) = &entry.invalidation {
+//!         println!("{} invalidated {tag} at {:?} (generation {:?})", entry.origin, entry.at, entry.generation);
+//!     }
+//! }
+//! // An auditor following it: each entry once, acknowledged when handled.
+//! audit.create_group("auditor", GroupStart::Beginning).await?;
+//! let batch = audit.read_group("auditor", "auditor-1", 100).await?;
+//! audit.ack("auditor", &batch.ids()).await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Features
 //!
@@ -249,27 +376,29 @@
 //!   the clear.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod breaker;
 mod builder;
 mod error;
 pub mod invalidation;
 pub mod lock;
+mod tags;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::{Client, WithOptions};
-use fred::prelude::{
-    ClientLike, Expiration, Key, KeysInterface, LuaInterface, Options, Pool, SortedSetsInterface, Value,
-};
-use fred::types::scripts::Script;
+use fred::prelude::{ClientLike, Expiration, Key, KeysInterface, Options, Pool, Value};
 use futures::future::try_join_all;
 use hitbox_backend::pending::{DEFAULT_MAX_PENDING_KEYS, DEFAULT_MAX_PENDING_TAGS};
-use hitbox_backend::{Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TierStats};
-use hitbox_core::{CacheKey, Tag};
+use hitbox_backend::{
+    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TagGenerations, TierStats,
+};
+use hitbox_core::{CacheKey, SharedClock, Tag};
 
+pub use audit::{AuditEntry, AuditId, AuditLog};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
     DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT,
@@ -280,8 +409,9 @@ pub use error::RedisError;
 /// configuration types ([`ReconnectPolicy`](fred::prelude::ReconnectPolicy),
 /// [`Config`](fred::prelude::Config)...) can be named.
 pub use fred;
-pub use invalidation::{Broadcasting, InvalidationBus, LocalTier, OriginId};
+pub use invalidation::{Broadcasting, Invalidation, InvalidationBus, LocalTier, OriginId};
 pub use lock::RedisLock;
+pub use tags::{FENCE_MAGIC, GENERATION_TTL_MS};
 
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
 /// it, since Redis refuses expiry times that overflow its clock.
@@ -297,29 +427,7 @@ pub const MAX_PENDING_TAGS: usize = DEFAULT_MAX_PENDING_TAGS;
 
 /// Keys deleted per command (standalone) or sent at once (cluster) by an
 /// invalidation.
-const DELETE_BATCH: usize = 512;
-
-/// Registers one key in one tag set; see the crate documentation.
-///
-/// KEYS[1]: the tag set. ARGV: the entry's Redis key, its TTL in ms, the
-/// grace period in ms.
-const REGISTER_TAG_LUA: &str = r#"
--- Redis before 5 replicates scripts verbatim and refuses writes after TIME
--- unless told to replicate effects; later versions always do.
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local grace = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now - grace))
-redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local keep = tonumber(last[2]) - now + grace
-if keep < 1 then keep = 1 end
-redis.call('PEXPIRE', KEYS[1], string.format('%d', keep))
-return 1
-"#;
-
-static REGISTER_TAG: LazyLock<Script> = LazyLock::new(|| Script::from_lua(REGISTER_TAG_LUA));
+pub(crate) const DELETE_BATCH: usize = 512;
 
 /// The Redis tier; see the [crate documentation](crate).
 ///
@@ -370,6 +478,16 @@ struct Inner {
     /// have reached it after its caller gave up), replayed before the tier
     /// is used again.
     pending: PendingInvalidations,
+    /// This tier's source number in [`TagGenerations`].
+    source: u64,
+    /// How long the fence an invalidation leaves under a key lives, in ms.
+    fence_ms: i64,
+    /// Who this instance is, in the audit stream.
+    instance: OriginId,
+    /// Whether a bus took `instance` as its origin already.
+    instance_claimed: AtomicBool,
+    /// The audit stream, unless it is off.
+    audit: Option<AuditLog>,
 }
 
 impl Inner {
@@ -418,7 +536,28 @@ impl RedisBackend {
     }
 
     pub(crate) fn from_parts(parts: builder::Parts) -> RedisBackend {
-        let breaker = CircuitBreaker::new(parts.breaker, parts.clock).labelled(Arc::clone(&parts.label));
+        let clock: SharedClock = parts.clock;
+        let breaker =
+            CircuitBreaker::new(parts.breaker, Arc::clone(&clock)).labelled(Arc::clone(&parts.label));
+        let tag_grace_ms = i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4);
+        // A fence must outlive any write that registered its key before the
+        // invalidation and is still on its way: at least the tag grace, the
+        // write timeout and a second.
+        let write_ms = i64::try_from(parts.write_timeout.as_millis()).unwrap_or(i64::MAX / 4);
+        let fence_ms = tag_grace_ms.max(write_ms.saturating_mul(2)).max(1_000);
+        let audit = parts.audit.map(|audit| {
+            AuditLog::new(
+                parts.pool.clone(),
+                audit
+                    .key
+                    .unwrap_or_else(|| format!("{}{}", parts.prefix, audit::AUDIT_SUFFIX)),
+                audit.max_len,
+                parts.instance.clone(),
+                Arc::clone(&clock),
+                parts.invalidate_timeout,
+                Arc::clone(&parts.label),
+            )
+        });
         RedisBackend {
             inner: Arc::new(Inner {
                 pool: parts.pool,
@@ -428,7 +567,7 @@ impl RedisBackend {
                 read_timeout: parts.read_timeout,
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
-                tag_grace_ms: i64::try_from(parts.tag_grace.min(MAX_TTL).as_millis()).unwrap_or(i64::MAX / 4),
+                tag_grace_ms,
                 max_entry_size: parts.max_entry_size,
                 breaker,
                 hits: AtomicU64::new(0),
@@ -438,6 +577,11 @@ impl RedisBackend {
                 total_micros: AtomicU64::new(0),
                 max_micros: AtomicU64::new(0),
                 pending: PendingInvalidations::new(),
+                source: TagGenerations::new_source(),
+                fence_ms,
+                instance: parts.instance,
+                instance_claimed: AtomicBool::new(false),
+                audit,
             }),
         }
     }
@@ -473,9 +617,51 @@ impl RedisBackend {
         format!("{}{}", self.inner.prefix, key.as_str())
     }
 
-    /// The Redis key of the set that tracks the entries tagged `tag`.
+    /// The Redis key of the set that tracks the entries tagged `tag`:
+    /// `<prefix>#tag:{<tag>}`, the braces making the tag's name (with `%`,
+    /// `{` and `}` percent-encoded) the key's hash tag.
     pub fn tag_set_key(&self, tag: &Tag) -> String {
-        format!("{}#tag:{}", self.inner.prefix, tag.as_str())
+        format!("{}#tag:{{{}}}", self.inner.prefix, tags::hash_tag_of(tag))
+    }
+
+    /// The Redis key of `tag`'s generation: its set's key followed by
+    /// `#gen`, in the same hash slot.
+    pub fn tag_generation_key(&self, tag: &Tag) -> String {
+        format!("{}#gen", self.tag_set_key(tag))
+    }
+
+    /// Who this instance is in the audit stream (and, by default, on the
+    /// [invalidation bus](InvalidationBus)); see
+    /// [`RedisBackendBuilder::instance_id`].
+    pub fn instance_id(&self) -> &OriginId {
+        &self.inner.instance
+    }
+
+    /// Whether the caller is the first to take this backend's instance id
+    /// as a bus origin.
+    pub(crate) fn claim_instance_id(&self) -> bool {
+        !self.inner.instance_claimed.swap(true, Ordering::SeqCst)
+    }
+
+    /// The audit stream every invalidation through this tier is appended
+    /// to, or `None` when it is off; see the [`audit`] module.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.inner.audit.as_ref()
+    }
+
+    /// Appends an invalidation this tier made to the audit stream.
+    async fn audit_append(
+        &self,
+        client: &WithOptions<Client>,
+        invalidation: &Invalidation,
+        generation: Option<u64>,
+    ) -> Result<(), fred::error::Error> {
+        if let Some(audit) = &self.inner.audit {
+            audit
+                .append_with(client, &self.inner.instance, invalidation, generation)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The fred connection pool, for commands this tier does not offer.
@@ -588,62 +774,31 @@ impl RedisBackend {
         if let Err(error) = self.delete_keys(&client, &keys).await {
             dropped(error)?;
         }
+        if self.inner.audit.is_some() {
+            let prefix = self.inner.prefix.as_str();
+            let client = &client;
+            let appends = replay.keys.iter().map(|redis_key| {
+                let key = redis_key.strip_prefix(prefix).unwrap_or(redis_key);
+                let invalidation = Invalidation::Key(key.to_owned());
+                async move { self.audit_append(client, &invalidation, None).await }
+            });
+            if let Err(error) = try_join_all(appends).await {
+                dropped(error)?;
+            }
+        }
         for tag in &replay.tags {
-            if let Err(error) = self.invalidate_tag_now(&client, tag).await {
+            let invalidated = async {
+                let (_, generation) = self.invalidate_tag_now(&client, tag).await?;
+                let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+                self.audit_append(&client, &invalidation, Some(generation)).await
+            };
+            if let Err(error) = invalidated.await {
                 dropped(error)?;
             }
         }
         self.inner.pending.replayed(&replay);
         tracing::info!(tier = %self.inner.label, keys = replay.keys.len(), tags = replay.tags.len(), "replayed the invalidations an outage kept from redis");
         Ok(())
-    }
-
-    async fn invalidate_tag_now(
-        &self,
-        client: &WithOptions<Client>,
-        tag: &Tag,
-    ) -> Result<u64, fred::error::Error> {
-        let set = self.tag_set_key(tag);
-        let members: Vec<Bytes> = client
-            .zrange(set.as_str(), 0, -1, None, false, None, false)
-            .await?;
-        if members.is_empty() {
-            return Ok(0);
-        }
-        let removed = self.delete_keys(client, &members).await?;
-        for batch in members.chunks(DELETE_BATCH) {
-            let batch: Vec<Value> = batch.iter().cloned().map(Value::Bytes).collect();
-            client.zrem::<i64, _, _>(set.as_str(), batch).await?;
-        }
-        Ok(removed)
-    }
-
-    async fn register_tag(
-        &self,
-        client: &WithOptions<Client>,
-        tag: &Tag,
-        member: &str,
-        px: i64,
-    ) -> Result<(), fred::error::Error> {
-        let pool = client;
-        let set = self.tag_set_key(tag);
-        let args = vec![
-            Value::from(member),
-            Value::from(px),
-            Value::from(self.inner.tag_grace_ms),
-        ];
-        match pool
-            .evalsha::<Value, _, _, _>(REGISTER_TAG.sha1().clone(), set.clone(), args.clone())
-            .await
-        {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                // EVAL also caches the script on that node for the next EVALSHA.
-                pool.eval::<Value, _, _, _>(REGISTER_TAG_LUA, set, args).await?;
-                Ok(())
-            }
-            Err(error) => Err(error),
-            Ok(_) => Ok(()),
-        }
     }
 
     async fn delete_keys(
@@ -718,8 +873,9 @@ fn into_bytes(value: Value) -> Option<Bytes> {
     match value {
         Value::Null => None,
         // Whatever else is there (a string read as text or as a number) is
-        // handed over as bytes: the engine rejects what does not decode.
-        other => other.into_bytes(),
+        // handed over as bytes: the engine rejects what does not decode. A
+        // fence left by a tag invalidation is no entry.
+        other => other.into_bytes().filter(|bytes| !tags::is_fence(bytes)),
     }
 }
 
@@ -763,7 +919,7 @@ impl Backend for RedisBackend {
                 if !tags.is_empty() {
                     try_join_all(
                         tags.iter()
-                            .map(|tag| self.register_tag(&client, tag, &redis_key, px)),
+                            .map(|tag| self.register_tag(&client, tag, &redis_key, px, None)),
                     )
                     .await?;
                 }
@@ -788,13 +944,86 @@ impl Backend for RedisBackend {
         })
     }
 
+    /// The generations of `tags` (one `GET` each in a cluster, one `MGET`
+    /// otherwise), under the read timeout; see the crate documentation.
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                return Ok(Some(TagGenerations::new()));
+            }
+            let seen = self.run(Kind::Read, self.read_generations(tags)).await?;
+            Ok(Some(seen))
+        })
+    }
+
+    /// Registers the entry in its tags' sets, each only if the tag's
+    /// generation is still the one in `expected`, then stores it unless a
+    /// fence left by an invalidation of one of its tags refuses it; see the
+    /// crate documentation. A tag `expected` has nothing for (its
+    /// generations were not read from this tier) refuses the write.
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            if tags.is_empty() {
+                self.write(key, value, ttl, tags).await?;
+                return Ok(true);
+            }
+            if value.len() > self.inner.max_entry_size {
+                return Err(BackendError::Refused {
+                    tier: Arc::clone(&self.inner.label),
+                    reason: "entry larger than the tier's max_entry_size",
+                });
+            }
+            let mut checks = Vec::with_capacity(tags.len());
+            for tag in tags {
+                match expected.get(self.inner.source, tag) {
+                    Some(generation) => checks.push((tag, generation)),
+                    None => {
+                        tracing::debug!(key = %key.log_id(), tag = tag.as_str(), "no generation recorded for a tag: write refused");
+                        return Ok(false);
+                    }
+                }
+            }
+            let redis_key = self.redis_key(key);
+            let px = px_millis(ttl);
+            let client = self.fail_fast();
+            let result = self
+                .run(
+                    Kind::Write,
+                    self.store_if_current(&client, &redis_key, value, px, &checks),
+                )
+                .await;
+            if matches!(
+                result,
+                Err(BackendError::Timeout { .. } | BackendError::Client { .. })
+            ) {
+                self.inner.pending.remember_key(&redis_key);
+            }
+            let stored = result?;
+            tracing::trace!(key = %key.log_id(), px, tags = tags.len(), stored, "redis write if current");
+            Ok(stored)
+        })
+    }
+
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let redis_key = self.redis_key(key);
             let client = self.fail_fast();
-            let result = self
-                .run(Kind::Write, client.del::<i64, _>(redis_key.as_str()))
-                .await;
+            let op = async {
+                let removed = client.del::<i64, _>(redis_key.as_str()).await?;
+                // After the deletion: an instance catching up from the
+                // stream reads the key again only once it is gone.
+                let invalidation = Invalidation::Key(key.as_str().to_owned());
+                self.audit_append(&client, &invalidation, None).await?;
+                Ok(removed)
+            };
+            let result = self.run(Kind::Write, op).await;
             // Not sent, or lost on the way: deleted again when Redis is back.
             if result.as_ref().is_err_and(BackendError::is_tier_failure) {
                 self.inner.pending.remember_key(&redis_key);
@@ -808,14 +1037,19 @@ impl Backend for RedisBackend {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             let client = self.fail_fast();
-            let result = self
-                .run(Kind::Invalidate, self.invalidate_tag_now(&client, tag))
-                .await;
+            let op = async {
+                let (removed, generation) = self.invalidate_tag_now(&client, tag).await?;
+                let invalidation = Invalidation::Tag(tag.as_str().to_owned());
+                self.audit_append(&client, &invalidation, Some(generation))
+                    .await?;
+                Ok((removed, generation))
+            };
+            let result = self.run(Kind::Invalidate, op).await;
             if result.as_ref().is_err_and(BackendError::is_tier_failure) {
                 self.inner.pending.remember_tag(tag);
             }
-            let removed = result?;
-            tracing::debug!(tag = tag.as_str(), removed, "redis invalidate tag");
+            let (removed, generation) = result?;
+            tracing::debug!(tag = tag.as_str(), removed, generation, "redis invalidate tag");
             Ok(removed)
         })
     }
@@ -823,10 +1057,8 @@ impl Backend for RedisBackend {
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             let redis_key = self.redis_key(key);
-            let count = self
-                .run(Kind::Read, self.inner.pool.exists::<i64, _>(redis_key))
-                .await?;
-            Ok(count > 0)
+            let client = self.inner.pool.next().with_options(&Options::default());
+            self.run(Kind::Read, self.holds_entry(&client, &redis_key)).await
         })
     }
 

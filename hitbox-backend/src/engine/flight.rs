@@ -9,7 +9,10 @@
 //! The load itself stores its result before it resolves, then removes its
 //! registration; a load whose key or tags were invalidated while it ran
 //! (its `cancelled` flag set by `Cache::delete` or `Cache::invalidate_tag`)
-//! hands its value to its waiters but does not keep it in the cache.
+//! hands its value to its waiters but does not keep it in the cache. A load
+//! with tags first records their generations (`start.rs`), so that a tier
+//! shared with other processes refuses its store if one of them
+//! invalidated a tag meanwhile; the value still goes to the waiters.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -21,6 +24,7 @@ use futures::future::{BoxFuture, Shared};
 use hitbox_core::{CacheKey, EntryOptions};
 use tokio::sync::oneshot;
 
+use super::start::{LoadStart, Recorded};
 use super::stats::EngineCounters;
 use super::{Flight, Inner};
 use crate::codec::format::CacheableValue;
@@ -43,9 +47,22 @@ pub enum LoadTicket<V, E> {
 pub struct LoadLead<V, E> {
     result: oneshot::Sender<Result<V, E>>,
     shared: SharedLoad<V, E>,
+    start: Arc<LoadStart>,
 }
 
 impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
+    /// Waits until the start of the load is recorded: the generations of
+    /// its tags, in a tier that keeps them (see [`crate::generations`]).
+    /// They are read in the background from the moment the lead is handed
+    /// out, and the store waits for them in any case; a caller that awaits
+    /// this before asking its origin makes sure they were read before the
+    /// origin was, so that an invalidation made by another process while
+    /// the origin answers is never missed. Immediate for a load without
+    /// tags.
+    pub async fn ready(&self) {
+        self.start.get().await;
+    }
+
     /// Reports the result and waits until it is stored (or, for an error,
     /// until the waiters are released).
     pub async fn finish(self, result: Result<V, E>) -> Result<V, LoadError<E>> {
@@ -97,10 +114,14 @@ impl Inner {
             }
         };
         match self.start_flight(key, options, load, true) {
-            Ok(shared) => LoadTicket::Lead(LoadLead {
-                result: sender,
-                shared,
-            }),
+            Ok((shared, start)) => {
+                start.read_in_background();
+                LoadTicket::Lead(LoadLead {
+                    result: sender,
+                    shared,
+                    start,
+                })
+            }
             Err((shared, _)) => LoadTicket::Join(LoadJoin { shared }),
         }
     }
@@ -130,10 +151,14 @@ impl Inner {
             }
         };
         match self.start_flight(key, options, load, false) {
-            Ok(shared) => LoadTicket::Lead(LoadLead {
-                result: sender,
-                shared,
-            }),
+            Ok((shared, start)) => {
+                start.read_in_background();
+                LoadTicket::Lead(LoadLead {
+                    result: sender,
+                    shared,
+                    start,
+                })
+            }
             Err(_) => unreachable!("a load that does not join always starts"),
         }
     }
@@ -155,18 +180,20 @@ where
 }
 
 impl Inner {
-    /// Registers and returns a new load of `key`. When `join` is set and a
-    /// load of the same types is already registered, returns that one as
-    /// `Err` instead, with `load` unpolled. Without `join` (a forced
-    /// refresh) a registered load is cancelled and replaced: it started
-    /// earlier, so its result must not overwrite the new one.
+    /// Registers and returns a new load of `key`, with the record of its
+    /// start (not read yet). When `join` is set and a load of the same
+    /// types is already registered, returns that one as `Err` instead, with
+    /// `load` unpolled. Without `join` (a forced refresh) a registered load
+    /// is cancelled and replaced: it started earlier, so its result must not
+    /// overwrite the new one.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn start_flight<V, E, Fut>(
         self: &Arc<Self>,
         key: &CacheKey,
         options: &EntryOptions,
         load: Fut,
         join: bool,
-    ) -> Result<SharedLoad<V, E>, (SharedLoad<V, E>, Fut)>
+    ) -> Result<(SharedLoad<V, E>, Arc<LoadStart>), (SharedLoad<V, E>, Fut)>
     where
         V: CacheableValue,
         E: Send + Sync + 'static,
@@ -187,13 +214,14 @@ impl Inner {
         let cancelled = Arc::new(AtomicBool::new(false));
         let policy = self.policy.with_overrides(options);
         let tags = options.tags().to_vec();
+        let start = LoadStart::new(self, tags.clone());
         let shared = run_flight(
             Arc::downgrade(self),
             key.clone(),
             id,
             Arc::clone(&cancelled),
             policy,
-            tags.clone(),
+            Arc::clone(&start),
             load,
         )
         .boxed()
@@ -207,7 +235,7 @@ impl Inner {
                 shared: Box::new(shared.clone()),
             },
         );
-        Ok(shared)
+        Ok((shared, start))
     }
 
     fn finish_flight(&self, key: &CacheKey, id: u64) {
@@ -224,7 +252,7 @@ async fn run_flight<V, E, Fut>(
     id: u64,
     cancelled: Arc<AtomicBool>,
     policy: hitbox_core::CachePolicy,
-    tags: Vec<hitbox_core::Tag>,
+    start: Arc<LoadStart>,
     load: Fut,
 ) -> Result<V, LoadError<E>>
 where
@@ -234,6 +262,8 @@ where
     if let Some(inner) = inner.upgrade() {
         EngineCounters::bump(&inner.stats.loads);
     }
+    // Before the loader runs: what a shared tier's check compares with.
+    start.get().await;
     let result = load.await;
     // The cache may have been dropped while the loader ran; the waiters
     // still get their value.
@@ -246,8 +276,21 @@ where
             EngineCounters::bump(&inner.stats.stale_loads_discarded);
             tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
         } else {
-            let meta = policy.entry_meta(inner.clock.now(), tags);
-            let _ = inner.store(&key, value, &meta).await;
+            let meta = policy.entry_meta(inner.clock.now(), start.tags().to_vec());
+            match start.get().await {
+                Recorded::Untracked => {
+                    let _ = inner.store(&key, value, &meta).await;
+                }
+                Recorded::Seen(expected) => {
+                    if let Ok(false) = inner.store_if_current(&key, value, &meta, expected).await {
+                        EngineCounters::bump(&inner.stats.stale_loads_discarded);
+                        tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated elsewhere while it ran: result not stored");
+                    }
+                }
+                Recorded::Unknown => {
+                    tracing::debug!(key = %key.log_id(), "the load's tag generations are unknown: result not stored");
+                }
+            }
             // An invalidation that landed while the value was being written
             // may have removed the key before the write: undo the write.
             if cancelled.load(Ordering::SeqCst) {

@@ -152,18 +152,22 @@ impl Cache {
         Fut: Future<Output = Result<V, E>>,
     {
         let result = match ticket {
-            LoadTicket::Lead(lead) => match load.await {
-                // The flight stores the value (unless an invalidation
-                // raced it) and hands it back.
-                Ok(value) => match lead.finish(Ok(value)).await {
-                    Ok(value) => Ok(value),
-                    Err(_) => unreachable!("a load reported as Ok resolves to Ok"),
-                },
-                Err(error) => {
-                    lead.complete(Err(InPlaceFailed));
-                    Err(error)
+            LoadTicket::Lead(lead) => {
+                // The tags' generations are read before the body runs.
+                lead.ready().await;
+                match load.await {
+                    // The flight stores the value (unless an invalidation
+                    // raced it) and hands it back.
+                    Ok(value) => match lead.finish(Ok(value)).await {
+                        Ok(value) => Ok(value),
+                        Err(_) => unreachable!("a load reported as Ok resolves to Ok"),
+                    },
+                    Err(error) => {
+                        lead.complete(Err(InPlaceFailed));
+                        Err(error)
+                    }
                 }
-            },
+            }
             LoadTicket::Join(join) => match join.wait().await {
                 Ok(value) => Ok(value),
                 // The leader failed or gave up: its error is not ours to

@@ -5,7 +5,10 @@
 //! missing key however many callers ask at once (single-flight), serves
 //! stale entries while refreshing them in the background, falls back to
 //! stale entries when a loader fails, and keeps loads that raced with an
-//! invalidation from storing what they loaded.
+//! invalidation from storing what they loaded: invalidations made through
+//! this cache by cancelling its loads, those made by other processes
+//! through the tag generations of a shared tier (see
+//! [`crate::generations`]).
 //!
 //! A tier that fails never fails a call: a failed read is a miss, a failed
 //! write is skipped; both are logged and counted in [`Cache::stats`].
@@ -15,7 +18,8 @@
 //! ([`crate::tiers`]; a composition of several is still one), which stores
 //! the bytes the codec ([`crate::codec`]) produced. `hitbox-tower` drives
 //! the same engine through [`Cache::lead_or_join`] and [`Cache::get_entry`].
-//! The files: `flight` (one load per missing key), `memo` (decoded values
+//! The files: `flight` (one load per missing key), `start` (the tag
+//! generations a load records before it runs), `memo` (decoded values
 //! kept beside their bytes), `typed` ([`TypedCache`], namespaced typed
 //! views), `stats` (the counters).
 
@@ -23,6 +27,7 @@ mod flight;
 pub(crate) mod in_place;
 mod many;
 mod memo;
+mod start;
 mod stats;
 mod typed;
 
@@ -43,6 +48,7 @@ use crate::codec::envelope::{RawEntry, encode_entry};
 use crate::codec::format::{CacheableValue, Format};
 use crate::error::{BackendError, LoadError};
 use crate::tiers::backend::Backend;
+use crate::tiers::generations::TagGenerations;
 use memo::{Decoded, DecodedMemo};
 
 pub use flight::{LoadJoin, LoadLead, LoadTicket};
@@ -607,13 +613,13 @@ impl Cache {
         }
         let load = flight::guarded(loader());
         match self.inner.start_flight(key, options, load, join) {
-            Ok(started) => started.await,
+            Ok((started, _)) => started.await,
             Err((running, load)) => match Self::unless_abandoned(running.await) {
                 Some(result) => result,
                 // The load we joined was given up by its leader: load for
                 // ourselves, replacing it.
                 None => match self.inner.start_flight(key, options, load, false) {
-                    Ok(started) => started.await,
+                    Ok((started, _)) => started.await,
                     Err(_) => unreachable!("a load that does not join always starts"),
                 },
             },
@@ -665,7 +671,7 @@ impl Cache {
             return;
         };
         let load = flight::guarded(loader());
-        let Ok(shared) = self.inner.start_flight(key, options, load, true) else {
+        let Ok((shared, _)) = self.inner.start_flight(key, options, load, true) else {
             return;
         };
         EngineCounters::bump(&self.inner.stats.background_refreshes);
@@ -709,6 +715,37 @@ impl Inner {
         let result = self.backend.write(key, bytes, ttl, &meta.tags).await;
         match &result {
             Ok(()) => EngineCounters::bump(&self.stats.stores),
+            Err(_) => self.note_error(&result),
+        }
+        result
+    }
+
+    /// [`Inner::store`] for a load's result, with the generations of its
+    /// tags as the load saw them when it started: `Ok(false)` when the tier
+    /// refused the value because one of them moved.
+    async fn store_if_current<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+        expected: &TagGenerations,
+    ) -> Result<bool, BackendError> {
+        let ttl = meta.time_to_expiry(self.clock.now());
+        if ttl == Duration::ZERO {
+            return Ok(true);
+        }
+        let bytes = encode_entry(value, meta, self.format, key).map_err(|source| BackendError::Encode {
+            tier: "engine".into(),
+            source,
+        })?;
+        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store if current");
+        let result = self
+            .backend
+            .write_if_current(key, bytes, ttl, &meta.tags, expected)
+            .await;
+        match &result {
+            Ok(true) => EngineCounters::bump(&self.stats.stores),
+            Ok(false) => {}
             Err(_) => self.note_error(&result),
         }
         result

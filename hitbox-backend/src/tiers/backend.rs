@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hitbox_core::{CacheKey, Tag};
 
 use crate::error::BackendError;
+use crate::tiers::generations::TagGenerations;
 
 /// The future a [`Backend`] method returns.
 ///
@@ -88,6 +89,37 @@ pub trait Backend: Send + Sync + 'static {
     /// only by its identity.
     fn shares_buffers(&self) -> bool {
         false
+    }
+
+    /// The generations of `tags` in this tier, for a load about to start
+    /// (see [`crate::generations`]): `None` when the tier keeps none, which
+    /// is the default. A tier shared by several processes (Redis) answers
+    /// them, and later refuses, in [`Backend::write_if_current`], the store
+    /// of a load during which one of them moved.
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        let _ = tags;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Stores `value` as [`Backend::write`] does, unless one of `tags` was
+    /// invalidated since `expected` was read from
+    /// [`Backend::tag_generations`]: then nothing is stored and the answer
+    /// is `Ok(false)`. The check and the write are one atomic step in the
+    /// tier. The default (a tier that keeps no generations) writes and
+    /// answers `Ok(true)`.
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        let _ = expected;
+        Box::pin(async move {
+            self.write(key, value, ttl, tags).await?;
+            Ok(true)
+        })
     }
 
     /// The bytes stored under each of `keys`, in the same order, in as few
@@ -192,6 +224,19 @@ macro_rules! forward_backend {
             }
             fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
                 (**self).read_many(keys)
+            }
+            fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+                (**self).tag_generations(tags)
+            }
+            fn write_if_current<'a>(
+                &'a self,
+                key: &'a CacheKey,
+                value: Bytes,
+                ttl: Duration,
+                tags: &'a [Tag],
+                expected: &'a TagGenerations,
+            ) -> BackendFuture<'a, bool> {
+                (**self).write_if_current(key, value, ttl, tags, expected)
             }
         }
     )*};

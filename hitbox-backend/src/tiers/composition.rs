@@ -61,6 +61,12 @@
 //!   Writes of one key reach L2 one at a time and in order; one overtaken
 //!   by a later write of the key before it started is skipped.
 //!
+//! A load's store that checks its tags' generations
+//! ([`Backend::write_if_current`], see [`crate::generations`]) goes to L2
+//! first and to L1 only if L2 took it, whatever the policy: a value the
+//! shared tier refused, because another process invalidated one of its
+//! tags meanwhile, is not kept near either.
+//!
 //! Each tier may keep entries for a multiple of the TTL it is asked for
 //! ([`CompositionBuilder::l1_ttl_scale`], [`CompositionBuilder::l2_ttl_scale`]):
 //! an L2 that keeps entries twice as long serves stale-if-error fallbacks
@@ -158,6 +164,7 @@ use crate::codec::envelope::RawEntry;
 use crate::error::BackendError;
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 use crate::tiers::breaker::{BreakerConfig, CircuitBreaker};
+use crate::tiers::generations::TagGenerations;
 
 /// The default cap on the lifetime of an entry refilled into L1.
 pub const DEFAULT_REFILL_MAX_TTL: Duration = Duration::from_secs(30);
@@ -375,6 +382,20 @@ impl TierState {
         self.call(true, |tier| tier.write(key, value, ttl, tags)).await
     }
 
+    async fn write_if_current(
+        &self,
+        key: &CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[Tag],
+        expected: &TagGenerations,
+    ) -> Result<bool, BackendError> {
+        self.call(true, |tier| {
+            tier.write_if_current(key, value, ttl, tags, expected)
+        })
+        .await
+    }
+
     async fn read_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
         let result = self.call(true, |tier| tier.read_many(keys)).await;
         if let Ok(found) = &result {
@@ -478,6 +499,28 @@ impl Claim {
             return Ok(());
         }
         l2.write(&self.key, value, ttl, tags).await
+    }
+}
+
+impl Claim {
+    /// [`Claim::write`] for a checked write: its turn, then L2's
+    /// [`Backend::write_if_current`] (`Ok(true)` when superseded: the later
+    /// write carries the newer value).
+    async fn write_if_current(
+        &self,
+        l2: &TierState,
+        value: Bytes,
+        ttl: Duration,
+        tags: &[Tag],
+        expected: &TagGenerations,
+    ) -> Result<bool, BackendError> {
+        let _turn = self.lock.lock().await;
+        let latest = self.pending.keys().get(&self.key).map(|slot| slot.latest) == Some(self.seq);
+        if !latest {
+            tracing::trace!(key = %self.key.log_id(), "checked write superseded by a later write");
+            return Ok(true);
+        }
+        l2.write_if_current(&self.key, value, ttl, tags, expected).await
     }
 }
 
@@ -1021,6 +1064,78 @@ impl Backend for CompositionBackend {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(self.write_inner(key, value, ttl, tags))
+    }
+
+    /// Both tiers' generations, merged; `None` when neither keeps any. A
+    /// tier in cool-down (or behind its own open breaker) is left out: a
+    /// checked write skips it too, and if it is back by then, it finds
+    /// nothing of its own recorded and refuses the write.
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        Box::pin(async move {
+            let (l1, l2) = futures::future::join(
+                self.l1.call(true, |tier| tier.tag_generations(tags)),
+                self.l2.call(true, |tier| tier.tag_generations(tags)),
+            )
+            .await;
+            let mut merged: Option<TagGenerations> = None;
+            for result in [l1, l2] {
+                match result {
+                    Ok(Some(seen)) => merged.get_or_insert_with(TagGenerations::new).merge(seen),
+                    Ok(None) => {}
+                    Err(BackendError::Unavailable { .. }) => {
+                        merged.get_or_insert_with(TagGenerations::new);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(merged)
+        })
+    }
+
+    /// L2 first, then L1, whatever the write policy (write-behind included:
+    /// a checked write waits for L2): what the far, shared tier refuses is
+    /// not kept in the near one. If L1 refuses after L2 took the value, the
+    /// value is removed from L2 again. Errors combine as the write policy
+    /// says ([`WritePolicy::Sequential`]: both must succeed; the others:
+    /// one is enough).
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let (l1_ttl, l2_ttl) = (self.l1.scaled(ttl), self.l2.scaled(ttl));
+            let l2 = if self.write_policy == WritePolicy::WriteBehind {
+                let claim = self.pending.claim(key);
+                claim
+                    .write_if_current(&self.l2, value.clone(), l2_ttl, tags, expected)
+                    .await
+            } else {
+                self.l2
+                    .write_if_current(key, value.clone(), l2_ttl, tags, expected)
+                    .await
+            };
+            if let Ok(false) = l2 {
+                return Ok(false);
+            }
+            let l1 = self.l1.write_if_current(key, value, l1_ttl, tags, expected).await;
+            if let Ok(false) = l1 {
+                if let Ok(true) = l2 {
+                    let _ = self.l2.call(false, |tier| tier.remove(key)).await;
+                }
+                return Ok(false);
+            }
+            match self.write_policy {
+                WritePolicy::Sequential => l1.and(l2),
+                WritePolicy::OptimisticParallel | WritePolicy::WriteBehind => match (l1, l2) {
+                    (Err(error), Err(_)) => Err(error),
+                    _ => Ok(true),
+                },
+            }
+        })
     }
 
     /// One batch read of L1, then one of L2 for what L1 did not have (or

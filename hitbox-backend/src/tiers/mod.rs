@@ -12,6 +12,8 @@
 //!   for more; it skips a failing tier with a [`breaker`].
 //! - [`breaker`]: the circuit breaker every tier that can go down uses
 //!   (composition, Redis, cachekit.io), on the injected clock.
+//! - [`generations`]: tag generations, which keep a load that raced an
+//!   invalidation in another process from storing its result.
 //! - [`pending`]: the invalidations an outage kept from a tier, replayed
 //!   when it returns.
 //! - [`typed`]: typed `get`/`set` on one tier, without the engine.
@@ -23,6 +25,7 @@
 pub(crate) mod backend;
 pub mod breaker;
 pub mod composition;
+pub mod generations;
 pub(crate) mod memory;
 pub mod pending;
 pub(crate) mod staged;

@@ -19,6 +19,7 @@ use hitbox_core::{CacheKey, Tag};
 use crate::codec::stages::Stages;
 use crate::error::BackendError;
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
+use crate::tiers::generations::TagGenerations;
 
 /// A tier with stages: compression, then encryption, on the way to the
 /// wrapped tier, and the reverse on the way back. Each entry records its
@@ -50,6 +51,25 @@ impl<B: Backend> Staged<B> {
     pub fn stages(&self) -> &Stages {
         &self.stages
     }
+
+    /// `value` as the wrapped tier stores it, unless it is larger than the
+    /// tier takes.
+    fn seal(&self, key: &CacheKey, value: &Bytes) -> Result<Bytes, BackendError> {
+        if value.len() > self.inner.max_entry_size() {
+            return Err(BackendError::Refused {
+                tier: self.inner.label().into(),
+                reason: "entry larger than the tier's max_entry_size",
+            });
+        }
+        let sealed = self
+            .stages
+            .seal(key, value)
+            .map_err(|source| BackendError::Encode {
+                tier: self.inner.label().into(),
+                source,
+            })?;
+        Ok(Bytes::from(sealed))
+    }
 }
 
 impl<B: Backend> Backend for Staged<B> {
@@ -76,21 +96,28 @@ impl<B: Backend> Backend for Staged<B> {
         tags: &'a [Tag],
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            let limit = self.inner.max_entry_size();
-            if value.len() > limit {
-                return Err(BackendError::Refused {
-                    tier: self.inner.label().into(),
-                    reason: "entry larger than the tier's max_entry_size",
-                });
-            }
-            let sealed = self
-                .stages
-                .seal(key, &value)
-                .map_err(|source| BackendError::Encode {
-                    tier: self.inner.label().into(),
-                    source,
-                })?;
-            self.inner.write(key, Bytes::from(sealed), ttl, tags).await
+            let sealed = self.seal(key, &value)?;
+            self.inner.write(key, sealed, ttl, tags).await
+        })
+    }
+
+    fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+        self.inner.tag_generations(tags)
+    }
+
+    fn write_if_current<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Duration,
+        tags: &'a [Tag],
+        expected: &'a TagGenerations,
+    ) -> BackendFuture<'a, bool> {
+        Box::pin(async move {
+            let sealed = self.seal(key, &value)?;
+            self.inner
+                .write_if_current(key, sealed, ttl, tags, expected)
+                .await
         })
     }
 

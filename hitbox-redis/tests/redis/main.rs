@@ -6,6 +6,7 @@
 //! under a key prefix of its own, so the tests run in parallel and beside
 //! other users of the same servers.
 
+mod audit;
 mod cluster;
 mod cluster_failover;
 mod cluster_reshard;
@@ -13,6 +14,7 @@ mod common;
 mod distributed;
 mod encrypted;
 mod faults;
+mod generations;
 mod outage;
 mod read_many;
 mod sentinel;
