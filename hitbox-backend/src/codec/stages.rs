@@ -79,7 +79,9 @@ pub enum Compression {
     #[default]
     None,
     /// [zstd](https://docs.rs/zstd) at the given level (1 to 22; 3 is
-    /// zstd's own default and a good trade-off for cache entries).
+    /// zstd's own default and a good trade-off for cache entries). Feature
+    /// `zstd` (it builds zstd's C library).
+    #[cfg(feature = "zstd")]
     Zstd {
         /// The compression level.
         level: i32,
@@ -87,12 +89,14 @@ pub enum Compression {
     /// [lz4](https://docs.rs/lz4_flex) blocks followed by a CRC32 of the
     /// plain bytes: about half zstd's ratio at a tenth of its cost on small
     /// entries (see `benches/README.md`), for tiers where CPU matters more
-    /// than bytes.
+    /// than bytes. Feature `lz4`.
+    #[cfg(feature = "lz4")]
     Lz4,
 }
 
 impl Compression {
     /// zstd at `level`.
+    #[cfg(feature = "zstd")]
     pub const fn zstd(level: i32) -> Self {
         Compression::Zstd { level }
     }
@@ -101,7 +105,9 @@ impl Compression {
     pub const fn id(self) -> u8 {
         match self {
             Compression::None => 0,
+            #[cfg(feature = "zstd")]
             Compression::Zstd { .. } => 1,
+            #[cfg(feature = "lz4")]
             Compression::Lz4 => 2,
         }
     }
@@ -344,16 +350,18 @@ impl Stages {
 }
 
 fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let fail = |e: std::io::Error| CodecError::Decompress(e.to_string());
     match compression {
         Compression::None => Ok(plain.to_vec()),
+        #[cfg(feature = "zstd")]
         Compression::Zstd { level } => {
+            let fail = |e: std::io::Error| CodecError::Decompress(e.to_string());
             // The frame checksum turns corruption of the compressed bytes
             // into an error instead of a different value.
             let mut compressor = zstd::bulk::Compressor::new(level).map_err(fail)?;
             compressor.include_checksum(true).map_err(fail)?;
             compressor.compress(plain).map_err(fail)
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
             let mut out = lz4_flex::block::compress(plain);
             out.extend_from_slice(&crc32fast::hash(plain).to_be_bytes());
@@ -363,12 +371,15 @@ fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, Code
 }
 
 /// Decompresses into exactly `plain_len` bytes, never more.
+#[cfg_attr(not(any(feature = "zstd", feature = "lz4")), allow(unused_variables))]
 fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> Result<Vec<u8>, CodecError> {
     match compression {
         Compression::None => Ok(body.to_vec()),
+        #[cfg(feature = "zstd")]
         Compression::Zstd { .. } => {
             zstd::bulk::decompress(body, plain_len).map_err(|e| CodecError::Decompress(e.to_string()))
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
             let split = body.len().checked_sub(4).ok_or(CodecError::Truncated)?;
             let (block, checksum) = body.split_at(split);
