@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `tower` (default) | the HTTP layer for axum routers and HTTP clients | [`tower`], [`CacheLayer`], [`Rule`] |
 //! | `moka` (default) | the in-process tier, bounded in bytes | [`moka`], [`MokaBackend`] |
-//! | `reqwest` | a tower `Service` around a `reqwest::Client` | `tower::client` |
+//! | `reqwest` | reqwest clients: a reqwest-middleware middleware, and a tower `Service` around a `reqwest::Client` | [`reqwest`], `CacheMiddleware`, `tower::client` |
 //! | `redis`, `redis-tls` | the Redis tier: standalone, cluster, sentinel | `redis`, `RedisBackend` |
 //! | `memcached` | the memcached tier | `memcached` |
 //! | `cachekit` | the cachekit.io remote tier | `cachekit` |
@@ -87,6 +87,10 @@ pub use hitbox_memcached as memcached;
 #[cfg(feature = "cachekit")]
 pub use hitbox_cachekit as cachekit;
 
+/// reqwest clients through reqwest-middleware (the `hitbox-reqwest` crate).
+#[cfg(feature = "reqwest")]
+pub use hitbox_reqwest as reqwest;
+
 /// The HTTP layer (the `hitbox-tower` crate).
 #[cfg(feature = "tower")]
 pub use hitbox_tower as tower;
@@ -103,5 +107,7 @@ pub use hitbox_backend::cached;
 pub use hitbox_moka::MokaBackend;
 #[cfg(feature = "redis")]
 pub use hitbox_redis::RedisBackend;
+#[cfg(feature = "reqwest")]
+pub use hitbox_reqwest::CacheMiddleware;
 #[cfg(feature = "tower")]
 pub use hitbox_tower::{CacheLayer, Rule};
