@@ -90,6 +90,11 @@ else
 fi
 rm -f "$advisories_log"
 
+echo "== the docs as docs.rs builds them (--cfg docsrs: feature-gated items name their feature)"
+# docs.rs uses a nightly rustdoc; RUSTC_BOOTSTRAP lets the stable one accept
+# `feature(doc_cfg)` for this build only.
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --workspace --all-features --no-deps --quiet
+
 echo "== cargo publish --dry-run --workspace"
 cargo publish --dry-run --workspace --quiet --allow-dirty
 echo "every published crate packages and builds alone"

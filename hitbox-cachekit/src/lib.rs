@@ -207,6 +207,7 @@
 //! description as a stand-in for the hosted service; the client reaches it
 //! through [`CachekitConfig::allow_insecure_loopback_for_tests`], a switch
 //! meant for tests only.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod backend;

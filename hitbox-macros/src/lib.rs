@@ -221,6 +221,7 @@
 //! type does not implement `KeyPart` (the error names the argument and the
 //! three ways out), a destructuring pattern where the key needs a name, and
 //! `cache_none` on a function that does not return `Option`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod expand;

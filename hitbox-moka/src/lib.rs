@@ -147,6 +147,7 @@
 //! None: the tier has no optional parts. Compression and encryption are
 //! stages of hitbox-backend ([`Staged`](hitbox_backend::Staged)), which
 //! wrap this tier like any other.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
@@ -300,7 +301,7 @@ impl MokaBackendBuilder {
 
     /// The largest entry the tier takes, in bytes (default: an eighth of
     /// the capacity, at most 64 MiB). A larger write is refused
-    /// ([`BackendError::Refused`](hitbox_backend::BackendError::Refused)),
+    /// ([`BackendError::Refused`]),
     /// so that one entry cannot evict most of the others; behind
     /// [`Staged`](hitbox_backend::Staged) stages it also bounds what an entry
     /// may decompress to.
@@ -403,11 +404,7 @@ impl MokaBackend {
 impl Backend for MokaBackend {
     fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let found = self
-                .shared
-                .cache
-                .get(key.as_str())
-                .map(|stored| stored.bytes);
+            let found = self.shared.cache.get(key.as_str()).map(|stored| stored.bytes);
             let counter = if found.is_some() {
                 &self.shared.hits
             } else {

@@ -77,7 +77,7 @@ type OriginResult = Result<http::Response<Body>, reqwest_middleware::Error>;
 ///
 /// Built from a [`CacheLayer`] (rules or standards mode, over any tiers) and
 /// the `reqwest::Client` used for background refreshes; see the
-/// [crate](crate) documentation.
+/// [crate] documentation.
 #[derive(Clone)]
 pub struct CacheMiddleware {
     layer: CacheLayer,

@@ -1,52 +1,4 @@
 //! Stages: compression and encryption between the engine and a tier.
-//!
-//! Why it exists: what a tier stores is not always what the engine framed.
-//! [`Stages`] is the pipeline that turns a plain envelope into stored bytes
-//! and back; [`Staged`](crate::Staged) (in [`crate::tiers`]) applies it to
-//! every envelope of one tier on its way
-//! in and out: format first (in the engine), then compression, then
-//! encryption on write; the reverse on read. Stages are per tier, so an
-//! in-process tier can keep plain entries for speed while Redis stores them
-//! compressed and encrypted.
-//!
-//! A staged entry starts with a header of its own:
-//!
-//! ```text
-//! offset  size  field
-//! 0       2     magic "HS"
-//! 2       1     stage header version (1)
-//! 3       1     format id of the envelope inside (bound by encryptors)
-//! 4       1     compression id (0 none, 1 zstd, 2 lz4)
-//! 5       1     encryptor id (0 none)
-//! 6       4     when compressed: the uncompressed length, big-endian u32
-//! ...     rest  the (compressed, encrypted) envelope
-//! ```
-//!
-//! An entry whose header names another compressor or encryptor than the
-//! reader's, or that fails to decompress or decrypt, is a miss: it is logged
-//! with the key's digest and the reason, and nothing panics.
-//!
-//! The stage header has no checksum of its own. What it wraps checks
-//! itself: zstd frames carry a checksum, lz4 blocks are followed by a CRC32,
-//! AES-GCM authenticates the ciphertext, and the engine's envelope inside
-//! carries a CRC-32 and its key. So a damaged header is caught by one of
-//! them, except for opaque bytes written without an envelope and without
-//! stages that check: a header whose compression byte is flipped to 0 then
-//! hands back the compressed bytes as they are.
-//!
-//! ```
-//! use hitbox_backend::{Compression, Staged, Stages};
-//! # use hitbox_backend::{Backend, BackendFuture, TierStats};
-//! # struct MyTier;
-//! # impl Backend for MyTier {
-//! #   fn read<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, Option<bytes::Bytes>> { Box::pin(async { Ok(None) }) }
-//! #   fn write<'a>(&'a self, _: &'a hitbox_core::CacheKey, _: bytes::Bytes, _: std::time::Duration, _: &'a [hitbox_core::Tag]) -> BackendFuture<'a, ()> { Box::pin(async { Ok(()) }) }
-//! #   fn remove<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, bool> { Box::pin(async { Ok(false) }) }
-//! #   fn invalidate_tag<'a>(&'a self, _: &'a hitbox_core::Tag) -> BackendFuture<'a, u64> { Box::pin(async { Ok(0) }) }
-//! #   fn label(&self) -> &str { "mine" }
-//! # }
-//! let tier = Staged::new(MyTier, Stages::new().compression(Compression::zstd(3)).min_compress_size(512));
-//! ```
 
 use std::sync::Arc;
 
@@ -141,6 +93,54 @@ pub trait Encryptor: Send + Sync + 'static {
 }
 
 /// The stages a [`Staged`](crate::Staged) tier applies.
+///
+/// Why it exists: what a tier stores is not always what the engine framed.
+/// [`Stages`] is the pipeline that turns a plain envelope into stored bytes
+/// and back; [`Staged`](crate::Staged) applies it to
+/// every envelope of one tier on its way
+/// in and out: format first (in the engine), then compression, then
+/// encryption on write; the reverse on read. Stages are per tier, so an
+/// in-process tier can keep plain entries for speed while Redis stores them
+/// compressed and encrypted.
+///
+/// A staged entry starts with a header of its own:
+///
+/// ```text
+/// offset  size  field
+/// 0       2     magic "HS"
+/// 2       1     stage header version (1)
+/// 3       1     format id of the envelope inside (bound by encryptors)
+/// 4       1     compression id (0 none, 1 zstd, 2 lz4)
+/// 5       1     encryptor id (0 none)
+/// 6       4     when compressed: the uncompressed length, big-endian u32
+/// ...     rest  the (compressed, encrypted) envelope
+/// ```
+///
+/// An entry whose header names another compressor or encryptor than the
+/// reader's, or that fails to decompress or decrypt, is a miss: it is logged
+/// with the key's digest and the reason, and nothing panics.
+///
+/// The stage header has no checksum of its own. What it wraps checks
+/// itself: zstd frames carry a checksum, lz4 blocks are followed by a CRC32,
+/// AES-GCM authenticates the ciphertext, and the engine's envelope inside
+/// carries a CRC-32 and its key. So a damaged header is caught by one of
+/// them, except for opaque bytes written without an envelope and without
+/// stages that check: a header whose compression byte is flipped to 0 then
+/// hands back the compressed bytes as they are.
+///
+/// ```
+/// use hitbox_backend::{Compression, Staged, Stages};
+/// # use hitbox_backend::{Backend, BackendFuture, TierStats};
+/// # struct MyTier;
+/// # impl Backend for MyTier {
+/// #   fn read<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, Option<bytes::Bytes>> { Box::pin(async { Ok(None) }) }
+/// #   fn write<'a>(&'a self, _: &'a hitbox_core::CacheKey, _: bytes::Bytes, _: std::time::Duration, _: &'a [hitbox_core::Tag]) -> BackendFuture<'a, ()> { Box::pin(async { Ok(()) }) }
+/// #   fn remove<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, bool> { Box::pin(async { Ok(false) }) }
+/// #   fn invalidate_tag<'a>(&'a self, _: &'a hitbox_core::Tag) -> BackendFuture<'a, u64> { Box::pin(async { Ok(0) }) }
+/// #   fn label(&self) -> &str { "mine" }
+/// # }
+/// let tier = Staged::new(MyTier, Stages::new().compression(Compression::zstd(3)).min_compress_size(512));
+/// ```
 ///
 /// ```
 /// use hitbox_backend::{Compression, Stages};
