@@ -1,5 +1,6 @@
-//! The cache layer around a reqwest client: repeated requests are answered
-//! from the cache instead of the network.
+//! A reqwest client whose repeated requests are answered from the cache,
+//! through reqwest-middleware: the calls stay `client.get(url).send()`, and
+//! the answers are `reqwest::Response`s.
 //!
 //! ```sh
 //! cargo run --release --example demo &          # an origin on 127.0.0.1:3000
@@ -12,10 +13,9 @@ use std::time::{Duration, Instant};
 use hitbox_backend::Cache;
 use hitbox_core::CachePolicy;
 use hitbox_moka::MokaBackend;
-use hitbox_tower::client::ReqwestService;
+use hitbox_reqwest::CacheMiddleware;
 use hitbox_tower::{CacheLayer, Rule};
-use http_body_util::BodyExt;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use reqwest_middleware::ClientBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,22 +23,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:3000/slow/1".into());
     let cache = Cache::new(MokaBackend::new(64 << 20));
-    let mut client = ServiceBuilder::new()
-        .layer(
-            CacheLayer::builder(cache.clone())
-                .rule(Rule::new().policy(CachePolicy::new(Duration::from_secs(60))))
-                .build(),
-        )
-        .service(ReqwestService::new(reqwest::Client::new()));
+    let layer = CacheLayer::builder(cache)
+        .rule(Rule::new().policy(CachePolicy::new(Duration::from_secs(60))))
+        .build();
+    // The client the chain ends with also serves background refreshes.
+    let client = reqwest::Client::new();
+    let client = ClientBuilder::new(client.clone())
+        .with(CacheMiddleware::new(layer, client))
+        .build();
 
+    // No waiting between requests: one that arrives while the first
+    // response is still being stored waits for that store (single-flight)
+    // and is answered from it.
     for attempt in 1..=3 {
-        let request = http::Request::get(&url).body(reqwest::Body::default())?;
         let started = Instant::now();
-        let response = match ServiceExt::<http::Request<reqwest::Body>>::ready(&mut client)
-            .await?
-            .call(request)
-            .await
-        {
+        let response = match client.get(&url).send().await {
             Ok(response) => response,
             Err(error) => {
                 eprintln!(
@@ -48,19 +47,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         let status = response.headers().get("cache-status").cloned();
-        let body = response.into_body().collect().await?.to_bytes();
+        let body = response.text().await?;
         println!(
             "request {attempt}: {:>7.2} ms  {:?}  {}",
             started.elapsed().as_secs_f64() * 1e3,
             status,
-            String::from_utf8_lossy(&body).trim()
+            body.trim()
         );
-        // Let the first response be stored before asking again (a response
-        // that is not storable never will be: give up after a second).
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while attempt == 1 && cache.stats().stores == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
     Ok(())
 }

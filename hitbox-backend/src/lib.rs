@@ -138,6 +138,7 @@
 //!   re-exported as `hitbox_backend::cached`; see [`memoize`].
 //! - `msgpack`: the MessagePack format, the value format the cachekit SDKs
 //!   share. (The cachekit interop key builder lives in `hitbox-cachekit`.)
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod codec;

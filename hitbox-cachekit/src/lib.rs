@@ -234,6 +234,7 @@
 //! its own (`tests/server_rules.rs`). The client reaches it through
 //! [`CachekitConfig::allow_insecure_loopback_for_tests`], a switch meant for
 //! tests only.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod backend;

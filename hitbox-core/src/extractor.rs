@@ -1,37 +1,37 @@
 //! Keys: what parts of a subject select the cached value?
-//!
-//! An [`Extractor`] appends parts to a [`KeyBuilder`]. Extractors chain with
-//! [`Extractor::and`] (both contribute, in order) and fall back with
-//! [`Extractor::or`] (the second contributes only when the first found
-//! nothing). Any `Fn(&S, &mut KeyBuilder) -> bool` closure is an extractor.
-//!
-//! ```
-//! use hitbox_core::{CacheKey, Extractor, KeyBuilder};
-//!
-//! struct Request { path: &'static str, lang: Option<&'static str> }
-//!
-//! let path = |r: &Request, key: &mut KeyBuilder| {
-//!     key.push("path", Some(r.path.as_bytes()));
-//!     true
-//! };
-//! let lang = |r: &Request, key: &mut KeyBuilder| match r.lang {
-//!     Some(lang) => { key.push("lang", Some(lang.as_bytes())); true }
-//!     None => false,
-//! };
-//! let default_lang = |_: &Request, key: &mut KeyBuilder| {
-//!     key.push("lang", Some(b"en"));
-//!     true
-//! };
-//! let extractor = path.and(lang.or(default_lang));
-//!
-//! let mut key = CacheKey::builder("pages");
-//! extractor.extract(&Request { path: "/home", lang: None }, &mut key);
-//! assert_eq!(key.build().as_str(), "pages:v1:path=/home:lang=en");
-//! ```
 
 use crate::key::KeyBuilder;
 
 /// Turns a subject `S` into parts of a cache key.
+///
+/// An [`Extractor`] appends parts to a [`KeyBuilder`]. Extractors chain with
+/// [`Extractor::and`] (both contribute, in order) and fall back with
+/// [`Extractor::or`] (the second contributes only when the first found
+/// nothing). Any `Fn(&S, &mut KeyBuilder) -> bool` closure is an extractor.
+///
+/// ```
+/// use hitbox_core::{CacheKey, Extractor, KeyBuilder};
+///
+/// struct Request { path: &'static str, lang: Option<&'static str> }
+///
+/// let path = |r: &Request, key: &mut KeyBuilder| {
+///     key.push("path", Some(r.path.as_bytes()));
+///     true
+/// };
+/// let lang = |r: &Request, key: &mut KeyBuilder| match r.lang {
+///     Some(lang) => { key.push("lang", Some(lang.as_bytes())); true }
+///     None => false,
+/// };
+/// let default_lang = |_: &Request, key: &mut KeyBuilder| {
+///     key.push("lang", Some(b"en"));
+///     true
+/// };
+/// let extractor = path.and(lang.or(default_lang));
+///
+/// let mut key = CacheKey::builder("pages");
+/// extractor.extract(&Request { path: "/home", lang: None }, &mut key);
+/// assert_eq!(key.build().as_str(), "pages:v1:path=/home:lang=en");
+/// ```
 pub trait Extractor<S: ?Sized> {
     /// Appends this extractor's parts to `key`; returns whether it appended
     /// anything.

@@ -1,26 +1,4 @@
 //! Cache keys.
-//!
-//! A key is built from a namespace, a version and an ordered list of named
-//! parts. Its encoding is stable (it is what lands in Redis and in every
-//! other tier) and documented here:
-//!
-//! ```text
-//! key     = esc(namespace) ":v" version *( ":" part )
-//! part    = esc(name) [ "=" esc(value) ]
-//! digest  = esc(namespace) ":v" version ":#" hex(blake2b-256(key))
-//! ```
-//!
-//! `esc` keeps the printable ASCII bytes `!` to `~` except `%`, `:`, `=` and
-//! `#`, and writes every other byte as `%XX` (upper-case hex). Because an
-//! escaped segment never contains `:` or `=`, the encoding can be split back
-//! into the exact parts it came from: two different part lists never give the
-//! same key (`a:b` + `c` is `a%3Ab:c`, `a` + `b:c` is `a:b%3Ac`).
-//!
-//! A key whose encoding is longer than the configured limit, or that holds a
-//! part marked sensitive (an `Authorization` header, a session id), is stored
-//! under its digest form instead. The namespace and version stay readable so
-//! that an operator can still tell which family a key belongs to, while the
-//! secret never leaves the process.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,6 +11,28 @@ type Blake2b256 = Blake2b<U32>;
 pub const DEFAULT_MAX_KEY_LEN: usize = 250;
 
 /// The key an entry is stored under.
+///
+/// A key is built from a namespace, a version and an ordered list of named
+/// parts. Its encoding is stable (it is what lands in Redis and in every
+/// other tier) and documented here:
+///
+/// ```text
+/// key     = esc(namespace) ":v" version *( ":" part )
+/// part    = esc(name) [ "=" esc(value) ]
+/// digest  = esc(namespace) ":v" version ":#" hex(blake2b-256(key))
+/// ```
+///
+/// `esc` keeps the printable ASCII bytes `!` to `~` except `%`, `:`, `=` and
+/// `#`, and writes every other byte as `%XX` (upper-case hex). Because an
+/// escaped segment never contains `:` or `=`, the encoding can be split back
+/// into the exact parts it came from: two different part lists never give the
+/// same key (`a:b` + `c` is `a%3Ab:c`, `a` + `b:c` is `a:b%3Ac`).
+///
+/// A key whose encoding is longer than the configured limit, or that holds a
+/// part marked sensitive (an `Authorization` header, a session id), is stored
+/// under its digest form instead. The namespace and version stay readable so
+/// that an operator can still tell which family a key belongs to, while the
+/// secret never leaves the process.
 ///
 /// Cheap to clone (a reference-counted string). [`CacheKey::as_str`] is what
 /// tiers see. The `Debug` and `Display` forms print only a short digest

@@ -27,6 +27,7 @@
 //! clock.advance(Duration::from_secs(75));
 //! assert_eq!(meta.freshness(clock.now()), Freshness::Stale);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod clock;

@@ -1,26 +1,26 @@
 //! Decisions: is this request (or response) cacheable?
-//!
-//! A [`Predicate`] is a small synchronous value with one method. Predicates
-//! combine with [`Predicate::and`], [`Predicate::or`] and [`Predicate::not`]
-//! into plain structs, so a whole decision tree is one value that costs no
-//! allocation per call. Any `Fn(&S) -> bool` closure is a predicate.
-//!
-//! ```
-//! use hitbox_core::Predicate;
-//!
-//! struct Request { method: &'static str, path: &'static str }
-//!
-//! let is_get = |r: &Request| r.method == "GET";
-//! let is_api = |r: &Request| r.path.starts_with("/api/");
-//! let is_admin = |r: &Request| r.path.starts_with("/api/admin");
-//! let cacheable = is_get.and(is_api).and(is_admin.not());
-//!
-//! assert!(cacheable.check(&Request { method: "GET", path: "/api/users" }));
-//! assert!(!cacheable.check(&Request { method: "GET", path: "/api/admin/users" }));
-//! assert!(!cacheable.check(&Request { method: "POST", path: "/api/users" }));
-//! ```
 
 /// A synchronous yes-or-no decision about a subject `S`.
+///
+/// A [`Predicate`] is a small synchronous value with one method. Predicates
+/// combine with [`Predicate::and`], [`Predicate::or`] and [`Predicate::not`]
+/// into plain structs, so a whole decision tree is one value that costs no
+/// allocation per call. Any `Fn(&S) -> bool` closure is a predicate.
+///
+/// ```
+/// use hitbox_core::Predicate;
+///
+/// struct Request { method: &'static str, path: &'static str }
+///
+/// let is_get = |r: &Request| r.method == "GET";
+/// let is_api = |r: &Request| r.path.starts_with("/api/");
+/// let is_admin = |r: &Request| r.path.starts_with("/api/admin");
+/// let cacheable = is_get.and(is_api).and(is_admin.not());
+///
+/// assert!(cacheable.check(&Request { method: "GET", path: "/api/users" }));
+/// assert!(!cacheable.check(&Request { method: "GET", path: "/api/admin/users" }));
+/// assert!(!cacheable.check(&Request { method: "POST", path: "/api/users" }));
+/// ```
 pub trait Predicate<S: ?Sized> {
     /// Whether `subject` passes.
     fn check(&self, subject: &S) -> bool;

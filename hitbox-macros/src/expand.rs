@@ -26,6 +26,7 @@ struct Arg {
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let options: Options = syn::parse2(args)?;
     let function: ItemFn = syn::parse2(item)?;
+    let krate = backend_path();
     let sig = &function.sig;
     let fn_name = sig.ident.to_string();
 
@@ -128,7 +129,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 }
                 Segment::Arg(name) => {
                     let arg = find_arg(&name, template)?;
-                    writes.push(write_part(&arg.name, buffer));
+                    writes.push(write_part(&krate, &arg.name, buffer));
                 }
             }
         }
@@ -158,7 +159,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 if options.skip.contains(&arg.name) || cache_arg.as_deref() == Some(&name) {
                     continue;
                 }
-                let write = write_part(&arg.name, &part);
+                let write = write_part(&krate, &arg.name, &part);
                 parts.push(quote! {
                     let mut #part = ::std::vec::Vec::<u8>::new();
                     #write
@@ -176,7 +177,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         tags.push(quote! {{
             let mut #tag_buffer = ::std::vec::Vec::<u8>::new();
             #writes
-            ::hitbox_backend::memoize::__private::tag(#tag_buffer)
+            #krate::memoize::__private::tag(#tag_buffer)
         }});
     }
 
@@ -190,28 +191,30 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let policy = match &options.policy {
         Some(Policy::Preset(preset)) => {
-            quote_spanned! {preset.span()=> ::hitbox_backend::memoize::__private::CachePolicy::#preset() }
+            let krate = respan(&krate, preset.span());
+            quote_spanned! {preset.span()=> #krate::memoize::__private::CachePolicy::#preset() }
         }
         Some(Policy::Expr(expr)) => {
-            quote_spanned! {expr.span()=> { let __hitbox_policy: ::hitbox_backend::memoize::__private::CachePolicy = #expr; __hitbox_policy } }
+            let krate = respan(&krate, expr.span());
+            quote_spanned! {expr.span()=> { let __hitbox_policy: #krate::memoize::__private::CachePolicy = #expr; __hitbox_policy } }
         }
         None => quote! { __hitbox_cache.policy() },
     };
 
     let block = &function.block;
-    let body = quote! { ::hitbox_backend::memoize::__private::typed::<#return_type, _>(async #block) };
+    let body = quote! { #krate::memoize::__private::typed::<#return_type, _>(async #block) };
     let call = match output {
         Output::Result => quote! {
-            ::hitbox_backend::memoize::cached_result(__hitbox_cache, &__hitbox_key, &__hitbox_options, #body).await
+            #krate::memoize::cached_result(__hitbox_cache, &__hitbox_key, &__hitbox_options, #body).await
         },
         Output::Option => {
             let cache_none = options.cache_none.as_ref().is_some_and(|flag| flag.value);
             quote! {
-                ::hitbox_backend::memoize::cached_option(__hitbox_cache, &__hitbox_key, &__hitbox_options, #cache_none, #body).await
+                #krate::memoize::cached_option(__hitbox_cache, &__hitbox_key, &__hitbox_options, #cache_none, #body).await
             }
         }
         Output::Value => quote! {
-            ::hitbox_backend::memoize::cached_value(__hitbox_cache, &__hitbox_key, &__hitbox_options, #body).await
+            #krate::memoize::cached_value(__hitbox_cache, &__hitbox_key, &__hitbox_options, #body).await
         },
     };
 
@@ -221,13 +224,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     Ok(quote! {
         #(#attrs)*
         #vis #sig {
-            let __hitbox_cache: &::hitbox_backend::Cache = #cache_tokens;
+            let __hitbox_cache: &#krate::Cache = #cache_tokens;
             let __hitbox_key = {
-                let mut __hitbox_key = ::hitbox_backend::memoize::__private::KeyBuilder::new(#namespace).version(#version);
+                let mut __hitbox_key = #krate::memoize::__private::KeyBuilder::new(#namespace).version(#version);
                 #key_parts
                 __hitbox_key.build()
             };
-            let __hitbox_options = ::hitbox_backend::memoize::entry_options(
+            let __hitbox_options = #krate::memoize::entry_options(
                 #policy,
                 ::std::vec![#(#tags),*],
             );
@@ -237,9 +240,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
 }
 
 /// Writes one argument's key bytes into `buffer`, spanned at the argument.
-fn write_part(name: &syn::Ident, buffer: &syn::Ident) -> TokenStream {
+fn write_part(krate: &TokenStream, name: &syn::Ident, buffer: &syn::Ident) -> TokenStream {
+    let krate = respan(krate, name.span());
     quote_spanned! {name.span()=>
-        ::hitbox_backend::memoize::__private::write_part(&#name, &mut #buffer);
+        #krate::memoize::__private::write_part(&#name, &mut #buffer);
     }
 }
 
@@ -262,4 +266,42 @@ fn output_kind(ty: &Type) -> Output {
         "Option" if has_type_argument => Output::Option,
         _ => Output::Value,
     }
+}
+
+/// The path by which the calling crate reaches `hitbox-backend`: its own
+/// dependency on `hitbox-backend` (renamed or not), else the `hitbox` facade's
+/// `backend` module, else `::hitbox_backend` (whose error then names what is
+/// missing). `Itself` is what `hitbox-backend`'s own tests and doc tests see;
+/// they are separate crates, which reach it by name.
+fn backend_path() -> TokenStream {
+    use proc_macro_crate::{FoundCrate, crate_name};
+    let named = |name: &str| syn::Ident::new(&name.replace('-', "_"), Span::call_site());
+    match crate_name("hitbox-backend") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = named(&name);
+            quote!(::#ident)
+        }
+        Ok(FoundCrate::Itself) => quote!(::hitbox_backend),
+        Err(_) => match crate_name("hitbox") {
+            Ok(FoundCrate::Name(name)) => {
+                let ident = named(&name);
+                quote!(::#ident::backend)
+            }
+            Ok(FoundCrate::Itself) => quote!(crate::backend),
+            Err(_) => quote!(::hitbox_backend),
+        },
+    }
+}
+
+/// `tokens` with every token at `span`, so that an error in generated code
+/// that starts with the crate path is reported where `quote_spanned!` puts it.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }

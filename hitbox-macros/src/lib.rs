@@ -1,14 +1,17 @@
 //! `#[cached]`: an `async fn` whose results live in a hitbox
 //! [`Cache`](https://docs.rs/hitbox-backend/latest/hitbox_backend/struct.Cache.html).
 //!
-//! Use it through `hitbox-backend` with the `macros` feature, which
-//! re-exports it as `hitbox_backend::cached`; the code it generates names
-//! `::hitbox_backend` and nothing else, so that is the one dependency a
-//! user needs:
+//! Use it through the `hitbox` crate with the `macros` feature
+//! (`hitbox::cached`), or through `hitbox-backend` with its `macros` feature
+//! (`hitbox_backend::cached`). The code it generates reaches the engine
+//! through whichever of the two the calling crate depends on (found in its
+//! `Cargo.toml`, renamed or not), so that one dependency is all a user
+//! needs:
 //!
 //! ```toml
 //! [dependencies]
-//! hitbox-backend = { version = "0.1", features = ["macros"] }
+//! hitbox = { git = "https://github.com/hitbox-rs/hitbox", features = ["macros"] }
+//! # or, on its own: hitbox-backend = { git = "…", features = ["macros"] }
 //! ```
 //!
 //! # The smallest use
@@ -194,7 +197,8 @@
 //! ```
 //!
 //! (`KeyBuilder`, `write_part` and `typed` are reached through
-//! `::hitbox_backend::memoize::__private`.) Without a template each key
+//! `::hitbox_backend::memoize::__private`, or `::hitbox::backend::…` through
+//! the facade.) Without a template each key
 //! argument is one part named after it (`...:id=42:lang=en`); `Option`
 //! results call `cached_option`, plain values `cached_value`. All three go
 //! through `Cache::try_get_or_load_in_place`: the body runs in the caller's
@@ -217,6 +221,7 @@
 //! type does not implement `KeyPart` (the error names the argument and the
 //! three ways out), a destructuring pattern where the key needs a name, and
 //! `cache_none` on a function that does not return `Option`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod expand;

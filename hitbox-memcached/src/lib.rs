@@ -137,6 +137,7 @@
 //! timeout closes its connection rather than leaving a reply unread for
 //! the next one), and has the multi-key `get` the many-ids path needs. It
 //! is one connection per client, so this crate keeps a small pool.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod builder;

@@ -1,5 +1,5 @@
-//! The in-process tier of hitbox, on [moka](https://docs.rs/moka)'s async
-//! cache.
+//! The in-process tier of hitbox, on [moka](https://docs.rs/moka)'s
+//! synchronous cache.
 //!
 //! A [`MokaBackend`] is a tier (a [`Backend`]): it stores the bytes of
 //! entries in the process's memory and never sees values; the engine,
@@ -17,6 +17,12 @@
 //!   [`invalidate_tag`](hitbox_backend::Backend::invalidate_tag).
 //! - **Zero-copy hits.** Entries are stored as [`Bytes`]; a hit hands out a
 //!   reference-counted view, never a copy.
+//! - **No waiting.** moka's synchronous cache is called directly from the
+//!   tier's futures: its calls wait on nothing but short internal locks (its
+//!   maintenance runs inline, bounded by moka's own time limit, and the
+//!   eviction listener only updates the tag index), so an async cache would
+//!   add a future per call and moka's async crates to every build for
+//!   nothing.
 //!
 //! # The smallest cache
 //!
@@ -141,6 +147,7 @@
 //! None: the tier has no optional parts. Compression and encryption are
 //! stages of hitbox-backend ([`Staged`](hitbox_backend::Staged)), which
 //! wrap this tier like any other.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
@@ -191,7 +198,7 @@ pub struct MokaBackend {
 struct MokaState {
     max_entry_size: usize,
     label: Arc<str>,
-    cache: moka::future::Cache<Arc<str>, Stored>,
+    cache: moka::sync::Cache<Arc<str>, Stored>,
     index: Arc<TagIndex>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -294,7 +301,7 @@ impl MokaBackendBuilder {
 
     /// The largest entry the tier takes, in bytes (default: an eighth of
     /// the capacity, at most 64 MiB). A larger write is refused
-    /// ([`BackendError::Refused`](hitbox_backend::BackendError::Refused)),
+    /// ([`BackendError::Refused`]),
     /// so that one entry cannot evict most of the others; behind
     /// [`Staged`](hitbox_backend::Staged) stages it also bounds what an entry
     /// may decompress to.
@@ -315,7 +322,7 @@ impl MokaBackendBuilder {
         let evictions = Arc::new(AtomicU64::new(0));
         let listener_index = Arc::clone(&index);
         let listener_evictions = Arc::clone(&evictions);
-        let cache = moka::future::Cache::builder()
+        let cache = moka::sync::Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(|key: &Arc<str>, value: &Stored| -> u32 {
                 u32::try_from(key.len() + value.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -375,7 +382,7 @@ impl MokaBackend {
     /// Runs moka's pending maintenance now (evictions, expirations and
     /// their counters are otherwise applied in batches).
     pub async fn run_pending_tasks(&self) {
-        self.shared.cache.run_pending_tasks().await;
+        self.shared.cache.run_pending_tasks();
     }
 
     /// The bytes held, as weighed (keys, values and overhead).
@@ -397,12 +404,7 @@ impl MokaBackend {
 impl Backend for MokaBackend {
     fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let found = self
-                .shared
-                .cache
-                .get(key.as_str())
-                .await
-                .map(|stored| stored.bytes);
+            let found = self.shared.cache.get(key.as_str()).map(|stored| stored.bytes);
             let counter = if found.is_some() {
                 &self.shared.hits
             } else {
@@ -428,7 +430,7 @@ impl Backend for MokaBackend {
                 });
             }
             let key: Arc<str> = key.as_str().into();
-            if let Some(previous) = self.shared.cache.get(&key).await {
+            if let Some(previous) = self.shared.cache.get(&key) {
                 let dropped: Vec<Tag> = previous
                     .tags
                     .iter()
@@ -443,13 +445,13 @@ impl Backend for MokaBackend {
                 ttl: ttl.max(Duration::from_millis(1)),
                 tags: tags.into(),
             };
-            self.shared.cache.insert(key, stored).await;
+            self.shared.cache.insert(key, stored);
             Ok(())
         })
     }
 
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
-        Box::pin(async move { Ok(self.shared.cache.remove(key.as_str()).await.is_some()) })
+        Box::pin(async move { Ok(self.shared.cache.remove(key.as_str()).is_some()) })
     }
 
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
@@ -461,9 +463,8 @@ impl Backend for MokaBackend {
                     .shared
                     .cache
                     .get(&key)
-                    .await
                     .is_some_and(|stored| stored.tags.contains(tag));
-                if tagged && self.shared.cache.remove(&key).await.is_some() {
+                if tagged && self.shared.cache.remove(&key).is_some() {
                     removed += 1;
                 }
             }

@@ -374,6 +374,7 @@
 //! - `tls`: TLS connections (`rediss://` URLs, `RedisBackendBuilder::tls`)
 //!   through rustls. Without it, TLS URLs are refused rather than used in
 //!   the clear.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod audit;

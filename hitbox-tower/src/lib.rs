@@ -108,6 +108,7 @@
 //! revalidatable stored response, or nothing), load (once for every request
 //! that may share the answer), store (while the response streams to the
 //! client). [`CacheService`] tells it in detail.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod body;

@@ -46,9 +46,12 @@ pub enum Format {
     /// [postcard](https://docs.rs/postcard): compact varint encoding.
     #[default]
     Postcard,
-    /// [bitcode](https://docs.rs/bitcode) through its serde support.
+    /// [bitcode](https://docs.rs/bitcode) through its serde support
+    /// (feature `bitcode`).
+    #[cfg(feature = "bitcode")]
     Bitcode,
-    /// JSON through serde_json.
+    /// JSON through serde_json (feature `json`).
+    #[cfg(feature = "json")]
     Json,
     /// bincode 2 (standard configuration, length prefixes limited to
     /// [`MAX_DECODED_BYTES`]).
@@ -66,7 +69,9 @@ impl Format {
     pub const fn id(self) -> u8 {
         match self {
             Format::Postcard => 1,
+            #[cfg(feature = "bitcode")]
             Format::Bitcode => 2,
+            #[cfg(feature = "json")]
             Format::Json => 3,
             #[cfg(feature = "bincode")]
             Format::Bincode => 4,
@@ -83,10 +88,12 @@ impl Format {
                 let taken = std::mem::take(out);
                 *out = postcard::to_extend(value, taken).map_err(|e| fail(&e))?;
             }
+            #[cfg(feature = "bitcode")]
             Format::Bitcode => {
                 let encoded = bitcode::serialize(value).map_err(|e| fail(&e))?;
                 out.extend_from_slice(&encoded);
             }
+            #[cfg(feature = "json")]
             Format::Json => serde_json::to_writer(&mut *out, value).map_err(|e| fail(&e))?,
             #[cfg(feature = "bincode")]
             Format::Bincode => {
@@ -109,7 +116,9 @@ impl Format {
                 }
                 Ok(value)
             }
+            #[cfg(feature = "bitcode")]
             Format::Bitcode => bitcode::deserialize(bytes).map_err(|e| fail(&e)),
+            #[cfg(feature = "json")]
             Format::Json => serde_json::from_slice(bytes).map_err(|e| fail(&e)),
             #[cfg(feature = "bincode")]
             Format::Bincode => {

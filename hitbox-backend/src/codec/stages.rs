@@ -1,52 +1,4 @@
 //! Stages: compression and encryption between the engine and a tier.
-//!
-//! Why it exists: what a tier stores is not always what the engine framed.
-//! [`Stages`] is the pipeline that turns a plain envelope into stored bytes
-//! and back; [`Staged`](crate::Staged) (in [`crate::tiers`]) applies it to
-//! every envelope of one tier on its way
-//! in and out: format first (in the engine), then compression, then
-//! encryption on write; the reverse on read. Stages are per tier, so an
-//! in-process tier can keep plain entries for speed while Redis stores them
-//! compressed and encrypted.
-//!
-//! A staged entry starts with a header of its own:
-//!
-//! ```text
-//! offset  size  field
-//! 0       2     magic "HS"
-//! 2       1     stage header version (1)
-//! 3       1     format id of the envelope inside (bound by encryptors)
-//! 4       1     compression id (0 none, 1 zstd, 2 lz4)
-//! 5       1     encryptor id (0 none)
-//! 6       4     when compressed: the uncompressed length, big-endian u32
-//! ...     rest  the (compressed, encrypted) envelope
-//! ```
-//!
-//! An entry whose header names another compressor or encryptor than the
-//! reader's, or that fails to decompress or decrypt, is a miss: it is logged
-//! with the key's digest and the reason, and nothing panics.
-//!
-//! The stage header has no checksum of its own. What it wraps checks
-//! itself: zstd frames carry a checksum, lz4 blocks are followed by a CRC32,
-//! AES-GCM authenticates the ciphertext, and the engine's envelope inside
-//! carries a CRC-32 and its key. So a damaged header is caught by one of
-//! them, except for opaque bytes written without an envelope and without
-//! stages that check: a header whose compression byte is flipped to 0 then
-//! hands back the compressed bytes as they are.
-//!
-//! ```
-//! use hitbox_backend::{Compression, Staged, Stages};
-//! # use hitbox_backend::{Backend, BackendFuture, TierStats};
-//! # struct MyTier;
-//! # impl Backend for MyTier {
-//! #   fn read<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, Option<bytes::Bytes>> { Box::pin(async { Ok(None) }) }
-//! #   fn write<'a>(&'a self, _: &'a hitbox_core::CacheKey, _: bytes::Bytes, _: std::time::Duration, _: &'a [hitbox_core::Tag]) -> BackendFuture<'a, ()> { Box::pin(async { Ok(()) }) }
-//! #   fn remove<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, bool> { Box::pin(async { Ok(false) }) }
-//! #   fn invalidate_tag<'a>(&'a self, _: &'a hitbox_core::Tag) -> BackendFuture<'a, u64> { Box::pin(async { Ok(0) }) }
-//! #   fn label(&self) -> &str { "mine" }
-//! # }
-//! let tier = Staged::new(MyTier, Stages::new().compression(Compression::zstd(3)).min_compress_size(512));
-//! ```
 
 use std::sync::Arc;
 
@@ -79,7 +31,9 @@ pub enum Compression {
     #[default]
     None,
     /// [zstd](https://docs.rs/zstd) at the given level (1 to 22; 3 is
-    /// zstd's own default and a good trade-off for cache entries).
+    /// zstd's own default and a good trade-off for cache entries). Feature
+    /// `zstd` (it builds zstd's C library).
+    #[cfg(feature = "zstd")]
     Zstd {
         /// The compression level.
         level: i32,
@@ -87,12 +41,14 @@ pub enum Compression {
     /// [lz4](https://docs.rs/lz4_flex) blocks followed by a CRC32 of the
     /// plain bytes: about half zstd's ratio at a tenth of its cost on small
     /// entries (see `benches/README.md`), for tiers where CPU matters more
-    /// than bytes.
+    /// than bytes. Feature `lz4`.
+    #[cfg(feature = "lz4")]
     Lz4,
 }
 
 impl Compression {
     /// zstd at `level`.
+    #[cfg(feature = "zstd")]
     pub const fn zstd(level: i32) -> Self {
         Compression::Zstd { level }
     }
@@ -101,7 +57,9 @@ impl Compression {
     pub const fn id(self) -> u8 {
         match self {
             Compression::None => 0,
+            #[cfg(feature = "zstd")]
             Compression::Zstd { .. } => 1,
+            #[cfg(feature = "lz4")]
             Compression::Lz4 => 2,
         }
     }
@@ -135,6 +93,54 @@ pub trait Encryptor: Send + Sync + 'static {
 }
 
 /// The stages a [`Staged`](crate::Staged) tier applies.
+///
+/// Why it exists: what a tier stores is not always what the engine framed.
+/// [`Stages`] is the pipeline that turns a plain envelope into stored bytes
+/// and back; [`Staged`](crate::Staged) applies it to
+/// every envelope of one tier on its way
+/// in and out: format first (in the engine), then compression, then
+/// encryption on write; the reverse on read. Stages are per tier, so an
+/// in-process tier can keep plain entries for speed while Redis stores them
+/// compressed and encrypted.
+///
+/// A staged entry starts with a header of its own:
+///
+/// ```text
+/// offset  size  field
+/// 0       2     magic "HS"
+/// 2       1     stage header version (1)
+/// 3       1     format id of the envelope inside (bound by encryptors)
+/// 4       1     compression id (0 none, 1 zstd, 2 lz4)
+/// 5       1     encryptor id (0 none)
+/// 6       4     when compressed: the uncompressed length, big-endian u32
+/// ...     rest  the (compressed, encrypted) envelope
+/// ```
+///
+/// An entry whose header names another compressor or encryptor than the
+/// reader's, or that fails to decompress or decrypt, is a miss: it is logged
+/// with the key's digest and the reason, and nothing panics.
+///
+/// The stage header has no checksum of its own. What it wraps checks
+/// itself: zstd frames carry a checksum, lz4 blocks are followed by a CRC32,
+/// AES-GCM authenticates the ciphertext, and the engine's envelope inside
+/// carries a CRC-32 and its key. So a damaged header is caught by one of
+/// them, except for opaque bytes written without an envelope and without
+/// stages that check: a header whose compression byte is flipped to 0 then
+/// hands back the compressed bytes as they are.
+///
+/// ```
+/// use hitbox_backend::{Compression, Staged, Stages};
+/// # use hitbox_backend::{Backend, BackendFuture, TierStats};
+/// # struct MyTier;
+/// # impl Backend for MyTier {
+/// #   fn read<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, Option<bytes::Bytes>> { Box::pin(async { Ok(None) }) }
+/// #   fn write<'a>(&'a self, _: &'a hitbox_core::CacheKey, _: bytes::Bytes, _: std::time::Duration, _: &'a [hitbox_core::Tag]) -> BackendFuture<'a, ()> { Box::pin(async { Ok(()) }) }
+/// #   fn remove<'a>(&'a self, _: &'a hitbox_core::CacheKey) -> BackendFuture<'a, bool> { Box::pin(async { Ok(false) }) }
+/// #   fn invalidate_tag<'a>(&'a self, _: &'a hitbox_core::Tag) -> BackendFuture<'a, u64> { Box::pin(async { Ok(0) }) }
+/// #   fn label(&self) -> &str { "mine" }
+/// # }
+/// let tier = Staged::new(MyTier, Stages::new().compression(Compression::zstd(3)).min_compress_size(512));
+/// ```
 ///
 /// ```
 /// use hitbox_backend::{Compression, Stages};
@@ -344,16 +350,18 @@ impl Stages {
 }
 
 fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let fail = |e: std::io::Error| CodecError::Decompress(e.to_string());
     match compression {
         Compression::None => Ok(plain.to_vec()),
+        #[cfg(feature = "zstd")]
         Compression::Zstd { level } => {
+            let fail = |e: std::io::Error| CodecError::Decompress(e.to_string());
             // The frame checksum turns corruption of the compressed bytes
             // into an error instead of a different value.
             let mut compressor = zstd::bulk::Compressor::new(level).map_err(fail)?;
             compressor.include_checksum(true).map_err(fail)?;
             compressor.compress(plain).map_err(fail)
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
             let mut out = lz4_flex::block::compress(plain);
             out.extend_from_slice(&crc32fast::hash(plain).to_be_bytes());
@@ -363,12 +371,15 @@ fn compress_with(compression: Compression, plain: &[u8]) -> Result<Vec<u8>, Code
 }
 
 /// Decompresses into exactly `plain_len` bytes, never more.
+#[cfg_attr(not(any(feature = "zstd", feature = "lz4")), allow(unused_variables))]
 fn decompress_with(compression: Compression, body: &[u8], plain_len: usize) -> Result<Vec<u8>, CodecError> {
     match compression {
         Compression::None => Ok(body.to_vec()),
+        #[cfg(feature = "zstd")]
         Compression::Zstd { .. } => {
             zstd::bulk::decompress(body, plain_len).map_err(|e| CodecError::Decompress(e.to_string()))
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
             let split = body.len().checked_sub(4).ok_or(CodecError::Truncated)?;
             let (block, checksum) = body.split_at(split);
