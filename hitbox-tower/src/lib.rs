@@ -116,7 +116,11 @@ pub mod client;
 pub mod extract;
 mod flow;
 mod future;
+#[cfg(feature = "json")]
+pub mod graphql;
 pub mod headers;
+#[cfg(feature = "json")]
+mod json;
 mod layer;
 mod origin;
 mod pass;
@@ -134,7 +138,7 @@ pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use origin::{Origin, RequestBody, ResponseBody};
 pub use response::CachedResponse;
-pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
+pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};
 pub use service::CacheService;
 pub use store::Uncacheable;
 
