@@ -111,6 +111,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod body_key;
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod extract;
@@ -134,6 +135,7 @@ mod service;
 mod store;
 
 pub use body::CacheBody;
+pub use body_key::BodyKey;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use origin::{Origin, RequestBody, ResponseBody};
