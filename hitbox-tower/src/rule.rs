@@ -239,8 +239,10 @@ impl Rule {
     /// name and its extensions (a persisted-query hash among them);
     /// `mutation` and `subscription` operations, and documents whose
     /// operation cannot be told, pass through (`Cache-Status: fwd=bypass;
-    /// detail=not-a-query`) and invalidate nothing. See
-    /// [`graphql`](crate::graphql). Feature `json`.
+    /// detail=not-a-query`) and invalidate nothing. A response whose JSON
+    /// has a top-level `errors` member is not stored (GraphQL answers
+    /// errors with `200`); a [`Rule::store_when_body`] given after this
+    /// replaces that. See [`graphql`](crate::graphql). Feature `json`.
     ///
     /// ```
     /// use hitbox_tower::Rule;
@@ -253,6 +255,9 @@ impl Rule {
     pub fn graphql(mut self, graphql: crate::graphql::GraphQl) -> Self {
         self.methods = vec![Method::GET, Method::POST];
         self.body_key = Some(BodyKey::graphql(graphql));
+        self.store_when_body = Some(Arc::new(Predicate::<ReadBody>::not(
+            crate::predicate::Json::exists("/errors"),
+        )));
         self
     }
 

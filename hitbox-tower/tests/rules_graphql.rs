@@ -85,7 +85,7 @@ async fn a_mutation_is_never_served_from_the_cache() {
     })
     .to_string();
     let first = site.post_json("/graphql", &feed).await;
-    assert_eq!(first.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(first.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     let again = site.post_json("/graphql", &feed).await;
     assert!(again.cache_status().starts_with("hitbox; hit"));
@@ -104,7 +104,7 @@ async fn queries_that_differ_only_in_member_order_share_an_entry() {
     let a = r#"{"query":"query User($id: ID!, $full: Boolean) { user(id: $id) { name } }","variables":{"id":"7","full":true},"operationName":"User"}"#;
     let b = "{\n  \"operationName\": \"User\",\n  \"variables\": { \"full\": true, \"id\": \"7\" },\n  \"query\": \"query User($id: ID!, $full: Boolean) { user(id: $id) { name } }\"\n}";
     let first = site.post_json("/graphql", a).await;
-    assert_eq!(first.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(first.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     let second = site.post_json("/graphql", b).await;
     assert!(second.cache_status().starts_with("hitbox; hit"), "{}", second.cache_status());
@@ -128,7 +128,7 @@ async fn different_variables_operation_names_or_documents_never_share() {
     for (n, body) in bodies.iter().enumerate() {
         let text = body.to_string();
         let got = site.post_json("/graphql", &text).await;
-        assert_eq!(got.cache_status(), "hitbox; fwd=miss; stored", "{text}");
+        assert_eq!(got.cache_status(), "hitbox; fwd=miss", "{text}");
         let answer: serde_json::Value = serde_json::from_str(&got.body).unwrap();
         assert_eq!(answer["data"]["call"], n + 1);
         assert_eq!(answer["data"]["got"], text, "each client gets the answer to its own request");
@@ -162,11 +162,11 @@ async fn persisted_query_hashes_are_keys_and_are_cached_once_known() {
     assert_eq!(lying.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
     // The document with its hash: cached, and the hash is learned.
     let registered = site.post_json("/graphql", &with_document(feed, &sha256(feed))).await;
-    assert_eq!(registered.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(registered.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     // The hash alone is another key (its body differs), cached from now on.
     let by_hash = site.post_json("/graphql", &hash_only(&sha256(feed))).await;
-    assert_eq!(by_hash.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(by_hash.cache_status(), "hitbox; fwd=miss");
     site.stores(2).await;
     let again = site.post_json("/graphql", &hash_only(&sha256(feed))).await;
     assert!(again.cache_status().starts_with("hitbox; hit"));
@@ -181,7 +181,7 @@ async fn persisted_query_hashes_are_keys_and_are_cached_once_known() {
     // Over GET, as Apollo sends hashed queries.
     let extensions = json!({"persistedQuery": {"version": 1, "sha256Hash": sha256(feed)}}).to_string();
     let get = format!("/graphql?extensions={}", encoded(&extensions));
-    assert_eq!(site.get(&get).await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(site.get(&get).await.cache_status(), "hitbox; fwd=miss");
     site.stores(3).await;
     assert!(site.get(&get).await.cache_status().starts_with("hitbox; hit"));
     assert_eq!(site.origin.calls(), 8);
@@ -192,7 +192,7 @@ async fn documents_given_up_front_are_cached_by_hash_from_the_first_request() {
     let feed = "query Feed { posts { id } }";
     let site = graphql_site(GraphQl::new().persisted_query(feed)).await;
     let body = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(feed)}}}).to_string();
-    assert_eq!(site.post_json("/graphql", &body).await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(site.post_json("/graphql", &body).await.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     assert!(site.post_json("/graphql", &body).await.cache_status().starts_with("hitbox; hit"));
     assert_eq!(site.origin.calls(), 1);
@@ -206,7 +206,7 @@ async fn get_queries_are_cached_and_bodies_that_are_not_json_pass() {
         encoded("query U($id: ID!) { user(id: $id) { name } }"),
         encoded(r#"{"id":"1"}"#)
     );
-    assert_eq!(site.get(&query).await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(site.get(&query).await.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     let hit = site.get(&query).await;
     assert!(hit.cache_status().starts_with("hitbox; hit"));
@@ -216,7 +216,7 @@ async fn get_queries_are_cached_and_bodies_that_are_not_json_pass() {
         encoded("query U($id: ID!) { user(id: $id) { name } }"),
         encoded(r#"{"id":"2"}"#)
     );
-    assert_eq!(site.get(&other).await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(site.get(&other).await.cache_status(), "hitbox; fwd=miss");
     // A parameter given twice could be read either way: not cached.
     let twice = format!("{query}&query={}", encoded("mutation { like }"));
     assert_eq!(site.get(&twice).await.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
@@ -236,4 +236,34 @@ async fn get_queries_are_cached_and_bodies_that_are_not_json_pass() {
     let with_body = site.send(Method::GET, &query, &[], Bytes::from_static(b"x")).await;
     assert_eq!(with_body.cache_status(), "hitbox; fwd=bypass; detail=request-body");
     assert_eq!(site.origin.calls(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_with_errors_are_passed_on_but_not_stored() {
+    let origin = BodyOrigin::new(|_, n| {
+        if n == 1 {
+            Answer::json(r#"{"data":{"user":null},"errors":[{"message":"timeout"}]}"#)
+        } else {
+            Answer::json(format!(r#"{{"data":{{"user":{{"call":{n}}}}}}}"#))
+        }
+    });
+    let site = site(origin, |layer| {
+        layer.rule(Rule::new().when(Path::exact("/graphql")).graphql(GraphQl::new()))
+    })
+    .await;
+    let query = r#"{"query":"{ user { name } }"}"#;
+    let first = site.post_json("/graphql", query).await;
+    assert_eq!(first.cache_status(), "hitbox; fwd=miss");
+    assert!(first.body.contains("timeout"), "the client gets the errors");
+    support::until(|| site.cache.stats().load_errors >= 1).await;
+    assert_eq!(site.cache.stats().stores, 0);
+    // Past hit-for-pass, the good answer is stored.
+    site.clock.advance(std::time::Duration::from_secs(11));
+    let second = site.post_json("/graphql", query).await;
+    assert_eq!(second.cache_status(), "hitbox; fwd=miss");
+    site.stores(1).await;
+    let third = site.post_json("/graphql", query).await;
+    assert!(third.cache_status().starts_with("hitbox; hit"));
+    assert_eq!(third.body, second.body);
+    assert_eq!(site.origin.calls(), 2);
 }
