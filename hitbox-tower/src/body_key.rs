@@ -27,8 +27,17 @@ use crate::predicate::ReadBody;
 ///   in canonical form. Two bodies that differ elsewhere share an entry:
 ///   name every field the response depends on. Feature `json`.
 ///
-/// The key holds a BLAKE2b-256 digest of what the body adds, never the
-/// body itself.
+/// Every kind keys a `POST` by its body (an empty one when it has none),
+/// and any other request that has a body; a `GET` or `HEAD` without one is
+/// keyed by its URL alone, as under a rule without a body key. The key
+/// holds a BLAKE2b-256 digest of what the body adds, never the body itself.
+///
+/// ```
+/// use hitbox_tower::{BodyKey, Rule};
+/// use hitbox_tower::predicate::Path;
+///
+/// let search = Rule::new().when(Path::exact("/search")).post_as_read(BodyKey::digest());
+/// ```
 #[derive(Clone)]
 pub struct BodyKey {
     kind: Kind,
@@ -62,11 +71,6 @@ impl std::fmt::Debug for BodyKey {
 impl BodyKey {
     /// The body's bytes, as they are, with its `Content-Type` and
     /// `Content-Encoding`.
-    ///
-    /// Every kind keys a `POST` by its body (an empty one when it has
-    /// none), and any other request that has a body; a `GET` or `HEAD`
-    /// without one is keyed by its URL alone, as under a rule without a
-    /// body key.
     pub fn digest() -> Self {
         BodyKey { kind: Kind::Digest }
     }

@@ -42,6 +42,14 @@
 //! assert!(response_rule.check(&response));
 //! ```
 //!
+//! # Bodies
+//!
+//! [`ReadSize`], [`BodyRegex`] (feature `regex`) and [`Json`] (feature
+//! `json`) judge a body read whole, a [`ReadBody`]: see
+//! [`Rule::when_body`](crate::Rule::when_body) and
+//! [`Rule::store_when_body`](crate::Rule::store_when_body). [`BodySize`]
+//! reads only the length a head declares.
+//!
 //! # Types that judge both sides
 //!
 //! [`Header`] and [`BodySize`] implement `Predicate` for requests and for

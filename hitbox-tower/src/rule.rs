@@ -22,7 +22,10 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
 pub const DEFAULT_REQUEST_BODY_LIMIT: usize = 64 * 1024;
 
 /// One caching rule: a request predicate (which requests), a key, a policy
-/// and what makes a response storable.
+/// and what makes a response storable; optionally body predicates
+/// ([`Rule::when_body`], [`Rule::store_when_body`]), `POST`s read as
+/// queries ([`Rule::post_as_read`], [`Rule::graphql`]), and whether unsafe
+/// requests invalidate what it stores ([`Rule::invalidate_on_unsafe`]).
 ///
 /// The defaults are the safe ones: only `GET` (and `HEAD`, answered from
 /// the stored `GET`), not when the request carries `Authorization` or
