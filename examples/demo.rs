@@ -108,7 +108,9 @@ async fn graphql_post(Json(request): Json<serde_json::Value>) -> Json<serde_json
     graphql_answer(request).await
 }
 
-async fn graphql_get(Query(params): Query<std::collections::HashMap<String, String>>) -> Json<serde_json::Value> {
+async fn graphql_get(
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Json<serde_json::Value> {
     let variables = params
         .get("variables")
         .and_then(|v| serde_json::from_str(v).ok())

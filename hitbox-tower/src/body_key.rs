@@ -143,7 +143,12 @@ impl BodyKey {
 
     /// Adds what the body selects to `key`; `Err` when the request must
     /// pass through uncached instead.
-    pub(crate) fn apply(&self, parts: &Parts, body: &ReadBody, key: &mut KeyBuilder) -> Result<(), BypassReason> {
+    pub(crate) fn apply(
+        &self,
+        parts: &Parts,
+        body: &ReadBody,
+        key: &mut KeyBuilder,
+    ) -> Result<(), BypassReason> {
         let keyed_by_body = parts.method == http::Method::POST || !body.is_empty();
         match &self.kind {
             // A `GET` without a body, under a rule that also caches `POST`s:
@@ -173,10 +178,12 @@ impl BodyKey {
             Kind::JsonFields(pointers) => {
                 let tree = json_body(&parts.headers, body, key)?;
                 for pointer in pointers.iter() {
-                    let value = tree
-                        .pointer(pointer)
-                        .map(|node| digest_hex(&[&node.canonical()]));
-                    key.push_prefixed("body.json", pointer.as_bytes(), value.as_deref().map(str::as_bytes));
+                    let value = tree.pointer(pointer).map(|node| digest_hex(&[&node.canonical()]));
+                    key.push_prefixed(
+                        "body.json",
+                        pointer.as_bytes(),
+                        value.as_deref().map(str::as_bytes),
+                    );
                 }
                 Ok(())
             }
@@ -279,7 +286,11 @@ mod tests {
         }
         let (parts, ()) = request.body(()).unwrap().into_parts();
         let mut key = KeyBuilder::new("t");
-        body_key.apply(&parts, &ReadBody::new(Bytes::copy_from_slice(body.as_bytes())), &mut key)?;
+        body_key.apply(
+            &parts,
+            &ReadBody::new(Bytes::copy_from_slice(body.as_bytes())),
+            &mut key,
+        )?;
         Ok(key.build().as_str().to_owned())
     }
 
@@ -289,7 +300,12 @@ mod tests {
         let plain = key_of(&digest, &[], "a=1").unwrap();
         assert!(plain.starts_with("t:v1:body="), "{plain}");
         assert_ne!(plain, key_of(&digest, &[], "a=2").unwrap());
-        let form = key_of(&digest, &[("content-type", "application/x-www-form-urlencoded")], "a=1").unwrap();
+        let form = key_of(
+            &digest,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "a=1",
+        )
+        .unwrap();
         assert_ne!(plain, form);
         let gzip = key_of(&digest, &[("content-encoding", "gzip")], "a=1").unwrap();
         assert_ne!(plain, gzip);
@@ -306,7 +322,10 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, key_of(&json, &ct, r#"{"q":"rust","page":3}"#).unwrap());
         assert_ne!(a, key_of(&json, &ct, r#"{"q":"rust","page":2.0}"#).unwrap());
-        assert_ne!(a, key_of(&json, &ct, r#"{"q":"rust","page":2,"x":null}"#).unwrap());
+        assert_ne!(
+            a,
+            key_of(&json, &ct, r#"{"q":"rust","page":2,"x":null}"#).unwrap()
+        );
         let charset = [("content-type", "Application/JSON; charset=\"UTF-8\"")];
         assert_eq!(a, key_of(&json, &charset, r#"{"q":"rust","page":2}"#).unwrap());
         let vendor = [("content-type", "application/vnd.api+json")];
@@ -317,19 +336,39 @@ mod tests {
             (&ct[..], ""),
             (&[][..], r#"{"q":"rust"}"#),
             (&[("content-type", "text/plain")][..], r#"{"q":"rust"}"#),
-            (&[("content-type", "application/json; charset=utf-16")][..], r#"{"q":"rust"}"#),
+            (
+                &[("content-type", "application/json; charset=utf-16")][..],
+                r#"{"q":"rust"}"#,
+            ),
             (
                 &[("content-type", "application/json"), ("content-encoding", "gzip")][..],
                 r#"{"q":"rust"}"#,
             ),
             (
-                &[("content-type", "application/json"), ("content-type", "text/plain")][..],
+                &[
+                    ("content-type", "application/json"),
+                    ("content-type", "text/plain"),
+                ][..],
                 r#"{"q":"rust"}"#,
             ),
         ] {
-            assert_eq!(key_of(&json, headers, body), Err(BypassReason::InvalidJson), "{headers:?} {body}");
+            assert_eq!(
+                key_of(&json, headers, body),
+                Err(BypassReason::InvalidJson),
+                "{headers:?} {body}"
+            );
         }
-        assert!(key_of(&json, &[("content-type", "application/json"), ("content-encoding", "identity")], "{}").is_ok());
+        assert!(
+            key_of(
+                &json,
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", "identity")
+                ],
+                "{}"
+            )
+            .is_ok()
+        );
     }
 
     #[cfg(feature = "json")]

@@ -151,9 +151,10 @@ where
             // No body to read: a rule that reads bodies judges an empty one,
             // at once.
             if body_limit.is_some()
-                && let Err(reason) = shared
-                    .policy
-                    .with_body(&context, &parts, &ReadBody::new(Bytes::new()), &mut key)
+                && let Err(reason) =
+                    shared
+                        .policy
+                        .with_body(&context, &parts, &ReadBody::new(Bytes::new()), &mut key)
             {
                 let request = Request::from_parts(parts, body);
                 let outcome = CacheOutcome::Bypass { detail: Some(reason) };

@@ -203,8 +203,7 @@ impl<'a> Lexer<'a> {
                     self.pos += len;
                 }
                 _ if self.rest().starts_with("\u{feff}".as_bytes()) => self.pos += 3,
-                b'!' | b'$' | b'&' | b'(' | b')' | b':' | b'=' | b'@' | b'[' | b']' | b'{' | b'|'
-                | b'}' => {
+                b'!' | b'$' | b'&' | b'(' | b')' | b':' | b'=' | b'@' | b'[' | b']' | b'{' | b'|' | b'}' => {
                     self.pos += 1;
                     return Some(Some(Token::Punct(byte)));
                 }
@@ -372,7 +371,9 @@ impl Learned {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KnownOperations>> {
         // The table holds plain data: a panic elsewhere leaves it usable.
-        self.documents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.documents
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -537,7 +538,10 @@ impl GraphQl {
 }
 
 fn owned(found: &[Operation<'_>]) -> KnownOperations {
-    found.iter().map(|(name, kind)| (name.map(Box::from), *kind)).collect()
+    found
+        .iter()
+        .map(|(name, kind)| (name.map(Box::from), *kind))
+        .collect()
 }
 
 fn sha256_hex(document: &str) -> String {
@@ -584,19 +588,47 @@ mod tests {
             ("# mutation M { x }\nquery Q { a }", None, Some(Query)),
             ("query Q { a } # } mutation M { b }", None, Some(Query)),
             ("query Q { a }\r# mutation\rmutation M { b }", None, None),
-            ("query Q { a }\r# comment\rmutation M { b }", Some("M"), Some(Mutation)),
+            (
+                "query Q { a }\r# comment\rmutation M { b }",
+                Some("M"),
+                Some(Mutation),
+            ),
             (r#"query Q { a(s: "} mutation M { b") }"#, None, Some(Query)),
             (r#"query Q { a(s: "\" } mutation M {") }"#, None, Some(Query)),
-            (r#"query Q { a(s: "\\") } mutation M { b }"#, Some("M"), Some(Mutation)),
+            (
+                r#"query Q { a(s: "\\") } mutation M { b }"#,
+                Some("M"),
+                Some(Mutation),
+            ),
             (r#"query Q { a(s: "\\") } mutation M { b }"#, None, None),
             ("query Q { a(s: \"\"\"} mutation M {\"\"\") }", None, Some(Query)),
-            ("query Q { a(s: \"\"\" \\\"\"\" } mutation M { \"\"\") }", None, Some(Query)),
+            (
+                "query Q { a(s: \"\"\" \\\"\"\" } mutation M { \"\"\") }",
+                None,
+                Some(Query),
+            ),
             ("query Q { a(s: \"\"\"\n#\n\"\"\") }", None, Some(Query)),
             ("query Q { a(s: \"\") } mutation M { b }", Some("Q"), Some(Query)),
-            ("fragment F on User { mutation } query Q { ...F }", None, Some(Query)),
-            ("fragment F on User { id } mutation M { ...F }", None, Some(Mutation)),
-            ("fragment F on User @dir(a: {b: 1}) { id } query Q { ...F }", None, Some(Query)),
-            ("query Q($v: In = {a: [1, {b: \"}\"}]}) @live { a(v: $v) }", None, Some(Query)),
+            (
+                "fragment F on User { mutation } query Q { ...F }",
+                None,
+                Some(Query),
+            ),
+            (
+                "fragment F on User { id } mutation M { ...F }",
+                None,
+                Some(Mutation),
+            ),
+            (
+                "fragment F on User @dir(a: {b: 1}) { id } query Q { ...F }",
+                None,
+                Some(Query),
+            ),
+            (
+                "query Q($v: In = {a: [1, {b: \"}\"}]}) @live { a(v: $v) }",
+                None,
+                Some(Query),
+            ),
             ("query Q @cached(ttl: 60) { a }", None, Some(Query)),
             ("\u{feff}query Q, { a, b }", None, Some(Query)),
             ("query Q { a { b { c } } ... on T { d } }", None, Some(Query)),
@@ -663,11 +695,16 @@ mod tests {
         for prefix in prefixes {
             for inside in insides {
                 for vars in variables {
-                    let document = format!("{prefix}mutation M{vars} {{ {inside} }}\nquery Q{vars} {{ {inside} }}");
+                    let document =
+                        format!("{prefix}mutation M{vars} {{ {inside} }}\nquery Q{vars} {{ {inside} }}");
                     // A description is type-system syntax: such documents are refused.
                     let readable = !prefix.starts_with('"');
                     let expect = |kind: OperationType| readable.then_some(kind);
-                    assert_eq!(operation_type(&document, Some("M")), expect(Mutation), "{document}");
+                    assert_eq!(
+                        operation_type(&document, Some("M")),
+                        expect(Mutation),
+                        "{document}"
+                    );
                     assert_eq!(operation_type(&document, Some("Q")), expect(Query), "{document}");
                     assert_eq!(operation_type(&document, None), None, "{document}");
                     let alone = format!("{prefix}mutation{vars} {{ {inside} }}");
@@ -712,7 +749,9 @@ mod tests {
         let query = "query Feed { posts { id } }";
         let mutation = "mutation Like { like }";
         let (query_hash, mutation_hash) = (sha256_hex(query), sha256_hex(mutation));
-        let hash_only = |hash: &str| format!(r#"{{"extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}}}"#);
+        let hash_only = |hash: &str| {
+            format!(r#"{{"extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}}}"#)
+        };
         let with_document = |document: &str, hash: &str| {
             format!(
                 r#"{{"query":{},"extensions":{{"persistedQuery":{{"version":1,"sha256Hash":"{hash}"}}}}}}"#,
@@ -723,14 +762,20 @@ mod tests {
         // Unknown: not cached.
         assert_eq!(check(hash_only(&query_hash)), Err(BypassReason::NotAQuery));
         // A query under a mutation's hash teaches nothing and is not cached.
-        assert_eq!(check(with_document(query, &mutation_hash)), Err(BypassReason::NotAQuery));
+        assert_eq!(
+            check(with_document(query, &mutation_hash)),
+            Err(BypassReason::NotAQuery)
+        );
         assert_eq!(check(hash_only(&mutation_hash)), Err(BypassReason::NotAQuery));
         assert_eq!(graphql.learned_hashes(), 0);
         // The right hash teaches it.
         assert_eq!(check(with_document(query, &query_hash)), Ok(()));
         assert_eq!(check(hash_only(&query_hash)), Ok(()));
         // A mutation is learned as one, and never cached.
-        assert_eq!(check(with_document(mutation, &mutation_hash)), Err(BypassReason::NotAQuery));
+        assert_eq!(
+            check(with_document(mutation, &mutation_hash)),
+            Err(BypassReason::NotAQuery)
+        );
         assert_eq!(check(hash_only(&mutation_hash)), Err(BypassReason::NotAQuery));
         assert_eq!(graphql.learned_hashes(), 2);
         // Upper-case hex is not the hash of the document.
@@ -743,7 +788,10 @@ mod tests {
     #[test]
     fn trusted_documents_stay_and_learned_ones_are_bounded() {
         let trusted = "query Trusted { a }";
-        let graphql = GraphQl::new().remember(2).persisted_query(trusted).persisted_query("type T { a: Int }");
+        let graphql = GraphQl::new()
+            .remember(2)
+            .persisted_query(trusted)
+            .persisted_query("type T { a: Int }");
         let hash_only = |hash: String| {
             body(&format!(
                 r#"{{"extensions":{{"persistedQuery":{{"sha256Hash":"{hash}"}}}}}}"#
@@ -774,7 +822,9 @@ mod tests {
     fn urls_run_queries_or_pass() {
         let graphql = GraphQl::new();
         let parts = |uri: &str| http::Request::get(uri).body(()).unwrap().into_parts().0;
-        let fields = graphql.check_url(&parts("/graphql?query=%7B+a+%7D&variables=%7B%7D")).unwrap();
+        let fields = graphql
+            .check_url(&parts("/graphql?query=%7B+a+%7D&variables=%7B%7D"))
+            .unwrap();
         assert_eq!(fields[0].as_deref(), Some("{ a }"));
         assert_eq!(fields[2].as_deref(), Some("{}"));
         assert_eq!(fields[1], None);
@@ -786,12 +836,23 @@ mod tests {
             "/graphql?extensions=not-json",
             "/graphql?extensions=%7B%22persistedQuery%22%3A%7B%22sha256Hash%22%3A%22ab%22%7D%7D",
         ] {
-            assert_eq!(graphql.check_url(&parts(refused)), Err(BypassReason::NotAQuery), "{refused}");
+            assert_eq!(
+                graphql.check_url(&parts(refused)),
+                Err(BypassReason::NotAQuery),
+                "{refused}"
+            );
         }
         let document = "{ a }";
-        let extensions = format!(r#"{{"persistedQuery":{{"version":1,"sha256Hash":"{}"}}}}"#, sha256_hex(document));
+        let extensions = format!(
+            r#"{{"persistedQuery":{{"version":1,"sha256Hash":"{}"}}}}"#,
+            sha256_hex(document)
+        );
         let encoded = |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
-        let learn = format!("/graphql?query={}&extensions={}", encoded(document), encoded(&extensions));
+        let learn = format!(
+            "/graphql?query={}&extensions={}",
+            encoded(document),
+            encoded(&extensions)
+        );
         assert!(graphql.check_url(&parts(&learn)).is_ok());
         let hash_only = format!("/graphql?extensions={}", encoded(&extensions));
         assert!(graphql.check_url(&parts(&hash_only)).is_ok());

@@ -461,10 +461,7 @@ mod tests {
     #[test]
     fn numbers_keep_their_text() {
         assert_ne!(canon("1"), canon("1.0"));
-        assert_ne!(
-            canon("12345678901234567890123"),
-            canon("12345678901234567890124")
-        );
+        assert_ne!(canon("12345678901234567890123"), canon("12345678901234567890124"));
         assert_ne!(canon("0.1"), canon("0.10000000000000000001"));
         assert_eq!(canon("-0.5E+10").unwrap(), "-0.5E+10");
         assert_eq!(canon("[0, -0, 1e400]").unwrap(), "[0,-0,1e400]");

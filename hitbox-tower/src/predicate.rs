@@ -690,6 +690,7 @@ impl Predicate<response::Parts> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg_attr(not(feature = "regex"), allow(unused_imports))]
     use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, VARY};
     use http::{Request, Response};
 

@@ -58,14 +58,36 @@ async fn json_pointer_predicates_select_what_is_cached() {
     let json = "application/json";
 
     // one_of: a read method is cached, and the request id is not in the key.
-    let first = post(&site, "/rpc", json, r#"{"method":"getBalance","params":["a1"],"id":1}"#).await;
+    let first = post(
+        &site,
+        "/rpc",
+        json,
+        r#"{"method":"getBalance","params":["a1"],"id":1}"#,
+    )
+    .await;
     assert_eq!(first.cache_status(), "hitbox; fwd=miss; stored");
     site.stores(1).await;
-    let again = post(&site, "/rpc", json, r#"{"id":2,"params":["a1"],"method":"getBalance"}"#).await;
-    assert!(again.cache_status().starts_with("hitbox; hit"), "{}", again.cache_status());
+    let again = post(
+        &site,
+        "/rpc",
+        json,
+        r#"{"id":2,"params":["a1"],"method":"getBalance"}"#,
+    )
+    .await;
+    assert!(
+        again.cache_status().starts_with("hitbox; hit"),
+        "{}",
+        again.cache_status()
+    );
     assert_eq!(again.body, first.body);
     // Another account: its own entry, its own answer.
-    let other = post(&site, "/rpc", json, r#"{"method":"getBalance","params":["b2"],"id":3}"#).await;
+    let other = post(
+        &site,
+        "/rpc",
+        json,
+        r#"{"method":"getBalance","params":["b2"],"id":3}"#,
+    )
+    .await;
     assert_eq!(other.cache_status(), "hitbox; fwd=miss; stored");
     assert!(other.body.contains("b2"), "{}", other.body);
     // A method not listed: never cached, and the origin gets the body as sent.
@@ -90,7 +112,11 @@ async fn json_pointer_predicates_select_what_is_cached() {
     assert_eq!(deep.cache_status(), "hitbox; fwd=miss; stored");
     for missing in [r#"{"query":{}}"#, r#"{"query":"text"}"#, r#"{"other":1}"#, "[]"] {
         let got = post(&site, "/exists", json, missing).await;
-        assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=body-predicate", "{missing}");
+        assert_eq!(
+            got.cache_status(),
+            "hitbox; fwd=bypass; detail=body-predicate",
+            "{missing}"
+        );
         assert_eq!(site.origin.last().text(), missing);
     }
 }
@@ -105,7 +131,11 @@ async fn invalid_json_makes_the_predicate_false_and_passes_through_untouched() {
                     .post_as_read(BodyKey::digest())
                     .when_body(Json::equals("/kind", "search")),
             )
-            .rule(Rule::new().when(Path::exact("/key")).post_as_read(BodyKey::json()))
+            .rule(
+                Rule::new()
+                    .when(Path::exact("/key"))
+                    .post_as_read(BodyKey::json()),
+            )
     })
     .await;
     let json = "application/json";
@@ -119,14 +149,22 @@ async fn invalid_json_makes_the_predicate_false_and_passes_through_untouched() {
     for body in broken {
         let got = post(&site, "/predicate", json, body).await;
         assert_eq!(got.status, 200, "never an error of the cache's own");
-        assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=body-predicate", "{body:?}");
+        assert_eq!(
+            got.cache_status(),
+            "hitbox; fwd=bypass; detail=body-predicate",
+            "{body:?}"
+        );
         assert_eq!(site.origin.last().text(), body);
         assert_eq!(got.body, format!("call {}: {body}", site.origin.calls()));
     }
     for body in broken {
         let got = post(&site, "/key", json, body).await;
         assert_eq!(got.status, 200);
-        assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=invalid-json", "{body:?}");
+        assert_eq!(
+            got.cache_status(),
+            "hitbox; fwd=bypass; detail=invalid-json",
+            "{body:?}"
+        );
         assert_eq!(site.origin.last().text(), body);
     }
     // JSON sent as another type is not read as JSON either.
@@ -144,14 +182,21 @@ async fn a_regular_expression_on_the_body() {
     })
     .await;
     let text = "text/plain";
-    assert_eq!(post(&site, "/q", text, "lookup:abc").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        post(&site, "/q", text, "lookup:abc").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
     site.stores(1).await;
     let hit = post(&site, "/q", text, "lookup:abc").await;
     assert!(hit.cache_status().starts_with("hitbox; hit"));
     assert_eq!(hit.body, "call 1: lookup:abc");
     for refused in ["delete:abc", "lookup:ABC", "lookup:abc\nmore"] {
         let got = post(&site, "/q", text, refused).await;
-        assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=body-predicate", "{refused:?}");
+        assert_eq!(
+            got.cache_status(),
+            "hitbox; fwd=bypass; detail=body-predicate",
+            "{refused:?}"
+        );
         assert_eq!(site.origin.last().text(), refused);
     }
     assert_eq!(site.origin.calls(), 4);
@@ -169,9 +214,17 @@ async fn the_size_as_read_and_bodies_over_the_limit() {
     })
     .await;
     let text = "text/plain";
-    assert_eq!(post(&site, "/s", text, "12345678").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        post(&site, "/s", text, "12345678").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
     site.stores(1).await;
-    assert!(post(&site, "/s", text, "12345678").await.cache_status().starts_with("hitbox; hit"));
+    assert!(
+        post(&site, "/s", text, "12345678")
+            .await
+            .cache_status()
+            .starts_with("hitbox; hit")
+    );
     // Read (under the limit), but larger than the predicate allows.
     let nine = post(&site, "/s", text, "123456789").await;
     assert_eq!(nine.cache_status(), "hitbox; fwd=bypass; detail=body-predicate");
@@ -190,7 +243,11 @@ async fn the_size_as_read_and_bodies_over_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_of_unknown_length_streams_through_untouched() {
     let site = site(echo(), |layer| {
-        layer.rule(Rule::new().post_as_read(BodyKey::digest()).request_body_limit(1024))
+        layer.rule(
+            Rule::new()
+                .post_as_read(BodyKey::digest())
+                .request_body_limit(1024),
+        )
     })
     .await;
     // Three chunks, 6000 bytes in all, more than the limit; the layer cannot
@@ -224,8 +281,16 @@ async fn a_chunked_body_of_unknown_length_streams_through_untouched() {
 async fn different_bodies_never_share_an_entry() {
     let site = site(echo(), |layer| {
         layer
-            .rule(Rule::new().when(Path::exact("/json")).post_as_read(BodyKey::json()))
-            .rule(Rule::new().when(Path::exact("/raw")).post_as_read(BodyKey::digest()))
+            .rule(
+                Rule::new()
+                    .when(Path::exact("/json"))
+                    .post_as_read(BodyKey::json()),
+            )
+            .rule(
+                Rule::new()
+                    .when(Path::exact("/raw"))
+                    .post_as_read(BodyKey::digest()),
+            )
     })
     .await;
     let json = "application/json";
@@ -236,9 +301,13 @@ async fn different_bodies_never_share_an_entry() {
     assert!(same.cache_status().starts_with("hitbox; hit"));
     assert_eq!(same.body, a.body);
     // Any other difference: another entry, another answer.
-    for (n, body) in [r#"{"q":"b","n":1}"#, r#"{"q":"a","n":1.0}"#, r#"{"q":"a","n":1,"x":0}"#]
-        .into_iter()
-        .enumerate()
+    for (n, body) in [
+        r#"{"q":"b","n":1}"#,
+        r#"{"q":"a","n":1.0}"#,
+        r#"{"q":"a","n":1,"x":0}"#,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let got = post(&site, "/json", json, body).await;
         assert_eq!(got.cache_status(), "hitbox; fwd=miss; stored", "{body}");
@@ -276,7 +345,10 @@ async fn an_error_body_with_a_200_is_passed_on_but_not_stored() {
     .await;
     let first = site.get("/report").await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.body, r#"{"error":"backend busy"}"#, "the client gets it unchanged");
+    assert_eq!(
+        first.body, r#"{"error":"backend busy"}"#,
+        "the client gets it unchanged"
+    );
     // Storing was not sure: the body had still to be judged.
     assert_eq!(first.cache_status(), "hitbox; fwd=miss");
     // The load ends without a value once the body is judged.
@@ -291,7 +363,11 @@ async fn an_error_body_with_a_200_is_passed_on_but_not_stored() {
     assert_eq!(third.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     let fourth = site.get("/report").await;
-    assert!(fourth.cache_status().starts_with("hitbox; hit"), "{}", fourth.cache_status());
+    assert!(
+        fourth.cache_status().starts_with("hitbox; hit"),
+        "{}",
+        fourth.cache_status()
+    );
     assert_eq!(fourth.body, r#"{"data":{"call":3}}"#);
     assert_eq!(site.origin.calls(), 3);
 }
@@ -302,14 +378,12 @@ async fn a_response_body_over_the_limit_streams_whole_and_is_not_judged() {
     let body = big.clone();
     let origin = BodyOrigin::new(move |_, _| Answer::ok(body.clone()));
     let site = site(origin, |layer| {
-        layer.rule(
-            Rule::new()
-                .max_body_size(1024)
-                .store_when_body(|body: &hitbox_tower::predicate::ReadBody| {
-                    assert!(body.len() <= 1024, "a predicate never sees more than the limit");
-                    true
-                }),
-        )
+        layer.rule(Rule::new().max_body_size(1024).store_when_body(
+            |body: &hitbox_tower::predicate::ReadBody| {
+                assert!(body.len() <= 1024, "a predicate never sees more than the limit");
+                true
+            },
+        ))
     })
     .await;
     let got = site.get("/big").await;
@@ -340,5 +414,8 @@ async fn rules_without_body_predicates_never_read_the_body() {
             .rule(Rule::new())
     })
     .await;
-    assert_eq!(site.get("/other").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        site.get("/other").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
 }

@@ -68,12 +68,19 @@ async fn a_mutation_is_never_served_from_the_cache() {
     let subscription = json!({"query": "subscription { liked }"}).to_string();
     for body in [&mixed, &anonymous, &subscription, &mixed] {
         let got = site.post_json("/graphql", body).await;
-        assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=not-a-query", "{body}");
+        assert_eq!(
+            got.cache_status(),
+            "hitbox; fwd=bypass; detail=not-a-query",
+            "{body}"
+        );
     }
     // Over GET too.
     let get = format!("/graphql?query={}", encoded("mutation { like }"));
     for _ in 0..2 {
-        assert_eq!(site.get(&get).await.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
+        assert_eq!(
+            site.get(&get).await.cache_status(),
+            "hitbox; fwd=bypass; detail=not-a-query"
+        );
     }
     assert_eq!(site.origin.calls(), 9);
     assert_eq!(site.cache.stats().stores, 0);
@@ -94,7 +101,12 @@ async fn a_mutation_is_never_served_from_the_cache() {
     assert_eq!(after.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
     assert_ne!(after.body, first.body);
     // A mutation is a read of this rule's route: it invalidates nothing.
-    assert!(site.post_json("/graphql", &feed).await.cache_status().starts_with("hitbox; hit"));
+    assert!(
+        site.post_json("/graphql", &feed)
+            .await
+            .cache_status()
+            .starts_with("hitbox; hit")
+    );
     assert_eq!(site.origin.calls(), 11);
 }
 
@@ -107,7 +119,11 @@ async fn queries_that_differ_only_in_member_order_share_an_entry() {
     assert_eq!(first.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     let second = site.post_json("/graphql", b).await;
-    assert!(second.cache_status().starts_with("hitbox; hit"), "{}", second.cache_status());
+    assert!(
+        second.cache_status().starts_with("hitbox; hit"),
+        "{}",
+        second.cache_status()
+    );
     assert_eq!(second.body, first.body);
     assert_eq!(site.origin.calls(), 1);
 }
@@ -131,7 +147,10 @@ async fn different_variables_operation_names_or_documents_never_share() {
         assert_eq!(got.cache_status(), "hitbox; fwd=miss", "{text}");
         let answer: serde_json::Value = serde_json::from_str(&got.body).unwrap();
         assert_eq!(answer["data"]["call"], n + 1);
-        assert_eq!(answer["data"]["got"], text, "each client gets the answer to its own request");
+        assert_eq!(
+            answer["data"]["got"], text,
+            "each client gets the answer to its own request"
+        );
         site.stores(n as u64 + 1).await;
     }
     // Each is now cached under its own key.
@@ -149,19 +168,26 @@ async fn persisted_query_hashes_are_keys_and_are_cached_once_known() {
     let site = graphql_site(GraphQl::new()).await;
     let feed = "query Feed { posts { id title } }";
     let like = "mutation Like { like }";
-    let hash_only = |hash: &str| json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}}).to_string();
+    let hash_only = |hash: &str| {
+        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}}).to_string()
+    };
     let with_document = |document: &str, hash: &str| {
-        json!({"query": document, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}}).to_string()
+        json!({"query": document, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})
+            .to_string()
     };
     // Not known yet: passes through (the server would answer
     // PersistedQueryNotFound).
     let unknown = site.post_json("/graphql", &hash_only(&sha256(feed))).await;
     assert_eq!(unknown.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
     // A document under a hash that is not its own: not cached, teaches nothing.
-    let lying = site.post_json("/graphql", &with_document(feed, &sha256(like))).await;
+    let lying = site
+        .post_json("/graphql", &with_document(feed, &sha256(like)))
+        .await;
     assert_eq!(lying.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
     // The document with its hash: cached, and the hash is learned.
-    let registered = site.post_json("/graphql", &with_document(feed, &sha256(feed))).await;
+    let registered = site
+        .post_json("/graphql", &with_document(feed, &sha256(feed)))
+        .await;
     assert_eq!(registered.cache_status(), "hitbox; fwd=miss");
     site.stores(1).await;
     // The hash alone is another key (its body differs), cached from now on.
@@ -172,7 +198,9 @@ async fn persisted_query_hashes_are_keys_and_are_cached_once_known() {
     assert!(again.cache_status().starts_with("hitbox; hit"));
     assert_eq!(again.body, by_hash.body);
     // A mutation's hash, even once its document is known, is never cached.
-    let mutation = site.post_json("/graphql", &with_document(like, &sha256(like))).await;
+    let mutation = site
+        .post_json("/graphql", &with_document(like, &sha256(like)))
+        .await;
     assert_eq!(mutation.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
     for _ in 0..2 {
         let got = site.post_json("/graphql", &hash_only(&sha256(like))).await;
@@ -191,10 +219,19 @@ async fn persisted_query_hashes_are_keys_and_are_cached_once_known() {
 async fn documents_given_up_front_are_cached_by_hash_from_the_first_request() {
     let feed = "query Feed { posts { id } }";
     let site = graphql_site(GraphQl::new().persisted_query(feed)).await;
-    let body = json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(feed)}}}).to_string();
-    assert_eq!(site.post_json("/graphql", &body).await.cache_status(), "hitbox; fwd=miss");
+    let body =
+        json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(feed)}}}).to_string();
+    assert_eq!(
+        site.post_json("/graphql", &body).await.cache_status(),
+        "hitbox; fwd=miss"
+    );
     site.stores(1).await;
-    assert!(site.post_json("/graphql", &body).await.cache_status().starts_with("hitbox; hit"));
+    assert!(
+        site.post_json("/graphql", &body)
+            .await
+            .cache_status()
+            .starts_with("hitbox; hit")
+    );
     assert_eq!(site.origin.calls(), 1);
 }
 
@@ -219,22 +256,38 @@ async fn get_queries_are_cached_and_bodies_that_are_not_json_pass() {
     assert_eq!(site.get(&other).await.cache_status(), "hitbox; fwd=miss");
     // A parameter given twice could be read either way: not cached.
     let twice = format!("{query}&query={}", encoded("mutation { like }"));
-    assert_eq!(site.get(&twice).await.cache_status(), "hitbox; fwd=bypass; detail=not-a-query");
+    assert_eq!(
+        site.get(&twice).await.cache_status(),
+        "hitbox; fwd=bypass; detail=not-a-query"
+    );
     // Bodies that are not GraphQL over JSON go through, never an error.
     for (content_type, body) in [
         ("application/json", "{\"query\":"),
         ("application/graphql", "{ user { name } }"),
-        ("application/json", r#"[{"query":"{ a }"},{"query":"mutation { b }"}]"#),
+        (
+            "application/json",
+            r#"[{"query":"{ a }"},{"query":"mutation { b }"}]"#,
+        ),
     ] {
         let headers = [("content-type", content_type)];
-        let got = site.send(Method::POST, "/graphql", &headers, body.to_owned()).await;
+        let got = site
+            .send(Method::POST, "/graphql", &headers, body.to_owned())
+            .await;
         assert_eq!(got.status, 200);
-        assert!(got.cache_status().starts_with("hitbox; fwd=bypass; detail="), "{body}");
+        assert!(
+            got.cache_status().starts_with("hitbox; fwd=bypass; detail="),
+            "{body}"
+        );
         assert_eq!(site.origin.last().text(), body);
     }
     // A GET with a body is never cached by the preset.
-    let with_body = site.send(Method::GET, &query, &[], Bytes::from_static(b"x")).await;
-    assert_eq!(with_body.cache_status(), "hitbox; fwd=bypass; detail=request-body");
+    let with_body = site
+        .send(Method::GET, &query, &[], Bytes::from_static(b"x"))
+        .await;
+    assert_eq!(
+        with_body.cache_status(),
+        "hitbox; fwd=bypass; detail=request-body"
+    );
     assert_eq!(site.origin.calls(), 7);
 }
 

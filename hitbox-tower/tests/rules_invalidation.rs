@@ -46,7 +46,11 @@ fn is_hit(got: &Got) -> bool {
 async fn fill(site: &Site, paths: &[&str]) {
     let before = site.cache.stats().stores;
     for path in paths {
-        assert_eq!(site.get(path).await.cache_status(), "hitbox; fwd=miss; stored", "{path}");
+        assert_eq!(
+            site.get(path).await.cache_status(),
+            "hitbox; fwd=miss; stored",
+            "{path}"
+        );
     }
     site.stores(before + paths.len() as u64).await;
     for path in paths {
@@ -59,9 +63,15 @@ async fn unsafe_methods_invalidate_every_get_of_their_path() {
     let (origin, _) = origin();
     let site = site(origin, |layer| layer.rule(Rule::new())).await;
     for method in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
-        fill(&site, &["/items/1", "/items/1?lang=fr&view=full", "/items/2", "/items"]).await;
+        fill(
+            &site,
+            &["/items/1", "/items/1?lang=fr&view=full", "/items/2", "/items"],
+        )
+        .await;
         let calls = site.origin.calls();
-        let got = site.send(method.clone(), "/items/1", &[], Bytes::from_static(b"{}")).await;
+        let got = site
+            .send(method.clone(), "/items/1", &[], Bytes::from_static(b"{}"))
+            .await;
         assert_eq!(got.body, "done");
         assert_eq!(got.cache_status(), "hitbox; fwd=bypass; detail=method");
         assert_eq!(site.origin.calls(), calls + 1, "the {method} reached the origin");
@@ -72,7 +82,10 @@ async fn unsafe_methods_invalidate_every_get_of_their_path() {
         let query = site.get("/items/1?lang=fr&view=full").await;
         assert_eq!(query.cache_status(), "hitbox; fwd=miss; stored", "{method}");
         assert!(is_hit(&site.get("/items/2").await), "{method}");
-        assert!(is_hit(&site.get("/items").await), "{method}: the parent path stays");
+        assert!(
+            is_hit(&site.get("/items").await),
+            "{method}: the parent path stays"
+        );
         // Empty the cache for the next method's round.
         for path in ["/items/1", "/items/2", "/items"] {
             site.send(Method::DELETE, path, &[], Bytes::new()).await;
@@ -90,10 +103,16 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
         .status(201)
         .header("location", "/items/7?created=1")
         .header("content-location", &format!("http://{host}/items/8"));
-    let created = site.send(Method::POST, "/items", &[], Bytes::from_static(b"new")).await;
+    let created = site
+        .send(Method::POST, "/items", &[], Bytes::from_static(b"new"))
+        .await;
     assert_eq!(created.status, 201);
     for dropped in ["/items", "/items/7", "/items/8"] {
-        assert_eq!(site.get(dropped).await.cache_status(), "hitbox; fwd=miss; stored", "{dropped}");
+        assert_eq!(
+            site.get(dropped).await.cache_status(),
+            "hitbox; fwd=miss; stored",
+            "{dropped}"
+        );
     }
     assert!(is_hit(&site.get("/items/9").await));
     // Another host in either field: nothing of it is touched here (and
@@ -102,9 +121,18 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
         .header("location", "http://other.example/items/9")
         .header("content-location", "//other.example/other/9");
     site.send(Method::PUT, "/items/8", &[], Bytes::new()).await;
-    assert!(is_hit(&site.get("/items/9").await), "another host's URL is not invalidated");
-    assert!(is_hit(&site.get("/other/9").await), "another host's URL is not invalidated");
-    assert_eq!(site.get("/items/8").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert!(
+        is_hit(&site.get("/items/9").await),
+        "another host's URL is not invalidated"
+    );
+    assert!(
+        is_hit(&site.get("/other/9").await),
+        "another host's URL is not invalidated"
+    );
+    assert_eq!(
+        site.get("/items/8").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,19 +141,28 @@ async fn error_responses_invalidate_nothing() {
     let site = site(origin, |layer| layer.rule(Rule::new())).await;
     fill(&site, &["/items/1", "/items/2"]).await;
     for status in [400, 403, 404, 409, 500, 503] {
-        *script.lock().unwrap() = Answer::ok("no")
-            .status(status)
-            .header("location", "/items/2");
-        let got = site.send(Method::PUT, "/items/1", &[], Bytes::from_static(b"x")).await;
+        *script.lock().unwrap() = Answer::ok("no").status(status).header("location", "/items/2");
+        let got = site
+            .send(Method::PUT, "/items/1", &[], Bytes::from_static(b"x"))
+            .await;
         assert_eq!(got.status, status);
         assert!(is_hit(&site.get("/items/1").await), "a {status} leaves the entry");
-        assert!(is_hit(&site.get("/items/2").await), "a {status} leaves its Location");
+        assert!(
+            is_hit(&site.get("/items/2").await),
+            "a {status} leaves its Location"
+        );
     }
     // A redirect is not an error (RFC 9111 section 4.4: 2xx and 3xx).
     *script.lock().unwrap() = Answer::ok("see other").status(303).header("location", "/items/2");
     site.send(Method::POST, "/items/1", &[], Bytes::new()).await;
-    assert_eq!(site.get("/items/1").await.cache_status(), "hitbox; fwd=miss; stored");
-    assert_eq!(site.get("/items/2").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        site.get("/items/1").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
+    assert_eq!(
+        site.get("/items/2").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,8 +170,16 @@ async fn a_rule_may_keep_its_entries_and_reads_by_post_invalidate_nothing() {
     let (origin, _) = origin();
     let site = site(origin, |layer| {
         layer
-            .rule(Rule::new().when(Path::prefix("/reports")).invalidate_on_unsafe(false))
-            .rule(Rule::new().when(Path::exact("/search")).post_as_read(BodyKey::digest()))
+            .rule(
+                Rule::new()
+                    .when(Path::prefix("/reports"))
+                    .invalidate_on_unsafe(false),
+            )
+            .rule(
+                Rule::new()
+                    .when(Path::exact("/search"))
+                    .post_as_read(BodyKey::digest()),
+            )
             .rule(Rule::new())
     })
     .await;
@@ -143,12 +188,17 @@ async fn a_rule_may_keep_its_entries_and_reads_by_post_invalidate_nothing() {
     site.send(Method::PUT, "/reports/1", &[], Bytes::new()).await;
     assert!(is_hit(&site.get("/reports/1").await));
     // A POST the search rule caches is a read: the GET stays.
-    let search = site.send(Method::POST, "/search", &[], Bytes::from_static(b"q=1")).await;
+    let search = site
+        .send(Method::POST, "/search", &[], Bytes::from_static(b"q=1"))
+        .await;
     assert_eq!(search.cache_status(), "hitbox; fwd=miss; stored");
     assert!(is_hit(&site.get("/search").await));
     // Entries of other rules still go.
     site.send(Method::DELETE, "/items/1", &[], Bytes::new()).await;
-    assert_eq!(site.get("/items/1").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        site.get("/items/1").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
 }
 
 /// One instance: its moka L1 and the bus, composed over one Redis.
@@ -224,12 +274,18 @@ async fn a_put_through_one_instance_drops_the_entry_in_every_instance() {
     assert!(is_hit(&from_redis), "{}", from_redis.cache_status());
     assert_eq!(from_redis.body, first.body);
     assert!(is_hit(&get(&b, "/items/1").await));
-    assert_eq!(get(&b, "/items/2").await.cache_status(), "hitbox; fwd=miss; stored");
+    assert_eq!(
+        get(&b, "/items/2").await.cache_status(),
+        "hitbox; fwd=miss; stored"
+    );
     b.site.stores(2).await;
     assert_eq!(origin.calls(), 2);
 
     let mut b_events = b.bus.events();
-    let put = a.site.send(Method::PUT, "/items/1", &[HOST], Bytes::from_static(b"v2")).await;
+    let put = a
+        .site
+        .send(Method::PUT, "/items/1", &[HOST], Bytes::from_static(b"v2"))
+        .await;
     assert_eq!(put.body, "done");
     // B applies A's tag invalidation to its L1.
     let applied = tokio::time::timeout(Duration::from_secs(10), async {

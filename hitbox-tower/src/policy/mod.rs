@@ -20,9 +20,9 @@ use http::{HeaderMap, Method, request, response};
 use crate::headers::{BypassReason, Fwd};
 use crate::predicate::ReadBody;
 use crate::response::{CachedResponse, HitResponse};
-use crate::rule::BodyPredicate;
 use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::host::HostError;
+use crate::rule::BodyPredicate;
 
 mod rules;
 mod standards;

@@ -372,7 +372,11 @@ mod tests {
         }
     }
 
-    fn invalidated_tags(policy: &RulePolicy, request: http::Request<()>, response: http::Response<()>) -> Vec<Tag> {
+    fn invalidated_tags(
+        policy: &RulePolicy,
+        request: http::Request<()>,
+        response: http::Response<()>,
+    ) -> Vec<Tag> {
         let (mut parts, ()) = request.into_parts();
         let context = match policy.decide(&mut parts, false) {
             Decision::Invalidate(context) => context,
@@ -387,7 +391,12 @@ mod tests {
     #[test]
     fn unsafe_requests_invalidate_their_paths_and_same_host_locations() {
         let policy = policy();
-        let put = |uri: &str| http::Request::put(uri).header("host", "A.example").body(()).unwrap();
+        let put = |uri: &str| {
+            http::Request::put(uri)
+                .header("host", "A.example")
+                .body(())
+                .unwrap()
+        };
         let ok = |pairs: &[(&str, &str)]| {
             let mut response = http::Response::builder().status(200);
             for (n, v) in pairs {
@@ -400,7 +409,10 @@ mod tests {
             vec![url_tag("a.example", "/items/1")]
         );
         // The query does not matter to the tag.
-        assert_eq!(url_tag("a.example", "/items/1?x=1"), url_tag("a.example", "/items/1"));
+        assert_eq!(
+            url_tag("a.example", "/items/1?x=1"),
+            url_tag("a.example", "/items/1")
+        );
         assert_ne!(url_tag("a.example", "/items/1"), url_tag("b.example", "/items/1"));
         assert_ne!(url_tag("a.example", "/items/1"), url_tag("a.example", "/items/2"));
         let tags = invalidated_tags(
@@ -411,11 +423,16 @@ mod tests {
                 ("content-location", "http://other.example/items/3"),
             ]),
         );
-        assert_eq!(tags, vec![url_tag("a.example", "/items/1"), url_tag("a.example", "/items/2")]);
+        assert_eq!(
+            tags,
+            vec![url_tag("a.example", "/items/1"), url_tag("a.example", "/items/2")]
+        );
         let error = http::Response::builder().status(409).body(()).unwrap();
         assert!(invalidated_tags(&policy, put("/items/1"), error).is_empty());
         // Reads invalidate nothing, and no rule that invalidates: nothing either.
-        assert!(invalidated_tags(&policy, http::Request::get("/items/1").body(()).unwrap(), ok(&[])).is_empty());
+        assert!(
+            invalidated_tags(&policy, http::Request::get("/items/1").body(()).unwrap(), ok(&[])).is_empty()
+        );
         let keep = RulePolicy {
             rules: vec![Rule::new().invalidate_on_unsafe(false)],
             fallback: CachePolicy::new(Duration::from_secs(10)),
@@ -427,7 +444,13 @@ mod tests {
             fallback: CachePolicy::new(Duration::from_secs(10)),
         };
         let (mut post, ()) = http::Request::post("/search").body(()).unwrap().into_parts();
-        assert!(matches!(reads.decide(&mut post, true), Decision::Cache { body_limit: Some(_), .. }));
+        assert!(matches!(
+            reads.decide(&mut post, true),
+            Decision::Cache {
+                body_limit: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -437,9 +460,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let tags = |policy: &RulePolicy| {
-            policy.flight_options(&FIRST, &parts).tags().to_vec()
-        };
+        let tags = |policy: &RulePolicy| policy.flight_options(&FIRST, &parts).tags().to_vec();
         assert_eq!(tags(&policy()), vec![url_tag("a.example", "/items/1")]);
         let keep = RulePolicy {
             rules: vec![Rule::new().invalidate_on_unsafe(false).tag("items")],
@@ -463,7 +484,9 @@ mod tests {
         let with = |bytes: &'static [u8]| {
             let mut key = KeyBuilder::new("t");
             let read = ReadBody::new(bytes::Bytes::from_static(bytes));
-            policy.with_body(&FIRST, &parts, &read, &mut key).map(|()| key.build())
+            policy
+                .with_body(&FIRST, &parts, &read, &mut key)
+                .map(|()| key.build())
         };
         assert_eq!(with(b"").err(), Some(BypassReason::BodyPredicate));
         assert_eq!(with(b"12345").err(), Some(BypassReason::BodyPredicate));
@@ -486,8 +509,7 @@ mod tests {
             HeaderMap::new(),
             bytes::Bytes::new(),
         ));
-        let worth =
-            |freshness| policy().worth(&FIRST, &stored, &meta, freshness, &HeaderMap::new(), now);
+        let worth = |freshness| policy().worth(&FIRST, &stored, &meta, freshness, &HeaderMap::new(), now);
         assert_eq!(
             worth(Freshness::Stale),
             Some(Worth::StaleWhileRevalidate {

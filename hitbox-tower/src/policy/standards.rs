@@ -434,12 +434,7 @@ impl HttpPolicy for StandardsPolicy {
         }
     }
 
-    fn invalidations(
-        &self,
-        url: &Url,
-        request: &HeaderMap,
-        response: &response::Parts,
-    ) -> Invalidations {
+    fn invalidations(&self, url: &Url, request: &HeaderMap, response: &response::Parts) -> Invalidations {
         let method = &Method::POST; // any unsafe method names the same targets
         let mut out = Invalidations::default();
         for (host, path) in

@@ -43,7 +43,9 @@ pub struct ReadBody {
 
 impl std::fmt::Debug for ReadBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadBody").field("len", &self.bytes.len()).finish_non_exhaustive()
+        f.debug_struct("ReadBody")
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +123,10 @@ pub struct ReadSize {
 impl ReadSize {
     /// Passes bodies of at most `bytes` bytes.
     pub fn at_most(bytes: usize) -> Self {
-        ReadSize { first: 0, last: bytes }
+        ReadSize {
+            first: 0,
+            last: bytes,
+        }
     }
 
     /// Passes bodies whose size is in `range` (`1..`, `..=1024`). An empty

@@ -94,7 +94,12 @@ impl BodyOrigin {
     }
 
     pub fn last(&self) -> Received {
-        self.log.lock().unwrap().last().cloned().expect("the origin was called")
+        self.log
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the origin was called")
     }
 
     /// An axum app of this origin, without a layer.
@@ -105,7 +110,9 @@ impl BodyOrigin {
 
 async fn answer(State(origin): State<BodyOrigin>, request: http::Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.expect("the origin reads the body");
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("the origin reads the body");
     let received = Received {
         method: parts.method.clone(),
         path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
@@ -139,9 +146,14 @@ pub struct Site {
 
 /// `origin` behind the layer `configure` builds over a moka cache with a
 /// manual clock.
-pub async fn site(origin: BodyOrigin, configure: impl FnOnce(CacheLayerBuilder) -> CacheLayerBuilder) -> Site {
+pub async fn site(
+    origin: BodyOrigin,
+    configure: impl FnOnce(CacheLayerBuilder) -> CacheLayerBuilder,
+) -> Site {
     let clock = ManualClock::new();
-    let cache = Cache::builder(MokaBackend::default()).clock(clock.clone()).build();
+    let cache = Cache::builder(MokaBackend::default())
+        .clock(clock.clone())
+        .build();
     site_over(origin, cache, clock, configure).await
 }
 
@@ -167,7 +179,13 @@ pub async fn site_over(
 
 impl Site {
     /// A request over a fresh reqwest client, which follows no redirect.
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Got {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Got {
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
