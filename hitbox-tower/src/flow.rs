@@ -3,10 +3,13 @@
 //!
 //! 1. **Decide** ([`start`]), without waiting: the policy bypasses the
 //!    request (`fwd=bypass`), refuses it (`400` for an ambiguous `Host`),
-//!    forwards it and then invalidates what it changed (an unsafe method in
-//!    standards mode), or keys it. A key remembered as uncacheable is
-//!    bypassed (hit-for-pass). Only then is a future boxed, holding only
-//!    what its phase needs.
+//!    forwards it and then invalidates what it changed (an unsafe method),
+//!    or keys it. A rule that reads bodies has its request read first, up
+//!    to its limit ([`read_body_then_lookup`]), and judged and keyed by the
+//!    policy ([`HttpPolicy::with_body`]); a body it cannot read streams on
+//!    untouched. A key remembered as uncacheable is bypassed
+//!    (hit-for-pass). Only then is a future boxed, holding only what its
+//!    phase needs.
 //! 2. **Look up** ([`lookup`]). A stored response whose `Vary` the request
 //!    does not match leads to the variant stored for the request's values
 //!    ([`variant_key`]); a variant older than the primary entry is not
@@ -24,7 +27,8 @@
 //!    one client go to that client only).
 //! 4. **Store.** The policy says whether and how the response is stored; it
 //!    streams to the client while a task collects it at the origin's pace
-//!    ([`Tee`]), then it is stored and the waiters are served.
+//!    ([`Tee`]), then, if its body passes the rule's body predicate, it is
+//!    stored and the waiters are served.
 
 use std::sync::Arc;
 
