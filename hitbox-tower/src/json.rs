@@ -357,6 +357,33 @@ impl Node {
         })
     }
 
+    /// Whether this equals `value` as `serde_json` compares values: numbers
+    /// by what `serde_json` reads from their text (`1` and `1.0` differ),
+    /// objects whatever their member order. The same as comparing
+    /// [`Node::to_value`] with it, without building the value.
+    pub(crate) fn equals(&self, value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (self, value) {
+            (Node::Null, Value::Null) => true,
+            (Node::Bool(a), Value::Bool(b)) => a == b,
+            (Node::Number(text), Value::Number(number)) => text
+                .parse::<serde_json::Number>()
+                .is_ok_and(|parsed| parsed == *number),
+            (Node::String(a), Value::String(b)) => **a == **b,
+            (Node::Array(items), Value::Array(values)) => {
+                items.len() == values.len()
+                    && items.iter().zip(values).all(|(item, value)| item.equals(value))
+            }
+            (Node::Object(members), Value::Object(map)) => {
+                members.len() == map.len()
+                    && members
+                        .iter()
+                        .all(|(name, node)| map.get(&**name).is_some_and(|value| node.equals(value)))
+            }
+            _ => false,
+        }
+    }
+
     /// The same value as a `serde_json::Value`, for predicates; `None`
     /// when a number is out of `serde_json`'s range.
     pub(crate) fn to_value(&self) -> Option<serde_json::Value> {
@@ -506,6 +533,61 @@ mod tests {
         ] {
             let ours = node.pointer(pointer).map(|n| n.to_value().unwrap());
             assert_eq!(ours.as_ref(), value.pointer(pointer), "{pointer:?}");
+        }
+    }
+
+    #[test]
+    fn equality_is_serde_jsons() {
+        use serde_json::json;
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(1),
+            json!(-1),
+            json!(1.0),
+            json!(1.5),
+            json!("1"),
+            json!(""),
+            json!([]),
+            json!([1, "a"]),
+            json!(["a", 1]),
+            json!({}),
+            json!({"a": 1, "b": [null]}),
+            json!({"b": [null], "a": 1}),
+            json!({"a": 1}),
+        ];
+        let texts = [
+            "null",
+            "true",
+            "false",
+            "1",
+            "-1",
+            "1.0",
+            "1.5",
+            "1.50",
+            "10e-1",
+            "\"1\"",
+            "\"\"",
+            "[]",
+            "[1,\"a\"]",
+            "[\"a\",1]",
+            "{}",
+            "{\"b\":[null],\"a\":1}",
+            "{\"a\":1}",
+            "{\"a\":1.0}",
+            "1e400",
+        ];
+        for text in texts {
+            let node = parse(text.as_bytes()).unwrap();
+            for value in &values {
+                let converted = node.to_value();
+                assert_eq!(
+                    node.equals(value),
+                    converted.as_ref() == Some(value),
+                    "{text} against {value}"
+                );
+            }
         }
     }
 
