@@ -27,13 +27,28 @@
 //! - `GET /static`: a prebuilt response, not cached (the benchmarks'
 //!   baseline).
 //! - `GET /private`: sets a cookie, so it is never stored.
+//! - `POST /graphql` (and `GET /graphql?query=…`): a GraphQL-style
+//!   endpoint that takes 100 ms. `query` operations are cached 30 s, keyed
+//!   by the query, its variables and its operation name; a `mutation`
+//!   always reaches the origin (`fwd=bypass; detail=not-a-query`), and
+//!   its answer counts the mutations so far.
+//!
+//! ```sh
+//! q='{"query":"query Product($id: ID!) { product(id: $id) { name } }","variables":{"id":"1"}}'
+//! curl -si localhost:3000/graphql -H 'content-type: application/json' -d "$q" | grep -i cache-status
+//! # cache-status: hitbox; fwd=miss, then cache-status: hitbox; hit; ttl=29
+//! m='{"query":"mutation { like(id: \"1\") }"}'
+//! curl -si localhost:3000/graphql -H 'content-type: application/json' -d "$m" | grep -i cache-status
+//! # cache-status: hitbox; fwd=bypass; detail=not-a-query, every time
+//! ```
 //!
 //! Each request is logged on one line with its `Cache-Status`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Request};
+use axum::extract::{Path, Query, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +58,7 @@ use hitbox_backend::{Cache, Compose, Compression, Staged, Stages};
 use hitbox_core::CachePolicy;
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
+use hitbox_tower::graphql::GraphQl;
 use hitbox_tower::{CacheLayer, Rule};
 use serde_json::json;
 
@@ -60,6 +76,46 @@ async fn private() -> impl IntoResponse {
         )],
         "a response for one user only\n",
     )
+}
+
+/// How many mutations the GraphQL-style origin has run.
+static MUTATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A stand-in for a GraphQL server: it does not execute the document, it
+/// answers what it was asked and when, after 100 ms. A document that
+/// starts with `mutation` counts as one (the cache layer in front reads
+/// documents properly; this origin only has to show what reaches it).
+async fn graphql_answer(request: serde_json::Value) -> Json<serde_json::Value> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let made_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let document = request["query"].as_str().unwrap_or_default();
+    let mutations = if document.trim_start().starts_with("mutation") {
+        MUTATIONS.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        MUTATIONS.load(Ordering::SeqCst)
+    };
+    Json(json!({
+        "data": {
+            "asked": document,
+            "variables": request["variables"],
+            "mutations_so_far": mutations,
+            "made_at_ms": made_at.as_millis() as u64,
+        }
+    }))
+}
+
+async fn graphql_post(Json(request): Json<serde_json::Value>) -> Json<serde_json::Value> {
+    graphql_answer(request).await
+}
+
+async fn graphql_get(
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Json<serde_json::Value> {
+    let variables = params
+        .get("variables")
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or(serde_json::Value::Null);
+    graphql_answer(json!({ "query": params.get("query"), "variables": variables })).await
 }
 
 /// One log line per request: method, path, status, cache status, time.
@@ -144,6 +200,20 @@ async fn main() {
             get(slow).post(slow).layer(cached("slow", slow_policy)),
         )
         .route("/private", get(private).layer(cached("private", slow_policy)))
+        // GraphQL: queries are cached, mutations always reach the origin.
+        .route(
+            "/graphql",
+            get(graphql_get).post(graphql_post).layer(
+                CacheLayer::builder(cache.clone())
+                    .rule(
+                        Rule::new()
+                            .namespace("graphql")
+                            .policy(CachePolicy::new(Duration::from_secs(30)))
+                            .graphql(GraphQl::new()),
+                    )
+                    .build(),
+            ),
+        )
         .route("/static", get(move || async move { prebuilt }))
         .layer(middleware::from_fn(log_requests));
 

@@ -1,5 +1,6 @@
 //! The HTTP layer in process: building the key of a typical request, and a
-//! whole `Service::call` answered from L1 (moka), with the body collected.
+//! whole `Service::call` answered from L1 (moka), with the body collected;
+//! the same hit with and without a body predicate.
 //!
 //! No sockets: the layer wraps a trivial inner service, and every call is
 //! driven on a current-thread runtime, so what is measured is the layer's
@@ -204,11 +205,90 @@ fn bench_range_hit(c: &mut Criterion) {
     group.finish();
 }
 
+/// A rule with a body predicate against one without: a `GET` hit under a
+/// rule whose predicate judges the (absent) body, and a query-style `POST`
+/// whose 200-byte JSON body is read, judged and keyed on every hit, beside
+/// the plain `GET` hit. Only rules with body predicates pay for them.
+fn bench_body_predicate_hit(c: &mut Criterion) {
+    use hitbox_core::Predicate;
+    use hitbox_tower::BodyKey;
+    use hitbox_tower::predicate::{Json, ReadSize};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let origin = service_fn(move |_request: Request<Full<Bytes>>| {
+        let body = body.clone();
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    });
+    let search = || {
+        Request::post("/v1/search")
+            .header(header::HOST, "api.example.com")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, "hitbox-bench/1.0")
+            .body(Full::new(Bytes::from_static(
+                br#"{"query": {"text": "rust cache", "lang": "en"}, "filters": {"year": [2024, 2025], "kind": "article"}, "page": 2, "size": 20, "sort": "relevance"}"#,
+            )))
+            .unwrap()
+    };
+    type MakeRequest = fn() -> Request<Full<Bytes>>;
+    let cases: [(&str, Rule, MakeRequest); 3] = [
+        ("get_without_body_predicate", Rule::new(), typical_request),
+        (
+            "get_with_body_predicate",
+            Rule::new().when_body(ReadSize::at_most(1024)),
+            typical_request,
+        ),
+        (
+            "post_json_body_predicate_and_key",
+            Rule::new()
+                .post_as_read(BodyKey::json())
+                .when_body(Json::exists("/query/text").and(ReadSize::at_most(4096))),
+            search,
+        ),
+    ];
+    let mut group = c.benchmark_group("http/body");
+    for (name, rule, make) in cases {
+        let layer = CacheLayer::builder(Cache::new(MokaBackend::default()))
+            .rule(rule)
+            .build();
+        let service = layer.layer(origin.clone());
+        runtime.block_on(async {
+            for _ in 0..100 {
+                let response = service.clone().oneshot(make()).await.unwrap();
+                let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+                response.into_body().collect().await.unwrap();
+                if status.contains("; hit") {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            panic!("{name}: the layer never answered a hit");
+        });
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter_batched(
+                make,
+                |request| {
+                    let service = service.clone();
+                    async move {
+                        let response = service.oneshot(request).await.unwrap();
+                        response.into_body().collect().await.unwrap().to_bytes()
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_key, bench_hit, bench_range_hit
+    targets = bench_key, bench_hit, bench_range_hit, bench_body_predicate_hit
 }
 criterion_main!(benches);

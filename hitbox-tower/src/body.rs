@@ -12,8 +12,10 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::predicate::ReadBody;
 use crate::response::CachedResponse;
 use crate::rfc9111::freshness::Exchange;
+use crate::rule::BodyPredicate;
 use crate::store::{Store, Uncacheable};
 
 pin_project! {
@@ -76,6 +78,9 @@ pub(crate) struct Tee {
     pub chunks: Vec<Bytes>,
     pub size: usize,
     pub limit: usize,
+    /// What the whole body must pass to be stored: judged once it has
+    /// ended, after every byte went on to the client.
+    pub accept: Option<BodyPredicate>,
 }
 
 impl Tee {
@@ -179,11 +184,12 @@ impl Tee {
         }
     }
 
-    /// Stores the collected body (all of it: the body has ended).
+    /// Stores the collected body (all of it: the body has ended), if it
+    /// passes the rule's body predicate.
     pub(crate) fn finish(self) {
         let body = match self.chunks.len() {
             0 => Bytes::new(),
-            1 => self.chunks.into_iter().next().expect("one chunk"),
+            1 => self.chunks[0].clone(),
             _ => {
                 let mut joined = BytesMut::with_capacity(self.size);
                 for chunk in &self.chunks {
@@ -192,6 +198,12 @@ impl Tee {
                 joined.freeze()
             }
         };
+        if let Some(accept) = &self.accept
+            && !accept.check(&ReadBody::new(body.clone()))
+        {
+            self.give_up(Uncacheable::BodyRefused);
+            return;
+        }
         let mut value = CachedResponse::new(self.status, self.headers, body);
         value.request_headers = self.request_headers;
         value.exchange = self.exchange;

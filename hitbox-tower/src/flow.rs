@@ -3,10 +3,13 @@
 //!
 //! 1. **Decide** ([`start`]), without waiting: the policy bypasses the
 //!    request (`fwd=bypass`), refuses it (`400` for an ambiguous `Host`),
-//!    forwards it and then invalidates what it changed (an unsafe method in
-//!    standards mode), or keys it. A key remembered as uncacheable is
-//!    bypassed (hit-for-pass). Only then is a future boxed, holding only
-//!    what its phase needs.
+//!    forwards it and then invalidates what it changed (an unsafe method),
+//!    or keys it. A rule that reads bodies has its request read first, up
+//!    to its limit ([`read_body_then_lookup`]), and judged and keyed by the
+//!    policy ([`HttpPolicy::with_body`]); a body it cannot read streams on
+//!    untouched. A key remembered as uncacheable is bypassed
+//!    (hit-for-pass). Only then is a future boxed, holding only what its
+//!    phase needs.
 //! 2. **Look up** ([`lookup`]). A stored response whose `Vary` the request
 //!    does not match leads to the variant stored for the request's values
 //!    ([`variant_key`]); a variant older than the primary entry is not
@@ -24,7 +27,8 @@
 //!    one client go to that client only).
 //! 4. **Store.** The policy says whether and how the response is stored; it
 //!    streams to the client while a task collects it at the origin's pace
-//!    ([`Tee`]), then it is stored and the waiters are served.
+//!    ([`Tee`]), then, if its body passes the rule's body predicate, it is
+//!    stored and the waiters are served.
 
 use std::sync::Arc;
 
@@ -42,6 +46,7 @@ use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
+use crate::predicate::ReadBody;
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::range::{self, RangeRequest, Span};
@@ -138,15 +143,27 @@ where
             body_limit: Some(limit),
             head,
             context,
-        } => ResponseFuture::new(key_body_then_lookup(
+        } if has_body(&body) => ResponseFuture::new(read_body_then_lookup(
             shared, inner, parts, body, key, limit, head, context,
         )),
         Decision::Cache {
-            key,
-            body_limit: None,
+            mut key,
+            body_limit,
             head,
             context,
         } => {
+            // No body to read: a rule that reads bodies judges an empty one,
+            // at once.
+            if body_limit.is_some()
+                && let Err(reason) =
+                    shared
+                        .policy
+                        .with_body(&context, &parts, &ReadBody::new(Bytes::new()), &mut key)
+            {
+                let request = Request::from_parts(parts, body);
+                let outcome = CacheOutcome::Bypass { detail: Some(reason) };
+                return ResponseFuture::new(forward(shared, inner, request, outcome));
+            }
             let request = Keyed {
                 parts,
                 body,
@@ -197,9 +214,14 @@ where
     let request_time = shared.cache.clock().now();
     let (mut head, body) = inner.call(request).await?.into_parts();
     let response_time = shared.cache.clock().now();
-    for (key, tag) in shared.policy.invalidations(&context, &request_headers, &head) {
-        let _ = shared.cache.delete(&key).await;
-        let _ = shared.cache.invalidate_tag(&tag).await;
+    let invalidations = shared.policy.invalidations(&context, &request_headers, &head);
+    for key in &invalidations.keys {
+        let _ = shared.cache.delete(key).await;
+    }
+    for tag in &invalidations.tags {
+        if let Err(error) = shared.cache.invalidate_tag(tag).await {
+            tracing::debug!(%error, tag = tag.as_str(), "invalidation failed");
+        }
     }
     let outcome = CacheOutcome::Bypass {
         detail: Some(BypassReason::Method),
@@ -239,6 +261,7 @@ where
             chunks: Vec::new(),
             size: 0,
             limit: storing.limit,
+            accept: storing.accept,
         };
         shared.policy.for_client(&mut head.headers, true);
         shared.decorate(&mut head.headers, outcome);
@@ -249,10 +272,12 @@ where
     Ok(Response::from_parts(head, CacheBody::origin(body)))
 }
 
-/// Reads a body that selects the response whole, digests it into the key,
-/// and hands it on to the origin as it was read; then [`lookup`].
+/// Reads a body the rule needs whole (up to `limit`), lets the policy judge
+/// it and add to the key, and hands it on to the origin as it was read;
+/// then [`lookup`]. A body whose length is not known to be within the limit
+/// before it is read is not read at all: it streams to the origin untouched.
 #[allow(clippy::too_many_arguments)]
-async fn key_body_then_lookup<P, S, ReqB, ResB>(
+async fn read_body_then_lookup<P, S, ReqB, ResB>(
     shared: Arc<LayerState<P>>,
     inner: S,
     parts: request::Parts,
@@ -268,39 +293,46 @@ where
     ReqB: RequestBody,
     ResB: ResponseBody,
 {
-    let declared = content_length(&parts.headers).or(body.size_hint().exact());
-    if declared.is_none_or(|len| len > limit as u64) {
+    let hint = body.size_hint();
+    // The body's own bound first (it is what will be read), else what the
+    // request declares.
+    let bound = hint.upper().or_else(|| content_length(&parts.headers));
+    if bound.is_none_or(|len| len > limit as u64) {
         let request = Request::from_parts(parts, body);
         let outcome = CacheOutcome::Bypass {
             detail: Some(BypassReason::Body),
         };
         return forward(shared, inner, request, outcome).await;
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => {
-            use blake2::{Blake2b, Digest, digest::consts::U32};
-            let bytes = collected.to_bytes();
-            let digest: [u8; 32] = Blake2b::<U32>::digest(&bytes).into();
-            key.push("body", Some(hex::encode(digest).as_bytes()));
-            let request = Keyed {
-                parts,
-                body: ReqB::from(bytes.clone()),
-                context,
-                key: key.build(),
-                head,
-                body_bytes: Some(bytes),
-            };
-            lookup(shared, inner, request).await
-        }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(error) => {
+            // Part of the body is gone: it cannot be forwarded whole.
             tracing::debug!(error = %error, "request body could not be read");
             let mut response = Response::new(CacheBody::stored(Bytes::from_static(
                 b"the request body could not be read\n",
             )));
             *response.status_mut() = StatusCode::BAD_REQUEST;
-            Ok(response)
+            return Ok(response);
         }
+    };
+    let verdict = shared
+        .policy
+        .with_body(&context, &parts, &ReadBody::new(bytes.clone()), &mut key);
+    if let Err(reason) = verdict {
+        let request = Request::from_parts(parts, ReqB::from(bytes));
+        let outcome = CacheOutcome::Bypass { detail: Some(reason) };
+        return forward(shared, inner, request, outcome).await;
     }
+    let request = Keyed {
+        parts,
+        body: ReqB::from(bytes.clone()),
+        context,
+        key: key.build(),
+        head,
+        body_bytes: Some(bytes),
+    };
+    lookup(shared, inner, request).await
 }
 
 /// Serves a stored response: `304` when the policy uses validators and the
@@ -726,8 +758,8 @@ where
     let mut lead = None;
     let mut skip = None;
     if !head && policy.joins_loads(context, &request.parts.headers) {
-        match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &policy.flight_options(context))
-        {
+        let options = policy.flight_options(context, &request.parts);
+        match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &options) {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
                 Ok(Ok(value))
@@ -931,6 +963,10 @@ where
         }
     };
     let names = vary::vary_names(&head_parts.headers).unwrap_or_default();
+    // `stored` only when it is sure: a length known up front, within the
+    // limit, and no predicate left to judge the body. A body of unknown
+    // length may still outgrow the limit.
+    let sure = declared.is_some() && storing.accept.is_none();
     let tee = Tee {
         store,
         status: head_parts.status,
@@ -940,10 +976,9 @@ where
         chunks: Vec::new(),
         size: 0,
         limit: storing.limit,
+        accept: storing.accept,
     };
-    // `stored` only when it is sure: a length known up front, within the
-    // limit. A body of unknown length may still outgrow it.
-    let outcome = outcome(declared.is_some());
+    let outcome = outcome(sure);
     shared.policy.for_client(&mut head_parts.headers, true);
     shared.decorate(&mut head_parts.headers, outcome);
     Ok(Response::from_parts(head_parts, tee.fill(body)))
@@ -1036,7 +1071,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let client = parts.headers.clone();
     let (shared_for_load, key, context) =
         (Arc::clone(shared), original.key.clone(), original.context.clone());
-    let options = shared.policy.flight_options(&context);
+    let options = shared.policy.flight_options(&context, parts);
     shared
         .cache
         .refresh_in_background(&original.key, &options, move || async move {
@@ -1077,6 +1112,11 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 .await
                 .map_err(|_| Uncacheable::TooLarge)?
                 .to_bytes();
+            if let Some(accept) = &storing.accept
+                && !accept.check(&ReadBody::new(body.clone()))
+            {
+                return Err(Uncacheable::BodyRefused);
+            }
             let names = vary::vary_names(&head.headers).unwrap_or_default();
             let mut value = CachedResponse::new(head.status, storing.headers, body);
             value.request_headers = vary::selecting_headers(&names, &client);

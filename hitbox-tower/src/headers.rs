@@ -47,8 +47,17 @@ pub enum BypassReason {
     Cookie,
     /// A `GET` or `HEAD` with a body, which no key captures.
     RequestBody,
-    /// A body the key needs could not be read within the rule's limit.
+    /// A body the rule needs was not read: larger than the rule's limit,
+    /// or of a length not known before it is read.
     Body,
+    /// The request body did not pass the rule's body predicate.
+    BodyPredicate,
+    /// The body the key needs is not the JSON it expects (its media type,
+    /// its encoding or its syntax).
+    InvalidJson,
+    /// A GraphQL request whose operation is not a query, or cannot be told
+    /// (an unknown persisted-query hash, a document this cache cannot read).
+    NotAQuery,
     /// The key's last response was not storable (hit-for-pass).
     Uncacheable,
 }
@@ -62,6 +71,9 @@ impl BypassReason {
             BypassReason::Cookie => "cookie",
             BypassReason::RequestBody => "request-body",
             BypassReason::Body => "body",
+            BypassReason::BodyPredicate => "body-predicate",
+            BypassReason::InvalidJson => "invalid-json",
+            BypassReason::NotAQuery => "not-a-query",
             BypassReason::Uncacheable => "uncacheable",
         }
     }

@@ -57,9 +57,107 @@
 //!     .layer(layer);
 //! ```
 //!
+//! # Body predicates
+//!
+//! A rule can look into bodies, with the predicates over a
+//! [`ReadBody`](predicate::ReadBody): a JSON value at a JSON Pointer
+//! ([`Json`](predicate::Json): present, equal, one of several; feature
+//! `json`), a regular expression ([`BodyRegex`](predicate::BodyRegex);
+//! feature `regex`), the size as read ([`ReadSize`](predicate::ReadSize)),
+//! or a closure.
+//!
+//! - [`Rule::when_body`]: the request body is read once, up to
+//!   [`Rule::request_body_limit`] (64 KiB by default), judged, and handed
+//!   on to the origin byte for byte. A body over the limit, or sent without
+//!   a length (chunked), is not read: the predicate counts as false and the
+//!   body streams on untouched.
+//! - [`Rule::store_when_body`]: the response body streams to the client as
+//!   it comes and is judged once whole (up to [`Rule::max_body_size`]);
+//!   a body that fails is not stored, so `{"error": …}` answered with `200`
+//!   never reaches the next client from the cache.
+//!
+//! Rules without body predicates or body keys never read a body: their
+//! hits cost what they cost before.
+//!
+//! ```
+//! # #[cfg(feature = "json")] {
+//! use hitbox_backend::Cache;
+//! use hitbox_core::Predicate;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::{CacheLayer, Rule};
+//! use hitbox_tower::predicate::{Json, Path};
+//!
+//! let layer = CacheLayer::builder(Cache::new(MokaBackend::new(64 << 20)))
+//!     // An API that answers its errors with 200: store only the others.
+//!     .rule(Rule::new().when(Path::prefix("/api")).store_when_body(Json::exists("/error").not()))
+//!     .build();
+//! # }
+//! ```
+//!
+//! # Query-style `POST`s and GraphQL
+//!
+//! Search requests, JSON-RPC reads and GraphQL queries are `POST`s whose
+//! body is the question. A rule caches them only when it says so, with
+//! [`Rule::post_as_read`] and a [`BodyKey`]: the raw bytes, the body as
+//! canonical JSON (member order and whitespace do not split entries, any
+//! other difference does), or named JSON fields. [`Rule::graphql`] caches
+//! GraphQL `query` operations, over `GET` and `POST`, and never a
+//! `mutation` or `subscription` (see [`graphql`]). A body that cannot be
+//! keyed (too large, not JSON, an operation that is not a query) passes
+//! through to the origin: never an error of the cache's own.
+//!
+//! ```
+//! # #[cfg(feature = "json")] {
+//! use hitbox_backend::Cache;
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_tower::graphql::GraphQl;
+//! use hitbox_tower::predicate::{Json, Path};
+//! use hitbox_tower::{BodyKey, CacheLayer, Rule};
+//!
+//! let layer = CacheLayer::builder(Cache::new(MokaBackend::new(64 << 20)))
+//!     .rule(Rule::new().when(Path::exact("/graphql")).graphql(GraphQl::new()))
+//!     .rule(Rule::new().when(Path::exact("/search")).post_as_read(BodyKey::json()))
+//!     .rule(
+//!         Rule::new()
+//!             .when(Path::exact("/rpc"))
+//!             .post_as_read(BodyKey::json_fields(["/method", "/params"]))
+//!             .when_body(Json::one_of("/method", ["getBalance", "getBlock"])),
+//!     )
+//!     .rule(Rule::new())
+//!     .build();
+//! # }
+//! ```
+//!
+//! # Invalidation by unsafe methods
+//!
+//! A `PUT`, `POST`, `DELETE` or `PATCH` (any method but `GET`, `HEAD`,
+//! `OPTIONS` and `TRACE`) that no rule caches as a read, answered with a
+//! status below 400, drops what rules stored for its host and path, and for
+//! the URLs its `Location` and `Content-Location` name on the same host
+//! (RFC 9111 section 4.4). Every entry a rule stores carries a tag of its
+//! host and path, so what is dropped is:
+//!
+//! - every entry of that path, whatever its query (`PUT /items/1` drops
+//!   `GET /items/1` and `GET /items/1?lang=fr`), its `Vary` variants and
+//!   the extra parts of its key (headers, credentials), under every rule
+//!   that stores with invalidation on (the default;
+//!   [`Rule::invalidate_on_unsafe`] turns it off per rule);
+//! - in every instance that shares the cache's tiers: the tag is
+//!   invalidated through the [`Cache`](hitbox_backend::Cache), so a Redis
+//!   tier and its invalidation bus drop it from every instance's L1.
+//!
+//! What is not dropped: other paths (`PUT /items/1` leaves `GET /items` and
+//! `GET /items/1/reviews`), URLs on other hosts, entries of rules with
+//! invalidation off, and anything when the response is an error. A `POST`
+//! that a rule caches as a read (a search, a GraphQL query or mutation
+//! under [`Rule::graphql`]) invalidates nothing. For other relations, tag
+//! entries with [`Rule::tag`] and call `Cache::invalidate_tag`. The unsafe
+//! request's response is returned once the invalidation is done.
+//!
 //! # Safe by default
 //!
-//! Only `GET` is cached (and `HEAD` answered from it). Requests with
+//! Only `GET` is cached (and `HEAD` answered from it); `POST` only where a
+//! rule says it is a read. Requests with
 //! `Authorization` or `Cookie`, and responses with `Set-Cookie`,
 //! `Cache-Control: private` or `no-store`, are not stored unless a rule
 //! opts in, and then credentials become part of the key. Responses with an
@@ -69,6 +167,15 @@
 //! client reads, and a request waits for another's load at most
 //! [`CacheLayerBuilder::lock_timeout`]. The README's Security section lists
 //! every default, beside those of Varnish and nginx.
+//!
+//! # Features
+//!
+//! - `regex` (on by default): [`Header::regex`](predicate::Header::regex)
+//!   and [`BodyRegex`](predicate::BodyRegex).
+//! - `json`: the [`Json`](predicate::Json) predicates,
+//!   [`BodyKey::json`], [`BodyKey::json_fields`] and [`Rule::graphql`]
+//!   (adds `sha2`, for persisted-query hashes).
+//! - `reqwest`: [`client::ReqwestService`].
 //!
 //! # Standards mode
 //!
@@ -112,12 +219,17 @@
 #![warn(missing_docs)]
 
 mod body;
+mod body_key;
 #[cfg(feature = "reqwest")]
 pub mod client;
 pub mod extract;
 mod flow;
 mod future;
+#[cfg(feature = "json")]
+pub mod graphql;
 pub mod headers;
+#[cfg(feature = "json")]
+mod json;
 mod layer;
 mod origin;
 mod pass;
@@ -131,15 +243,16 @@ mod service;
 mod store;
 
 pub use body::CacheBody;
+pub use body_key::BodyKey;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use origin::{Origin, RequestBody, ResponseBody};
 pub use response::CachedResponse;
-pub use rule::{DEFAULT_MAX_BODY_SIZE, Rule};
+pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};
 pub use service::CacheService;
 pub use store::Uncacheable;
 
 /// The README's code, compiled as doctests so it stays true.
-#[cfg(all(doctest, feature = "reqwest"))]
+#[cfg(all(doctest, feature = "reqwest", feature = "json", feature = "regex"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

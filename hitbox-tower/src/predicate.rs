@@ -42,6 +42,14 @@
 //! assert!(response_rule.check(&response));
 //! ```
 //!
+//! # Bodies
+//!
+//! [`ReadSize`], [`BodyRegex`] (feature `regex`) and [`Json`] (feature
+//! `json`) judge a body read whole, a [`ReadBody`]: see
+//! [`Rule::when_body`](crate::Rule::when_body) and
+//! [`Rule::store_when_body`](crate::Rule::store_when_body). [`BodySize`]
+//! reads only the length a head declares.
+//!
 //! # Types that judge both sides
 //!
 //! [`Header`] and [`BodySize`] implement `Predicate` for requests and for
@@ -67,9 +75,18 @@ use bytes::Bytes;
 use hitbox_core::{And, Not, Or, Predicate};
 use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{StatusCode, request, response};
+#[cfg(feature = "regex")]
 use regex::Regex;
 
 use crate::path::PathPattern;
+
+mod body;
+
+#[cfg(feature = "regex")]
+pub use body::BodyRegex;
+#[cfg(feature = "json")]
+pub use body::Json;
+pub use body::{ReadBody, ReadSize};
 
 /// The request method: one method, or any of a list.
 ///
@@ -232,6 +249,7 @@ enum HeaderTest {
     Equals(Bytes),
     OneOf(Arc<[Bytes]>),
     Contains(Arc<str>),
+    #[cfg(feature = "regex")]
     Regex(Regex),
 }
 
@@ -269,7 +287,8 @@ impl Header {
     }
 
     /// Passes when a value of header `name` is UTF-8 and `regex` matches it
-    /// (anywhere, unless the expression is anchored).
+    /// (anywhere, unless the expression is anchored). Feature `regex`.
+    #[cfg(feature = "regex")]
     pub fn regex(name: HeaderName, regex: Regex) -> Self {
         Header {
             name,
@@ -307,6 +326,7 @@ impl Header {
             HeaderTest::Contains(needle) => {
                 std::str::from_utf8(value.as_bytes()).is_ok_and(|text| text.contains(&**needle))
             }
+            #[cfg(feature = "regex")]
             HeaderTest::Regex(regex) => {
                 std::str::from_utf8(value.as_bytes()).is_ok_and(|text| regex.is_match(text))
             }
@@ -670,6 +690,7 @@ impl Predicate<response::Parts> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg_attr(not(feature = "regex"), allow(unused_imports))]
     use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE, VARY};
     use http::{Request, Response};
 
@@ -787,6 +808,7 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "regex")]
     #[test]
     fn header_contains_and_regex() {
         let json = resp(200, &[(CONTENT_TYPE, b"application/json; charset=utf-8")]);
@@ -813,6 +835,7 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "regex")]
     #[test]
     fn non_utf8_header_values_compare_as_bytes_and_never_panic() {
         let latin1 = req_with("/", &[(ACCEPT, b"caf\xe9")]);
@@ -838,6 +861,7 @@ mod tests {
         assert!(on_request(&Header::contains(ACCEPT, "caf"), &mixed));
     }
 
+    #[cfg(feature = "regex")]
     #[test]
     fn repeated_headers_pass_when_any_value_passes() {
         let twice = resp(200, &[(VARY, b"accept"), (VARY, b"origin")]);
@@ -1077,6 +1101,7 @@ mod tests {
         assert!(!neither.check(&req_with("/", &[(AUTHORIZATION, b"x")])));
     }
 
+    #[cfg(feature = "regex")]
     #[test]
     fn predicates_are_send_sync_clone_static() {
         fn usable<T: Clone + Send + Sync + 'static>(_: &T) {}

@@ -5,17 +5,27 @@ use std::sync::Arc;
 use hitbox_core::{CachePolicy, Extractor, Predicate, Tag};
 use http::{Method, request, response};
 
+use crate::body_key::BodyKey;
 use crate::extract;
+use crate::predicate::ReadBody;
 
 type RequestPredicate = Arc<dyn Predicate<request::Parts> + Send + Sync>;
 type ResponsePredicate = Arc<dyn Predicate<response::Parts> + Send + Sync>;
+pub(crate) type BodyPredicate = Arc<dyn Predicate<ReadBody> + Send + Sync>;
 type KeyExtractor = Arc<dyn Extractor<request::Parts> + Send + Sync>;
 
 /// The default largest body that is stored: 8 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: usize = 8 * 1024 * 1024;
 
+/// The default largest request body a rule reads, for a body predicate or
+/// a body key: 64 KiB.
+pub const DEFAULT_REQUEST_BODY_LIMIT: usize = 64 * 1024;
+
 /// One caching rule: a request predicate (which requests), a key, a policy
-/// and what makes a response storable.
+/// and what makes a response storable; optionally body predicates
+/// ([`Rule::when_body`], [`Rule::store_when_body`]), `POST`s read as
+/// queries ([`Rule::post_as_read`], [`Rule::graphql`]), and whether unsafe
+/// requests invalidate what it stores ([`Rule::invalidate_on_unsafe`]).
 ///
 /// The defaults are the safe ones: only `GET` (and `HEAD`, answered from
 /// the stored `GET`), not when the request carries `Authorization` or
@@ -50,7 +60,11 @@ pub struct Rule {
     pub(crate) cache_with_cookies: bool,
     pub(crate) store_set_cookie: bool,
     pub(crate) store_private: bool,
-    pub(crate) body_key_limit: Option<usize>,
+    pub(crate) when_body: Option<BodyPredicate>,
+    pub(crate) store_when_body: Option<BodyPredicate>,
+    pub(crate) body_key: Option<BodyKey>,
+    pub(crate) request_body_limit: usize,
+    pub(crate) invalidate_on_unsafe: bool,
 }
 
 impl Default for Rule {
@@ -66,6 +80,9 @@ impl std::fmt::Debug for Rule {
             .field("policy", &self.policy)
             .field("methods", &self.methods)
             .field("max_body_size", &self.max_body_size)
+            .field("body_key", &self.body_key)
+            .field("request_body_limit", &self.request_body_limit)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish_non_exhaustive()
     }
 }
@@ -86,7 +103,11 @@ impl Rule {
             cache_with_cookies: false,
             store_set_cookie: false,
             store_private: false,
-            body_key_limit: None,
+            when_body: None,
+            store_when_body: None,
+            body_key: None,
+            request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
+            invalidate_on_unsafe: true,
         }
     }
 
@@ -172,14 +193,147 @@ impl Rule {
         self
     }
 
-    /// Makes the request body part of the key (as its BLAKE2b-256 digest),
-    /// for APIs that query with `POST` bodies such as GraphQL: add the
-    /// method with [`Rule::methods`]. Bodies up to `max_bytes` whose length
-    /// is declared are read before the key is built; others are passed
-    /// through uncached.
+    /// Makes the request body part of the key (as its BLAKE2b-256 digest,
+    /// with its `Content-Type` and `Content-Encoding`), for APIs that query
+    /// with `POST` bodies: add the method with [`Rule::methods`]. Bodies of
+    /// up to `max_bytes` whose length is known before they are read are
+    /// read before the key is built; others are passed through uncached.
+    /// The same as `post_as_read(BodyKey::digest())` with that
+    /// [`Rule::request_body_limit`], without adding `POST`.
     pub fn key_body(mut self, max_bytes: usize) -> Self {
-        self.body_key_limit = Some(max_bytes);
+        self.body_key = Some(BodyKey::digest());
+        self.request_body_limit = max_bytes;
         self
+    }
+
+    /// Caches `POST` requests to this rule as reads: search requests,
+    /// JSON-RPC reads, GraphQL queries (see [`Rule::graphql`] for those).
+    /// `POST` joins the rule's methods, and `key` says what of the body
+    /// enters the key ([`BodyKey`]); it is read whole first, up to
+    /// [`Rule::request_body_limit`].
+    ///
+    /// Only rules that say so cache a `POST`. What is not cached passes
+    /// through to the origin, never fails: a body larger than the limit, or
+    /// whose length is not known before it is read (sent chunked), is
+    /// forwarded untouched (`Cache-Status: fwd=bypass; detail=body`), a
+    /// body that is not the JSON a JSON key needs is forwarded as it came
+    /// (`detail=invalid-json`). A `POST` that this rule caches is a read:
+    /// it does not invalidate anything.
+    ///
+    /// ```
+    /// use hitbox_tower::{BodyKey, Rule};
+    /// use hitbox_tower::predicate::Path;
+    ///
+    /// let rule = Rule::new()
+    ///     .when(Path::exact("/search"))
+    ///     .post_as_read(BodyKey::digest())
+    ///     .request_body_limit(16 * 1024);
+    /// ```
+    pub fn post_as_read(mut self, key: BodyKey) -> Self {
+        if !self.methods.contains(&Method::POST) {
+            self.methods.push(Method::POST);
+        }
+        self.body_key = Some(key);
+        self
+    }
+
+    /// The GraphQL preset: `GET` and `POST` requests whose operation is a
+    /// `query` are cached, keyed by the query, its variables, its operation
+    /// name and its extensions (a persisted-query hash among them);
+    /// `mutation` and `subscription` operations, and documents whose
+    /// operation cannot be told, pass through (`Cache-Status: fwd=bypass;
+    /// detail=not-a-query`) and invalidate nothing. A response whose JSON
+    /// has a top-level `errors` member is not stored (GraphQL answers
+    /// errors with `200`); a [`Rule::store_when_body`] given after this
+    /// replaces that. See [`graphql`](crate::graphql). Feature `json`.
+    ///
+    /// ```
+    /// use hitbox_tower::Rule;
+    /// use hitbox_tower::graphql::GraphQl;
+    /// use hitbox_tower::predicate::Path;
+    ///
+    /// let rule = Rule::new().when(Path::exact("/graphql")).graphql(GraphQl::new());
+    /// ```
+    #[cfg(feature = "json")]
+    pub fn graphql(mut self, graphql: crate::graphql::GraphQl) -> Self {
+        self.methods = vec![Method::GET, Method::POST];
+        self.body_key = Some(BodyKey::graphql(graphql));
+        self.store_when_body = Some(Arc::new(Predicate::<ReadBody>::not(
+            crate::predicate::Json::exists("/errors"),
+        )));
+        self
+    }
+
+    /// The largest request body the rule reads for [`Rule::when_body`] and
+    /// [`Rule::post_as_read`] (default [`DEFAULT_REQUEST_BODY_LIMIT`]).
+    /// A body over it, or whose length is not known before it is read, is
+    /// not read: it streams to the origin untouched and the request is not
+    /// cached.
+    pub fn request_body_limit(mut self, bytes: usize) -> Self {
+        self.request_body_limit = bytes;
+        self
+    }
+
+    /// Applies the rule only to requests whose body passes `predicate` (see
+    /// [`predicate::ReadBody`](crate::predicate::ReadBody)): the body is
+    /// read once, up to [`Rule::request_body_limit`], and handed on to the
+    /// origin unchanged. A request whose body fails it, or is not read (too
+    /// large, of unknown length), passes through uncached (`Cache-Status:
+    /// fwd=bypass; detail=body-predicate`, or `detail=body`); the rules
+    /// after this one are not tried. A request without a body is judged as
+    /// an empty body. Requests of rules without body predicates or body
+    /// keys are never buffered.
+    ///
+    /// ```
+    /// use hitbox_tower::{BodyKey, Rule};
+    /// use hitbox_tower::predicate::{Path, ReadSize};
+    ///
+    /// let rule = Rule::new()
+    ///     .when(Path::exact("/lookup"))
+    ///     .post_as_read(BodyKey::digest())
+    ///     .when_body(ReadSize::range(1..=512));
+    /// ```
+    pub fn when_body(mut self, predicate: impl Predicate<ReadBody> + Send + Sync + 'static) -> Self {
+        self.when_body = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Stores only responses whose body passes `predicate`, for APIs that
+    /// answer errors with `200` (`{"error": …}`). The body still streams to
+    /// the client as it comes, unchanged; it is judged once it has been
+    /// read whole, up to [`Rule::max_body_size`], and not stored when it
+    /// fails (nor when it is larger). `Cache-Status` then says
+    /// `fwd=miss` without `stored`: storing is not sure until the body is
+    /// judged.
+    ///
+    /// ```
+    /// # #[cfg(feature = "json")] {
+    /// use hitbox_core::Predicate;
+    /// use hitbox_tower::Rule;
+    /// use hitbox_tower::predicate::Json;
+    ///
+    /// let rule = Rule::new().store_when_body(Json::exists("/error").not());
+    /// # }
+    /// ```
+    pub fn store_when_body(mut self, predicate: impl Predicate<ReadBody> + Send + Sync + 'static) -> Self {
+        self.store_when_body = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Whether the responses this rule stores are dropped when an unsafe
+    /// request (`PUT`, `POST`, `DELETE`, `PATCH`, any method but `GET`,
+    /// `HEAD`, `OPTIONS` and `TRACE`) to the same host and path gets a
+    /// non-error response (default `true`). See the
+    /// [crate documentation](crate#invalidation-by-unsafe-methods).
+    pub fn invalidate_on_unsafe(mut self, enabled: bool) -> Self {
+        self.invalidate_on_unsafe = enabled;
+        self
+    }
+
+    /// Whether requests of this rule are read before they are looked up
+    /// (their body, or, for the GraphQL preset, their URL).
+    pub(crate) fn reads_body(&self) -> bool {
+        self.when_body.is_some() || self.body_key.is_some()
     }
 
     pub(crate) fn matches(&self, parts: &request::Parts) -> bool {

@@ -19,9 +19,10 @@ use crate::origin::{Origin, RequestBody, ResponseBody};
 /// 1. **Decide**, without waiting: the policy bypasses the request
 ///    (`fwd=bypass`), refuses it (`400` for an ambiguous `Host`, in
 ///    standards mode), forwards it and then invalidates what it changed (an
-///    unsafe method, in standards mode), or keys it. A key remembered as
-///    uncacheable is bypassed (hit-for-pass). Only then is a future boxed,
-///    holding only what its phase needs.
+///    unsafe method), or keys it, after reading its body for a rule that
+///    judges or keys bodies. A key remembered as uncacheable is bypassed
+///    (hit-for-pass). Only then is a future boxed, holding only what its
+///    phase needs.
 /// 2. **Look up.** A stored response whose `Vary` the request does not
 ///    match leads to the variant stored for the request's values. The
 ///    policy says what the stored response is worth: fresh (`hit`), stale

@@ -27,6 +27,9 @@ pub enum Uncacheable {
     /// The body grew past the rule's limit.
     #[error("the body is larger than the limit")]
     TooLarge,
+    /// The body did not pass the rule's response-body predicate.
+    #[error("the body did not pass the rule's predicate")]
+    BodyRefused,
     /// The body carried trailers, which are not stored.
     #[error("the body has trailers")]
     Trailers,

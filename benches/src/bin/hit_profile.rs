@@ -11,15 +11,20 @@
 //! The difference between the two totals, divided by 10,000, is what one
 //! hit costs, with start-up and the filling miss cancelled out. The third
 //! argument picks what is driven: `rules` (the default: a rule-mode hit),
-//! `rfc9111` (a standards-mode hit) or `origin` (the bare inner service).
+//! `rules-body` (the same `GET` under a rule with a body predicate),
+//! `rules-post` (a query-style `POST` whose JSON body is read, judged and
+//! keyed), `rfc9111` (a standards-mode hit) or `origin` (the bare inner
+//! service).
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use hitbox_backend::Cache;
+use hitbox_core::Predicate;
 use hitbox_moka::MokaBackend;
+use hitbox_tower::predicate::{Json, ReadSize};
 use hitbox_tower::rfc9111::Rfc9111;
-use hitbox_tower::{CacheLayer, Rule};
+use hitbox_tower::{BodyKey, CacheLayer, Rule};
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt, service_fn};
@@ -32,6 +37,18 @@ fn typical_request() -> Request<Full<Bytes>> {
         .header(header::USER_AGENT, "hitbox-bench/1.0")
         .header("x-request-id", "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
         .body(Full::default())
+        .unwrap()
+}
+
+/// A search `POST` with a 200-byte JSON body.
+fn search_request() -> Request<Full<Bytes>> {
+    Request::post("/v1/search")
+        .header(header::HOST, "api.example.com")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, "hitbox-bench/1.0")
+        .body(Full::new(Bytes::from_static(
+            br#"{"query": {"text": "rust cache", "lang": "en"}, "filters": {"year": [2024, 2025], "kind": "article"}, "page": 2, "size": 20, "sort": "relevance"}"#,
+        )))
         .unwrap()
 }
 
@@ -64,14 +81,25 @@ fn main() {
     let builder = CacheLayer::builder(Cache::new(MokaBackend::default()));
     let layer = match mode.as_str() {
         "rfc9111" => builder.rfc9111(Rfc9111::new()),
+        "rules-body" => builder.rule(Rule::new().when_body(ReadSize::at_most(1024))),
+        "rules-post" => builder.rule(
+            Rule::new()
+                .post_as_read(BodyKey::json())
+                .when_body(Json::exists("/query/text").and(ReadSize::at_most(4096))),
+        ),
         _ => builder.rule(Rule::new()),
     }
     .build();
+    let make: fn() -> Request<Full<Bytes>> = if mode == "rules-post" {
+        search_request
+    } else {
+        typical_request
+    };
     let service = layer.layer(origin.clone());
     let total = runtime.block_on(async {
         // Fill: the store completes in a task of its own.
         for _ in 0..100 {
-            let response = service.clone().oneshot(typical_request()).await.unwrap();
+            let response = service.clone().oneshot(make()).await.unwrap();
             let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
             response.into_body().collect().await.unwrap();
             if status.contains("; hit") && !status.contains("collapsed") {
@@ -85,7 +113,7 @@ fn main() {
                 let response = origin.clone().oneshot(typical_request()).await.unwrap();
                 response.into_body().collect().await.unwrap().to_bytes()
             } else {
-                let response = service.clone().oneshot(typical_request()).await.unwrap();
+                let response = service.clone().oneshot(make()).await.unwrap();
                 response.into_body().collect().await.unwrap().to_bytes()
             };
             total += body.len();

@@ -14,13 +14,15 @@
 //! No answer reads a clock or touches the network: `now` is passed in, so
 //! every branch is a unit test.
 
-use hitbox_core::{EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
+use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
 use http::{HeaderMap, Method, request, response};
 
 use crate::headers::{BypassReason, Fwd};
+use crate::predicate::ReadBody;
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::freshness::{Disconnected, Exchange};
 use crate::rfc9111::host::HostError;
+use crate::rule::BodyPredicate;
 
 mod rules;
 mod standards;
@@ -36,8 +38,9 @@ pub(crate) enum Decision<C> {
     Reject(HostError),
     /// Forwarded; what its response says changed is then invalidated.
     Invalidate(C),
-    /// Looked up under the key `key` builds, after the request body is
-    /// digested into it when `body_limit` says so (up to that many bytes).
+    /// Looked up under the key `key` builds. When `body_limit` says so the
+    /// request is read first (its body, up to that many bytes, or none) and
+    /// [`HttpPolicy::with_body`] has the last word and adds to the key.
     Cache {
         key: KeyBuilder,
         body_limit: Option<usize>,
@@ -80,6 +83,18 @@ pub(crate) struct Storing {
     pub meta: Option<EntryMeta>,
     /// The exchange kept with it, for the age calculation (standards mode).
     pub exchange: Option<Exchange>,
+    /// What the whole body must pass to be stored (a rule's
+    /// response-body predicate).
+    pub accept: Option<BodyPredicate>,
+}
+
+/// What a successful unsafe request makes unusable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Invalidations {
+    /// Entries removed by key.
+    pub keys: Vec<CacheKey>,
+    /// Tags whose entries are removed.
+    pub tags: Vec<Tag>,
 }
 
 /// Why a response is passed on without being stored.
@@ -115,6 +130,17 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// How to key and look up this request, or why not.
     fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<Self::Context>;
 
+    /// For a request decided with a `body_limit`, read whole (`body` is
+    /// empty when it had none): whether it is still looked up, and what it
+    /// adds to `key`; `Err` forwards it uncached, for that reason.
+    fn with_body(
+        &self,
+        context: &Self::Context,
+        parts: &request::Parts,
+        body: &ReadBody,
+        key: &mut KeyBuilder,
+    ) -> Result<(), BypassReason>;
+
     /// What `stored`, whose entry has `meta` and `freshness` on the engine's
     /// clock, is worth for `request` at `now`; `None`: nothing usable.
     fn worth(
@@ -144,9 +170,9 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// the stored `ETag` and `Last-Modified` to the origin.
     fn uses_validators(&self) -> bool;
 
-    /// The options of a load's single-flight (the engine stores the value
-    /// with them, unless their lifetime is zero).
-    fn flight_options(&self, context: &Self::Context) -> EntryOptions;
+    /// The options of a load's single-flight for `request` (the engine
+    /// stores the value with them, unless their lifetime is zero).
+    fn flight_options(&self, context: &Self::Context, request: &request::Parts) -> EntryOptions;
 
     /// Whether and how to store `response`, received for a request with
     /// the `request` headers in `exchange`, at `now`.
@@ -199,7 +225,7 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
         context: &Self::Context,
         request: &HeaderMap,
         response: &response::Parts,
-    ) -> Vec<(hitbox_core::CacheKey, Tag)>;
+    ) -> Invalidations;
 
     /// Removes from a response's headers what its client must not see:
     /// fields meant for this cache only, and, on a response `forwarded`

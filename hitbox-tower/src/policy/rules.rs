@@ -1,16 +1,23 @@
 //! Rule mode: the layer's rules decide which requests are cached, under
 //! which key, and for how long; the engine's freshness (from the rule's
 //! [`CachePolicy`]) says what a stored response is worth.
+//!
+//! Unsafe requests invalidate: a rule stores each response with a tag of
+//! its host and path ([`url_tag`]), and a non-error response to an unsafe
+//! request (one no rule caches as a read) invalidates the tags of its own
+//! host and path and of the same-host URLs its `Location` and
+//! `Content-Location` name (RFC 9111 section 4.4), whatever their query.
 
 use hitbox_core::{CachePolicy, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag, Timestamp};
 use http::{HeaderMap, Method, header, request, response};
 
-use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
+use super::{Decision, HttpPolicy, Invalidations, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
+use crate::predicate::ReadBody;
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{Disconnected, Exchange};
-use crate::rfc9111::vary;
+use crate::rfc9111::{host, invalidation, vary};
 use crate::rule::Rule;
 
 /// The rules of a layer, tried in order, and the cache's own policy for the
@@ -20,13 +27,30 @@ pub(crate) struct RulePolicy {
     pub fallback: CachePolicy,
 }
 
-/// The index of the rule that applies.
-#[derive(Clone, Copy)]
-pub(crate) struct RuleIndex(pub usize);
+/// What rule mode keeps about a request: the rule that applies, and, for an
+/// unsafe request that may invalidate, its host and target.
+#[derive(Clone)]
+pub(crate) struct RuleContext {
+    index: usize,
+    target: Option<Box<(String, String)>>,
+}
+
+/// The tag every entry a rule stores for a host and path carries (when the
+/// rule is invalidated by unsafe methods): the query is left out, so that
+/// an unsafe request reaches every query of its path.
+pub(crate) fn url_tag(host: &str, path: &str) -> Tag {
+    use blake2::{Blake2b, Digest, digest::consts::U16};
+    let path = path.split('?').next().unwrap_or(path);
+    let mut hasher = Blake2b::<U16>::new();
+    hasher.update(host.as_bytes());
+    hasher.update([0]);
+    hasher.update(path.as_bytes());
+    Tag::new(format!("rules-url:{}", hex::encode(hasher.finalize())))
+}
 
 impl RulePolicy {
-    fn rule(&self, context: &RuleIndex) -> &Rule {
-        &self.rules[context.0]
+    fn rule(&self, context: &RuleContext) -> &Rule {
+        &self.rules[context.index]
     }
 
     /// Whether a response may be stored under a rule: its status, no
@@ -53,24 +77,48 @@ impl RulePolicy {
         stored.remove("cache-status");
         stored
     }
+
+    /// An unsafe request that no rule caches: forwarded, then it
+    /// invalidates, unless no rule's entries can be invalidated or its host
+    /// cannot be told.
+    fn unsafe_request(&self, index: usize, parts: &request::Parts) -> Decision<RuleContext> {
+        let bypass = Decision::Bypass(Some(BypassReason::Method));
+        if !invalidation::is_unsafe(&parts.method) || !self.rules.iter().any(|r| r.invalidate_on_unsafe) {
+            return bypass;
+        }
+        let Ok(host) = host::request_host(&parts.headers, &parts.uri) else {
+            return bypass;
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Decision::Invalidate(RuleContext {
+            index,
+            target: Some(Box::new((host, path))),
+        })
+    }
 }
 
 impl HttpPolicy for RulePolicy {
-    type Context = RuleIndex;
+    type Context = RuleContext;
 
-    fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<RuleIndex> {
+    fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<RuleContext> {
         let Some(index) = self.rules.iter().position(|rule| rule.matches(parts)) else {
-            return Decision::Bypass(None);
+            return match self.unsafe_request(0, parts) {
+                Decision::Bypass(_) => Decision::Bypass(None),
+                invalidate => invalidate,
+            };
         };
         let rule = &self.rules[index];
         let head = parts.method == Method::HEAD;
         let method = if head { &Method::GET } else { &parts.method };
         if !rule.methods.contains(method) {
-            return Decision::Bypass(Some(BypassReason::Method));
+            return self.unsafe_request(index, parts);
         }
         // A `GET` body the key does not capture could change the response
         // for everyone who shares the key.
-        if has_body && *method == Method::GET && rule.body_key_limit.is_none() {
+        if has_body
+            && *method == Method::GET
+            && !rule.body_key.as_ref().is_some_and(|key| key.keys_get_bodies())
+        {
             return Decision::Bypass(Some(BypassReason::RequestBody));
         }
         if parts.headers.contains_key(header::AUTHORIZATION) && !rule.cache_authorized {
@@ -99,15 +147,34 @@ impl HttpPolicy for RulePolicy {
         }
         Decision::Cache {
             key,
-            body_limit: if head { None } else { rule.body_key_limit },
+            body_limit: rule.reads_body().then_some(rule.request_body_limit),
             head,
-            context: RuleIndex(index),
+            context: RuleContext { index, target: None },
+        }
+    }
+
+    fn with_body(
+        &self,
+        context: &RuleContext,
+        parts: &request::Parts,
+        body: &ReadBody,
+        key: &mut KeyBuilder,
+    ) -> Result<(), BypassReason> {
+        let rule = self.rule(context);
+        if let Some(predicate) = &rule.when_body
+            && !predicate.check(body)
+        {
+            return Err(BypassReason::BodyPredicate);
+        }
+        match &rule.body_key {
+            Some(body_key) => body_key.apply(parts, body, key),
+            None => Ok(()),
         }
     }
 
     fn worth(
         &self,
-        _context: &RuleIndex,
+        _context: &RuleContext,
         _stored: &HitResponse,
         meta: &EntryMeta,
         freshness: Freshness,
@@ -132,11 +199,11 @@ impl HttpPolicy for RulePolicy {
         }
     }
 
-    fn joins_loads(&self, _context: &RuleIndex, _request: &HeaderMap) -> bool {
+    fn joins_loads(&self, _context: &RuleContext, _request: &HeaderMap) -> bool {
         true
     }
 
-    fn only_if_cached(&self, _context: &RuleIndex) -> bool {
+    fn only_if_cached(&self, _context: &RuleContext) -> bool {
         false
     }
 
@@ -148,7 +215,7 @@ impl HttpPolicy for RulePolicy {
         false
     }
 
-    fn flight_options(&self, context: &RuleIndex) -> EntryOptions {
+    fn flight_options(&self, context: &RuleContext, request: &request::Parts) -> EntryOptions {
         let rule = self.rule(context);
         let policy = rule.policy.unwrap_or(self.fallback);
         let mut options = EntryOptions::new()
@@ -158,12 +225,18 @@ impl HttpPolicy for RulePolicy {
         for tag in &rule.tags {
             options = options.tag(tag.clone());
         }
+        // Computed on a miss only: a hit never builds the tag.
+        if rule.invalidate_on_unsafe
+            && let Ok(host) = host::request_host(&request.headers, &request.uri)
+        {
+            options = options.tag(url_tag(&host, request.uri.path()));
+        }
         options
     }
 
     fn storing(
         &self,
-        context: &RuleIndex,
+        context: &RuleContext,
         _request: &HeaderMap,
         response: &response::Parts,
         declared: Option<u64>,
@@ -183,6 +256,7 @@ impl HttpPolicy for RulePolicy {
             limit: rule.max_body_size,
             meta: None,
             exchange: None,
+            accept: rule.store_when_body.clone(),
         })
     }
 
@@ -206,7 +280,7 @@ impl HttpPolicy for RulePolicy {
 
     fn merge(
         &self,
-        _context: &RuleIndex,
+        _context: &RuleContext,
         stored: CachedResponse,
         _not_modified: &HeaderMap,
         _exchange: Exchange,
@@ -221,13 +295,31 @@ impl HttpPolicy for RulePolicy {
         }
     }
 
+    /// The tags of the request's own host and path, and of the same-host
+    /// URLs its response's `Location` and `Content-Location` name, when the
+    /// response is not an error (`2xx`, `3xx`).
     fn invalidations(
         &self,
-        _context: &RuleIndex,
+        context: &RuleContext,
         _request: &HeaderMap,
-        _response: &response::Parts,
-    ) -> Vec<(hitbox_core::CacheKey, Tag)> {
-        Vec::new()
+        response: &response::Parts,
+    ) -> Invalidations {
+        let Some(target) = &context.target else {
+            return Invalidations::default();
+        };
+        let (host, path) = &**target;
+        let method = &Method::POST; // any unsafe method names the same targets
+        let mut tags: Vec<Tag> = Vec::new();
+        for (host, path) in invalidation::targets(method, response.status, host, path, &response.headers) {
+            let tag = url_tag(&host, &path);
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        Invalidations {
+            keys: Vec::new(),
+            tags,
+        }
     }
 
     fn for_client(&self, _headers: &mut HeaderMap, _forwarded: bool) {}
@@ -245,20 +337,25 @@ mod tests {
         }
     }
 
-    fn decide(request: http::Request<()>, has_body: bool) -> Decision<RuleIndex> {
+    fn decide(request: http::Request<()>, has_body: bool) -> Decision<RuleContext> {
         let (mut parts, ()) = request.into_parts();
         policy().decide(&mut parts, has_body)
     }
 
+    const FIRST: RuleContext = RuleContext {
+        index: 0,
+        target: None,
+    };
+
     #[test]
     fn decisions_are_values() {
-        let bypass = |d: Decision<RuleIndex>| match d {
+        let bypass = |d: Decision<RuleContext>| match d {
             Decision::Bypass(reason) => reason,
             _ => panic!("not a bypass"),
         };
         let get = || http::Request::get("http://a.example/x");
         assert_eq!(
-            bypass(decide(http::Request::post("/x").body(()).unwrap(), false)),
+            bypass(decide(http::Request::options("/x").body(()).unwrap(), false)),
             Some(BypassReason::Method)
         );
         assert_eq!(
@@ -273,6 +370,128 @@ mod tests {
             Decision::Cache { head, body_limit, .. } => assert!(head && body_limit.is_none()),
             _ => panic!("HEAD is looked up"),
         }
+    }
+
+    fn invalidated_tags(
+        policy: &RulePolicy,
+        request: http::Request<()>,
+        response: http::Response<()>,
+    ) -> Vec<Tag> {
+        let (mut parts, ()) = request.into_parts();
+        let context = match policy.decide(&mut parts, false) {
+            Decision::Invalidate(context) => context,
+            _ => return Vec::new(),
+        };
+        let (response, ()) = response.into_parts();
+        let out = policy.invalidations(&context, &parts.headers, &response);
+        assert!(out.keys.is_empty());
+        out.tags
+    }
+
+    #[test]
+    fn unsafe_requests_invalidate_their_paths_and_same_host_locations() {
+        let policy = policy();
+        let put = |uri: &str| {
+            http::Request::put(uri)
+                .header("host", "A.example")
+                .body(())
+                .unwrap()
+        };
+        let ok = |pairs: &[(&str, &str)]| {
+            let mut response = http::Response::builder().status(200);
+            for (n, v) in pairs {
+                response = response.header(*n, *v);
+            }
+            response.body(()).unwrap()
+        };
+        assert_eq!(
+            invalidated_tags(&policy, put("/items/1?x=1"), ok(&[])),
+            vec![url_tag("a.example", "/items/1")]
+        );
+        // The query does not matter to the tag.
+        assert_eq!(
+            url_tag("a.example", "/items/1?x=1"),
+            url_tag("a.example", "/items/1")
+        );
+        assert_ne!(url_tag("a.example", "/items/1"), url_tag("b.example", "/items/1"));
+        assert_ne!(url_tag("a.example", "/items/1"), url_tag("a.example", "/items/2"));
+        let tags = invalidated_tags(
+            &policy,
+            put("/items/1"),
+            ok(&[
+                ("location", "/items/2?y=1"),
+                ("content-location", "http://other.example/items/3"),
+            ]),
+        );
+        assert_eq!(
+            tags,
+            vec![url_tag("a.example", "/items/1"), url_tag("a.example", "/items/2")]
+        );
+        let error = http::Response::builder().status(409).body(()).unwrap();
+        assert!(invalidated_tags(&policy, put("/items/1"), error).is_empty());
+        // Reads invalidate nothing, and no rule that invalidates: nothing either.
+        assert!(
+            invalidated_tags(&policy, http::Request::get("/items/1").body(()).unwrap(), ok(&[])).is_empty()
+        );
+        let keep = RulePolicy {
+            rules: vec![Rule::new().invalidate_on_unsafe(false)],
+            fallback: CachePolicy::new(Duration::from_secs(10)),
+        };
+        assert!(invalidated_tags(&keep, put("/items/1"), ok(&[])).is_empty());
+        // A rule that caches `POST` as a read: its `POST`s are looked up.
+        let reads = RulePolicy {
+            rules: vec![Rule::new().post_as_read(crate::BodyKey::digest())],
+            fallback: CachePolicy::new(Duration::from_secs(10)),
+        };
+        let (mut post, ()) = http::Request::post("/search").body(()).unwrap().into_parts();
+        assert!(matches!(
+            reads.decide(&mut post, true),
+            Decision::Cache {
+                body_limit: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn entries_carry_the_tag_of_their_path_unless_the_rule_says_not() {
+        let (parts, ()) = http::Request::get("/items/1?page=2")
+            .header("host", "a.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let tags = |policy: &RulePolicy| policy.flight_options(&FIRST, &parts).tags().to_vec();
+        assert_eq!(tags(&policy()), vec![url_tag("a.example", "/items/1")]);
+        let keep = RulePolicy {
+            rules: vec![Rule::new().invalidate_on_unsafe(false).tag("items")],
+            fallback: CachePolicy::new(Duration::from_secs(10)),
+        };
+        assert_eq!(tags(&keep), vec![Tag::new("items")]);
+    }
+
+    #[test]
+    fn body_predicates_and_keys_have_the_last_word() {
+        use crate::predicate::ReadSize;
+        let policy = RulePolicy {
+            rules: vec![
+                Rule::new()
+                    .post_as_read(crate::BodyKey::digest())
+                    .when_body(ReadSize::range(1..=4)),
+            ],
+            fallback: CachePolicy::new(Duration::from_secs(10)),
+        };
+        let (parts, ()) = http::Request::post("/q").body(()).unwrap().into_parts();
+        let with = |bytes: &'static [u8]| {
+            let mut key = KeyBuilder::new("t");
+            let read = ReadBody::new(bytes::Bytes::from_static(bytes));
+            policy
+                .with_body(&FIRST, &parts, &read, &mut key)
+                .map(|()| key.build())
+        };
+        assert_eq!(with(b"").err(), Some(BypassReason::BodyPredicate));
+        assert_eq!(with(b"12345").err(), Some(BypassReason::BodyPredicate));
+        assert_ne!(with(b"1").unwrap(), with(b"2").unwrap());
+        assert_eq!(with(b"1").unwrap(), with(b"1").unwrap());
     }
 
     #[test]
@@ -290,8 +509,7 @@ mod tests {
             HeaderMap::new(),
             bytes::Bytes::new(),
         ));
-        let worth =
-            |freshness| policy().worth(&RuleIndex(0), &stored, &meta, freshness, &HeaderMap::new(), now);
+        let worth = |freshness| policy().worth(&FIRST, &stored, &meta, freshness, &HeaderMap::new(), now);
         assert_eq!(
             worth(Freshness::Stale),
             Some(Worth::StaleWhileRevalidate {
@@ -322,7 +540,7 @@ mod tests {
         };
         let store = |parts: &response::Parts, declared| {
             policy().storing(
-                &RuleIndex(0),
+                &FIRST,
                 &HeaderMap::new(),
                 parts,
                 declared,

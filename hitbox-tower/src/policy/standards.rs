@@ -21,8 +21,9 @@ use hitbox_core::{CacheKey, EntryMeta, EntryOptions, Freshness, KeyBuilder, Tag,
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request, response};
 
-use super::{Decision, HttpPolicy, Merged, Skip, Storing, Worth};
+use super::{Decision, HttpPolicy, Invalidations, Merged, Skip, Storing, Worth};
 use crate::headers::{BypassReason, Fwd, strip_hop_by_hop};
+use crate::predicate::ReadBody;
 use crate::response::{CachedResponse, HitResponse};
 use crate::rfc9111::directives::CacheControl;
 use crate::rfc9111::freshness::{self, Exchange, StoredView, Verdict};
@@ -197,6 +198,17 @@ impl HttpPolicy for StandardsPolicy {
         }
     }
 
+    /// Standards mode never reads a body before it looks a request up.
+    fn with_body(
+        &self,
+        _url: &Url,
+        _parts: &request::Parts,
+        _body: &ReadBody,
+        _key: &mut KeyBuilder,
+    ) -> Result<(), BypassReason> {
+        Ok(())
+    }
+
     fn worth(
         &self,
         url: &Url,
@@ -290,7 +302,7 @@ impl HttpPolicy for StandardsPolicy {
 
     /// The engine must not store the load's value: standards mode stores it
     /// with the lifetime its headers give ([`Storing::meta`]).
-    fn flight_options(&self, url: &Url) -> EntryOptions {
+    fn flight_options(&self, url: &Url, _request: &request::Parts) -> EntryOptions {
         EntryOptions::new()
             .ttl(Duration::ZERO)
             .stale_while_revalidate(Duration::ZERO)
@@ -340,6 +352,7 @@ impl HttpPolicy for StandardsPolicy {
             limit: self.config.max_body_size,
             meta: Some(meta),
             exchange: Some(exchange),
+            accept: None,
         })
     }
 
@@ -421,17 +434,16 @@ impl HttpPolicy for StandardsPolicy {
         }
     }
 
-    fn invalidations(
-        &self,
-        url: &Url,
-        request: &HeaderMap,
-        response: &response::Parts,
-    ) -> Vec<(CacheKey, Tag)> {
+    fn invalidations(&self, url: &Url, request: &HeaderMap, response: &response::Parts) -> Invalidations {
         let method = &Method::POST; // any unsafe method names the same targets
-        invalidation::targets(method, response.status, url.host(), url.path(), &response.headers)
-            .into_iter()
-            .map(|(host, path)| (self.url_key(&host, &path, request).build(), url_tag(&host, &path)))
-            .collect()
+        let mut out = Invalidations::default();
+        for (host, path) in
+            invalidation::targets(method, response.status, url.host(), url.path(), &response.headers)
+        {
+            out.keys.push(self.url_key(&host, &path, request).build());
+            out.tags.push(url_tag(&host, &path));
+        }
+        out
     }
 
     fn for_client(&self, headers: &mut HeaderMap, forwarded: bool) {

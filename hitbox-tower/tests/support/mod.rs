@@ -410,3 +410,4 @@ mod gateway {
         }
     }
 }
+pub mod body_origin;
