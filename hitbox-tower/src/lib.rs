@@ -231,6 +231,9 @@ pub mod headers;
 #[cfg(feature = "json")]
 mod json;
 mod layer;
+#[cfg(feature = "axum")]
+mod matched_path;
+mod mode;
 mod origin;
 mod pass;
 pub mod path;
@@ -246,6 +249,7 @@ pub use body::CacheBody;
 pub use body_key::BodyKey;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
+pub use mode::CacheMode;
 pub use origin::{Origin, RequestBody, ResponseBody};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};

@@ -14,7 +14,11 @@
 //! | `memcached` | the memcached tier | `memcached` |
 //! | `cachekit` | the cachekit.io remote tier | `cachekit` |
 //! | `encryption` | the AES-256-GCM stage | `backend::AesGcmEncryptor` |
-//! | `msgpack`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
+//! | `json` | the JSON value format; JSON body predicates, JSON-keyed query-style `POST`s and the GraphQL preset | `backend::Format::Json`, `tower::graphql` |
+//! | `regex` | regular expressions in HTTP predicates | `tower::predicate::BodyRegex` |
+//! | `targeted-fields` | `CDN-Cache-Control` and other targeted fields in standards mode | `tower::rfc9111::Rfc9111::targeted_field` |
+//! | `zstd`, `lz4` | compression stages (zstd builds C code) | `backend::Compression` |
+//! | `msgpack`, `bitcode`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
 //! | `macros` | the `#[cached]` attribute | `cached` |
 //!
 //! The engine ([`backend`]) and the keys and policies ([`core`]) are always
