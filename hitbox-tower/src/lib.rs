@@ -255,8 +255,3 @@ pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};
 pub use service::CacheService;
 pub use store::Uncacheable;
-
-/// The README's code, compiled as doctests so it stays true.
-#[cfg(all(doctest, feature = "reqwest", feature = "json", feature = "regex"))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -115,3 +115,17 @@ pub use hitbox_redis::RedisBackend;
 pub use hitbox_reqwest::CacheMiddleware;
 #[cfg(feature = "tower")]
 pub use hitbox_tower::{CacheLayer, Rule};
+
+/// The README's code, compiled as doctests so it stays true (with every
+/// feature it uses).
+#[cfg(all(
+    doctest,
+    feature = "reqwest",
+    feature = "redis",
+    feature = "json",
+    feature = "regex",
+    feature = "macros",
+    feature = "memcached"
+))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
