@@ -170,12 +170,25 @@
 //!
 //! # Features
 //!
-//! - `regex` (on by default): [`Header::regex`](predicate::Header::regex)
-//!   and [`BodyRegex`](predicate::BodyRegex).
+//! None is on by default, so the default build stays small.
+//!
+//! - `regex`: [`Header::regex`](predicate::Header::regex) and
+//!   [`BodyRegex`](predicate::BodyRegex).
 //! - `json`: the [`Json`](predicate::Json) predicates,
 //!   [`BodyKey::json`], [`BodyKey::json_fields`] and [`Rule::graphql`]
 //!   (adds `sha2`, for persisted-query hashes).
-//! - `reqwest`: [`client::ReqwestService`].
+//! - `targeted-fields`: [`Rfc9111::targeted_field`](rfc9111::Rfc9111::targeted_field)
+//!   (`CDN-Cache-Control`, RFC 9213), parsed with `sfv`.
+//! - `axum`: axum's `MatchedPath` as a predicate
+//!   ([`MatchedPath`](predicate::MatchedPath)) and as key parts
+//!   ([`MatchedRoute`](extract::MatchedRoute)).
+//! - `reqwest`: [`client::ReqwestService`]. For reqwest-middleware, see the
+//!   `hitbox-reqwest` crate.
+//!
+//! # Per-request modes
+//!
+//! A [`CacheMode`] in a request's extensions narrows what the cache does
+//! for it: no cache at all, reload, only-if-cached, force-cache.
 //!
 //! # Standards mode
 //!
