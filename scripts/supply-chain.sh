@@ -54,7 +54,15 @@ EOF
 echo "built $fresh (dependencies and code from the README)"
 
 echo "== the default build"
-tree="$(cd "$fresh" && cargo tree -p hitbox -e normal,build --prefix none | sed 's/ (\*)//; s/ (proc-macro)//' | awk '{print $1" "$2}' | sort -u)"
+# What `hitbox` with its default features compiles on its own: a project
+# that depends on it alone (the README's project also pulls tokio's and
+# axum's own features into the count).
+alone="$fresh-alone"
+rm -rf "$alone"
+mkdir -p "$alone/src"
+printf '[package]\nname = "hitbox-alone"\nversion = "0.1.0"\nedition = "2024"\npublish = false\n\n[workspace]\n\n[dependencies]\nhitbox = { path = "%s/hitbox" }\n' "$repo" > "$alone/Cargo.toml"
+echo 'fn main() {}' > "$alone/src/main.rs"
+tree="$(cd "$alone" && cargo tree -e normal,build --prefix none | sed 's/ (\*)//; s/ (proc-macro)//' | awk '{print $1" "$2}' | grep -v '^hitbox-alone ' | sort -u)"
 count="$(echo "$tree" | wc -l)"
 echo "default build of hitbox (features tower, moka): $count crates (at most $MAX_DEFAULT_CRATES)"
 for banned in cc bincode zstd-sys; do
@@ -96,5 +104,15 @@ echo "== the docs as docs.rs builds them (--cfg docsrs: feature-gated items name
 RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo doc --workspace --all-features --no-deps --quiet
 
 echo "== cargo publish --dry-run --workspace"
+# The packages of an earlier run would stand in for these (same names, same
+# versions): cargo keeps them in its local overlay registry and unpacks them
+# once into its home, under a directory named for that local registry (a
+# name starting with "-", which crates.io's never does). Start from none.
+rm -rf "${CARGO_TARGET_DIR:-target}/package"
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hitbox* "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/-*/hitbox*
+# Cargo takes a registry package's build to be fresh whatever its files say
+# (registry crates never change): forget our crates' builds, so that the
+# packages are compiled from what they hold now.
+rm -rf "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/hitbox*
 cargo publish --dry-run --workspace --quiet --allow-dirty
 echo "every published crate packages and builds alone"

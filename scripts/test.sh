@@ -19,5 +19,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features
+echo "== supply chain and packaging (scripts/supply-chain.sh)"
+./scripts/supply-chain.sh
 echo "== fuzzing (scripts/fuzz.sh --ci)"
 ./scripts/fuzz.sh --ci

@@ -58,6 +58,8 @@ use http::uri::Authority;
 use crate::path::PathPattern;
 use crate::rfc9111::host::plain_host;
 
+#[cfg(feature = "axum")]
+pub use crate::matched_path::MatchedRoute;
 /// The request method, as part `method`.
 ///
 /// ```
@@ -263,9 +265,9 @@ impl Extractor<Parts> for PathParams {
 /// (`+` is a space, `%41` is `A`), so `a=%41` and `a=A` give one key. A
 /// parameter without `=` (`?flag`) counts as present and empty.
 ///
-/// Decoding is done on bytes rather than through `form_urlencoded`, whose
-/// strings replace invalid UTF-8 with `U+FFFD`: `?a=%FF` and `?a=%FE` would
-/// then share a key.
+/// Decoding keeps bytes (through `percent-encoding`) rather than strings,
+/// which would replace invalid UTF-8 with `U+FFFD`: `?a=%FF` and `?a=%FE`
+/// would then share a key.
 ///
 /// ```
 /// use hitbox_core::{CacheKey, Extractor};
@@ -422,46 +424,19 @@ fn raw_query_pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
 /// Splits a query into decoded `(name, value)` pairs, the way
 /// `form_urlencoded::parse` does, but keeping the decoded bytes as they are.
 /// Borrows when a component holds no `+` or `%`.
-fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, [u8]>, Cow<'_, [u8]>)> {
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, [u8]>, Cow<'_, [u8]>)> {
     raw_query_pairs(query).map(|(name, value)| (decode_component(name), decode_component(value)))
 }
 
+/// Decodes one component: `+` is a space, then `%XX` escapes (through the
+/// `percent-encoding` crate; a `%` not followed by two hex digits stays as
+/// it is). Borrows when there is nothing to decode.
 fn decode_component(input: &[u8]) -> Cow<'_, [u8]> {
-    if !input.iter().any(|&b| b == b'+' || b == b'%') {
-        return Cow::Borrowed(input);
+    if !input.contains(&b'+') {
+        return percent_encoding::percent_decode(input).into();
     }
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let byte = input[i];
-        let escaped = (byte == b'%')
-            .then(|| Some((hex_digit(*input.get(i + 1)?)?, hex_digit(*input.get(i + 2)?)?)))
-            .flatten();
-        match (byte, escaped) {
-            (_, Some((high, low))) => {
-                out.push(high << 4 | low);
-                i += 3;
-            }
-            (b'+', None) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (other, None) => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn hex_digit(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
+    let spaced: Vec<u8> = input.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
 }
 
 /// A request header, as part `header.<name>`, its value taken as bytes.

@@ -44,6 +44,7 @@ use crate::body::{CacheBody, Tee};
 use crate::future::ResponseFuture;
 use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
+use crate::mode::CacheMode;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::predicate::ReadBody;
@@ -119,7 +120,15 @@ where
     ResB: ResponseBody,
 {
     let (mut parts, body) = request.into_parts();
-    match shared.policy.decide(&mut parts, has_body(&body)) {
+    let decision = shared.policy.decide(&mut parts, has_body(&body));
+    if CacheMode::of(&parts) == CacheMode::NoStore && matches!(decision, Decision::Cache { .. }) {
+        let request = Request::from_parts(parts, body);
+        let outcome = CacheOutcome::Bypass {
+            detail: Some(BypassReason::RequestMode),
+        };
+        return ResponseFuture::new(forward(shared, inner, request, outcome));
+    }
+    match decision {
         Decision::Bypass(detail) => {
             let request = Request::from_parts(parts, body);
             ResponseFuture::new(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
@@ -455,8 +464,12 @@ where
     }
     let cache = &shared.cache;
     let now = cache.clock().now();
+    let mode = CacheMode::of(&request.parts);
     // LayerState, not copied: an L1 entry is decoded on its first hit only.
-    let mut found = cache.get_entry::<HitResponse>(&request.key).await;
+    let mut found = match mode {
+        CacheMode::Reload => None,
+        _ => cache.get_entry::<HitResponse>(&request.key).await,
+    };
     if let Some(primary) = &found
         && !primary.value().selects(&request.parts.headers)
     {
@@ -496,6 +509,15 @@ where
             }
         }
         let (parts, head) = (&request.parts.headers, request.head);
+        // The request takes a stored response as it is, however stale.
+        if mode.serves_stale()
+            && let Some(Worth::StaleWhileRevalidate { .. } | Worth::Revalidate { .. }) = worth
+        {
+            let stale_for = now.since(meta.fresh_until).as_secs();
+            let age = meta.age(now).as_secs();
+            let outcome = CacheOutcome::StaleAllowed { stale_for };
+            return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+        }
         match worth {
             Some(Worth::Fresh { ttl, age }) => {
                 let outcome = CacheOutcome::Hit { ttl };
@@ -748,7 +770,7 @@ where
     let policy = &shared.policy;
     let cache = &shared.cache;
     let (context, head) = (&request.context, request.head);
-    if policy.only_if_cached(context) {
+    if policy.only_if_cached(context) || CacheMode::of(&request.parts) == CacheMode::OnlyIfCached {
         let body = "only-if-cached: nothing usable is stored\n";
         return Ok(shared.answer(StatusCode::GATEWAY_TIMEOUT, body, CacheOutcome::OnlyIfCached));
     }

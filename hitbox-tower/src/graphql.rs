@@ -512,10 +512,12 @@ impl GraphQl {
     pub(crate) fn check_url(&self, parts: &Parts) -> Result<[Option<String>; 4], BypassReason> {
         const NAMES: [&str; 4] = ["query", "operationName", "variables", "extensions"];
         let mut fields: [Option<String>; 4] = Default::default();
-        for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-            if let Some(at) = NAMES.iter().position(|n| *n == name) {
+        for (name, value) in crate::extract::query_pairs(parts.uri.query().unwrap_or("")) {
+            if let Some(at) = NAMES.iter().position(|n| n.as_bytes() == &*name) {
+                // Not UTF-8 once decoded: not a document a server would run.
+                let value = String::from_utf8(value.into_owned()).map_err(|_| BypassReason::NotAQuery)?;
                 // A parameter given twice may be read either way.
-                if fields[at].replace(value.into_owned()).is_some() {
+                if fields[at].replace(value).is_some() {
                     return Err(BypassReason::NotAQuery);
                 }
             }

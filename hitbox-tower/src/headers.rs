@@ -60,6 +60,8 @@ pub enum BypassReason {
     NotAQuery,
     /// The key's last response was not storable (hit-for-pass).
     Uncacheable,
+    /// The request asked for no cache ([`CacheMode::NoStore`](crate::CacheMode::NoStore)).
+    RequestMode,
 }
 
 impl BypassReason {
@@ -75,6 +77,7 @@ impl BypassReason {
             BypassReason::InvalidJson => "invalid-json",
             BypassReason::NotAQuery => "not-a-query",
             BypassReason::Uncacheable => "uncacheable",
+            BypassReason::RequestMode => "request-mode",
         }
     }
 }

@@ -170,12 +170,25 @@
 //!
 //! # Features
 //!
-//! - `regex` (on by default): [`Header::regex`](predicate::Header::regex)
-//!   and [`BodyRegex`](predicate::BodyRegex).
+//! None is on by default, so the default build stays small.
+//!
+//! - `regex`: [`Header::regex`](predicate::Header::regex) and
+//!   [`BodyRegex`](predicate::BodyRegex).
 //! - `json`: the [`Json`](predicate::Json) predicates,
 //!   [`BodyKey::json`], [`BodyKey::json_fields`] and [`Rule::graphql`]
 //!   (adds `sha2`, for persisted-query hashes).
-//! - `reqwest`: [`client::ReqwestService`].
+//! - `targeted-fields`: [`Rfc9111::targeted_field`](rfc9111::Rfc9111::targeted_field)
+//!   (`CDN-Cache-Control`, RFC 9213), parsed with `sfv`.
+//! - `axum`: axum's `MatchedPath` as a predicate
+//!   ([`MatchedPath`](predicate::MatchedPath)) and as key parts
+//!   ([`MatchedRoute`](extract::MatchedRoute)).
+//! - `reqwest`: [`client::ReqwestService`]. For reqwest-middleware, see the
+//!   `hitbox-reqwest` crate.
+//!
+//! # Per-request modes
+//!
+//! A [`CacheMode`] in a request's extensions narrows what the cache does
+//! for it: no cache at all, reload, only-if-cached, force-cache.
 //!
 //! # Standards mode
 //!
@@ -231,6 +244,9 @@ pub mod headers;
 #[cfg(feature = "json")]
 mod json;
 mod layer;
+#[cfg(feature = "axum")]
+mod matched_path;
+mod mode;
 mod origin;
 mod pass;
 pub mod path;
@@ -246,13 +262,9 @@ pub use body::CacheBody;
 pub use body_key::BodyKey;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
+pub use mode::CacheMode;
 pub use origin::{Origin, RequestBody, ResponseBody};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};
 pub use service::CacheService;
 pub use store::Uncacheable;
-
-/// The README's code, compiled as doctests so it stays true.
-#[cfg(all(doctest, feature = "reqwest", feature = "json", feature = "regex"))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

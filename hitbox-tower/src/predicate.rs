@@ -82,6 +82,8 @@ use crate::path::PathPattern;
 
 mod body;
 
+#[cfg(feature = "axum")]
+pub use crate::matched_path::MatchedPath;
 #[cfg(feature = "regex")]
 pub use body::BodyRegex;
 #[cfg(feature = "json")]
@@ -358,12 +360,11 @@ impl Predicate<response::Parts> for Header {
 /// A query parameter of the request: present, equal to a value, or one of
 /// several values.
 ///
-/// The query is parsed as `application/x-www-form-urlencoded` with
-/// `form_urlencoded`: names and values are percent-decoded and `+` is a
-/// space, so `?lang=fr%2DCA` equals `fr-CA`. A parameter without `=` is
-/// present with an empty value. A repeated parameter passes when any of its
-/// values passes. (Bytes that are not UTF-8 once decoded are read as
-/// `U+FFFD`.)
+/// The query is parsed as `application/x-www-form-urlencoded`: names and
+/// values are percent-decoded and `+` is a space, so `?lang=fr%2DCA` equals
+/// `fr-CA`. A parameter without `=` is present with an empty value. A
+/// repeated parameter passes when any of its values passes. Decoded bytes
+/// are compared as they are, so `%FF` never equals `%FE`.
 ///
 /// ```
 /// use hitbox_core::Predicate;
@@ -419,12 +420,12 @@ impl Predicate<request::Parts> for Query {
         let Some(query) = parts.uri.query() else {
             return false;
         };
-        form_urlencoded::parse(query.as_bytes()).any(|(name, value)| {
-            name == *self.name
+        crate::extract::query_pairs(query).any(|(name, value)| {
+            *name == *self.name.as_bytes()
                 && match &self.test {
                     QueryTest::Present => true,
-                    QueryTest::Equals(expected) => value == **expected,
-                    QueryTest::OneOf(expected) => expected.iter().any(|e| value == **e),
+                    QueryTest::Equals(expected) => *value == *expected.as_bytes(),
+                    QueryTest::OneOf(expected) => expected.iter().any(|e| *value == *e.as_bytes()),
                 }
         })
     }

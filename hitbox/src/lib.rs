@@ -14,7 +14,11 @@
 //! | `memcached` | the memcached tier | `memcached` |
 //! | `cachekit` | the cachekit.io remote tier | `cachekit` |
 //! | `encryption` | the AES-256-GCM stage | `backend::AesGcmEncryptor` |
-//! | `msgpack`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
+//! | `json` | the JSON value format; JSON body predicates, JSON-keyed query-style `POST`s and the GraphQL preset | `backend::Format::Json`, `tower::graphql` |
+//! | `regex` | regular expressions in HTTP predicates | `tower::predicate::BodyRegex` |
+//! | `targeted-fields` | `CDN-Cache-Control` and other targeted fields in standards mode | `tower::rfc9111::Rfc9111::targeted_field` |
+//! | `zstd`, `lz4` | compression stages (zstd builds C code) | `backend::Compression` |
+//! | `msgpack`, `bitcode`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
 //! | `macros` | the `#[cached]` attribute | `cached` |
 //!
 //! The engine ([`backend`]) and the keys and policies ([`core`]) are always
@@ -111,3 +115,17 @@ pub use hitbox_redis::RedisBackend;
 pub use hitbox_reqwest::CacheMiddleware;
 #[cfg(feature = "tower")]
 pub use hitbox_tower::{CacheLayer, Rule};
+
+/// The README's code, compiled as doctests so it stays true (with every
+/// feature it uses).
+#[cfg(all(
+    doctest,
+    feature = "reqwest",
+    feature = "redis",
+    feature = "json",
+    feature = "regex",
+    feature = "macros",
+    feature = "memcached"
+))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

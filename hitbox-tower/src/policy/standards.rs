@@ -89,6 +89,14 @@ impl StandardsPolicy {
                 crate::rfc9111::vary::normalised(request, name).as_deref(),
             );
         }
+        // A private cache stores what credentials select: it keys them, so
+        // that only requests with the same credentials share a response.
+        if self.config.private {
+            for name in [header::AUTHORIZATION, header::COOKIE] {
+                let value = crate::rfc9111::vary::normalised(request, &name);
+                key.push_sensitive(name.as_str(), value.as_deref());
+            }
+        }
         key
     }
 
@@ -102,7 +110,18 @@ impl StandardsPolicy {
         headers: &HeaderMap,
         cc: &CacheControl,
     ) -> Result<(), NotStorable> {
-        storage::check_storable(&Method::GET, request, request_cc, status, headers, cc)?;
+        if self.config.private
+            && (request.contains_key(header::AUTHORIZATION) || request.contains_key(header::COOKIE))
+        {
+            // Credentials do not keep a response out of a private cache
+            // (they are part of its keys instead).
+            let mut without = request.clone();
+            without.remove(header::AUTHORIZATION);
+            without.remove(header::COOKIE);
+            storage::check_storable(&Method::GET, &without, request_cc, status, headers, cc)?;
+        } else {
+            storage::check_storable(&Method::GET, request, request_cc, status, headers, cc)?;
+        }
         if self.config.refuse_set_cookie && storage::has_personal_fields(headers, cc) {
             return Err(NotStorable::PersonalFields);
         }
@@ -391,7 +410,7 @@ impl HttpPolicy for StandardsPolicy {
         // What a client sent with its credentials becomes what every `GET`
         // is served only when the origin says it is shared.
         let credentials = request.contains_key(header::COOKIE) || request.contains_key(header::AUTHORIZATION);
-        if credentials && !(cc.public || cc.s_maxage.is_some()) {
+        if credentials && !(cc.public || cc.s_maxage.is_some() || self.config.private) {
             return None;
         }
         let storing = self

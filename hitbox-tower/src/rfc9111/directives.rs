@@ -168,6 +168,9 @@ impl CacheControl {
     /// headers.insert("cdn-cache-control", HeaderValue::from_static("max-age=\"60\""));
     /// assert!(CacheControl::from_structured(&headers, "cdn-cache-control").is_none());
     /// ```
+    ///
+    /// Feature `targeted-fields`.
+    #[cfg(feature = "targeted-fields")]
     pub fn from_structured(headers: &HeaderMap, name: &str) -> Option<CacheControl> {
         use sfv::{BareItem, Dictionary, ListEntry, Parser};
         let mut lines = headers.get_all(name).iter();
@@ -383,6 +386,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "targeted-fields")]
     fn targeted_fields_are_structured_dictionaries_ignored_whole_when_invalid() {
         let parse = |lines: &[&str]| {
             let mut headers = HeaderMap::new();

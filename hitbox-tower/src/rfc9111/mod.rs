@@ -122,6 +122,7 @@ pub struct Rfc9111 {
     pub(crate) key_fields: Vec<HeaderName>,
     pub(crate) refuse_set_cookie: bool,
     pub(crate) stale_if_disconnected: Duration,
+    pub(crate) private: bool,
 }
 
 /// How long a stale response may stand in for an origin that cannot be
@@ -148,7 +149,35 @@ impl Rfc9111 {
             key_fields: Vec::new(),
             refuse_set_cookie: false,
             stale_if_disconnected: DEFAULT_STALE_IF_DISCONNECTED,
+            private: false,
         }
+    }
+
+    /// A private cache (RFC 9111 section 1) instead of a shared one: the
+    /// cache of one client, such as a layer or middleware in front of an
+    /// HTTP client. `Cache-Control: private` responses may be stored (and
+    /// the fields a qualified `private` names kept); `s-maxage` and
+    /// `proxy-revalidate`, which speak to shared caches, are ignored; and a
+    /// request's `Authorization` or `Cookie` no longer keeps its response
+    /// out of the cache.
+    ///
+    /// A client that sends requests for several users with one cache still
+    /// never serves one user's response to another: in this mode the
+    /// `Authorization` and `Cookie` fields are part of every key (as a
+    /// digest, never in the clear), so responses are only shared between
+    /// requests with the same credentials.
+    ///
+    /// ```
+    /// use hitbox_backend::{Cache, MemoryBackend};
+    /// use hitbox_tower::{CacheLayer, rfc9111::Rfc9111};
+    ///
+    /// let layer = CacheLayer::builder(Cache::new(MemoryBackend::new()))
+    ///     .rfc9111(Rfc9111::new().private_cache(true))
+    ///     .build();
+    /// ```
+    pub fn private_cache(mut self, private: bool) -> Self {
+        self.private = private;
+        self
     }
 
     /// Serve stale when disconnected (RFC 9111 section 4.2.4): when the
@@ -184,7 +213,9 @@ impl Rfc9111 {
     /// such as `cdn-cache-control` or `surrogate-control`. Fields are tried
     /// in the order added; the first present and valid one replaces
     /// `Cache-Control` for this cache. All but `CDN-Cache-Control` are
-    /// removed from the responses sent to clients.
+    /// removed from the responses sent to clients. Feature
+    /// `targeted-fields` (RFC 8941 parsing, through `sfv`).
+    #[cfg(feature = "targeted-fields")]
     pub fn targeted_field(mut self, name: &str) -> Self {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
             self.targeted.push(name);
@@ -243,13 +274,24 @@ impl Rfc9111 {
             let cc = if name == SURROGATE_CONTROL {
                 Some(CacheControl::from_headers(headers, name.as_str()))
             } else {
-                CacheControl::from_structured(headers, name.as_str())
+                structured(headers, name.as_str())
             };
             if let Some(cc) = cc.filter(|cc| !cc.is_empty()) {
-                return cc;
+                return self.for_this_cache(cc);
             }
         }
-        CacheControl::from_headers(headers, "cache-control")
+        self.for_this_cache(CacheControl::from_headers(headers, "cache-control"))
+    }
+
+    /// What a private cache does not obey: the directives that speak to
+    /// shared caches only (RFC 9111 sections 5.2.2.7, 5.2.2.8, 5.2.2.10).
+    fn for_this_cache(&self, mut cc: CacheControl) -> CacheControl {
+        if self.private {
+            cc.private = None;
+            cc.s_maxage = None;
+            cc.proxy_revalidate = false;
+        }
+        cc
     }
 
     /// Removes the targeted fields meant for this cache alone before a
@@ -265,12 +307,25 @@ impl Rfc9111 {
     }
 }
 
+/// A targeted field read as an RFC 8941 dictionary. Without the feature no
+/// field can be added, so this is never reached.
+#[cfg(feature = "targeted-fields")]
+fn structured(headers: &HeaderMap, name: &str) -> Option<CacheControl> {
+    CacheControl::from_structured(headers, name)
+}
+
+#[cfg(not(feature = "targeted-fields"))]
+fn structured(_: &HeaderMap, _: &str) -> Option<CacheControl> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
 
     #[test]
+    #[cfg(feature = "targeted-fields")]
     fn a_valid_targeted_field_replaces_cache_control() {
         let config = Rfc9111::new()
             .targeted_field("cdn-cache-control")
