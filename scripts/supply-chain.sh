@@ -50,7 +50,8 @@ open(f"{fresh}/Cargo.toml", "w").write(
     "# Outside the hitbox workspace.\n[workspace]\n\n" + toml)
 open(f"{fresh}/src/main.rs", "w").write("#![allow(dead_code)]\n" + code)
 EOF
-(cd "$fresh" && cargo build --quiet)
+# The workspace's build directory: what both resolve alike is built once.
+(cd "$fresh" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" cargo build --quiet)
 echo "built $fresh (dependencies and code from the README)"
 
 echo "== the default build"
