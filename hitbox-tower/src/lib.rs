@@ -222,6 +222,7 @@ mod body;
 mod body_key;
 #[cfg(feature = "reqwest")]
 pub mod client;
+mod distributed;
 pub mod extract;
 mod flow;
 mod future;
