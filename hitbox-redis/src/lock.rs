@@ -31,6 +31,60 @@
 //! the key, a name the key builder never produces) and is never read by the
 //! tier.
 //!
+//! # For the HTTP layer: [`DistributedLock`], waiters told by pub/sub
+//!
+//! `RedisLock` also implements [`DistributedLock`], the hook
+//! `hitbox-tower`'s `CacheLayerBuilder::distributed_lock` takes. There the
+//! waiters do not poll:
+//!
+//! - The lock of a key is `<prefix>#flight:<digest>` and its channel
+//!   `<prefix>#filled:<digest>`, the digest being the hex BLAKE2b-256 of
+//!   the key ([`RedisLock::flight_key`], [`RedisLock::fill_channel`]): the
+//!   key itself never appears in a lock or a channel name.
+//! - `acquire` is one `SET NX PX`. Taken, the hold renews the lease every
+//!   third of it (compare-and-`PEXPIRE`) until it is released. Not taken,
+//!   the fill channel is subscribed (Redis confirms it) and then the lease
+//!   left is read, before `acquire` returns: an announcement made after
+//!   that is seen, and a lock already gone is seen too.
+//! - Releasing deletes the lock (compare-and-delete), then publishes
+//!   `filled` or `empty`; a hold dropped without release (its task
+//!   aborted) publishes `free`. The payload says only what happened: a
+//!   waiter reads the shared tier for its own key, never a value from the
+//!   message, and a message on another key's channel never reaches it.
+//! - A holder that died announces nothing: the waiter wakes when the lease
+//!   it read runs out and tries the lock again (the holder that is alive
+//!   has renewed it by then, and the waiter goes back to waiting).
+//! - One subscriber client per `RedisLock` (and its clones), made on the
+//!   first wait; a channel is unsubscribed when its last waiter in the
+//!   process leaves. Classic `PUBLISH`/`SUBSCRIBE`, so a cluster works as a
+//!   single server does. A reconnection of the subscriber drops its
+//!   subscriptions: every waiter is told `free` and tries again.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::lock::{DistributedLock, FillEvent, LoadEnd, LockAttempt};
+//! use hitbox_core::CacheKey;
+//! use hitbox_redis::{RedisBackend, RedisLock};
+//!
+//! # async fn example(redis: RedisBackend) -> Result<(), hitbox_backend::BackendError> {
+//! let lock = RedisLock::new(&redis).lease(Duration::from_secs(10));
+//! let key = CacheKey::builder("reports").part("day", "2024-06-01").build();
+//! match lock.acquire(&key).await? {
+//!     LockAttempt::Acquired(hold) => {
+//!         // ... load and store, then tell the others:
+//!         hold.release(LoadEnd::Filled).await;
+//!     }
+//!     LockAttempt::HeldElsewhere(mut watch) => {
+//!         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+//!         if watch.wait(deadline).await == FillEvent::Filled {
+//!             // ... read the shared tier for `key`
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use hitbox_backend::Cache;
