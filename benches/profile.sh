@@ -21,7 +21,7 @@ per_call() {
 origin=$(per_call origin)
 printf '%-8s %8s %s\n' mode instr "ratio to origin"
 printf '%-8s %8d %s\n' origin "$origin" 1.00
-for mode in rules rules-body rules-post rfc9111; do
+for mode in rules rules-lock rules-body rules-post rfc9111 rfc9111-lock; do
   n=$(per_call "$mode")
   printf '%-8s %8d %s\n' "$mode" "$n" "$(awk -v a="$n" -v b="$origin" 'BEGIN { printf "%.2f", a / b }')"
 done

@@ -16,6 +16,21 @@
 //!   and more: smaller ones are stored as they are). Entries live under the
 //!   `hitbox-demo:` prefix. Redis may be down at start-up: the L2 tier then
 //!   fails, its breaker opens, and moka serves on its own until it is back.
+//!   The cached routes also take a distributed lock in that Redis
+//!   (`RedisLock`) on a miss: several demo processes sharing it call the
+//!   origin once per cold key between them, the others serving what the
+//!   one that called stored (`cache-status: hitbox; fwd=miss; collapsed`).
+//!   Each origin call is logged (`origin called for /slow/…`):
+//!
+//! ```sh
+//! HITBOX_REDIS_URL=redis://127.0.0.1:6379 HITBOX_DEMO_ADDR=127.0.0.1:3000 cargo run --release --example demo &
+//! HITBOX_REDIS_URL=redis://127.0.0.1:6379 HITBOX_DEMO_ADDR=127.0.0.1:3001 cargo run --release --example demo &
+//! # The same Host on both, as behind a load balancer: the URL is the key.
+//! for port in 3000 3001 3000 3001; do
+//!   curl -s -H 'host: api.example' localhost:$port/slow/7 -o /dev/null -w '%{http_code}\n' &
+//! done; wait
+//! # one "origin called for /slow/7" line between the two logs
+//! ```
 //!
 //! The first log line says which tiers are in use.
 //!
@@ -57,12 +72,13 @@ use axum::{Json, Router};
 use hitbox_backend::{Cache, Compose, Compression, Staged, Stages};
 use hitbox_core::CachePolicy;
 use hitbox_moka::MokaBackend;
-use hitbox_redis::RedisBackend;
+use hitbox_redis::{RedisBackend, RedisLock};
 use hitbox_tower::graphql::GraphQl;
 use hitbox_tower::{CacheLayer, Rule};
 use serde_json::json;
 
 async fn slow(Path(id): Path<String>) -> Json<serde_json::Value> {
+    tracing::info!("origin called for /slow/{id}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let made_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Json(json!({ "id": id, "made_at_ms": made_at.as_millis() as u64 }))
@@ -139,14 +155,14 @@ async fn log_requests(request: Request, next: Next) -> Response {
 }
 
 /// The cache: over moka alone, or over moka composed in front of Redis
-/// when `HITBOX_REDIS_URL` is set.
-async fn cache() -> Cache {
+/// when `HITBOX_REDIS_URL` is set, with the lock misses take in that Redis.
+async fn cache() -> (Cache, Option<RedisLock>) {
     let moka = MokaBackend::new(256 << 20);
     let url = match std::env::var("HITBOX_REDIS_URL") {
         Ok(url) if !url.trim().is_empty() => url,
         _ => {
             tracing::info!("cache tiers: moka (set HITBOX_REDIS_URL to put Redis behind it)");
-            return Cache::new(moka);
+            return (Cache::new(moka), None);
         }
     };
     let redis = RedisBackend::builder()
@@ -166,8 +182,9 @@ async fn cache() -> Cache {
              moka serves alone until it is"
         ),
     }
+    let lock = RedisLock::new(&redis);
     let l2 = Staged::new(redis, Stages::new().compression(Compression::zstd(3)));
-    Cache::new(moka.compose(l2))
+    (Cache::new(moka.compose(l2)), Some(lock))
 }
 
 #[tokio::main]
@@ -180,13 +197,19 @@ async fn main() {
         .parse()
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
-    let cache = cache().await;
+    let (cache, lock) = cache().await;
+    // One origin call per cold key across the demo processes sharing Redis.
+    let builder = |rule: Rule| {
+        let layer = CacheLayer::builder(cache.clone()).rule(rule);
+        match &lock {
+            Some(lock) => layer.distributed_lock(lock.clone()),
+            None => layer,
+        }
+    };
     let slow_policy =
         CachePolicy::new(Duration::from_secs(30)).stale_while_revalidate(Duration::from_secs(30));
     let cached = |namespace: &str, policy: CachePolicy| {
-        CacheLayer::builder(cache.clone())
-            .rule(Rule::new().namespace(namespace).policy(policy))
-            .build()
+        builder(Rule::new().namespace(namespace).policy(policy)).build()
     };
     let prebuilt = (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
@@ -204,14 +227,13 @@ async fn main() {
         .route(
             "/graphql",
             get(graphql_get).post(graphql_post).layer(
-                CacheLayer::builder(cache.clone())
-                    .rule(
-                        Rule::new()
-                            .namespace("graphql")
-                            .policy(CachePolicy::new(Duration::from_secs(30)))
-                            .graphql(GraphQl::new()),
-                    )
-                    .build(),
+                builder(
+                    Rule::new()
+                        .namespace("graphql")
+                        .policy(CachePolicy::new(Duration::from_secs(30)))
+                        .graphql(GraphQl::new()),
+                )
+                .build(),
             ),
         )
         .route("/static", get(move || async move { prebuilt }))

@@ -145,6 +145,7 @@ mod codec;
 mod engine;
 pub mod entity;
 mod error;
+pub mod lock;
 pub mod memoize;
 mod tiers;
 
@@ -166,6 +167,7 @@ pub use engine::{
 };
 pub use entity::{Entity, EntityCache, Repository};
 pub use error::{BackendError, BoxError, CodecError, LoadError};
+pub use lock::{DistributedLock, FillEvent, FillWatch, LoadEnd, LockAttempt, LockHold};
 #[cfg(feature = "macros")]
 pub use memoize::cached;
 pub use tiers::backend::{Backend, BackendFuture, TierStats};

@@ -385,3 +385,81 @@ async fn tiers_without_generations_store_tagged_loads_as_before() {
     assert!(memory.raw(&key("1")).is_some());
     assert_eq!(cache.stats().stale_loads_discarded, 0);
 }
+
+/// What a caller that stores with its own metadata (the HTTP layer's
+/// standards mode) writes through its lead: refused like the engine's own
+/// store when a tag moved elsewhere or the key was invalidated here.
+#[tokio::test]
+async fn a_lead_stores_its_own_entry_only_if_nothing_was_invalidated() {
+    let shared = Tracking::new();
+    let cache = cache_over(shared.clone());
+    // Zero lifetime: the flight stores nothing itself.
+    let options = tagged(&["page"]).ttl(Duration::ZERO);
+    let meta = |tag: &str| hitbox_core::EntryMeta {
+        tags: vec![Tag::from(tag)],
+        ..CachePolicy::new(Duration::from_secs(60)).entry_meta(cache.clock().now(), Vec::new())
+    };
+
+    // Another process invalidates the tag while the origin answers.
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<String, std::io::Error>(&key("1"), &options) else {
+        panic!("nobody else loads");
+    };
+    lead.ready().await;
+    shared.invalidate_elsewhere("page").await;
+    let stored = lead
+        .store_entry(&key("1"), &"old".to_string(), &meta("page"))
+        .await;
+    assert!(!stored.unwrap());
+    assert_eq!(shared.entries.raw(&key("1")), None);
+    lead.complete(Ok("old".to_string()));
+
+    // This process invalidates the key meanwhile.
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<String, std::io::Error>(&key("2"), &options) else {
+        panic!("nobody else loads");
+    };
+    lead.ready().await;
+    cache.delete(&key("2")).await.unwrap();
+    let stored = lead
+        .store_entry(&key("2"), &"old".to_string(), &meta("page"))
+        .await;
+    assert!(!stored.unwrap());
+    assert_eq!(shared.entries.raw(&key("2")), None);
+    drop(lead);
+
+    // Nobody raced: stored, under the key given (a variant, here).
+    let LoadTicket::Lead(lead) = cache.lead_or_join::<String, std::io::Error>(&key("3"), &options) else {
+        panic!("nobody else loads");
+    };
+    lead.ready().await;
+    let stored = lead
+        .store_entry(&key("3-variant"), &"kept".to_string(), &meta("page"))
+        .await;
+    assert!(stored.unwrap());
+    assert_eq!(
+        cache.get::<String>(&key("3-variant")).await.as_deref(),
+        Some("kept")
+    );
+}
+
+/// A value another process stored is handed to the waiters as it is: the
+/// flight does not store it again (which would restart its lifetime).
+#[tokio::test]
+async fn a_handed_over_value_reaches_the_waiters_without_a_second_store() {
+    let shared = Tracking::new();
+    let cache = cache_over(shared.clone());
+    let LoadTicket::Lead(lead) =
+        cache.lead_or_join::<String, std::io::Error>(&key("1"), &EntryOptions::new())
+    else {
+        panic!("nobody else loads");
+    };
+    let LoadTicket::Join(join) =
+        cache.lead_or_join::<String, std::io::Error>(&key("1"), &EntryOptions::new())
+    else {
+        panic!("the load is running");
+    };
+    let stores = cache.stats().stores;
+    lead.hand_over("from elsewhere".to_string());
+    assert_eq!(join.wait().await.unwrap(), "from elsewhere");
+    assert_eq!(cache.stats().stores, stores);
+    assert_eq!(shared.entries.raw(&key("1")), None, "not stored again");
+}

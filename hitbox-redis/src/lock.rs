@@ -31,6 +31,60 @@
 //! the key, a name the key builder never produces) and is never read by the
 //! tier.
 //!
+//! # For the HTTP layer: [`DistributedLock`], waiters told by pub/sub
+//!
+//! `RedisLock` also implements [`DistributedLock`], the hook
+//! `hitbox-tower`'s `CacheLayerBuilder::distributed_lock` takes. There the
+//! waiters do not poll:
+//!
+//! - The lock of a key is `<prefix>#flight:<digest>` and its channel
+//!   `<prefix>#filled:<digest>`, the digest being the hex BLAKE2b-256 of
+//!   the key ([`RedisLock::flight_key`], [`RedisLock::fill_channel`]): the
+//!   key itself never appears in a lock or a channel name.
+//! - `acquire` is one `SET NX PX`. Taken, the hold renews the lease every
+//!   third of it (compare-and-`PEXPIRE`) until it is released. Not taken,
+//!   the fill channel is subscribed (Redis confirms it) and then the lease
+//!   left is read, before `acquire` returns: an announcement made after
+//!   that is seen, and a lock already gone is seen too.
+//! - Releasing deletes the lock (compare-and-delete), then publishes
+//!   `filled` or `empty`; a hold dropped without release (its task
+//!   aborted) publishes `free`. The payload says only what happened: a
+//!   waiter reads the shared tier for its own key, never a value from the
+//!   message, and a message on another key's channel never reaches it.
+//! - A holder that died announces nothing: the waiter wakes when the lease
+//!   it read runs out and tries the lock again (the holder that is alive
+//!   has renewed it by then, and the waiter goes back to waiting).
+//! - One subscriber client per `RedisLock` (and its clones), made on the
+//!   first wait; a channel is unsubscribed when its last waiter in the
+//!   process leaves. Classic `PUBLISH`/`SUBSCRIBE`, so a cluster works as a
+//!   single server does. A reconnection of the subscriber drops its
+//!   subscriptions: every waiter is told `free` and tries again.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::lock::{DistributedLock, FillEvent, LoadEnd, LockAttempt};
+//! use hitbox_core::CacheKey;
+//! use hitbox_redis::{RedisBackend, RedisLock};
+//!
+//! # async fn example(redis: RedisBackend) -> Result<(), hitbox_backend::BackendError> {
+//! let lock = RedisLock::new(&redis).lease(Duration::from_secs(10));
+//! let key = CacheKey::builder("reports").part("day", "2024-06-01").build();
+//! match lock.acquire(&key).await? {
+//!     LockAttempt::Acquired(hold) => {
+//!         // ... load and store, then tell the others:
+//!         hold.release(LoadEnd::Filled).await;
+//!     }
+//!     LockAttempt::HeldElsewhere(mut watch) => {
+//!         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+//!         if watch.wait(deadline).await == FillEvent::Filled {
+//!             // ... read the shared tier for `key`
+//!         }
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use hitbox_backend::Cache;
@@ -49,15 +103,26 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{Expiration, KeysInterface, LuaInterface, Pool, SetOptions, Value};
+use blake2::Digest;
+use fred::prelude::{
+    Builder, Client, ClientLike, EventInterface, Expiration, KeysInterface, LuaInterface, Pool,
+    PubsubInterface, ReconnectPolicy, SetOptions, Value,
+};
+use fred::types::Message;
 use fred::types::scripts::Script;
+use hitbox_backend::lock::{
+    DistributedLock, FillEvent, FillWatch, LoadEnd, LockAttempt, LockFuture, LockHold,
+};
 use hitbox_backend::{BackendError, Cache, CacheableValue, LoadError};
 use hitbox_core::{CacheKey, EntryOptions};
+use tokio::sync::broadcast;
 
 use crate::RedisBackend;
 use crate::invalidation::random_token;
@@ -130,6 +195,9 @@ pub struct RunOnce<T> {
 #[derive(Clone)]
 pub struct RedisLock {
     inner: Arc<LockConfig>,
+    /// The waiters of [`DistributedLock`] acquisitions, and their
+    /// subscriber client (made on the first wait).
+    fills: Arc<Fills>,
 }
 
 #[derive(Clone)]
@@ -166,6 +234,7 @@ impl RedisLock {
                 poll_interval: DEFAULT_POLL_INTERVAL,
                 command_timeout: DEFAULT_COMMAND_TIMEOUT,
             }),
+            fills: Arc::new(Fills::default()),
         }
     }
 
@@ -438,5 +507,421 @@ impl Drop for LockGuard {
                 let _ = release_token(&lock, &key, &token).await;
             });
         }
+    }
+}
+
+// The lock as the HTTP layer uses it: `DistributedLock`, with waiters told
+// by pub/sub instead of polling.
+
+/// What a holder publishes on a key's fill channel. Announcements carry
+/// no data: a waiter reads what the shared tier holds for its own key.
+const FILLED: &str = "filled";
+const EMPTY: &str = "empty";
+const FREE: &str = "free";
+
+/// How many locks serialise the (un)subscriptions of the fill channels:
+/// one channel's always go through the same one, in order.
+const SHARDS: usize = 16;
+
+/// The waiters of one process, by fill channel, and the client they
+/// listen through.
+#[derive(Default)]
+struct Fills {
+    subscriber: tokio::sync::OnceCell<Subscriber>,
+    channels: Arc<Mutex<HashMap<String, Listeners>>>,
+    shards: [tokio::sync::Mutex<()>; SHARDS],
+}
+
+impl Fills {
+    fn shard(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        channel.hash(&mut hasher);
+        &self.shards[(hasher.finish() % SHARDS as u64) as usize]
+    }
+}
+
+/// The waiters of one channel in this process.
+struct Listeners {
+    count: usize,
+    events: broadcast::Sender<FillEvent>,
+}
+
+/// The client the fill channels are subscribed with, and the task that
+/// hands what arrives to the waiters.
+struct Subscriber {
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+/// Tells every waiter of this process that its lock may be free: after a
+/// lost connection (its subscriptions went with it) or lost messages.
+fn wake_all(channels: &Mutex<HashMap<String, Listeners>>) {
+    let channels = channels.lock().unwrap_or_else(|p| p.into_inner());
+    for listeners in channels.values() {
+        let _ = listeners.events.send(FillEvent::Free);
+    }
+}
+
+/// Hands the announcements that arrive to the waiters of their channel.
+async fn dispatch(
+    channels: Arc<Mutex<HashMap<String, Listeners>>>,
+    mut messages: broadcast::Receiver<Message>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+) {
+    use broadcast::error::RecvError;
+    // Every server's first connection is no loss (a cluster client makes
+    // one per node); any later one is: the subscriptions it carried are
+    // gone, and the waiters resubscribe as they try the lock again.
+    let mut connected_before = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(message) => {
+                    let event = match message.value.as_bytes() {
+                        Some(bytes) if bytes == FILLED.as_bytes() => FillEvent::Filled,
+                        Some(bytes) if bytes == EMPTY.as_bytes() => FillEvent::Empty,
+                        Some(bytes) if bytes == FREE.as_bytes() => FillEvent::Free,
+                        _ => {
+                            tracing::debug!("unreadable fill announcement dropped");
+                            continue;
+                        }
+                    };
+                    let channels = channels.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(listeners) = channels.get(&*message.channel) {
+                        let _ = listeners.events.send(event);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => wake_all(&channels),
+                Err(RecvError::Closed) => break,
+            },
+            server = reconnects.recv() => match server {
+                Ok(server) => {
+                    if !connected_before.insert(server) {
+                        wake_all(&channels);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => wake_all(&channels),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+}
+
+/// The digest a key's lock and channel are named by: the key itself never
+/// appears in Redis outside the entry.
+fn key_digest(key: &CacheKey) -> String {
+    hex::encode(Blake2b256::digest(key.as_str().as_bytes()))
+}
+
+type Blake2b256 = blake2::Blake2b<blake2::digest::consts::U32>;
+
+impl RedisLock {
+    /// The Redis key of the [`DistributedLock`] of `key`:
+    /// `<prefix>#flight:<hex BLAKE2b-256 of the key>`.
+    pub fn flight_key(&self, key: &CacheKey) -> String {
+        format!("{}#flight:{}", self.inner.prefix, key_digest(key))
+    }
+
+    /// The pub/sub channel on which the holder of `key`'s
+    /// [`DistributedLock`] announces the end of its load:
+    /// `<prefix>#filled:<hex BLAKE2b-256 of the key>`.
+    pub fn fill_channel(&self, key: &CacheKey) -> String {
+        format!("{}#filled:{}", self.inner.prefix, key_digest(key))
+    }
+
+    /// How many [`DistributedLock`] waiters of this process (of this lock
+    /// and its clones) are listening for a holder's announcement now.
+    pub fn waiting(&self) -> usize {
+        let channels = self.fills.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.values().map(|listeners| listeners.count).sum()
+    }
+
+    /// The subscriber client, made and connected on first use.
+    async fn subscriber(&self) -> Result<&Client, BackendError> {
+        let label = &self.inner.label;
+        let subscriber = self
+            .fills
+            .subscriber
+            .get_or_try_init(|| async {
+                let template = self.inner.pool.next();
+                let policy = template
+                    .client_reconnect_policy()
+                    .unwrap_or_else(|| ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+                let client = Builder::from_config(template.client_config())
+                    .set_performance_config(template.perf_config())
+                    .set_connection_config(template.connection_config().clone())
+                    .set_policy(policy)
+                    .build()
+                    .map_err(|error| crate::backend_error(label, error))?;
+                // The receivers exist before the connection, so that
+                // nothing published once it is up is missed.
+                let task = tokio::spawn(dispatch(
+                    Arc::clone(&self.fills.channels),
+                    client.message_rx(),
+                    client.reconnect_rx(),
+                ));
+                drop(client.connect());
+                Ok::<_, BackendError>(Subscriber { client, task })
+            })
+            .await?;
+        if !subscriber.client.is_connected() {
+            self.command(subscriber.client.wait_for_connect()).await?;
+        }
+        Ok(&subscriber.client)
+    }
+
+    /// Listens on `channel` for the end of the load holding `lock_key`:
+    /// subscribed (Redis confirmed) before it returns, then the lease left
+    /// read, so that a holder that is gone already is seen.
+    async fn watch(&self, channel: String, lock_key: &str) -> Result<RedisWatch, BackendError> {
+        let client = self.subscriber().await?;
+        let events = {
+            let mut channels = self.fills.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let listeners = channels.entry(channel.clone()).or_insert_with(|| Listeners {
+                count: 0,
+                events: broadcast::channel(4).0,
+            });
+            listeners.count += 1;
+            listeners.events.subscribe()
+        };
+        // From here on, dropping the watch (an error below) unregisters it.
+        let mut watch = RedisWatch {
+            lock: self.clone(),
+            channel,
+            events,
+            lapses_at: None,
+        };
+        {
+            let _order = self.fills.shard(&watch.channel).lock().await;
+            self.command(client.subscribe(watch.channel.as_str())).await?;
+        }
+        let left: i64 = self.command(self.inner.pool.pttl(lock_key)).await?;
+        let now = tokio::time::Instant::now();
+        watch.lapses_at = match left {
+            // Gone already: released (its announcement came before we
+            // listened) or lapsed.
+            -2 => Some(now),
+            left if left >= 0 => Some(now + Duration::from_millis(left as u64)),
+            _ => None,
+        };
+        Ok(watch)
+    }
+
+    /// Publishes `what` on `channel`, within the command timeout.
+    async fn announce(&self, channel: &str, what: &'static str) {
+        if let Err(error) = self
+            .command(self.inner.pool.next().publish::<i64, _, _>(channel, what))
+            .await
+        {
+            tracing::debug!(%error, "fill announcement failed; waiters time out or see the lock lapse");
+        }
+    }
+}
+
+impl DistributedLock for RedisLock {
+    /// `SET <flight key> <token> NX PX <lease>`; taken, the lease is
+    /// renewed every third of it until the hold is released. Not taken,
+    /// the fill channel is subscribed, then the lease left is read. Every
+    /// command is bounded by [`RedisLock::command_timeout`].
+    fn acquire<'a>(&'a self, key: &'a CacheKey) -> LockFuture<'a, Result<LockAttempt, BackendError>> {
+        Box::pin(async move {
+            let digest = key_digest(key);
+            let lock_key = format!("{}#flight:{digest}", self.inner.prefix);
+            let channel = format!("{}#filled:{digest}", self.inner.prefix);
+            let token = random_token();
+            let px = crate::px_millis(self.inner.lease);
+            let reply: Value = self
+                .command(self.inner.pool.set(
+                    lock_key.as_str(),
+                    token.as_str(),
+                    Some(Expiration::PX(px)),
+                    Some(SetOptions::NX),
+                    false,
+                ))
+                .await?;
+            if reply.is_null() {
+                let watch = self.watch(channel, &lock_key).await?;
+                return Ok(LockAttempt::HeldElsewhere(Box::new(watch)));
+            }
+            Ok(LockAttempt::Acquired(Box::new(RedisHold::start(
+                self.clone(),
+                lock_key,
+                channel,
+                token,
+            ))))
+        })
+    }
+}
+
+/// A [`DistributedLock`] held: renewed by a task of its own until released.
+struct RedisHold {
+    lock: RedisLock,
+    key: String,
+    channel: String,
+    token: String,
+    renew: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl RedisHold {
+    fn start(lock: RedisLock, key: String, channel: String, token: String) -> RedisHold {
+        let renew = tokio::spawn({
+            let (lock, key, token) = (lock.clone(), key.clone(), token.clone());
+            async move {
+                let every = lock.inner.lease / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    let px = crate::px_millis(lock.inner.lease);
+                    let args = vec![Value::from(token.as_str()), Value::from(px)];
+                    match lock.script(&RENEW, RENEW_LUA, &key, args).await {
+                        Ok(1) => {}
+                        Ok(_) => {
+                            tracing::warn!("distributed lock lost while loading (lease too short?)");
+                            return;
+                        }
+                        Err(error) => tracing::debug!(%error, "distributed lock renewal failed"),
+                    }
+                }
+            }
+        });
+        RedisHold {
+            lock,
+            key,
+            channel,
+            token,
+            renew,
+            released: false,
+        }
+    }
+
+    /// Releases the lock, then tells the waiters (releasing first, so that
+    /// a waiter told to try the lock finds it free). A fill is news
+    /// whoever holds the lock now; the other announcements only if the
+    /// lock was still this hold's, not to disturb a later holder's waiters.
+    fn finish(&mut self, what: &'static str) -> impl Future<Output = ()> + Send + 'static {
+        self.released = true;
+        self.renew.abort();
+        let lock = self.lock.clone();
+        let key = std::mem::take(&mut self.key);
+        let token = std::mem::take(&mut self.token);
+        let channel = std::mem::take(&mut self.channel);
+        async move {
+            let ours = match release_token(&lock, &key, &token).await {
+                Ok(ours) => ours,
+                Err(error) => {
+                    tracing::debug!(%error, "distributed lock release failed; it lapses");
+                    false
+                }
+            };
+            if what == FILLED || ours {
+                lock.announce(&channel, what).await;
+            }
+        }
+    }
+}
+
+impl LockHold for RedisHold {
+    fn release(mut self: Box<Self>, end: LoadEnd) -> LockFuture<'static, ()> {
+        let what = match end {
+            LoadEnd::Filled => FILLED,
+            LoadEnd::Empty => EMPTY,
+        };
+        Box::pin(self.finish(what))
+    }
+}
+
+impl Drop for RedisHold {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        // Dropped mid-load (its task aborted): the lock is freed for a
+        // waiter to take over.
+        let finish = self.finish(FREE);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(finish);
+        }
+    }
+}
+
+/// A waiter's side of a [`DistributedLock`] acquisition that lost.
+struct RedisWatch {
+    lock: RedisLock,
+    channel: String,
+    events: broadcast::Receiver<FillEvent>,
+    /// When the holder's lease runs out, as read after subscribing: past
+    /// it, the waiter tries the lock again (a holder that died announces
+    /// nothing).
+    lapses_at: Option<tokio::time::Instant>,
+}
+
+impl FillWatch for RedisWatch {
+    fn wait(&mut self, deadline: tokio::time::Instant) -> LockFuture<'_, FillEvent> {
+        Box::pin(async move {
+            let until = self.lapses_at.map_or(deadline, |lapses| lapses.min(deadline));
+            tokio::select! {
+                event = self.events.recv() => event.unwrap_or(FillEvent::Free),
+                _ = tokio::time::sleep_until(until) => {
+                    if until < deadline { FillEvent::Free } else { FillEvent::TimedOut }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for RedisWatch {
+    fn drop(&mut self) {
+        let last = {
+            let mut channels = self.lock.fills.channels.lock().unwrap_or_else(|p| p.into_inner());
+            match channels.get_mut(&self.channel) {
+                Some(listeners) if listeners.count > 1 => {
+                    listeners.count -= 1;
+                    false
+                }
+                Some(_) => {
+                    channels.remove(&self.channel);
+                    true
+                }
+                None => false,
+            }
+        };
+        if !last {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lock = self.lock.clone();
+        let channel = std::mem::take(&mut self.channel);
+        runtime.spawn(async move {
+            let Some(subscriber) = lock.fills.subscriber.get() else {
+                return;
+            };
+            let _order = lock.fills.shard(&channel).lock().await;
+            // A waiter that came for the channel meanwhile keeps it.
+            let wanted = lock
+                .fills
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&channel);
+            if !wanted {
+                let _ = lock
+                    .command(subscriber.client.unsubscribe(channel.as_str()))
+                    .await;
+            }
+        });
     }
 }

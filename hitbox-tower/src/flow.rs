@@ -20,8 +20,12 @@
 //!    policy uses validators.
 //! 3. **Load** ([`load`]). Requests the policy lets share a load wait for
 //!    the one that leads it, at most the lock timeout
-//!    (`fwd=miss; collapsed`, or `detail=lock-timeout`). The leader asks the
-//!    origin, with the stored validators when revalidating. An origin error
+//!    (`fwd=miss; collapsed`, or `detail=lock-timeout`). With a
+//!    distributed lock, the leader of a miss then shares the load with the
+//!    other instances ([`distributed`]): it loads if it takes the lock, and
+//!    otherwise serves what the instance that took it stored. The leader
+//!    waits until the generations of the load's tags are read, then asks
+//!    the origin, with the stored validators when revalidating. An origin error
 //!    or `5xx` is answered with the stale response where stale-if-error
 //!    allows it; a `304` refreshes the stored response (its fields meant for
 //!    one client go to that client only).
@@ -34,6 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hitbox_backend::LoadTicket;
+use hitbox_backend::lock::LoadEnd;
 use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Timestamp};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, request};
@@ -41,6 +46,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{CacheBody, Tee};
+use crate::distributed::{self, Coordinated};
 use crate::future::ResponseFuture;
 use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
@@ -262,6 +268,7 @@ where
                 key,
                 lead: None,
                 meta: storing.meta.clone(),
+                hold: None,
             },
             status: head.status,
             headers: storing.headers,
@@ -809,6 +816,29 @@ where
         }
     }
 
+    // One origin call for a key across instances, when the layer has a
+    // distributed lock: taken by the request that leads this process's load
+    // of a key missing in every tier.
+    let mut hold = None;
+    if let Some(lock) = &shared.lock
+        && lead.is_some()
+        && pending.is_none()
+        && policy.takes_distributed_lock(context)
+    {
+        let headers = &request.parts.headers;
+        match distributed::coordinate(&shared, lock.as_ref(), &request.key, context, headers).await {
+            Coordinated::Load(taken) => hold = taken,
+            Coordinated::Found(entry, age) => {
+                let stored = &entry.value().response;
+                let response = serve(&shared, stored, age, headers, false, CacheOutcome::Collapsed);
+                if let Some(lead) = lead {
+                    lead.hand_over(entry.value().to_stored());
+                }
+                return Ok(response);
+            }
+        }
+    }
+
     // What the response is judged against, kept before the request goes.
     let client = request.parts.headers.clone();
     let Keyed {
@@ -831,6 +861,11 @@ where
             parts.extensions.clone(),
         )
     });
+    // The generations of the load's tags are read before the origin is
+    // asked, so that an invalidation racing the origin's answer is seen.
+    if let Some(lead) = &lead {
+        lead.ready().await;
+    }
     let request_time = cache.clock().now();
     let response = match inner.call(Request::from_parts(parts, body)).await {
         Ok(response) => response,
@@ -838,6 +873,7 @@ where
             if let Some(lead) = lead {
                 lead.complete(Err(Uncacheable::OriginFailed));
             }
+            store::release(hold, LoadEnd::Empty);
             return match pending {
                 Some(pending) if pending.stale_if_error.is_some() => {
                     Ok(serve_stale(&shared, pending, None, &client, head))
@@ -863,6 +899,7 @@ where
         if let Some(lead) = lead {
             lead.complete(Err(Uncacheable::OriginFailed));
         }
+        store::release(hold, LoadEnd::Empty);
         let status = Some(head_parts.status.as_u16());
         return Ok(serve_stale(&shared, pending, status, &client, head));
     }
@@ -885,7 +922,7 @@ where
                 response_time,
             );
             let stored = match &merged.meta {
-                Some(meta) => store::put(cache, &key, &merged.response, meta).await,
+                Some(meta) => store::put_checked(cache, lead.as_ref(), &key, &merged.response, meta).await,
                 None => {
                     let _ = cache.delete(&key).await;
                     false
@@ -959,6 +996,7 @@ where
             key: key.clone(),
             lead: lead.take(),
             meta: storing.meta.clone(),
+            hold: None,
         };
         // A request that joined a load that stored nothing cannot lead
         // the engine's store: it passes the response on.
@@ -968,7 +1006,7 @@ where
             Err(None)
         }
     });
-    let (store, storing) = match plan {
+    let (mut store, storing) = match plan {
         Ok(plan) => plan,
         Err(skip) => {
             if let Some(skip) = skip {
@@ -980,10 +1018,12 @@ where
             if let Some(lead) = lead {
                 lead.complete(Err(Uncacheable::NotStorable));
             }
+            store::release(hold, LoadEnd::Empty);
             let outcome = outcome(false);
             return Ok(passed(&shared, Response::from_parts(head_parts, body), outcome));
         }
     };
+    store.hold = hold;
     let names = vary::vary_names(&head_parts.headers).unwrap_or_default();
     // `stored` only when it is sure: a length known up front, within the
     // limit, and no predicate left to judge the body. A body of unknown

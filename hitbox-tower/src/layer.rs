@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hitbox_backend::Cache;
+use hitbox_backend::lock::DistributedLock;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Body;
@@ -79,6 +80,8 @@ pub(crate) struct LayerState<P> {
     pub x_cache: bool,
     pub lock_timeout: Duration,
     pub passes: Arc<HitForPass>,
+    /// The lock misses take across instances, if any.
+    pub lock: Option<Arc<dyn DistributedLock>>,
 }
 
 impl<P: HttpPolicy> LayerState<P> {
@@ -167,6 +170,7 @@ impl CacheLayer {
             rfc: None,
             hit_for_pass: DEFAULT_HIT_FOR_PASS,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lock: None,
         }
     }
 
@@ -201,6 +205,7 @@ pub struct CacheLayerBuilder {
     rfc: Option<Rfc9111>,
     hit_for_pass: Duration,
     lock_timeout: Duration,
+    lock: Option<Arc<dyn DistributedLock>>,
 }
 
 impl CacheLayerBuilder {
@@ -241,6 +246,25 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// Shares loads with the other instances of the service: a miss (a key
+    /// missing in every tier, once this process chose the request to lead
+    /// its load) first takes `lock`, a lock per key shared by every
+    /// instance, such as `hitbox_redis::RedisLock`. The instance that
+    /// takes it asks the origin and stores the response; the others wait
+    /// for its announcement, at most the [lock
+    /// timeout](CacheLayerBuilder::lock_timeout), and serve what the shared
+    /// tier then holds for their key (`Cache-Status: fwd=miss;
+    /// collapsed`). They go to the origin themselves when the wait runs
+    /// out, when the holder stored nothing, and when the lock cannot be
+    /// reached: the lock saves origin calls, it never fails a request.
+    /// Hits never touch it. Applies in both modes; a rule opts out with
+    /// [`Rule::distributed_lock`]. The cache should have a tier the
+    /// instances share (the lock's Redis), or waiters find nothing.
+    pub fn distributed_lock(mut self, lock: impl DistributedLock) -> Self {
+        self.lock = Some(Arc::new(lock));
+        self
+    }
+
     /// Switches the layer to standards mode: it behaves as an RFC 9111
     /// shared cache, and the origin's headers (not rules) decide what is
     /// stored and for how long; rules are then ignored. See
@@ -259,6 +283,7 @@ impl CacheLayerBuilder {
             x_cache: self.x_cache,
             lock_timeout: self.lock_timeout,
             passes: Arc::new(passes),
+            lock: self.lock.clone(),
         })
     }
 

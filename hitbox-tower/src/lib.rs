@@ -214,6 +214,44 @@
 //! encryption stages, tags (`Cache::invalidate_tag`), stats. See the
 //! `hitbox-backend` crate.
 //!
+//! # Many instances: one origin call per key
+//!
+//! Within one process, requests for a key that is being loaded wait for
+//! that load. Across instances (several processes behind a load balancer,
+//! over one Redis), [`CacheLayerBuilder::distributed_lock`] does the same
+//! with a lock per key: on a miss in every tier, the request this process
+//! chose to lead the load tries the lock. The instance that takes it asks
+//! the origin, stores the response and announces it; the others, already
+//! listening (Redis pub/sub, no polling), serve what the shared tier then
+//! holds for their own key (`Cache-Status: hitbox; fwd=miss; collapsed`).
+//! The lock's lease is renewed while the origin's body streams into the
+//! cache; an instance that dies mid-load lets another take over when its
+//! lease runs out. A waiter waits at most the lock timeout, and goes to the
+//! origin itself when the wait runs out, when the holder stored nothing, or
+//! when the lock cannot be reached: the lock saves origin calls and never
+//! fails a request. Hits never touch it. A rule opts out with
+//! [`Rule::distributed_lock`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hitbox_backend::{Cache, Compose};
+//! use hitbox_moka::MokaBackend;
+//! use hitbox_redis::{RedisBackend, RedisLock};
+//! use hitbox_tower::{CacheLayer, Rule};
+//!
+//! # fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisBackend::from_url("redis://127.0.0.1:6379")?;
+//! let cache = Cache::new(MokaBackend::new(64 << 20).compose(redis.clone()));
+//! let layer = CacheLayer::builder(cache)
+//!     .rule(Rule::new())
+//!     .distributed_lock(RedisLock::new(&redis).lease(Duration::from_secs(10)))
+//!     .lock_timeout(Duration::from_secs(5))
+//!     .build();
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Clients
 //!
 //! The layer wraps any `tower::Service` of HTTP requests: a reqwest client
@@ -235,6 +273,7 @@ mod body;
 mod body_key;
 #[cfg(feature = "reqwest")]
 pub mod client;
+mod distributed;
 pub mod extract;
 mod flow;
 mod future;

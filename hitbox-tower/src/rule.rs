@@ -65,6 +65,7 @@ pub struct Rule {
     pub(crate) body_key: Option<BodyKey>,
     pub(crate) request_body_limit: usize,
     pub(crate) invalidate_on_unsafe: bool,
+    pub(crate) distributed_lock: bool,
 }
 
 impl Default for Rule {
@@ -83,6 +84,7 @@ impl std::fmt::Debug for Rule {
             .field("body_key", &self.body_key)
             .field("request_body_limit", &self.request_body_limit)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("distributed_lock", &self.distributed_lock)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +110,7 @@ impl Rule {
             body_key: None,
             request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
             invalidate_on_unsafe: true,
+            distributed_lock: true,
         }
     }
 
@@ -327,6 +330,16 @@ impl Rule {
     /// [crate documentation](crate#invalidation-by-unsafe-methods).
     pub fn invalidate_on_unsafe(mut self, enabled: bool) -> Self {
         self.invalidate_on_unsafe = enabled;
+        self
+    }
+
+    /// Whether a miss of this rule takes the layer's distributed lock
+    /// (default `true`; see
+    /// [`CacheLayerBuilder::distributed_lock`](crate::CacheLayerBuilder::distributed_lock)).
+    /// Turn it off for keys that are cheap to load, or whose loads should
+    /// not wait on another instance.
+    pub fn distributed_lock(mut self, enabled: bool) -> Self {
+        self.distributed_lock = enabled;
         self
     }
 

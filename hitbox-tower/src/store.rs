@@ -6,10 +6,16 @@
 //! the variant key ([`variant_key`]). It is stored by the engine, through
 //! the single-flight the request leads (rules: the flight's options give
 //! its lifetime), or directly with the metadata its headers give
-//! (standards mode), after which the flight's waiters get it.
+//! (standards mode), after which the flight's waiters get it. A direct
+//! store is checked as the engine's own is: refused when the key or its
+//! tags were invalidated while the load ran, here or, through a shared
+//! tier's tag generations, in another process ([`LoadLead::store_entry`]).
+//! A load that holds the distributed lock releases it once the store is
+//! done, telling the other instances whether there is something to read.
 
 use std::sync::Arc;
 
+use hitbox_backend::lock::{LoadEnd, LockHold};
 use hitbox_backend::{Cache, LoadLead};
 use hitbox_core::{CacheKey, EntryMeta, KeyBuilder};
 use http::header::{self, HeaderMap, HeaderName};
@@ -67,6 +73,8 @@ pub(crate) struct Store {
     /// The metadata to store it with directly; `None`: the lead's flight
     /// stores it.
     pub meta: Option<EntryMeta>,
+    /// The distributed lock this load holds, released once it is stored.
+    pub hold: Option<Box<dyn LockHold>>,
 }
 
 impl Store {
@@ -83,26 +91,78 @@ impl Store {
             self.passes.remember(&self.key);
             lead.complete(Err(reason));
         }
+        release(self.hold, LoadEnd::Empty);
     }
 
     /// Stores `value` (in a task of its own when it is stored directly)
     /// and hands it to the waiters.
     pub fn finish(self, value: CachedResponse) {
-        let Some(meta) = self.meta else {
+        if self.meta.is_none() && self.hold.is_none() {
             if let Some(lead) = self.lead {
                 lead.complete(Ok(value));
             }
             return;
-        };
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
-            put(&self.cache, &self.key, &value, &meta).await;
-            if let Some(lead) = self.lead {
-                lead.complete(Ok(value));
+            let Store {
+                cache,
+                key,
+                lead,
+                meta,
+                hold,
+                ..
+            } = self;
+            let stored = match (meta, lead) {
+                (Some(meta), lead) => {
+                    let stored = put_checked(&cache, lead.as_ref(), &key, &value, &meta).await;
+                    if let Some(lead) = lead {
+                        lead.complete(Ok(value));
+                    }
+                    stored
+                }
+                // The flight stores it; it ends once it did.
+                (None, Some(lead)) => lead.finish(Ok(value)).await.is_ok(),
+                (None, None) => false,
+            };
+            if let Some(hold) = hold {
+                let end = if stored { LoadEnd::Filled } else { LoadEnd::Empty };
+                hold.release(end).await;
             }
         });
+    }
+}
+
+/// Releases a distributed lock with `end`, in the background.
+pub(crate) fn release(hold: Option<Box<dyn LockHold>>, end: LoadEnd) {
+    let Some(hold) = hold else {
+        return;
+    };
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(hold.release(end));
+    }
+}
+
+/// [`put`], checked against what the load `lead` recorded when it started
+/// when there is one ([`LoadLead::store_entry`]).
+pub(crate) async fn put_checked(
+    cache: &Cache,
+    lead: Option<&LoadLead<CachedResponse, Uncacheable>>,
+    key: &CacheKey,
+    value: &CachedResponse,
+    meta: &EntryMeta,
+) -> bool {
+    let Some(lead) = lead else {
+        return put(cache, key, value, meta).await;
+    };
+    match lead.store_entry(key, value, meta).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::debug!(%error, key = %key.log_id(), "response not stored");
+            false
+        }
     }
 }
 

@@ -14,13 +14,18 @@
 //! `rules-body` (the same `GET` under a rule with a body predicate),
 //! `rules-post` (a query-style `POST` whose JSON body is read, judged and
 //! keyed), `rfc9111` (a standards-mode hit) or `origin` (the bare inner
-//! service).
+//! service). A mode with `-lock` appended (`rules-lock`, `rfc9111-lock`)
+//! is the same with a distributed lock configured, to show that a hit
+//! never touches it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use hitbox_backend::Cache;
-use hitbox_core::Predicate;
+use hitbox_backend::lock::{DistributedLock, LoadEnd, LockAttempt, LockFuture, LockHold};
+use hitbox_backend::{BackendError, Cache};
+use hitbox_core::{CacheKey, Predicate};
 use hitbox_moka::MokaBackend;
 use hitbox_tower::predicate::{Json, ReadSize};
 use hitbox_tower::rfc9111::Rfc9111;
@@ -52,6 +57,25 @@ fn search_request() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A lock that is always free, counting its acquisitions: a layer with a
+/// distributed lock takes it on a miss only, which `main` checks.
+struct CountingLock(Arc<AtomicUsize>);
+
+struct Held;
+
+impl LockHold for Held {
+    fn release(self: Box<Self>, _end: LoadEnd) -> LockFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+impl DistributedLock for CountingLock {
+    fn acquire<'a>(&'a self, _key: &'a CacheKey) -> LockFuture<'a, Result<LockAttempt, BackendError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(LockAttempt::Acquired(Box::new(Held))) })
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
@@ -79,6 +103,14 @@ fn main() {
         .build()
         .unwrap();
     let builder = CacheLayer::builder(Cache::new(MokaBackend::default()));
+    let acquired = Arc::new(AtomicUsize::new(0));
+    let (builder, mode) = match mode.strip_suffix("-lock") {
+        Some(base) => (
+            builder.distributed_lock(CountingLock(Arc::clone(&acquired))),
+            base.to_owned(),
+        ),
+        None => (builder, mode),
+    };
     let layer = match mode.as_str() {
         "rfc9111" => builder.rfc9111(Rfc9111::new()),
         "rules-body" => builder.rule(Rule::new().when_body(ReadSize::at_most(1024))),
@@ -121,5 +153,7 @@ fn main() {
         total
     });
     assert_eq!(total, count * size);
+    // The lock is taken by the one miss that filled the cache, if any.
+    assert!(acquired.load(Ordering::SeqCst) <= 1, "a hit took the lock");
     println!("{count} calls of {size} B");
 }

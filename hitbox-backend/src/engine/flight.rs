@@ -21,14 +21,14 @@ use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use hitbox_core::{CacheKey, EntryOptions};
+use hitbox_core::{CacheKey, EntryMeta, EntryOptions};
 use tokio::sync::oneshot;
 
 use super::start::{LoadStart, Recorded};
 use super::stats::EngineCounters;
 use super::{Flight, Inner};
 use crate::codec::format::CacheableValue;
-use crate::error::LoadError;
+use crate::error::{BackendError, LoadError};
 
 /// A load that several callers can await.
 pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;
@@ -61,6 +61,55 @@ impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
     /// tags.
     pub async fn ready(&self) {
         self.start.get().await;
+    }
+
+    /// Hands `value`, found stored already (another process loaded and
+    /// stored it in a tier this cache shares), to the waiters without
+    /// storing it again, so that its metadata stays the one it was stored
+    /// with.
+    pub fn hand_over(self, value: V) {
+        self.start.mark_stored_elsewhere();
+        self.complete(Ok(value));
+    }
+
+    /// Stores `value` under `key` (the load's key, or a variant of it) with
+    /// metadata the caller computed, as the engine stores a load's result:
+    /// not when the key or one of the load's tags was invalidated in this
+    /// process since the load started, and, in a tier shared with other
+    /// processes, only if none of the tag generations the load recorded
+    /// moved ([`Backend::write_if_current`](crate::Backend::write_if_current)).
+    /// For a caller that decides an entry's lifetime itself (the HTTP
+    /// layer's standards mode). `Ok(false)`: not stored for one of those
+    /// reasons, or because the generations could not be read.
+    pub async fn store_entry(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+    ) -> Result<bool, BackendError> {
+        let Some(inner) = self.start.inner() else {
+            return Ok(false);
+        };
+        if self.start.is_cancelled() {
+            tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
+            return Ok(false);
+        }
+        let stored = match self.start.get().await {
+            Recorded::Untracked => inner.store(key, value, meta).await.map(|()| true),
+            Recorded::Seen(expected) => inner.store_if_current(key, value, meta, expected).await,
+            Recorded::Unknown => Ok(false),
+        };
+        if let Ok(false) = stored {
+            EngineCounters::bump(&inner.stats.stale_loads_discarded);
+            tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated while it ran, or its generations are unknown: result not stored");
+        }
+        // An invalidation that landed while the value was written may have
+        // removed the key before the write: undo it.
+        if self.start.is_cancelled() && matches!(stored, Ok(true)) {
+            let _ = inner.backend.remove(key).await;
+            return Ok(false);
+        }
+        stored
     }
 
     /// Reports the result and waits until it is stored (or, for an error,
@@ -214,7 +263,7 @@ impl Inner {
         let cancelled = Arc::new(AtomicBool::new(false));
         let policy = self.policy.with_overrides(options);
         let tags = options.tags().to_vec();
-        let start = LoadStart::new(self, tags.clone());
+        let start = LoadStart::new(self, tags.clone(), Arc::clone(&cancelled));
         let shared = run_flight(
             Arc::downgrade(self),
             key.clone(),
@@ -272,7 +321,9 @@ where
     };
     let result = inner.count_load_result(result);
     if let Ok(value) = &result {
-        if cancelled.load(Ordering::SeqCst) {
+        if start.is_stored_elsewhere() {
+            tracing::trace!(key = %key.log_id(), "load's value was stored by another process: not stored again");
+        } else if cancelled.load(Ordering::SeqCst) {
             EngineCounters::bump(&inner.stats.stale_loads_discarded);
             tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
         } else {

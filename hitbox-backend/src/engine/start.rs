@@ -8,6 +8,7 @@
 //! out; the caller may wait for it ([`LoadLead::ready`](super::LoadLead::ready))
 //! before it asks its origin, and the store waits for it in any case.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use hitbox_core::Tag;
@@ -34,10 +35,15 @@ pub(crate) struct LoadStart {
     inner: Weak<Inner>,
     tags: Vec<Tag>,
     recorded: OnceCell<Recorded>,
+    /// Set by an invalidation of the load's key or tags in this process.
+    cancelled: Arc<AtomicBool>,
+    /// Set when the leader found the value stored already (by another
+    /// process): the flight hands it over without storing it again.
+    stored_elsewhere: AtomicBool,
 }
 
 impl LoadStart {
-    pub(crate) fn new(inner: &Arc<Inner>, tags: Vec<Tag>) -> Arc<LoadStart> {
+    pub(crate) fn new(inner: &Arc<Inner>, tags: Vec<Tag>, cancelled: Arc<AtomicBool>) -> Arc<LoadStart> {
         let recorded = OnceCell::new();
         if tags.is_empty() {
             let _ = recorded.set(Recorded::Untracked);
@@ -46,7 +52,30 @@ impl LoadStart {
             inner: Arc::downgrade(inner),
             tags,
             recorded,
+            cancelled,
+            stored_elsewhere: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the load's key or one of its tags was invalidated in this
+    /// process since it started.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Marks the result as stored by someone else: not to be stored again.
+    pub(crate) fn mark_stored_elsewhere(&self) {
+        self.stored_elsewhere.store(true, Ordering::SeqCst);
+    }
+
+    /// See [`LoadStart::mark_stored_elsewhere`].
+    pub(crate) fn is_stored_elsewhere(&self) -> bool {
+        self.stored_elsewhere.load(Ordering::SeqCst)
+    }
+
+    /// The engine the load runs in, while it exists.
+    pub(crate) fn inner(&self) -> Option<Arc<Inner>> {
+        self.inner.upgrade()
     }
 
     /// The load's tags.

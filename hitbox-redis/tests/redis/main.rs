@@ -14,6 +14,7 @@ mod common;
 mod distributed;
 mod encrypted;
 mod faults;
+mod fills;
 mod generations;
 mod outage;
 mod read_many;

@@ -157,6 +157,12 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// leads one otherwise).
     fn joins_loads(&self, context: &Self::Context, request: &HeaderMap) -> bool;
 
+    /// Whether a miss takes the layer's distributed lock, when it has one
+    /// (after it was chosen to lead the load in this process).
+    fn takes_distributed_lock(&self, _context: &Self::Context) -> bool {
+        true
+    }
+
     /// Whether the request may only be answered from the cache (`504`
     /// otherwise).
     fn only_if_cached(&self, context: &Self::Context) -> bool;

@@ -203,6 +203,10 @@ impl HttpPolicy for RulePolicy {
         true
     }
 
+    fn takes_distributed_lock(&self, context: &RuleContext) -> bool {
+        self.rule(context).distributed_lock
+    }
+
     fn only_if_cached(&self, _context: &RuleContext) -> bool {
         false
     }
