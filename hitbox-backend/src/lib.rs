@@ -145,6 +145,7 @@ mod engine;
 pub mod entity;
 mod error;
 pub mod memoize;
+pub mod observe;
 mod tiers;
 
 #[cfg(feature = "encryption")]
@@ -167,6 +168,7 @@ pub use entity::{Entity, EntityCache, Repository};
 pub use error::{BackendError, BoxError, CodecError, LoadError};
 #[cfg(feature = "macros")]
 pub use memoize::cached;
+pub use observe::Outcome;
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
 pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{

@@ -23,12 +23,13 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hitbox_core::{CacheKey, EntryOptions};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::start::{LoadStart, Recorded};
-use super::stats::EngineCounters;
-use super::{Flight, Inner};
+use super::{Flight, Inner, load_error_type};
 use crate::codec::format::CacheableValue;
 use crate::error::LoadError;
+use crate::observe::spans;
 
 /// A load that several callers can await.
 pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;
@@ -203,7 +204,7 @@ impl Inner {
         if let Some(existing) = flights.get(key) {
             if join {
                 if let Some(shared) = existing.shared.downcast_ref::<SharedLoad<V, E>>() {
-                    EngineCounters::bump(&self.stats.joins);
+                    self.stats.joins.bump();
                     return Err((shared.clone(), load));
                 }
             } else {
@@ -215,7 +216,10 @@ impl Inner {
         let policy = self.policy.with_overrides(options);
         let tags = options.tags().to_vec();
         let start = LoadStart::new(self, tags.clone());
-        let shared = run_flight(
+        // A child of the span current now: the request that leads the load,
+        // or the background refresh. Whoever awaits the load enters it.
+        let span = spans::load(key);
+        let flight = run_flight(
             Arc::downgrade(self),
             key.clone(),
             id,
@@ -223,9 +227,13 @@ impl Inner {
             policy,
             Arc::clone(&start),
             load,
-        )
-        .boxed()
-        .shared();
+            span.clone(),
+        );
+        let shared = if span.is_disabled() {
+            flight.boxed().shared()
+        } else {
+            flight.instrument(span).boxed().shared()
+        };
         flights.insert(
             key.clone(),
             Flight {
@@ -246,6 +254,7 @@ impl Inner {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_flight<V, E, Fut>(
     inner: Weak<Inner>,
     key: CacheKey,
@@ -254,13 +263,14 @@ async fn run_flight<V, E, Fut>(
     policy: hitbox_core::CachePolicy,
     start: Arc<LoadStart>,
     load: Fut,
+    span: tracing::Span,
 ) -> Result<V, LoadError<E>>
 where
     V: CacheableValue,
     Fut: Future<Output = Result<V, LoadError<E>>>,
 {
     if let Some(inner) = inner.upgrade() {
-        EngineCounters::bump(&inner.stats.loads);
+        inner.stats.loads.bump();
     }
     // Before the loader runs: what a shared tier's check compares with.
     start.get().await;
@@ -271,9 +281,13 @@ where
         return result;
     };
     let result = inner.count_load_result(result);
+    match &result {
+        Ok(_) => spans::finish(&span, "ok"),
+        Err(error) => spans::fail(&span, load_error_type(error)),
+    }
     if let Ok(value) = &result {
         if cancelled.load(Ordering::SeqCst) {
-            EngineCounters::bump(&inner.stats.stale_loads_discarded);
+            inner.stats.stale_loads_discarded.bump();
             tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
         } else {
             let meta = policy.entry_meta(inner.clock.now(), start.tags().to_vec());
@@ -283,7 +297,7 @@ where
                 }
                 Recorded::Seen(expected) => {
                     if let Ok(false) = inner.store_if_current(&key, value, &meta, expected).await {
-                        EngineCounters::bump(&inner.stats.stale_loads_discarded);
+                        inner.stats.stale_loads_discarded.bump();
                         tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated elsewhere while it ran: result not stored");
                     }
                 }
@@ -294,9 +308,9 @@ where
             // An invalidation that landed while the value was being written
             // may have removed the key before the write: undo the write.
             if cancelled.load(Ordering::SeqCst) {
-                EngineCounters::bump(&inner.stats.stale_loads_discarded);
+                inner.stats.stale_loads_discarded.bump();
                 tracing::debug!(key = %key.log_id(), "load raced with an invalidation: stored result removed");
-                let _ = inner.backend.remove(&key).await;
+                let _ = inner.tier_remove(&key).await;
             }
         }
     }
