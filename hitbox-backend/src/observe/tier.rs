@@ -14,7 +14,7 @@ use hitbox_core::{CacheKey, Tag};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::spans::{self, in_span};
+use super::spans::{self, in_span, wanted};
 use crate::error::BackendError;
 use crate::tiers::backend::Backend;
 use crate::tiers::generations::TagGenerations;
@@ -79,6 +79,9 @@ impl TierObserver {
     }
 
     pub(crate) fn read_span(&self, key: &CacheKey) -> Span {
+        if !wanted() {
+            return Span::none();
+        }
         tracing::debug_span!(
             "hitbox.tier.read",
             hitbox.tier = &*self.label,
@@ -90,6 +93,9 @@ impl TierObserver {
     }
 
     pub(crate) fn read_many_span(&self, keys: usize) -> Span {
+        if !wanted() {
+            return Span::none();
+        }
         tracing::debug_span!(
             "hitbox.tier.read",
             hitbox.tier = &*self.label,
@@ -101,6 +107,9 @@ impl TierObserver {
     }
 
     pub(crate) fn write_span(&self, key: &CacheKey) -> Span {
+        if !wanted() {
+            return Span::none();
+        }
         tracing::debug_span!(
             "hitbox.tier.write",
             hitbox.tier = &*self.label,
@@ -112,6 +121,9 @@ impl TierObserver {
     }
 
     pub(crate) fn remove_span(&self, key: &CacheKey) -> Span {
+        if !wanted() {
+            return Span::none();
+        }
         tracing::debug_span!(
             "hitbox.tier.remove",
             hitbox.tier = &*self.label,
@@ -123,6 +135,9 @@ impl TierObserver {
     }
 
     pub(crate) fn invalidate_span(&self, tag: &Tag) -> Span {
+        if !wanted() {
+            return Span::none();
+        }
         tracing::debug_span!(
             "hitbox.tier.invalidate",
             hitbox.tier = &*self.label,
