@@ -21,8 +21,8 @@
 //!   by the engine and by compositions around every tier call.
 //! - `spans` (crate-private): the span helpers. Spans are at `DEBUG`; a
 //!   disabled span costs a level check and nothing is formatted.
-//! - With the `metrics` feature: [`describe_metrics`] (units and help texts
-//!   for an exporter) and [`SizeGauges`] (the bytes and entries an
+//! - With the `metrics` feature: `describe_metrics` (units and help texts
+//!   for an exporter) and `SizeGauges` (the bytes and entries an
 //!   in-process tier holds, for tier crates such as hitbox-moka).
 
 pub(crate) mod spans;
