@@ -229,10 +229,9 @@ impl Inner {
             load,
             span.clone(),
         );
-        let shared = if span.is_disabled() {
-            flight.boxed().shared()
-        } else {
-            flight.instrument(span).boxed().shared()
+        let shared = match span.span() {
+            None => flight.boxed().shared(),
+            Some(span) => flight.instrument(span.clone()).boxed().shared(),
         };
         flights.insert(
             key.clone(),
@@ -263,7 +262,7 @@ async fn run_flight<V, E, Fut>(
     policy: hitbox_core::CachePolicy,
     start: Arc<LoadStart>,
     load: Fut,
-    span: tracing::Span,
+    span: spans::Traced,
 ) -> Result<V, LoadError<E>>
 where
     V: CacheableValue,
@@ -282,8 +281,8 @@ where
     };
     let result = inner.count_load_result(result);
     match &result {
-        Ok(_) => spans::finish(&span, "ok"),
-        Err(error) => spans::fail(&span, load_error_type(error)),
+        Ok(_) => span.finish("ok"),
+        Err(error) => span.fail(load_error_type(error)),
     }
     if let Ok(value) = &result {
         if cancelled.load(Ordering::SeqCst) {

@@ -12,7 +12,7 @@ use super::memo::Decoded;
 use super::{Cache, CachedEntry};
 use crate::codec::format::CacheableValue;
 use crate::observe::Outcome;
-use crate::observe::spans::{self, in_span};
+use crate::observe::spans;
 
 impl Cache {
     /// The entries under `keys`, in order, whatever their freshness (like
@@ -43,7 +43,7 @@ impl Cache {
             return Vec::new();
         }
         let span = spans::lookup_many(keys.len());
-        let found = match in_span(&span, self.inner.tier_read_many(keys)).await {
+        let found = match span.run(self.inner.tier_read_many(keys)).await {
             Ok(found) if found.len() == keys.len() => found,
             Ok(found) => {
                 tracing::warn!(
@@ -51,17 +51,17 @@ impl Cache {
                     answered = found.len(),
                     "tier answered read_many with the wrong count, treated as misses"
                 );
-                spans::finish(&span, "miss");
+                span.finish("miss");
                 return keys.iter().map(|_| None).collect();
             }
             Err(error) => {
                 self.inner.stats.tier_error(error.tier());
                 tracing::warn!(keys = keys.len(), %error, "cache read of many keys failed, treated as misses");
-                spans::fail(&span, error.kind());
+                span.fail(error.kind());
                 return keys.iter().map(|_| None).collect();
             }
         };
-        spans::finish(&span, "ok");
+        span.finish("ok");
         let now = self.inner.clock.now();
         keys.iter()
             .zip(found)

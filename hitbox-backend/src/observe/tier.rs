@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hitbox_core::{CacheKey, Tag};
-use tracing::Span;
 use tracing::field::Empty;
 
-use super::spans::{self, in_span, wanted};
+use super::spans::Traced;
 use crate::error::BackendError;
 use crate::tiers::backend::Backend;
 use crate::tiers::generations::TagGenerations;
@@ -70,6 +69,7 @@ impl TierObserver {
     }
 
     /// A clock read for a latency, when latencies are measured.
+    #[inline]
     pub(crate) fn started(&self) -> Option<Instant> {
         #[cfg(feature = "metrics")]
         if self.metrics.timed() {
@@ -78,80 +78,78 @@ impl TierObserver {
         None
     }
 
-    pub(crate) fn read_span(&self, key: &CacheKey) -> Span {
-        if !wanted() {
-            return Span::none();
-        }
-        tracing::debug_span!(
-            "hitbox.tier.read",
-            hitbox.tier = &*self.label,
-            hitbox.key = %key.log_id(),
-            hitbox.result = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        )
+    #[inline(always)]
+    pub(crate) fn read_span(&self, key: &CacheKey) -> Traced {
+        Traced::new(|| {
+            tracing::debug_span!(
+                "hitbox.tier.read",
+                hitbox.tier = &*self.label,
+                hitbox.key = %key.log_id(),
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            )
+        })
     }
 
-    pub(crate) fn read_many_span(&self, keys: usize) -> Span {
-        if !wanted() {
-            return Span::none();
-        }
-        tracing::debug_span!(
-            "hitbox.tier.read",
-            hitbox.tier = &*self.label,
-            hitbox.keys = keys,
-            hitbox.result = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        )
+    pub(crate) fn read_many_span(&self, keys: usize) -> Traced {
+        Traced::new(|| {
+            tracing::debug_span!(
+                "hitbox.tier.read",
+                hitbox.tier = &*self.label,
+                hitbox.keys = keys,
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            )
+        })
     }
 
-    pub(crate) fn write_span(&self, key: &CacheKey) -> Span {
-        if !wanted() {
-            return Span::none();
-        }
-        tracing::debug_span!(
-            "hitbox.tier.write",
-            hitbox.tier = &*self.label,
-            hitbox.key = %key.log_id(),
-            hitbox.result = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        )
+    #[inline]
+    pub(crate) fn write_span(&self, key: &CacheKey) -> Traced {
+        Traced::new(|| {
+            tracing::debug_span!(
+                "hitbox.tier.write",
+                hitbox.tier = &*self.label,
+                hitbox.key = %key.log_id(),
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            )
+        })
     }
 
-    pub(crate) fn remove_span(&self, key: &CacheKey) -> Span {
-        if !wanted() {
-            return Span::none();
-        }
-        tracing::debug_span!(
-            "hitbox.tier.remove",
-            hitbox.tier = &*self.label,
-            hitbox.key = %key.log_id(),
-            hitbox.result = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        )
+    pub(crate) fn remove_span(&self, key: &CacheKey) -> Traced {
+        Traced::new(|| {
+            tracing::debug_span!(
+                "hitbox.tier.remove",
+                hitbox.tier = &*self.label,
+                hitbox.key = %key.log_id(),
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            )
+        })
     }
 
-    pub(crate) fn invalidate_span(&self, tag: &Tag) -> Span {
-        if !wanted() {
-            return Span::none();
-        }
-        tracing::debug_span!(
-            "hitbox.tier.invalidate",
-            hitbox.tier = &*self.label,
-            hitbox.tag = tag.as_str(),
-            hitbox.result = Empty,
-            error.type = Empty,
-            otel.status_code = Empty,
-        )
+    pub(crate) fn invalidate_span(&self, tag: &Tag) -> Traced {
+        Traced::new(|| {
+            tracing::debug_span!(
+                "hitbox.tier.invalidate",
+                hitbox.tier = &*self.label,
+                hitbox.tag = tag.as_str(),
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            )
+        })
     }
 
     /// Records a read of one key: `hit`, `miss` or `error`.
+    #[inline]
     pub(crate) fn read_done(
         &self,
-        span: &Span,
+        span: &Traced,
         result: &Result<Option<Bytes>, BackendError>,
         took: Option<Duration>,
     ) {
@@ -168,7 +166,7 @@ impl TierObserver {
                     1,
                     took,
                 );
-                spans::finish(span, if found.is_some() { "hit" } else { "miss" });
+                span.finish(if found.is_some() { "hit" } else { "miss" });
             }
             Err(error) => self.read_failed(span, error, 1, took),
         }
@@ -178,7 +176,7 @@ impl TierObserver {
     /// per key when the read failed; one latency.
     pub(crate) fn read_many_done(
         &self,
-        span: &Span,
+        span: &Traced,
         result: &Result<Vec<Option<Bytes>>, BackendError>,
         keys: usize,
         took: Option<Duration>,
@@ -194,30 +192,31 @@ impl TierObserver {
                         .read(ReadResult::Miss, found.len() as u64 - hits, None);
                 }
                 let _ = found;
-                spans::finish(span, "ok");
+                span.finish("ok");
             }
             Err(error) => self.read_failed(span, error, keys as u64, took),
         }
     }
 
-    fn read_failed(&self, span: &Span, error: &BackendError, keys: u64, took: Option<Duration>) {
+    fn read_failed(&self, span: &Traced, error: &BackendError, keys: u64, took: Option<Duration>) {
         let _ = (keys, took);
         #[cfg(feature = "metrics")]
         {
             self.metrics.read(ReadResult::Error, keys, took);
             self.metrics.error(error);
         }
-        spans::fail(span, error.kind());
+        span.fail(error.kind());
     }
 
     /// Records a write: `ok`, `refused` or `error`.
-    pub(crate) fn write_done(&self, span: &Span, written: Written<'_>, took: Option<Duration>) {
+    #[inline]
+    pub(crate) fn write_done(&self, span: &Traced, written: Written<'_>, took: Option<Duration>) {
         let _ = took;
         match written {
             Written::Stored => {
                 #[cfg(feature = "metrics")]
                 self.metrics.write(WriteResult::Ok, took);
-                spans::finish(span, "ok");
+                span.finish("ok");
             }
             Written::Refused(error) => {
                 #[cfg(feature = "metrics")]
@@ -228,7 +227,7 @@ impl TierObserver {
                     }
                 }
                 let _ = error;
-                spans::finish(span, "refused");
+                span.finish("refused");
             }
             Written::Failed(error) => {
                 #[cfg(feature = "metrics")]
@@ -236,18 +235,18 @@ impl TierObserver {
                     self.metrics.write(WriteResult::Error, took);
                     self.metrics.error(error);
                 }
-                spans::fail(span, error.kind());
+                span.fail(error.kind());
             }
         }
     }
 
     /// Records a removal or an invalidation: `ok` or `error`.
-    pub(crate) fn done<T>(&self, span: &Span, result: &Result<T, BackendError>) {
+    pub(crate) fn done<T>(&self, span: &Traced, result: &Result<T, BackendError>) {
         match result {
-            Ok(_) => spans::finish(span, "ok"),
+            Ok(_) => span.finish("ok"),
             Err(error) => {
                 self.error(error);
-                spans::fail(span, error.kind());
+                span.fail(error.kind());
             }
         }
     }
@@ -260,19 +259,6 @@ impl TierObserver {
         self.metrics.error(error);
     }
 
-    /// `backend.read(key)`, observed.
-    pub(crate) async fn read(
-        &self,
-        backend: &dyn Backend,
-        key: &CacheKey,
-    ) -> Result<Option<Bytes>, BackendError> {
-        let span = self.read_span(key);
-        let started = self.started();
-        let result = in_span(&span, backend.read(key)).await;
-        self.read_done(&span, &result, started.map(|at| at.elapsed()));
-        result
-    }
-
     /// `backend.read_many(keys)`, observed.
     pub(crate) async fn read_many(
         &self,
@@ -281,7 +267,7 @@ impl TierObserver {
     ) -> Result<Vec<Option<Bytes>>, BackendError> {
         let span = self.read_many_span(keys.len());
         let started = self.started();
-        let result = in_span(&span, backend.read_many(keys)).await;
+        let result = span.run(backend.read_many(keys)).await;
         self.read_many_done(&span, &result, keys.len(), started.map(|at| at.elapsed()));
         result
     }
@@ -297,7 +283,7 @@ impl TierObserver {
     ) -> Result<(), BackendError> {
         let span = self.write_span(key);
         let started = self.started();
-        let result = in_span(&span, backend.write(key, value, ttl, tags)).await;
+        let result = span.run(backend.write(key, value, ttl, tags)).await;
         self.write_done(
             &span,
             Written::of(&result, |_| true),
@@ -318,7 +304,9 @@ impl TierObserver {
     ) -> Result<bool, BackendError> {
         let span = self.write_span(key);
         let started = self.started();
-        let result = in_span(&span, backend.write_if_current(key, value, ttl, tags, expected)).await;
+        let result = span
+            .run(backend.write_if_current(key, value, ttl, tags, expected))
+            .await;
         self.write_done(
             &span,
             Written::of(&result, |stored| *stored),
@@ -330,7 +318,7 @@ impl TierObserver {
     /// `backend.remove(key)`, observed.
     pub(crate) async fn remove(&self, backend: &dyn Backend, key: &CacheKey) -> Result<bool, BackendError> {
         let span = self.remove_span(key);
-        let result = in_span(&span, backend.remove(key)).await;
+        let result = span.run(backend.remove(key)).await;
         self.done(&span, &result);
         result
     }
@@ -338,7 +326,7 @@ impl TierObserver {
     /// `backend.invalidate_tag(tag)`, observed.
     pub(crate) async fn invalidate_tag(&self, backend: &dyn Backend, tag: &Tag) -> Result<u64, BackendError> {
         let span = self.invalidate_span(tag);
-        let result = in_span(&span, backend.invalidate_tag(tag)).await;
+        let result = span.run(backend.invalidate_tag(tag)).await;
         self.done(&span, &result);
         result
     }

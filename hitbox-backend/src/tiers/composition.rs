@@ -162,7 +162,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 
 use crate::codec::envelope::RawEntry;
 use crate::error::BackendError;
-use crate::observe::spans::in_span;
+use crate::observe::spans::traced_await;
 use crate::observe::tier::{TierObserver, Written};
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 use crate::tiers::breaker::{BreakerConfig, CircuitBreaker};
@@ -388,7 +388,7 @@ impl TierState {
         let (result, took) = match &self.observer {
             Some(observer) => {
                 let span = observer.read_span(key);
-                let (result, took) = in_span(&span, self.call_timed(true, |tier| tier.read(key))).await;
+                let (result, took) = traced_await!(span, self.call_timed(true, |tier| tier.read(key)));
                 observer.read_done(&span, &result, took);
                 (result, took)
             }
@@ -414,11 +414,9 @@ impl TierState {
             return self.call(true, |tier| tier.write(key, value, ttl, tags)).await;
         };
         let span = observer.write_span(key);
-        let (result, took) = in_span(
-            &span,
-            self.call_timed(true, |tier| tier.write(key, value, ttl, tags)),
-        )
-        .await;
+        let (result, took) = span
+            .run(self.call_timed(true, |tier| tier.write(key, value, ttl, tags)))
+            .await;
         observer.write_done(&span, Written::of(&result, |_| true), took);
         result
     }
@@ -442,7 +440,7 @@ impl TierState {
         let operation = self.call_timed(true, |tier| {
             tier.write_if_current(key, value, ttl, tags, expected)
         });
-        let (result, took) = in_span(&span, operation).await;
+        let (result, took) = span.run(operation).await;
         observer.write_done(&span, Written::of(&result, |stored| *stored), took);
         result
     }
@@ -451,7 +449,7 @@ impl TierState {
         let result = match &self.observer {
             Some(observer) => {
                 let span = observer.read_many_span(keys.len());
-                let (result, took) = in_span(&span, self.call_timed(true, |tier| tier.read_many(keys))).await;
+                let (result, took) = span.run(self.call_timed(true, |tier| tier.read_many(keys))).await;
                 observer.read_many_done(&span, &result, keys.len(), took);
                 result
             }
@@ -475,7 +473,7 @@ impl TierState {
             return self.call(false, |tier| tier.remove(key)).await;
         };
         let span = observer.remove_span(key);
-        let (result, _) = in_span(&span, self.call_timed(false, |tier| tier.remove(key))).await;
+        let (result, _) = span.run(self.call_timed(false, |tier| tier.remove(key))).await;
         observer.done(&span, &result);
         result
     }
@@ -486,7 +484,9 @@ impl TierState {
             return self.call(false, |tier| tier.invalidate_tag(tag)).await;
         };
         let span = observer.invalidate_span(tag);
-        let (result, _) = in_span(&span, self.call_timed(false, |tier| tier.invalidate_tag(tag))).await;
+        let (result, _) = span
+            .run(self.call_timed(false, |tier| tier.invalidate_tag(tag)))
+            .await;
         observer.done(&span, &result);
         result
     }
