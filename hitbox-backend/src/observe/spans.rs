@@ -60,6 +60,9 @@ pub(crate) use traced_await;
 pub(crate) struct Traced(Option<Span>);
 
 impl Traced {
+    /// No span.
+    pub(crate) const OFF: Traced = Traced(None);
+
     /// The span `make` makes, when `DEBUG` spans may be wanted and the
     /// subscriber takes it.
     #[inline(always)]

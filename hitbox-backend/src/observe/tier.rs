@@ -68,6 +68,16 @@ impl TierObserver {
         }
     }
 
+    /// Whether latencies are measured (feature `metrics`, a recorder
+    /// installed when the tier's handles were registered).
+    #[inline(always)]
+    pub(crate) fn timed(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.metrics.timed();
+        #[cfg(not(feature = "metrics"))]
+        false
+    }
+
     /// A clock read for a latency, when latencies are measured.
     #[inline]
     pub(crate) fn started(&self) -> Option<Instant> {
