@@ -432,9 +432,11 @@ impl Cache {
 
     /// The entry under `key` with its metadata and freshness, whatever its
     /// freshness (expired entries a tier has not dropped yet included).
-    /// Counts nothing: for callers that make their own decisions (the HTTP
-    /// layer, for one). Over a tier that shares its buffers, reads of the
-    /// same stored entry share one decoding ([`CachedEntry`]).
+    /// Counts no outcome: for callers that make their own decisions (the
+    /// HTTP layer, for one), which count theirs with
+    /// [`Cache::record_outcome`]. (Its tier reads are counted per tier, and
+    /// it is a `hitbox.lookup` span.) Over a tier that shares its buffers,
+    /// reads of the same stored entry share one decoding ([`CachedEntry`]).
     pub async fn get_entry<V>(&self, key: &CacheKey) -> Option<CachedEntry<V>>
     where
         V: CacheableValue + Send + Sync + 'static,
@@ -805,6 +807,11 @@ impl Cache {
     /// response to its own client while the value is being collected. The
     /// value reported by the leader is stored with `options` (unless the key
     /// or one of its tags is invalidated meanwhile), like a loader's.
+    ///
+    /// A caller that joins counts in [`CacheStats::joins`], a lead's load
+    /// in the loads; no request outcome is counted: the caller records its
+    /// own ([`Cache::record_outcome`]). A lead's load is a `hitbox.load`
+    /// span, a child of the span current now.
     pub fn lead_or_join<V, E>(&self, key: &CacheKey, options: &EntryOptions) -> LoadTicket<V, E>
     where
         V: CacheableValue,
@@ -817,7 +824,9 @@ impl Cache {
     /// load of it is running already, the bound of background refreshes is
     /// reached, or there is no tokio runtime. The loaded value is stored with
     /// `options`. The engine calls this itself on stale hits; it is public
-    /// for callers that serve stale entries on their own.
+    /// for callers that serve stale entries on their own. The refresh is a
+    /// `hitbox.revalidate` span: a root span that follows from the span
+    /// current now, with the load under it.
     pub fn refresh_in_background<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
     where
         V: CacheableValue,
