@@ -1,5 +1,7 @@
 //! The engine's hit path on the moka tier, for a 1 KiB and a 100 KiB value;
-//! the AES-GCM encryptor; a read through three composed tiers.
+//! the AES-GCM encryptor; a read through three composed tiers; what
+//! observability costs a hit (`engine/observability`: build with and
+//! without `--features metrics` to compare).
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -127,11 +129,78 @@ fn bench_three_tiers(c: &mut Criterion) {
     group.finish();
 }
 
+/// The layer's hit (`get_entry` of a 1 KiB response from moka) as
+/// observability leaves it:
+///
+/// - `no_recorder`: no metrics recorder and no tracing subscriber. Built
+///   without the `metrics` feature, this is the hit as it always was; with
+///   it, the no-op handles' cost.
+/// - `recorder` (feature `metrics`): a recorder installed before the cache
+///   was built, so every counter, gauge and latency is recorded.
+/// - `spans_disabled`: a subscriber that keeps `INFO` and above, as in
+///   production: the engine's `DEBUG` spans are checked and skipped.
+/// - `spans_enabled`: a subscriber that takes every span (and does nothing
+///   with it), for the cost of turning the spans on.
+fn bench_observability(c: &mut Criterion) {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = CacheKey::builder("bench").part("observed", "1KiB").build();
+    let hit = |cache: &Cache| {
+        runtime.block_on(cache.set(&key, &response(1024))).unwrap();
+        assert!(
+            runtime
+                .block_on(cache.get_entry::<CachedResponse>(&key))
+                .is_some()
+        );
+    };
+    let mut group = c.benchmark_group("engine/observability");
+    let case = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str, cache: &Cache| {
+        hit(cache);
+        group.bench_function(BenchmarkId::new("get_entry", name), |b| {
+            b.to_async(&runtime).iter(|| async {
+                black_box(cache.get_entry::<CachedResponse>(black_box(&key)).await.unwrap())
+            })
+        });
+    };
+
+    let plain = Cache::new(MokaBackend::builder().label("plain").build());
+    case(&mut group, "no_recorder", &plain);
+
+    #[cfg(feature = "metrics")]
+    {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let recorded = metrics::with_local_recorder(&recorder, || {
+            Cache::new(MokaBackend::builder().label("recorded").build())
+        });
+        case(&mut group, "recorder", &recorded);
+    }
+
+    {
+        let production = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .with(tracing_subscriber::filter::LevelFilter::INFO);
+        let _guard = tracing::subscriber::set_default(production);
+        case(&mut group, "spans_disabled", &plain);
+    }
+    {
+        struct Takes;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Takes {}
+        let everything = tracing_subscriber::registry().with(Takes);
+        let _guard = tracing::subscriber::set_default(everything);
+        case(&mut group, "spans_enabled", &plain);
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_hits, bench_encryptor, bench_three_tiers
+    targets = bench_hits, bench_encryptor, bench_three_tiers, bench_observability
 }
 criterion_main!(benches);

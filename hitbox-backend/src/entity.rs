@@ -72,6 +72,7 @@ use crate::engine::in_place::InPlaceFailed;
 use crate::engine::{Cache, LoadTicket};
 use crate::error::BackendError;
 use crate::memoize::KeyPart;
+use crate::observe::Outcome;
 
 /// A type cached by id.
 ///
@@ -269,9 +270,17 @@ impl<E: Entity> EntityCache<E> {
         strategy: Strategy,
     ) -> Result<Vec<Option<E>>, R::Error> {
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.key(id)).collect();
+        let bypass = |cache: &Cache| {
+            for _ in ids {
+                cache.record_outcome(Outcome::Bypass);
+            }
+        };
         match strategy {
             Strategy::UseCache => {}
-            Strategy::Bypass => return Ok(align(ids, repository.load_many(ids).await?)),
+            Strategy::Bypass => {
+                bypass(&self.cache);
+                return Ok(align(ids, repository.load_many(ids).await?));
+            }
             Strategy::Invalidate | Strategy::Refresh => {
                 for key in &keys {
                     if let Err(error) = self.cache.delete(key).await {
@@ -279,6 +288,7 @@ impl<E: Entity> EntityCache<E> {
                     }
                 }
                 if strategy == Strategy::Invalidate {
+                    bypass(&self.cache);
                     return Ok(align(ids, repository.load_many(ids).await?));
                 }
             }
@@ -292,16 +302,18 @@ impl<E: Entity> EntityCache<E> {
         for (index, (key, entry)) in keys.iter().zip(entries).enumerate() {
             match entry {
                 Some(entry) if entry.freshness == Freshness::Fresh => {
-                    self.cache.count_lookup(true);
+                    self.cache.record_outcome(Outcome::Hit);
                     found[index] = Some(entry.into_value());
                 }
-                _ => {
-                    self.cache.count_lookup(false);
-                    match self.cache.lead_or_join::<E, InPlaceFailed>(key, &options) {
-                        LoadTicket::Lead(lead) => leads.push((index, lead)),
-                        LoadTicket::Join(join) => joins.push((index, join)),
+                _ => match self.cache.lead_or_join::<E, InPlaceFailed>(key, &options) {
+                    LoadTicket::Lead(lead) => {
+                        self.cache.record_outcome(Outcome::Miss);
+                        leads.push((index, lead));
                     }
-                }
+                    // Counted when it is known whether the load waited for
+                    // served this id.
+                    LoadTicket::Join(join) => joins.push((index, join)),
+                },
             }
         }
 
@@ -339,8 +351,14 @@ impl<E: Entity> EntityCache<E> {
         let mut again = Vec::new();
         for (index, join) in joins {
             match join.wait().await {
-                Ok(entity) => found[index] = Some(entity),
-                Err(_) => again.push(index),
+                Ok(entity) => {
+                    self.cache.record_outcome(Outcome::Collapsed);
+                    found[index] = Some(entity);
+                }
+                Err(_) => {
+                    self.cache.record_outcome(Outcome::Miss);
+                    again.push(index);
+                }
             }
         }
         if !again.is_empty() {

@@ -87,6 +87,29 @@ impl BackendError {
         }
     }
 
+    /// The class of the error, a short constant: `timeout`, `unavailable`,
+    /// `client`, `key`, `refused` or `codec` (for
+    /// [`Encode`](BackendError::Encode)). It is the `kind` label of
+    /// `hitbox_tier_errors_total` and the `error.type` field of a failed
+    /// tier span; see [`BackendError::KINDS`].
+    pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Every value [`BackendError::kind`] takes.
+    pub const KINDS: [&'static str; 6] = ["timeout", "unavailable", "client", "key", "refused", "codec"];
+
+    pub(crate) fn kind_index(&self) -> usize {
+        match self {
+            BackendError::Timeout { .. } => 0,
+            BackendError::Unavailable { .. } => 1,
+            BackendError::Client { .. } => 2,
+            BackendError::Key { .. } => 3,
+            BackendError::Refused { .. } => 4,
+            BackendError::Encode { .. } => 5,
+        }
+    }
+
     /// Whether this error says the tier is unhealthy, and so counts towards
     /// opening its [circuit breaker](crate::CircuitBreaker): it timed out
     /// ([`Timeout`](BackendError::Timeout)), could not be reached or lost

@@ -81,6 +81,8 @@
 //! - [`memoize`]: the run-time half of `#[cached]` (feature `macros`): the
 //!   [`KeyPart`](memoize::KeyPart) trait arguments implement, and the
 //!   helpers the attribute expands to.
+//! - [`observe`]: request outcomes, metrics and spans (see "Observability"
+//!   below).
 //!
 //! Every public item is re-exported at the crate root; the modules
 //! `composition`, `envelope`, `encryption`, `breaker` and `generations`
@@ -127,6 +129,176 @@
 //!   clock has passed; then one probe decides whether it closes or opens
 //!   again. A late answer to a call made before it opened decides nothing.
 //!
+//! # Observability
+//!
+//! The cache tells what it does three ways: [`Cache::stats`] (always),
+//! metrics through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`), and `tracing` spans. The stats and the metrics are
+//! the same counters: each event bumps both from one call site, so they
+//! never disagree.
+//!
+//! ## Metrics (feature `metrics`)
+//!
+//! Any exporter of the facade works (Prometheus, StatsD, ...). Install it
+//! **before** building caches, compositions and tiers: each registers its
+//! metric handles once, when it is built, with the recorder installed then,
+//! and keeps them, so that an event costs an increment and no label is
+//! built on the hit path. Without a recorder the handles do nothing (a
+//! branch per event), and tier latencies are not measured at all (no clock
+//! read). Here a [`DebuggingRecorder`](https://docs.rs/metrics-util) is
+//! installed for the building thread only; a service installs its exporter
+//! globally instead (`metrics_exporter_prometheus::PrometheusBuilder`, for
+//! one), then optionally calls `observe::describe_metrics` for units and
+//! help texts.
+//!
+//! ```
+//! # #[cfg(feature = "metrics")] {
+//! use hitbox_backend::{Cache, MemoryBackend, Outcome};
+//! use hitbox_core::CacheKey;
+//! use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let recorder = DebuggingRecorder::new();
+//! let snapshotter = recorder.snapshotter();
+//! let cache = metrics::with_local_recorder(&recorder, || {
+//!     Cache::builder(MemoryBackend::new().labelled("l1")).name("users").build()
+//! });
+//!
+//! let key = CacheKey::builder("users").part("id", "7").build();
+//! assert_eq!(cache.get::<String>(&key).await, None); // a miss
+//! cache.set(&key, &"Ada".to_string()).await.unwrap();
+//! assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("Ada")); // a hit
+//! cache.record_outcome(Outcome::Bypass); // what an HTTP layer reports
+//!
+//! let exported: Vec<(String, Vec<String>, u64)> = snapshotter
+//!     .snapshot()
+//!     .into_vec()
+//!     .into_iter()
+//!     .filter_map(|(key, _, _, value)| match value {
+//!         DebugValue::Counter(n) if n > 0 => Some((
+//!             key.key().name().to_owned(),
+//!             key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect(),
+//!             n,
+//!         )),
+//!         _ => None,
+//!     })
+//!     .collect();
+//! let count = |name: &str, label: &str| {
+//!     exported
+//!         .iter()
+//!         .find(|(n, labels, _)| n == name && labels.iter().any(|l| l == label))
+//!         .map_or(0, |(_, _, n)| *n)
+//! };
+//! assert_eq!(count("hitbox_cache_requests_total", "outcome=hit"), 1);
+//! assert_eq!(count("hitbox_cache_requests_total", "outcome=miss"), 1);
+//! assert_eq!(count("hitbox_cache_requests_total", "outcome=bypass"), 1);
+//! assert_eq!(count("hitbox_tier_reads_total", "result=hit"), 1);
+//! assert_eq!(count("hitbox_tier_writes_total", "result=ok"), 1);
+//! // The stats count the same events.
+//! let stats = cache.stats();
+//! assert_eq!((stats.hits, stats.misses, stats.bypassed, stats.stores), (1, 1, 1, 1));
+//! # });
+//! # }
+//! ```
+//!
+//! Per cache (label `cache`: [`CacheBuilder::name`], by default the
+//! backend's label), each with the field of [`CacheStats`] it equals:
+//!
+//! | metric | labels | `CacheStats` |
+//! |---|---|---|
+//! | `hitbox_cache_requests_total` | `cache`, `outcome` = `hit`, `miss`, `stale`, `collapsed`, `bypass`, `uncacheable`, `error` | `hits`, `misses`, `stale_hits`, `collapsed`, `bypassed`, `uncacheable`, `request_errors` |
+//! | `hitbox_single_flight_joins_total` | `cache` | `joins` |
+//! | `hitbox_background_refreshes_total` | `cache` | `background_refreshes` |
+//! | `hitbox_loads_total` | `cache`, `result` = `ok`, `error` | `loads_succeeded`, `load_errors` (`loads` counts them when they start) |
+//! | `hitbox_stale_loads_discarded_total` | `cache` | `stale_loads_discarded` |
+//! | `hitbox_invalidations_total` | `cache`, `kind` = `key`, `tag` | `invalidations` (both), `tag_invalidations` |
+//! | `hitbox_stores_total` | `cache` | `stores` |
+//! | `hitbox_unreadable_entries_total` | `cache` | `unreadable_entries` |
+//!
+//! Each request counts in exactly one outcome ([`Outcome`]), so the
+//! outcomes add up to the requests. The engine counts its own (`get`, the
+//! `get_or_insert` family, `get_many`, loads in place, the entity cache);
+//! a caller that reads through [`Cache::get_entry`] and leads loads with
+//! [`Cache::lead_or_join`] (the HTTP layer) counts its requests with
+//! [`Cache::record_outcome`].
+//!
+//! Per tier (label `tier`: the tier's [label](Backend::label)), taken where
+//! the tier is called: by the engine around its tier, by a
+//! [`composition`] around each of its two (a composition itself is not a
+//! series: its tiers are, see [`Backend::observes_tiers`]). Every tier has
+//! them without doing anything; give each tier of a process its own label.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `hitbox_tier_reads_total` | `tier`, `result` = `hit`, `miss`, `error` | reads (a batch read counts each key) |
+//! | `hitbox_tier_writes_total` | `tier`, `result` = `ok`, `error`, `refused` | writes, refills included; `refused`: too large ([`BackendError::Refused`]), or a tag moved ([`Backend::write_if_current`]) |
+//! | `hitbox_tier_errors_total` | `tier`, `kind` = [`BackendError::kind`] | failed operations of any kind; `unavailable`: skipped by an open breaker |
+//! | `hitbox_tier_read_seconds`, `hitbox_tier_write_seconds` | `tier` | latency histograms, on a monotonic clock, of calls that reached the tier |
+//! | `hitbox_tier_breaker_state` | `tier` | gauge: 0 closed, 1 half-open, 2 open (every enabled [`CircuitBreaker`] that is [labelled](CircuitBreaker::labelled)) |
+//! | `hitbox_tier_bytes`, `hitbox_tier_entries` | `tier` | gauges of an in-process tier (`observe::SizeGauges`: hitbox-moka with its `metrics` feature) |
+//!
+//! ## Spans
+//!
+//! Every span is at `DEBUG` (enable it for the target `hitbox_backend`),
+//! and is a child of the span current when it starts: a caller that enters
+//! its own span gets the cache's spans under it. When no subscriber wants
+//! `DEBUG` a span is never made: the hit path pays one level check per
+//! span, and no field is formatted. Subscribers time spans themselves
+//! (`tracing-subscriber`'s `FmtSpan::CLOSE`, `tracing-opentelemetry`);
+//! `hitbox.result` is recorded when the operation ends.
+//!
+//! | span | fields | one per |
+//! |---|---|---|
+//! | `hitbox.lookup` | `hitbox.key` (or `hitbox.keys`, a count), `hitbox.result` = `hit`, `stale`, `stale_if_error`, `expired`, `miss`, `unreadable`, `error` | engine read (`get`, `get_entry`, a loader's lookup, `get_many`) |
+//! | `hitbox.load` | `hitbox.key`, `hitbox.result` = `ok`, `error` | load (a loader, or a caller leading with `lead_or_join`); spans from its start to its store |
+//! | `hitbox.revalidate` | `hitbox.key`, `hitbox.result` | background refresh: a **root** span that *follows from* the span that started it |
+//! | `hitbox.store` | `hitbox.key`, `hitbox.result` = `ok`, `refused`, `expired`, `error` | value the engine writes |
+//! | `hitbox.tier.read` | `hitbox.tier`, `hitbox.key` (or `hitbox.keys`), `hitbox.result` = `hit`, `miss`, `error` (`ok` for a batch) | read of one tier |
+//! | `hitbox.tier.write` | `hitbox.tier`, `hitbox.key`, `hitbox.result` = `ok`, `refused`, `error` | write of one tier (refills included) |
+//! | `hitbox.tier.remove` | `hitbox.tier`, `hitbox.key`, `hitbox.result` | removal from one tier |
+//! | `hitbox.tier.invalidate` | `hitbox.tier`, `hitbox.tag`, `hitbox.result` | tag invalidation in one tier |
+//!
+//! A failed operation also records `error.type` ([`BackendError::kind`];
+//! for a load: `failed`, `panicked`, `abandoned`) and `otel.status_code` =
+//! `ERROR`. The names: OpenTelemetry's where one fits (`error.type`);
+//! `otel.status_code` is what `tracing-opentelemetry` reads for the span's
+//! status; the rest are `hitbox.*`, since OpenTelemetry has no conventions
+//! for caches and its database ones (`db.*`) describe a query to one
+//! database. `hitbox.key` is the key's digest ([`CacheKey::log_id`](hitbox_core::CacheKey::log_id)),
+//! never the key. With an HTTP layer's `hitbox.request` span entered
+//! around each request, the tree is:
+//!
+//! ```text
+//! hitbox.request                      (the layer's)
+//! ├── hitbox.lookup                   one per engine read
+//! │   ├── hitbox.tier.read {tier=moka}    one per tier asked
+//! │   ├── hitbox.tier.read {tier=redis}
+//! │   └── hitbox.tier.write {tier=moka}   a refill of L1
+//! ├── hitbox.load                     a miss the request leads
+//! │   └── hitbox.store
+//! │       ├── hitbox.tier.write {tier=moka}
+//! │       └── hitbox.tier.write {tier=redis}
+//! hitbox.revalidate                   root; follows from hitbox.request
+//! └── hitbox.load
+//!     └── hitbox.store
+//!         └── hitbox.tier.write ...
+//! ```
+//!
+//! ## What the HTTP layer calls
+//!
+//! - [`Cache::record_outcome`] once per request, with the [`Outcome`] its
+//!   own outcome maps to (a hit; a stale answer of any kind; a miss,
+//!   forwarded or revalidated; a collapsed request; a bypass; a response
+//!   that may not be stored; an error). Requests collapsed or bypassed by
+//!   the layer are counted only there: the engine counts no outcome for
+//!   `get_entry`, `lead_or_join` or `refresh_in_background`.
+//! - Its `hitbox.request` span (OpenTelemetry's `http.request.method`,
+//!   `url.path`, `http.response.status_code`, and `hitbox.rule`,
+//!   `hitbox.key`, `hitbox.outcome`), entered around `get_entry`,
+//!   `lead_or_join` and `refresh_in_background` (instrument the request's
+//!   future with it): the engine's spans nest under it as above.
+//! - Nothing for the per-tier metrics: they come with the tiers.
+//!
 //! # Features
 //!
 //! - `bincode`: the bincode 2 format. Off by default: bincode is
@@ -136,6 +308,9 @@
 //!   cachekit SDKs.
 //! - `macros`: the `#[cached]` attribute (crate `hitbox-macros`),
 //!   re-exported as `hitbox_backend::cached`; see [`memoize`].
+//! - `metrics`: metrics through the `metrics` facade; see
+//!   "Observability" above. Off by default; without it nothing of it is
+//!   compiled in.
 //! - `msgpack`: the MessagePack format, the value format the cachekit SDKs
 //!   share. (The cachekit interop key builder lives in `hitbox-cachekit`.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -147,6 +322,7 @@ pub mod entity;
 mod error;
 pub mod lock;
 pub mod memoize;
+pub mod observe;
 mod tiers;
 
 #[cfg(feature = "encryption")]
@@ -170,6 +346,7 @@ pub use error::{BackendError, BoxError, CodecError, LoadError};
 pub use lock::{DistributedLock, FillEvent, FillWatch, LoadEnd, LockAttempt, LockHold};
 #[cfg(feature = "macros")]
 pub use memoize::cached;
+pub use observe::Outcome;
 pub use tiers::backend::{Backend, BackendFuture, TierStats};
 pub use tiers::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use tiers::composition::{

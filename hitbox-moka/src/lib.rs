@@ -144,9 +144,18 @@
 //!
 //! # Features
 //!
-//! None: the tier has no optional parts. Compression and encryption are
-//! stages of hitbox-backend ([`Staged`](hitbox_backend::Staged)), which
-//! wrap this tier like any other.
+//! - `metrics`: the gauges `hitbox_tier_bytes{tier}` (the bytes held, as
+//!   weighed) and `hitbox_tier_entries{tier}`, kept as entries are added
+//!   and as moka reports them removed (evicted, expired, replaced,
+//!   removed), and hitbox-backend's `metrics` feature (per-tier reads,
+//!   writes, errors and latencies, taken by the engine or composition that
+//!   calls this tier). The gauges are registered when the tier is built:
+//!   install the recorder first (hitbox-backend's crate documentation,
+//!   "Observability").
+//!
+//! Compression and encryption are stages of hitbox-backend
+//! ([`Staged`](hitbox_backend::Staged)), which wrap this tier like any
+//! other.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -203,6 +212,9 @@ struct MokaState {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: Arc<AtomicU64>,
+    /// The bytes and entries held (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    gauges: hitbox_backend::observe::SizeGauges,
 }
 
 #[derive(Clone)]
@@ -252,6 +264,11 @@ impl TagIndex {
     fn take(&self, tag: &Tag) -> HashSet<Arc<str>> {
         self.lock().remove(tag).unwrap_or_default()
     }
+}
+
+/// What an entry weighs against the capacity.
+fn weight(key: &str, value: &Stored) -> u32 {
+    u32::try_from(key.len() + value.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 /// Each entry expires after the time it was written with.
@@ -322,13 +339,19 @@ impl MokaBackendBuilder {
         let evictions = Arc::new(AtomicU64::new(0));
         let listener_index = Arc::clone(&index);
         let listener_evictions = Arc::clone(&evictions);
+        #[cfg(feature = "metrics")]
+        let gauges = hitbox_backend::observe::SizeGauges::new(&self.label);
+        #[cfg(feature = "metrics")]
+        let listener_gauges = gauges.clone();
         let cache = moka::sync::Cache::builder()
             .max_capacity(self.max_bytes)
-            .weigher(|key: &Arc<str>, value: &Stored| -> u32 {
-                u32::try_from(key.len() + value.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &Arc<str>, value: &Stored| -> u32 { weight(key, value) })
             .expire_after(PerEntryExpiry)
             .eviction_listener(move |key: Arc<Arc<str>>, value: Stored, cause: RemovalCause| {
+                // Every entry moka took is reported here once when it
+                // goes, whatever the cause (one it would not admit too).
+                #[cfg(feature = "metrics")]
+                listener_gauges.removed(u64::from(weight(&key, &value)));
                 if cause == RemovalCause::Size {
                     listener_evictions.fetch_add(1, Ordering::Relaxed);
                 }
@@ -353,6 +376,8 @@ impl MokaBackendBuilder {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions,
+                #[cfg(feature = "metrics")]
+                gauges,
             }),
         }
     }
@@ -445,6 +470,8 @@ impl Backend for MokaBackend {
                 ttl: ttl.max(Duration::from_millis(1)),
                 tags: tags.into(),
             };
+            #[cfg(feature = "metrics")]
+            self.shared.gauges.added(u64::from(weight(&key, &stored)));
             self.shared.cache.insert(key, stored);
             Ok(())
         })

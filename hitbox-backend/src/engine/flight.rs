@@ -23,12 +23,13 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use hitbox_core::{CacheKey, EntryMeta, EntryOptions};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::start::{LoadStart, Recorded};
-use super::stats::EngineCounters;
-use super::{Flight, Inner};
+use super::{Flight, Inner, load_error_type};
 use crate::codec::format::CacheableValue;
 use crate::error::{BackendError, LoadError};
+use crate::observe::spans;
 
 /// A load that several callers can await.
 pub(crate) type SharedLoad<V, E> = Shared<BoxFuture<'static, Result<V, LoadError<E>>>>;
@@ -100,7 +101,7 @@ impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
             Recorded::Unknown => Ok(false),
         };
         if let Ok(false) = stored {
-            EngineCounters::bump(&inner.stats.stale_loads_discarded);
+            inner.stats.stale_loads_discarded.bump();
             tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated while it ran, or its generations are unknown: result not stored");
         }
         // An invalidation that landed while the value was written may have
@@ -252,7 +253,7 @@ impl Inner {
         if let Some(existing) = flights.get(key) {
             if join {
                 if let Some(shared) = existing.shared.downcast_ref::<SharedLoad<V, E>>() {
-                    EngineCounters::bump(&self.stats.joins);
+                    self.stats.joins.bump();
                     return Err((shared.clone(), load));
                 }
             } else {
@@ -264,7 +265,10 @@ impl Inner {
         let policy = self.policy.with_overrides(options);
         let tags = options.tags().to_vec();
         let start = LoadStart::new(self, tags.clone(), Arc::clone(&cancelled));
-        let shared = run_flight(
+        // A child of the span current now: the request that leads the load,
+        // or the background refresh. Whoever awaits the load enters it.
+        let span = spans::load(key);
+        let flight = run_flight(
             Arc::downgrade(self),
             key.clone(),
             id,
@@ -272,9 +276,12 @@ impl Inner {
             policy,
             Arc::clone(&start),
             load,
-        )
-        .boxed()
-        .shared();
+            span.clone(),
+        );
+        let shared = match span.span() {
+            None => flight.boxed().shared(),
+            Some(span) => flight.instrument(span.clone()).boxed().shared(),
+        };
         flights.insert(
             key.clone(),
             Flight {
@@ -295,6 +302,7 @@ impl Inner {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_flight<V, E, Fut>(
     inner: Weak<Inner>,
     key: CacheKey,
@@ -303,13 +311,14 @@ async fn run_flight<V, E, Fut>(
     policy: hitbox_core::CachePolicy,
     start: Arc<LoadStart>,
     load: Fut,
+    span: spans::Traced,
 ) -> Result<V, LoadError<E>>
 where
     V: CacheableValue,
     Fut: Future<Output = Result<V, LoadError<E>>>,
 {
     if let Some(inner) = inner.upgrade() {
-        EngineCounters::bump(&inner.stats.loads);
+        inner.stats.loads.bump();
     }
     // Before the loader runs: what a shared tier's check compares with.
     start.get().await;
@@ -320,11 +329,15 @@ where
         return result;
     };
     let result = inner.count_load_result(result);
+    match &result {
+        Ok(_) => span.finish("ok"),
+        Err(error) => span.fail(load_error_type(error)),
+    }
     if let Ok(value) = &result {
         if start.is_stored_elsewhere() {
             tracing::trace!(key = %key.log_id(), "load's value was stored by another process: not stored again");
         } else if cancelled.load(Ordering::SeqCst) {
-            EngineCounters::bump(&inner.stats.stale_loads_discarded);
+            inner.stats.stale_loads_discarded.bump();
             tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
         } else {
             let meta = policy.entry_meta(inner.clock.now(), start.tags().to_vec());
@@ -334,7 +347,7 @@ where
                 }
                 Recorded::Seen(expected) => {
                     if let Ok(false) = inner.store_if_current(&key, value, &meta, expected).await {
-                        EngineCounters::bump(&inner.stats.stale_loads_discarded);
+                        inner.stats.stale_loads_discarded.bump();
                         tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated elsewhere while it ran: result not stored");
                     }
                 }
@@ -345,9 +358,9 @@ where
             // An invalidation that landed while the value was being written
             // may have removed the key before the write: undo the write.
             if cancelled.load(Ordering::SeqCst) {
-                EngineCounters::bump(&inner.stats.stale_loads_discarded);
+                inner.stats.stale_loads_discarded.bump();
                 tracing::debug!(key = %key.log_id(), "load raced with an invalidation: stored result removed");
-                let _ = inner.backend.remove(&key).await;
+                let _ = inner.tier_remove(&key).await;
             }
         }
     }

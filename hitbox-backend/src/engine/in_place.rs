@@ -24,10 +24,10 @@ use std::future::Future;
 
 use hitbox_core::{CacheKey, EntryOptions, Freshness, Strategy};
 
-use super::stats::EngineCounters;
 use super::{Cache, Lookup};
 use crate::codec::format::CacheableValue;
 use crate::engine::flight::LoadTicket;
+use crate::observe::Outcome;
 
 /// The error a load led in place reports to its waiters: they only learn
 /// that it failed (the caller keeps the error itself).
@@ -97,10 +97,12 @@ impl Cache {
             Strategy::UseCache => {}
             Strategy::Bypass => {
                 tracing::debug!(key = %key.log_id(), "cache bypass");
+                self.inner.stats.outcome(Outcome::Bypass);
                 return self.load_unshared(load).await;
             }
             Strategy::Invalidate => {
                 let _ = self.delete(key).await;
+                self.inner.stats.outcome(Outcome::Bypass);
                 return self.load_unshared(load).await;
             }
             Strategy::Refresh => {
@@ -113,7 +115,7 @@ impl Cache {
         let fallback = match self.lookup::<V>(key).await {
             Lookup::Found(entry) => match entry.freshness {
                 Freshness::Fresh => {
-                    EngineCounters::bump(&self.inner.stats.hits);
+                    self.inner.stats.outcome(Outcome::Hit);
                     tracing::trace!(key = %key.log_id(), outcome = "hit", "cache load in place");
                     return Ok(entry.value);
                 }
@@ -122,7 +124,6 @@ impl Cache {
             },
             Lookup::Miss => None,
         };
-        EngineCounters::bump(&self.inner.stats.misses);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache load in place");
         let ticket = self.inner.lead_or_join::<V, InPlaceFailed>(key, options);
         self.lead_in_place(ticket, load, fallback, serve_stale_on).await
@@ -132,11 +133,9 @@ impl Cache {
     where
         Fut: Future<Output = Result<V, E>>,
     {
-        EngineCounters::bump(&self.inner.stats.loads);
+        self.inner.stats.loads.bump();
         let result = load.await;
-        if result.is_err() {
-            EngineCounters::bump(&self.inner.stats.load_errors);
-        }
+        self.inner.stats.load_finished(result.is_ok());
         result
     }
 
@@ -151,6 +150,9 @@ impl Cache {
         V: CacheableValue,
         Fut: Future<Output = Result<V, E>>,
     {
+        // A caller that waited on another's load is `collapsed`, unless
+        // that load failed and it loaded itself.
+        let mut collapsed = false;
         let result = match ticket {
             LoadTicket::Lead(lead) => {
                 // The tags' generations are read before the body runs.
@@ -169,19 +171,26 @@ impl Cache {
                 }
             }
             LoadTicket::Join(join) => match join.wait().await {
-                Ok(value) => Ok(value),
+                Ok(value) => {
+                    collapsed = true;
+                    Ok(value)
+                }
                 // The leader failed or gave up: its error is not ours to
                 // return, so run the body here, without storing it.
                 Err(_) => self.load_unshared(load).await,
             },
         };
-        match (result, fallback) {
+        let (result, outcome) = match (result, fallback) {
             (Err(error), Some(stale)) if serve_stale_on(&error) => {
-                EngineCounters::bump(&self.inner.stats.stale_if_error_hits);
+                self.inner.stats.stale_if_error_hits.bump();
                 tracing::warn!("load in place failed, serving the stale entry");
-                Ok(stale)
+                (Ok(stale), Outcome::Stale)
             }
-            (result, _) => result,
-        }
+            (Ok(value), _) if collapsed => (Ok(value), Outcome::Collapsed),
+            (Ok(value), _) => (Ok(value), Outcome::Miss),
+            (Err(error), _) => (Err(error), Outcome::Error),
+        };
+        self.inner.stats.outcome(outcome);
+        result
     }
 }

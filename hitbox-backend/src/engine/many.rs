@@ -9,9 +9,10 @@ use std::sync::Arc;
 use hitbox_core::{CacheKey, Freshness};
 
 use super::memo::Decoded;
-use super::stats::EngineCounters;
 use super::{Cache, CachedEntry};
 use crate::codec::format::CacheableValue;
+use crate::observe::Outcome;
+use crate::observe::spans;
 
 impl Cache {
     /// The entries under `keys`, in order, whatever their freshness (like
@@ -41,7 +42,8 @@ impl Cache {
         if keys.is_empty() {
             return Vec::new();
         }
-        let found = match self.inner.backend.read_many(keys).await {
+        let span = spans::lookup_many(keys.len());
+        let found = match span.run(self.inner.tier_read_many(keys)).await {
             Ok(found) if found.len() == keys.len() => found,
             Ok(found) => {
                 tracing::warn!(
@@ -49,14 +51,17 @@ impl Cache {
                     answered = found.len(),
                     "tier answered read_many with the wrong count, treated as misses"
                 );
+                span.finish("miss");
                 return keys.iter().map(|_| None).collect();
             }
             Err(error) => {
                 self.inner.stats.tier_error(error.tier());
                 tracing::warn!(keys = keys.len(), %error, "cache read of many keys failed, treated as misses");
+                span.fail(error.kind());
                 return keys.iter().map(|_| None).collect();
             }
         };
+        span.finish("ok");
         let now = self.inner.clock.now();
         keys.iter()
             .zip(found)
@@ -68,8 +73,8 @@ impl Cache {
                     let freshness = decoded.meta.freshness(now);
                     return Some(CachedEntry { decoded, freshness });
                 }
-                let raw = self.decode_envelope(key, bytes.clone())?;
-                let value = self.decode_value::<V>(key, &raw)?;
+                let raw = self.decode_envelope(key, bytes.clone()).ok()?;
+                let value = self.decode_value::<V>(key, &raw).ok()?;
                 let decoded = Arc::new(Decoded {
                     meta: raw.meta,
                     value,
@@ -97,33 +102,19 @@ impl Cache {
             .into_iter()
             .map(|entry| match entry {
                 Some(entry) if entry.freshness == Freshness::Fresh => {
-                    EngineCounters::bump(&self.inner.stats.hits);
+                    self.inner.stats.outcome(Outcome::Hit);
                     Some(entry.into_value())
                 }
                 Some(entry) if entry.freshness == Freshness::Stale => {
-                    EngineCounters::bump(&self.inner.stats.stale_hits);
+                    self.inner.stats.outcome(Outcome::Stale);
                     Some(entry.into_value())
                 }
                 _ => {
-                    EngineCounters::bump(&self.inner.stats.misses);
+                    self.inner.stats.outcome(Outcome::Miss);
                     None
                 }
             })
             .collect()
-    }
-}
-
-impl Cache {
-    /// Counts one lookup made by a caller inside the crate that decides
-    /// freshness itself (the entity cache): a hit for a fresh entry, a
-    /// miss otherwise.
-    pub(crate) fn count_lookup(&self, fresh: bool) {
-        let counter = if fresh {
-            &self.inner.stats.hits
-        } else {
-            &self.inner.stats.misses
-        };
-        EngineCounters::bump(counter);
     }
 }
 

@@ -47,6 +47,9 @@ use tokio::sync::Semaphore;
 use crate::codec::envelope::{RawEntry, encode_entry};
 use crate::codec::format::{CacheableValue, Format};
 use crate::error::{BackendError, LoadError};
+use crate::observe::Outcome;
+use crate::observe::spans::{self, Traced, traced_await};
+use crate::observe::tier::TierObserver;
 use crate::tiers::backend::Backend;
 use crate::tiers::generations::TagGenerations;
 use memo::{Decoded, DecodedMemo};
@@ -149,6 +152,11 @@ pub struct Cache {
 
 pub(crate) struct Inner {
     backend: Arc<dyn Backend>,
+    /// The backend's spans and metrics; `None` when it observes its own
+    /// tiers (a composition).
+    observer: Option<TierObserver>,
+    /// The `cache` label of the engine's metrics.
+    name: Arc<str>,
     format: Format,
     policy: CachePolicy,
     clock: SharedClock,
@@ -174,6 +182,7 @@ struct Flight {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
+            .field("name", &self.inner.name)
             .field("backend", &self.inner.backend.label())
             .field("format", &self.inner.format)
             .field("policy", &self.inner.policy)
@@ -197,6 +206,7 @@ impl std::fmt::Debug for Cache {
 /// ```
 pub struct CacheBuilder {
     backend: Arc<dyn Backend>,
+    name: Option<String>,
     format: Format,
     policy: CachePolicy,
     clock: SharedClock,
@@ -204,6 +214,14 @@ pub struct CacheBuilder {
 }
 
 impl CacheBuilder {
+    /// The name of the cache: the `cache` label of its metrics (default:
+    /// its backend's [label](Backend::label)). Give each cache of a
+    /// process its own.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The format values are encoded in (default [`Format::Postcard`]).
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
@@ -232,16 +250,25 @@ impl CacheBuilder {
         self
     }
 
-    /// Builds the cache.
+    /// Builds the cache. With the `metrics` feature, its metrics are
+    /// registered here, with the recorder installed now: install it first
+    /// (see the crate documentation, "Observability").
     pub fn build(self) -> Cache {
+        let name: Arc<str> = match self.name {
+            Some(name) => name.into(),
+            None => self.backend.label().into(),
+        };
+        let observer = (!self.backend.observes_tiers()).then(|| TierObserver::new(self.backend.label()));
         Cache {
             inner: Arc::new(Inner {
+                observer,
+                stats: EngineCounters::new(&name),
+                name,
                 format: self.format,
                 policy: self.policy,
                 clock: self.clock,
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(1),
-                stats: EngineCounters::default(),
                 refreshes: Arc::new(Semaphore::new(self.max_background_refreshes)),
                 memo: self.backend.shares_buffers().then(DecodedMemo::new),
                 backend: self.backend,
@@ -254,6 +281,46 @@ impl CacheBuilder {
 enum Lookup<V> {
     Found(Found<V>),
     Miss,
+}
+
+/// Why a read found nothing usable.
+#[derive(Debug, Clone, Copy)]
+enum Absent {
+    /// Nothing stored.
+    Miss,
+    /// Something stored that does not decode.
+    Unreadable,
+    /// The tier failed (its [`BackendError::kind`]).
+    Failed(&'static str),
+}
+
+impl Absent {
+    fn record(self, span: &Traced) {
+        match self {
+            Absent::Miss => span.finish("miss"),
+            Absent::Unreadable => span.finish("unreadable"),
+            Absent::Failed(kind) => span.fail(kind),
+        }
+    }
+}
+
+/// The `hitbox.result` of a lookup that found an entry.
+fn found_result(freshness: Freshness) -> &'static str {
+    match freshness {
+        Freshness::Fresh => "hit",
+        Freshness::Stale => "stale",
+        Freshness::StaleIfError => "stale_if_error",
+        Freshness::Expired => "expired",
+    }
+}
+
+/// The `error.type` of a failed load.
+fn load_error_type<E>(error: &LoadError<E>) -> &'static str {
+    match error {
+        LoadError::Failed(_) => "failed",
+        LoadError::Panicked => "panicked",
+        LoadError::Abandoned => "abandoned",
+    }
 }
 
 impl Cache {
@@ -271,6 +338,7 @@ impl Cache {
     pub fn builder_shared(backend: Arc<dyn Backend>) -> CacheBuilder {
         CacheBuilder {
             backend,
+            name: None,
             format: Format::default(),
             policy: CachePolicy::default(),
             clock: Arc::new(SystemClock::new()),
@@ -281,6 +349,12 @@ impl Cache {
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+
+    /// The name of the cache: the `cache` label of its metrics (see
+    /// [`CacheBuilder::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The default policy.
@@ -308,6 +382,26 @@ impl Cache {
         self.inner.stats.snapshot(self.inner.backend.tier_stats())
     }
 
+    /// Counts how one request was answered, for a caller that decides
+    /// itself and reads through [`Cache::get_entry`] and
+    /// [`Cache::lead_or_join`], which count no outcome: the HTTP layer.
+    /// It lands in the same counter of [`Cache::stats`] as the engine's own
+    /// outcomes and, with the `metrics` feature, in
+    /// `hitbox_cache_requests_total{cache, outcome}`. One call per request.
+    ///
+    /// ```
+    /// use hitbox_backend::{Cache, MemoryBackend, Outcome};
+    ///
+    /// let cache = Cache::new(MemoryBackend::new());
+    /// cache.record_outcome(Outcome::Hit);
+    /// cache.record_outcome(Outcome::Uncacheable);
+    /// let stats = cache.stats();
+    /// assert_eq!((stats.hits, stats.uncacheable, stats.requests()), (1, 1, 2));
+    /// ```
+    pub fn record_outcome(&self, outcome: Outcome) {
+        self.inner.stats.outcome(outcome);
+    }
+
     /// The value under `key` if it is fresh, or stale inside its
     /// stale-while-revalidate window (no refresh is started: `get` has no
     /// loader). Tier errors and unreadable entries are misses.
@@ -315,12 +409,12 @@ impl Cache {
         match self.lookup::<V>(key).await {
             Lookup::Found(entry) => match entry.freshness {
                 Freshness::Fresh => {
-                    EngineCounters::bump(&self.inner.stats.hits);
+                    self.inner.stats.outcome(Outcome::Hit);
                     tracing::trace!(key = %key.log_id(), outcome = "hit", "cache get");
                     Some(entry.value)
                 }
                 Freshness::Stale => {
-                    EngineCounters::bump(&self.inner.stats.stale_hits);
+                    self.inner.stats.outcome(Outcome::Stale);
                     tracing::debug!(key = %key.log_id(), outcome = "stale", "cache get");
                     Some(entry.value)
                 }
@@ -331,26 +425,51 @@ impl Cache {
     }
 
     fn count_miss<V>(&self, key: &CacheKey) -> Option<V> {
-        EngineCounters::bump(&self.inner.stats.misses);
+        self.inner.stats.outcome(Outcome::Miss);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache get");
         None
     }
 
     /// The entry under `key` with its metadata and freshness, whatever its
     /// freshness (expired entries a tier has not dropped yet included).
-    /// Counts nothing: for callers that make their own decisions (the HTTP
-    /// layer, for one). Over a tier that shares its buffers, reads of the
-    /// same stored entry share one decoding ([`CachedEntry`]).
+    /// Counts no outcome: for callers that make their own decisions (the
+    /// HTTP layer, for one), which count theirs with
+    /// [`Cache::record_outcome`]. (Its tier reads are counted per tier, and
+    /// it is a `hitbox.lookup` span.) Over a tier that shares its buffers,
+    /// reads of the same stored entry share one decoding ([`CachedEntry`]).
     pub async fn get_entry<V>(&self, key: &CacheKey) -> Option<CachedEntry<V>>
     where
         V: CacheableValue + Send + Sync + 'static,
     {
-        let bytes = self.read_bytes(key).await?;
+        // The tier read is awaited here, and the decoding (synchronous)
+        // runs in the span's scope: no async layer of its own on the hit
+        // path.
+        let span = spans::lookup(key);
+        let found = match traced_await!(span, self.read_bytes(key)) {
+            Ok(bytes) => span.in_scope(|| self.decode_entry::<V>(key, bytes)),
+            Err(absent) => Err(absent),
+        };
+        if span.span().is_some() {
+            match &found {
+                Ok(entry) => span.finish(found_result(entry.freshness)),
+                Err(absent) => absent.record(&span),
+            }
+        }
+        found.ok()
+    }
+
+    /// The entry in `bytes`: the decoding remembered for this very buffer,
+    /// or a new one (remembered, over a tier that shares its buffers).
+    #[inline]
+    fn decode_entry<V>(&self, key: &CacheKey, bytes: bytes::Bytes) -> Result<CachedEntry<V>, Absent>
+    where
+        V: CacheableValue + Send + Sync + 'static,
+    {
         if let Some(memo) = &self.inner.memo
             && let Some(decoded) = memo.get::<V>(&bytes)
         {
             let freshness = decoded.meta.freshness(self.inner.clock.now());
-            return Some(CachedEntry { decoded, freshness });
+            return Ok(CachedEntry { decoded, freshness });
         }
         let raw = self.decode_envelope(key, bytes.clone())?;
         let value = self.decode_value::<V>(key, &raw)?;
@@ -362,15 +481,15 @@ impl Cache {
             memo.put(&bytes, &decoded);
         }
         let freshness = decoded.meta.freshness(self.inner.clock.now());
-        Some(CachedEntry { decoded, freshness })
+        Ok(CachedEntry { decoded, freshness })
     }
 
     /// Whether a fresh or revalidatable entry is stored under `key`.
     pub async fn exists(&self, key: &CacheKey) -> bool {
         let now = self.inner.clock.now();
         match self.read_raw(key).await {
-            Some(raw) => matches!(raw.meta.freshness(now), Freshness::Fresh | Freshness::Stale),
-            None => false,
+            Ok(raw) => matches!(raw.meta.freshness(now), Freshness::Fresh | Freshness::Stale),
+            Err(_) => false,
         }
     }
 
@@ -407,10 +526,10 @@ impl Cache {
     /// Removes the entry under `key`. A load of `key` that is running does
     /// not store its result, and later callers do not join it.
     pub async fn delete(&self, key: &CacheKey) -> Result<bool, BackendError> {
-        EngineCounters::bump(&self.inner.stats.invalidations);
+        self.inner.stats.key_invalidations.bump();
         self.inner.cancel_flights(|flight_key, _| flight_key == key);
         tracing::debug!(key = %key.log_id(), "cache delete");
-        let result = self.inner.backend.remove(key).await;
+        let result = self.inner.tier_remove(key).await;
         self.inner.note_error(&result);
         result
     }
@@ -418,10 +537,10 @@ impl Cache {
     /// Removes every entry tagged `tag`. Loads running for entries with
     /// that tag do not store their results.
     pub async fn invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
-        EngineCounters::bump(&self.inner.stats.invalidations);
+        self.inner.stats.tag_invalidations.bump();
         self.inner.cancel_flights(|_, tags| tags.contains(tag));
         tracing::debug!(tag = tag.as_str(), "cache invalidate tag");
-        let result = self.inner.backend.invalidate_tag(tag).await;
+        let result = self.inner.tier_invalidate_tag(tag).await;
         self.inner.note_error(&result);
         result
     }
@@ -492,29 +611,38 @@ impl Cache {
             Strategy::UseCache => {}
             Strategy::Bypass => {
                 tracing::debug!(key = %key.log_id(), "cache bypass");
-                EngineCounters::bump(&self.inner.stats.loads);
+                self.inner.stats.outcome(Outcome::Bypass);
+                self.inner.stats.loads.bump();
                 return self.inner.count_load_result(flight::guarded(loader()).await);
             }
             Strategy::Invalidate => {
                 let _ = self.delete(key).await;
-                EngineCounters::bump(&self.inner.stats.loads);
+                self.inner.stats.outcome(Outcome::Bypass);
+                self.inner.stats.loads.bump();
                 return self.inner.count_load_result(flight::guarded(loader()).await);
             }
             Strategy::Refresh => {
                 tracing::debug!(key = %key.log_id(), "cache refresh");
-                return self.load(key, options, loader, false).await;
+                let (result, _) = self.load(key, options, loader, false).await;
+                let outcome = if result.is_ok() {
+                    Outcome::Miss
+                } else {
+                    Outcome::Error
+                };
+                self.inner.stats.outcome(outcome);
+                return result;
             }
         }
 
         let fallback = match self.lookup::<V>(key).await {
             Lookup::Found(entry) => match entry.freshness {
                 Freshness::Fresh => {
-                    EngineCounters::bump(&self.inner.stats.hits);
+                    self.inner.stats.outcome(Outcome::Hit);
                     tracing::trace!(key = %key.log_id(), outcome = "hit", "cache load");
                     return Ok(entry.value);
                 }
                 Freshness::Stale => {
-                    EngineCounters::bump(&self.inner.stats.stale_hits);
+                    self.inner.stats.outcome(Outcome::Stale);
                     tracing::debug!(key = %key.log_id(), outcome = "stale", "cache load");
                     self.refresh_in_background(key, options, loader);
                     return Ok(entry.value);
@@ -524,81 +652,121 @@ impl Cache {
             },
             Lookup::Miss => None,
         };
-        EngineCounters::bump(&self.inner.stats.misses);
         tracing::debug!(key = %key.log_id(), outcome = "miss", "cache load");
         match self.load(key, options, loader, true).await {
-            Ok(value) => Ok(value),
-            Err(error) => match fallback {
+            (Ok(value), joined) => {
+                let outcome = if joined { Outcome::Collapsed } else { Outcome::Miss };
+                self.inner.stats.outcome(outcome);
+                Ok(value)
+            }
+            (Err(error), _) => match fallback {
                 Some(stale) => {
-                    EngineCounters::bump(&self.inner.stats.stale_if_error_hits);
+                    self.inner.stats.stale_if_error_hits.bump();
+                    self.inner.stats.outcome(Outcome::Stale);
                     tracing::warn!(key = %key.log_id(), "loader failed, serving the stale entry");
                     Ok(stale)
                 }
-                None => Err(error),
+                None => {
+                    self.inner.stats.outcome(Outcome::Error);
+                    Err(error)
+                }
             },
         }
     }
 
-    async fn read_bytes(&self, key: &CacheKey) -> Option<bytes::Bytes> {
-        match self.inner.backend.read(key).await {
-            Ok(found) => found,
+    async fn read_bytes(&self, key: &CacheKey) -> Result<bytes::Bytes, Absent> {
+        // The tier, observed here rather than through `TierObserver::read`:
+        // one async layer fewer on the hit path.
+        let backend = &*self.inner.backend;
+        let read = match &self.inner.observer {
+            // Neither a span nor a latency wanted: the read as it is, then
+            // the counters.
+            Some(observer) if !observer.timed() && !spans::wanted() => {
+                let read = backend.read(key).await;
+                observer.read_done(&Traced::OFF, &read, None);
+                read
+            }
+            Some(observer) => {
+                let span = observer.read_span(key);
+                let started = observer.started();
+                let read = traced_await!(span, backend.read(key));
+                observer.read_done(&span, &read, started.map(|at| at.elapsed()));
+                read
+            }
+            None => backend.read(key).await,
+        };
+        match read {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(Absent::Miss),
             Err(error) => {
                 self.inner.stats.tier_error(error.tier());
                 tracing::warn!(key = %key.log_id(), %error, "cache read failed, treated as a miss");
-                None
+                Err(Absent::Failed(error.kind()))
             }
         }
     }
 
-    fn decode_envelope(&self, key: &CacheKey, bytes: bytes::Bytes) -> Option<RawEntry> {
-        match RawEntry::decode(bytes, key) {
-            Ok(raw) => Some(raw),
-            Err(reason) => {
-                EngineCounters::bump(&self.inner.stats.unreadable_entries);
-                tracing::warn!(key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
-                None
-            }
-        }
+    fn decode_envelope(&self, key: &CacheKey, bytes: bytes::Bytes) -> Result<RawEntry, Absent> {
+        RawEntry::decode(bytes, key).map_err(|reason| {
+            self.inner.stats.unreadable_entries.bump();
+            tracing::warn!(key = %key.log_id(), %reason, "unreadable entry, treated as a miss");
+            Absent::Unreadable
+        })
     }
 
-    fn decode_value<V: CacheableValue>(&self, key: &CacheKey, raw: &RawEntry) -> Option<V> {
-        match raw.value::<V>(self.inner.format) {
-            Ok(value) => Some(value),
-            Err(reason) => {
-                EngineCounters::bump(&self.inner.stats.unreadable_entries);
-                tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
-                None
-            }
-        }
+    fn decode_value<V: CacheableValue>(&self, key: &CacheKey, raw: &RawEntry) -> Result<V, Absent> {
+        raw.value::<V>(self.inner.format).map_err(|reason| {
+            self.inner.stats.unreadable_entries.bump();
+            tracing::warn!(key = %key.log_id(), %reason, "undecodable entry, treated as a miss");
+            Absent::Unreadable
+        })
     }
 
-    async fn read_raw(&self, key: &CacheKey) -> Option<RawEntry> {
+    async fn read_raw(&self, key: &CacheKey) -> Result<RawEntry, Absent> {
         let bytes = self.read_bytes(key).await?;
         self.decode_envelope(key, bytes)
     }
 
+    /// Reads and decodes the entry under `key`, in a `hitbox.lookup` span.
     async fn lookup<V: CacheableValue>(&self, key: &CacheKey) -> Lookup<V> {
-        let Some(raw) = self.read_raw(key).await else {
-            return Lookup::Miss;
+        let span = spans::lookup(key);
+        let found = match traced_await!(span, self.read_bytes(key)) {
+            Ok(bytes) => span.in_scope(|| self.decode_found::<V>(key, bytes)),
+            Err(absent) => Err(absent),
         };
-        match self.decode_value::<V>(key, &raw) {
-            Some(value) => {
-                let freshness = raw.meta.freshness(self.inner.clock.now());
-                Lookup::Found(Found { value, freshness })
+        match found {
+            Ok(found) => {
+                span.finish(found_result(found.freshness));
+                Lookup::Found(found)
             }
-            None => Lookup::Miss,
+            Err(absent) => {
+                absent.record(&span);
+                Lookup::Miss
+            }
         }
     }
 
+    fn decode_found<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        bytes: bytes::Bytes,
+    ) -> Result<Found<V>, Absent> {
+        let raw = self.decode_envelope(key, bytes)?;
+        let value = self.decode_value::<V>(key, &raw)?;
+        let freshness = raw.meta.freshness(self.inner.clock.now());
+        Ok(Found { value, freshness })
+    }
+
     /// Runs the loader for `key`, joining a load already running when
-    /// `join` is set, and stores its result.
+    /// `join` is set, and stores its result. Also says whether the result
+    /// came from a load another caller started (it joined one).
     async fn load<V, E, F, Fut>(
         &self,
         key: &CacheKey,
         options: &EntryOptions,
         loader: F,
         join: bool,
-    ) -> Result<V, LoadError<E>>
+    ) -> (Result<V, LoadError<E>>, bool)
     where
         V: CacheableValue,
         E: Send + Sync + 'static,
@@ -609,17 +777,17 @@ impl Cache {
             && let Some(running) = self.inner.joinable::<V, E>(key)
             && let Some(result) = Self::unless_abandoned(running.await)
         {
-            return result;
+            return (result, true);
         }
         let load = flight::guarded(loader());
         match self.inner.start_flight(key, options, load, join) {
-            Ok((started, _)) => started.await,
+            Ok((started, _)) => (started.await, false),
             Err((running, load)) => match Self::unless_abandoned(running.await) {
-                Some(result) => result,
+                Some(result) => (result, true),
                 // The load we joined was given up by its leader: load for
                 // ourselves, replacing it.
                 None => match self.inner.start_flight(key, options, load, false) {
-                    Ok((started, _)) => started.await,
+                    Ok((started, _)) => (started.await, false),
                     Err(_) => unreachable!("a load that does not join always starts"),
                 },
             },
@@ -639,6 +807,11 @@ impl Cache {
     /// response to its own client while the value is being collected. The
     /// value reported by the leader is stored with `options` (unless the key
     /// or one of its tags is invalidated meanwhile), like a loader's.
+    ///
+    /// A caller that joins counts in [`CacheStats::joins`], a lead's load
+    /// in the loads; no request outcome is counted: the caller records its
+    /// own ([`Cache::record_outcome`]). A lead's load is a `hitbox.load`
+    /// span, a child of the span current now.
     pub fn lead_or_join<V, E>(&self, key: &CacheKey, options: &EntryOptions) -> LoadTicket<V, E>
     where
         V: CacheableValue,
@@ -651,7 +824,9 @@ impl Cache {
     /// load of it is running already, the bound of background refreshes is
     /// reached, or there is no tokio runtime. The loaded value is stored with
     /// `options`. The engine calls this itself on stale hits; it is public
-    /// for callers that serve stale entries on their own.
+    /// for callers that serve stale entries on their own. The refresh is a
+    /// `hitbox.revalidate` span: a root span that follows from the span
+    /// current now, with the load under it.
     pub fn refresh_in_background<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
     where
         V: CacheableValue,
@@ -670,14 +845,22 @@ impl Cache {
             tracing::debug!(key = %key.log_id(), "background refreshes at their bound: refresh skipped");
             return;
         };
-        let load = flight::guarded(loader());
-        let Ok((shared, _)) = self.inner.start_flight(key, options, load, true) else {
+        // Its own root, following from the request: it outlives it.
+        let span = spans::revalidate(key);
+        let started = span.in_scope(|| {
+            let load = flight::guarded(loader());
+            self.inner.start_flight(key, options, load, true)
+        });
+        let Ok((shared, _)) = started else {
             return;
         };
-        EngineCounters::bump(&self.inner.stats.background_refreshes);
+        self.inner.stats.background_refreshes.bump();
         runtime.spawn(async move {
             let _permit = permit;
-            let _ = shared.await;
+            match span.run(shared).await {
+                Ok(_) => span.finish("ok"),
+                Err(error) => span.fail(load_error_type(&error)),
+            }
         });
     }
 }
@@ -691,9 +874,7 @@ impl Inner {
     }
 
     fn count_load_result<V, E>(&self, result: Result<V, LoadError<E>>) -> Result<V, LoadError<E>> {
-        if result.is_err() {
-            EngineCounters::bump(&self.stats.load_errors);
-        }
+        self.stats.load_finished(result.is_ok());
         result
     }
 
@@ -703,21 +884,7 @@ impl Inner {
         value: &V,
         meta: &EntryMeta,
     ) -> Result<(), BackendError> {
-        let ttl = meta.time_to_expiry(self.clock.now());
-        if ttl == Duration::ZERO {
-            return Ok(());
-        }
-        let bytes = encode_entry(value, meta, self.format, key).map_err(|source| BackendError::Encode {
-            tier: "engine".into(),
-            source,
-        })?;
-        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store");
-        let result = self.backend.write(key, bytes, ttl, &meta.tags).await;
-        match &result {
-            Ok(()) => EngineCounters::bump(&self.stats.stores),
-            Err(_) => self.note_error(&result),
-        }
-        result
+        self.write_entry(key, value, meta, None).await.map(|_| ())
     }
 
     /// [`Inner::store`] for a load's result, with the generations of its
@@ -730,25 +897,121 @@ impl Inner {
         meta: &EntryMeta,
         expected: &TagGenerations,
     ) -> Result<bool, BackendError> {
-        let ttl = meta.time_to_expiry(self.clock.now());
-        if ttl == Duration::ZERO {
-            return Ok(true);
-        }
-        let bytes = encode_entry(value, meta, self.format, key).map_err(|source| BackendError::Encode {
-            tier: "engine".into(),
-            source,
-        })?;
-        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store if current");
-        let result = self
-            .backend
-            .write_if_current(key, bytes, ttl, &meta.tags, expected)
+        self.write_entry(key, value, meta, Some(expected)).await
+    }
+
+    /// Encodes and writes one entry, in a `hitbox.store` span, checking
+    /// `expected` generations when given: `Ok(false)` when the tier refused
+    /// it for them. An entry already expired is not written (`Ok(true)`).
+    async fn write_entry<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+        expected: Option<&TagGenerations>,
+    ) -> Result<bool, BackendError> {
+        let span = spans::store(key);
+        let result = span
+            .run(async {
+                let ttl = meta.time_to_expiry(self.clock.now());
+                if ttl == Duration::ZERO {
+                    return Ok(None);
+                }
+                let bytes =
+                    encode_entry(value, meta, self.format, key).map_err(|source| BackendError::Encode {
+                        tier: "engine".into(),
+                        source,
+                    })?;
+                let result = match expected {
+                    None => {
+                        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store");
+                        self.tier_write(key, bytes, ttl, &meta.tags).await.map(|()| true)
+                    }
+                    Some(expected) => {
+                        tracing::trace!(key = %key.log_id(), bytes = bytes.len(), "cache store if current");
+                        self.tier_write_if_current(key, bytes, ttl, &meta.tags, expected)
+                            .await
+                    }
+                };
+                self.note_error(&result);
+                result.map(Some)
+            })
             .await;
         match &result {
-            Ok(true) => EngineCounters::bump(&self.stats.stores),
-            Ok(false) => {}
-            Err(_) => self.note_error(&result),
+            Ok(Some(true)) => {
+                self.stats.stores.bump();
+                span.finish("ok");
+            }
+            Ok(Some(false)) => span.finish("refused"),
+            Ok(None) => span.finish("expired"),
+            Err(error) => span.fail(error.kind()),
         }
-        result
+        result.map(|written| written.unwrap_or(true))
+    }
+
+    async fn tier_read_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<bytes::Bytes>>, BackendError> {
+        match &self.observer {
+            Some(observer) => observer.read_many(&*self.backend, keys).await,
+            None => self.backend.read_many(keys).await,
+        }
+    }
+
+    async fn tier_write(
+        &self,
+        key: &CacheKey,
+        bytes: bytes::Bytes,
+        ttl: Duration,
+        tags: &[Tag],
+    ) -> Result<(), BackendError> {
+        match &self.observer {
+            Some(observer) => observer.write(&*self.backend, key, bytes, ttl, tags).await,
+            None => self.backend.write(key, bytes, ttl, tags).await,
+        }
+    }
+
+    async fn tier_write_if_current(
+        &self,
+        key: &CacheKey,
+        bytes: bytes::Bytes,
+        ttl: Duration,
+        tags: &[Tag],
+        expected: &TagGenerations,
+    ) -> Result<bool, BackendError> {
+        match &self.observer {
+            Some(observer) => {
+                observer
+                    .write_if_current(&*self.backend, key, bytes, ttl, tags, expected)
+                    .await
+            }
+            None => {
+                self.backend
+                    .write_if_current(key, bytes, ttl, tags, expected)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn tier_remove(&self, key: &CacheKey) -> Result<bool, BackendError> {
+        match &self.observer {
+            Some(observer) => observer.remove(&*self.backend, key).await,
+            None => self.backend.remove(key).await,
+        }
+    }
+
+    async fn tier_invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
+        match &self.observer {
+            Some(observer) => observer.invalidate_tag(&*self.backend, tag).await,
+            None => self.backend.invalidate_tag(tag).await,
+        }
+    }
+
+    /// Counts a failed tier operation that has no span of its own (the
+    /// generations a load reads when it starts).
+    pub(crate) fn tier_error_elsewhere(&self, error: &BackendError) {
+        self.stats.tier_error(error.tier());
+        if let Some(observer) = &self.observer {
+            observer.error(error);
+        }
     }
 
     fn has_flight(&self, key: &CacheKey) -> bool {
@@ -768,7 +1031,7 @@ impl Inner {
             .shared
             .downcast_ref::<flight::SharedLoad<V, E>>()?
             .clone();
-        EngineCounters::bump(&self.stats.joins);
+        self.stats.joins.bump();
         tracing::debug!(key = %key.log_id(), "joined a running load");
         Some(shared)
     }

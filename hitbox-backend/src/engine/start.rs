@@ -99,7 +99,7 @@ impl LoadStart {
                     Ok(None) => Recorded::Untracked,
                     Ok(Some(seen)) => Recorded::Seen(seen),
                     Err(error) => {
-                        inner.stats.tier_error(error.tier());
+                        inner.tier_error_elsewhere(&error);
                         tracing::warn!(%error, "the generations of a load's tags could not be read: its result will not be stored");
                         Recorded::Unknown
                     }

@@ -70,6 +70,17 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// Whether this backend observes the tiers inside it itself, as a
+    /// [composition](crate::composition) does: it records the metrics and
+    /// spans of each of its tiers (see the crate documentation,
+    /// "Observability"), so whoever calls it (the engine, an outer
+    /// composition) does not record it as one more tier. The default is
+    /// `false`: the caller observes the backend as one tier, under its
+    /// [`label`](Backend::label). A wrapper around one tier forwards it.
+    fn observes_tiers(&self) -> bool {
+        false
+    }
+
     /// The largest entry, in bytes, the tier takes. [`Staged`](crate::Staged)
     /// refuses larger values before they reach the tier, and refuses to
     /// decompress a stored entry that claims to be larger, so that a small
@@ -218,6 +229,9 @@ macro_rules! forward_backend {
             }
             fn has_breaker(&self) -> bool {
                 (**self).has_breaker()
+            }
+            fn observes_tiers(&self) -> bool {
+                (**self).observes_tiers()
             }
             fn max_entry_size(&self) -> usize {
                 (**self).max_entry_size()

@@ -199,6 +199,10 @@ pub struct CircuitBreaker {
     /// A copy of `Inner::epoch`, for permits issued on the fast path.
     epoch: AtomicU64,
     inner: Mutex<Inner>,
+    /// `hitbox_tier_breaker_state{tier}`, once labelled (feature
+    /// `metrics`); set on every change of state, never on the fast path.
+    #[cfg(feature = "metrics")]
+    gauge: Option<metrics::Gauge>,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -226,13 +230,40 @@ impl CircuitBreaker {
                 state: State::Closed { failures: 0 },
                 epoch: 0,
             }),
+            #[cfg(feature = "metrics")]
+            gauge: None,
         }
     }
 
-    /// Names the tier in the breaker's log lines (default `"tier"`).
+    /// Names the tier in the breaker's log lines (default `"tier"`) and,
+    /// with the `metrics` feature, in the gauge of its state,
+    /// `hitbox_tier_breaker_state{tier}` (0 closed, 1 half-open, 2 open),
+    /// registered here. A breaker that is turned off
+    /// ([`BreakerConfig::disabled`]) has no gauge: it never opens, and the
+    /// tier it stands in front of may have a breaker of its own, with the
+    /// same label.
     pub fn labelled(mut self, label: impl Into<Arc<str>>) -> Self {
         self.label = label.into();
+        #[cfg(feature = "metrics")]
+        if self.config.is_enabled() {
+            let gauge = crate::observe::breaker_gauge(&self.label);
+            gauge.set(0.0);
+            self.gauge = Some(gauge);
+        }
         self
+    }
+
+    /// Publishes `state` in the gauge.
+    fn publish(&self, state: BreakerState) {
+        let _ = state;
+        #[cfg(feature = "metrics")]
+        if let Some(gauge) = &self.gauge {
+            gauge.set(match state {
+                BreakerState::Closed => 0.0,
+                BreakerState::HalfOpen => 1.0,
+                BreakerState::Open => 2.0,
+            });
+        }
     }
 
     /// The configuration.
@@ -285,6 +316,7 @@ impl CircuitBreaker {
             State::Closed { .. } => Some(self.permit(false, inner.epoch)),
             State::Open { until } if self.clock.now() >= until => {
                 inner.state = State::HalfOpen;
+                self.publish(BreakerState::HalfOpen);
                 tracing::info!(tier = &*self.label, "circuit breaker half-open: probing");
                 Some(self.permit(true, inner.epoch))
             }
@@ -321,6 +353,11 @@ impl CircuitBreaker {
         self.epoch.store(inner.epoch, Ordering::Release);
         let quiet = matches!(state, State::Closed { failures: 0 });
         self.quiet.store(quiet, Ordering::Release);
+        self.publish(match state {
+            State::Closed { .. } => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen => BreakerState::HalfOpen,
+        });
     }
 
     fn open(&self, inner: &mut Inner) {
@@ -401,6 +438,7 @@ impl CircuitBreaker {
             inner.state = State::Open {
                 until: self.clock.now(),
             };
+            self.publish(BreakerState::Open);
         }
     }
 }

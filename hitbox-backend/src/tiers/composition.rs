@@ -162,6 +162,8 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 
 use crate::codec::envelope::RawEntry;
 use crate::error::BackendError;
+use crate::observe::spans::traced_await;
+use crate::observe::tier::{TierObserver, Written};
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 use crate::tiers::breaker::{BreakerConfig, CircuitBreaker};
 use crate::tiers::generations::TagGenerations;
@@ -315,6 +317,9 @@ struct TierState {
     ttl_scale: f64,
     breaker: CircuitBreaker,
     counters: TierCounters,
+    /// Its spans and metrics; `None` for a composition, which observes
+    /// its own tiers.
+    observer: Option<TierObserver>,
 }
 
 impl TierState {
@@ -340,12 +345,28 @@ impl TierState {
         gated: bool,
         operation: impl FnOnce(&'a dyn Backend) -> BackendFuture<'a, T>,
     ) -> Result<T, BackendError> {
+        let (result, _) = self.call_timed(gated, operation).await;
+        if let (Some(observer), Err(error)) = (&self.observer, &result) {
+            observer.error(error);
+        }
+        result
+    }
+
+    /// [`TierState::call`], with the time the call took (`None` when the
+    /// tier was not asked), for the caller to record in the tier's
+    /// metrics.
+    async fn call_timed<'a, T>(
+        &'a self,
+        gated: bool,
+        operation: impl FnOnce(&'a dyn Backend) -> BackendFuture<'a, T>,
+    ) -> (Result<T, BackendError>, Option<Duration>) {
         let permit = if gated {
             let Some(permit) = self.breaker.try_acquire() else {
                 TierCounters::bump(&self.counters.skipped);
-                return Err(BackendError::Unavailable {
+                let skipped = BackendError::Unavailable {
                     tier: self.label().into(),
-                });
+                };
+                return (Err(skipped), None);
             };
             permit
         } else {
@@ -353,17 +374,27 @@ impl TierState {
         };
         let started = Instant::now();
         let result = operation(&*self.backend).await;
-        self.counters.latency(started.elapsed());
+        let took = started.elapsed();
+        self.counters.latency(took);
         permit.record(&result);
         if let Err(error) = &result {
             TierCounters::bump(&self.counters.errors);
             tracing::debug!(tier = self.label(), %error, "composition tier failed");
         }
-        result
+        (result, Some(took))
     }
 
     async fn read(&self, key: &CacheKey) -> Result<Option<Bytes>, BackendError> {
-        let result = self.call(true, |tier| tier.read(key)).await;
+        let (result, took) = match &self.observer {
+            Some(observer) => {
+                let span = observer.read_span(key);
+                let (result, took) = traced_await!(span, self.call_timed(true, |tier| tier.read(key)));
+                observer.read_done(&span, &result, took);
+                (result, took)
+            }
+            None => self.call_timed(true, |tier| tier.read(key)).await,
+        };
+        let _ = took;
         match &result {
             Ok(Some(_)) => TierCounters::bump(&self.counters.hits),
             Ok(None) => TierCounters::bump(&self.counters.misses),
@@ -379,7 +410,15 @@ impl TierState {
         ttl: Duration,
         tags: &[Tag],
     ) -> Result<(), BackendError> {
-        self.call(true, |tier| tier.write(key, value, ttl, tags)).await
+        let Some(observer) = &self.observer else {
+            return self.call(true, |tier| tier.write(key, value, ttl, tags)).await;
+        };
+        let span = observer.write_span(key);
+        let (result, took) = span
+            .run(self.call_timed(true, |tier| tier.write(key, value, ttl, tags)))
+            .await;
+        observer.write_done(&span, Written::of(&result, |_| true), took);
+        result
     }
 
     async fn write_if_current(
@@ -390,14 +429,32 @@ impl TierState {
         tags: &[Tag],
         expected: &TagGenerations,
     ) -> Result<bool, BackendError> {
-        self.call(true, |tier| {
+        let Some(observer) = &self.observer else {
+            return self
+                .call(true, |tier| {
+                    tier.write_if_current(key, value, ttl, tags, expected)
+                })
+                .await;
+        };
+        let span = observer.write_span(key);
+        let operation = self.call_timed(true, |tier| {
             tier.write_if_current(key, value, ttl, tags, expected)
-        })
-        .await
+        });
+        let (result, took) = span.run(operation).await;
+        observer.write_done(&span, Written::of(&result, |stored| *stored), took);
+        result
     }
 
     async fn read_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Bytes>>, BackendError> {
-        let result = self.call(true, |tier| tier.read_many(keys)).await;
+        let result = match &self.observer {
+            Some(observer) => {
+                let span = observer.read_many_span(keys.len());
+                let (result, took) = span.run(self.call_timed(true, |tier| tier.read_many(keys))).await;
+                observer.read_many_done(&span, &result, keys.len(), took);
+                result
+            }
+            None => self.call(true, |tier| tier.read_many(keys)).await,
+        };
         if let Ok(found) = &result {
             for entry in found {
                 TierCounters::bump(if entry.is_some() {
@@ -407,6 +464,30 @@ impl TierState {
                 });
             }
         }
+        result
+    }
+
+    /// Removes `key`, even from a tier in cool-down.
+    async fn remove(&self, key: &CacheKey) -> Result<bool, BackendError> {
+        let Some(observer) = &self.observer else {
+            return self.call(false, |tier| tier.remove(key)).await;
+        };
+        let span = observer.remove_span(key);
+        let (result, _) = span.run(self.call_timed(false, |tier| tier.remove(key))).await;
+        observer.done(&span, &result);
+        result
+    }
+
+    /// Invalidates `tag`, even in a tier in cool-down.
+    async fn invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
+        let Some(observer) = &self.observer else {
+            return self.call(false, |tier| tier.invalidate_tag(tag)).await;
+        };
+        let span = observer.invalidate_span(tag);
+        let (result, _) = span
+            .run(self.call_timed(false, |tier| tier.invalidate_tag(tag)))
+            .await;
+        observer.done(&span, &result);
         result
     }
 
@@ -735,7 +816,7 @@ impl CompositionBuilder {
         let label = self
             .label
             .unwrap_or_else(|| format!("{}+{}", self.l1.label(), self.l2.label()));
-        let tier = |backend: Arc<dyn Backend>, ttl_scale: f64, name: &str| {
+        let tier = |backend: Arc<dyn Backend>, ttl_scale: f64| {
             // A tier with a breaker of its own is not guarded twice: two
             // breakers would stack their cool-downs when it comes back.
             let config = if backend.has_breaker() {
@@ -743,18 +824,21 @@ impl CompositionBuilder {
             } else {
                 self.breaker
             };
-            let breaker =
-                CircuitBreaker::new(config, Arc::clone(&self.clock)).labelled(format!("{label}:{name}"));
+            // Labelled as the tier itself: the label of its log lines and
+            // of its breaker-state gauge.
+            let breaker = CircuitBreaker::new(config, Arc::clone(&self.clock)).labelled(backend.label());
+            let observer = (!backend.observes_tiers()).then(|| TierObserver::new(backend.label()));
             Arc::new(TierState {
                 backend,
                 ttl_scale,
                 breaker,
                 counters: TierCounters::default(),
+                observer,
             })
         };
         CompositionBackend {
-            l1: tier(Arc::clone(&self.l1), self.l1_ttl_scale, "l1"),
-            l2: tier(Arc::clone(&self.l2), self.l2_ttl_scale, "l2"),
+            l1: tier(Arc::clone(&self.l1), self.l1_ttl_scale),
+            l2: tier(Arc::clone(&self.l2), self.l2_ttl_scale),
             read_policy: self.read_policy,
             write_policy: self.write_policy,
             refill_policy: self.refill_policy,
@@ -1124,7 +1208,7 @@ impl Backend for CompositionBackend {
             let l1 = self.l1.write_if_current(key, value, l1_ttl, tags, expected).await;
             if let Ok(false) = l1 {
                 if let Ok(true) = l2 {
-                    let _ = self.l2.call(false, |tier| tier.remove(key)).await;
+                    let _ = self.l2.remove(key).await;
                 }
                 return Ok(false);
             }
@@ -1176,11 +1260,7 @@ impl Backend for CompositionBackend {
     fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move {
             self.flush().await;
-            let (l1, l2) = futures::future::join(
-                self.l1.call(false, |tier| tier.remove(key)),
-                self.l2.call(false, |tier| tier.remove(key)),
-            )
-            .await;
+            let (l1, l2) = futures::future::join(self.l1.remove(key), self.l2.remove(key)).await;
             Ok(l1? | l2?)
         })
     }
@@ -1188,11 +1268,8 @@ impl Backend for CompositionBackend {
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             self.flush().await;
-            let (l1, l2) = futures::future::join(
-                self.l1.call(false, |tier| tier.invalidate_tag(tag)),
-                self.l2.call(false, |tier| tier.invalidate_tag(tag)),
-            )
-            .await;
+            let (l1, l2) =
+                futures::future::join(self.l1.invalidate_tag(tag), self.l2.invalidate_tag(tag)).await;
             // An entry usually sits in both tiers: count it once.
             Ok(l1?.max(l2?))
         })
@@ -1248,6 +1325,12 @@ impl Backend for CompositionBackend {
     /// Each of its tiers is behind a breaker (its own, or the
     /// composition's), so a composition inside another is not guarded again.
     fn has_breaker(&self) -> bool {
+        true
+    }
+
+    /// Each of its tiers is observed by it (unless it is a composition
+    /// too, which observes its own).
+    fn observes_tiers(&self) -> bool {
         true
     }
 

@@ -168,6 +168,10 @@ impl<B: Backend> Backend for Staged<B> {
         self.inner.has_breaker()
     }
 
+    fn observes_tiers(&self) -> bool {
+        self.inner.observes_tiers()
+    }
+
     fn max_entry_size(&self) -> usize {
         self.inner.max_entry_size()
     }
