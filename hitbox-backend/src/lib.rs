@@ -339,7 +339,7 @@ pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext
 pub use encryption::{AesGcmEncryptor, MasterKey};
 pub use engine::{
     Cache, CacheBuilder, CacheStats, CachedEntry, DEFAULT_MAX_BACKGROUND_REFRESHES, LoadJoin, LoadLead,
-    LoadTicket, TypedCache,
+    LoadTicket, RefreshStore, TypedCache,
 };
 pub use entity::{Entity, EntityCache, Repository};
 pub use error::{BackendError, BoxError, CodecError, LoadError};

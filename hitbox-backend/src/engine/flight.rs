@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -88,29 +88,7 @@ impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
         value: &V,
         meta: &EntryMeta,
     ) -> Result<bool, BackendError> {
-        let Some(inner) = self.start.inner() else {
-            return Ok(false);
-        };
-        if self.start.is_cancelled() {
-            tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
-            return Ok(false);
-        }
-        let stored = match self.start.get().await {
-            Recorded::Untracked => inner.store(key, value, meta).await.map(|()| true),
-            Recorded::Seen(expected) => inner.store_if_current(key, value, meta, expected).await,
-            Recorded::Unknown => Ok(false),
-        };
-        if let Ok(false) = stored {
-            inner.stats.stale_loads_discarded.bump();
-            tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated while it ran, or its generations are unknown: result not stored");
-        }
-        // An invalidation that landed while the value was written may have
-        // removed the key before the write: undo it.
-        if self.start.is_cancelled() && matches!(stored, Ok(true)) {
-            let _ = inner.backend.remove(key).await;
-            return Ok(false);
-        }
-        stored
+        store_checked(&self.start, key, value, meta).await
     }
 
     /// Reports the result and waits until it is stored (or, for an error,
@@ -129,6 +107,72 @@ impl<V: CacheableValue, E: Send + Sync + 'static> LoadLead<V, E> {
             runtime.spawn(async move {
                 let _ = shared.await;
             });
+        }
+    }
+}
+
+/// Stores `value` under `key` with `meta` for the load `start` records:
+/// see [`LoadLead::store_entry`].
+async fn store_checked<V: CacheableValue>(
+    start: &LoadStart,
+    key: &CacheKey,
+    value: &V,
+    meta: &EntryMeta,
+) -> Result<bool, BackendError> {
+    let Some(inner) = start.inner() else {
+        return Ok(false);
+    };
+    if start.is_cancelled() {
+        tracing::debug!(key = %key.log_id(), "load raced with an invalidation: result not stored");
+        return Ok(false);
+    }
+    let stored = match start.get().await {
+        Recorded::Untracked => inner.store(key, value, meta).await.map(|()| true),
+        Recorded::Seen(expected) => inner.store_if_current(key, value, meta, expected).await,
+        Recorded::Unknown => Ok(false),
+    };
+    if let Ok(false) = stored {
+        inner.stats.stale_loads_discarded.bump();
+        tracing::debug!(key = %key.log_id(), "a tag of the load was invalidated while it ran, or its generations are unknown: result not stored");
+    }
+    // An invalidation that landed while the value was written may have
+    // removed the key before the write: undo it.
+    if start.is_cancelled() && matches!(stored, Ok(true)) {
+        let _ = inner.backend.remove(key).await;
+        return Ok(false);
+    }
+    stored
+}
+
+/// A background refresh's way to store what it loaded itself, with
+/// metadata it computed: see [`Cache::refresh_in_background_with`](crate::Cache::refresh_in_background_with).
+/// It stores as [`LoadLead::store_entry`] does: not when the key or one of
+/// the refresh's tags was invalidated in this process since it started,
+/// and, in a tier shared with other processes, only if none of the tag
+/// generations it recorded moved.
+pub struct RefreshStore {
+    start: Arc<OnceLock<Arc<LoadStart>>>,
+}
+
+impl RefreshStore {
+    pub(crate) fn new(start: Arc<OnceLock<Arc<LoadStart>>>) -> RefreshStore {
+        RefreshStore { start }
+    }
+
+    /// Stores `value` under `key` (the refreshed key, or a variant of it)
+    /// with `meta`, checked against what the refresh recorded when it
+    /// started. `Ok(false)`: not stored, because of an invalidation, or
+    /// because the generations could not be read.
+    pub async fn store_entry<V: CacheableValue>(
+        &self,
+        key: &CacheKey,
+        value: &V,
+        meta: &EntryMeta,
+    ) -> Result<bool, BackendError> {
+        match self.start.get() {
+            Some(start) => store_checked(start, key, value, meta).await,
+            // Set before the refresh is first polled; never seen unset.
+            None => Ok(false),
         }
     }
 }

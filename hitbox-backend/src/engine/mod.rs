@@ -54,7 +54,7 @@ use crate::tiers::backend::Backend;
 use crate::tiers::generations::TagGenerations;
 use memo::{Decoded, DecodedMemo};
 
-pub use flight::{LoadJoin, LoadLead, LoadTicket};
+pub use flight::{LoadJoin, LoadLead, LoadTicket, RefreshStore};
 pub use stats::CacheStats;
 use stats::EngineCounters;
 pub use typed::TypedCache;
@@ -834,6 +834,25 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        self.refresh_in_background_with(key, options, move |_| loader());
+    }
+
+    /// [`Cache::refresh_in_background`], for a loader that stores what it
+    /// loaded itself, with metadata it computes (the HTTP layer's
+    /// standards mode, where the response decides its lifetime). The
+    /// loader gets a [`RefreshStore`] that stores as the engine stores a
+    /// load's result: not when the key or one of the refresh's tags (those
+    /// of `options`) was invalidated meanwhile, here or, through a shared
+    /// tier's tag generations, in another process. What the loader returns
+    /// is then stored with `options` as well, unless they give it no
+    /// lifetime (a zero TTL with no stale windows).
+    pub fn refresh_in_background_with<V, E, F, Fut>(&self, key: &CacheKey, options: &EntryOptions, loader: F)
+    where
+        V: CacheableValue,
+        E: Send + Sync + 'static,
+        F: FnOnce(RefreshStore) -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         if self.inner.has_flight(key) {
             return;
         }
@@ -847,13 +866,18 @@ impl Cache {
         };
         // Its own root, following from the request: it outlives it.
         let span = spans::revalidate(key);
+        // The loader's store handle learns what the refresh recorded once
+        // the flight exists, before the flight is first polled.
+        let recorded = Arc::new(std::sync::OnceLock::new());
+        let store = RefreshStore::new(Arc::clone(&recorded));
         let started = span.in_scope(|| {
-            let load = flight::guarded(loader());
+            let load = flight::guarded(loader(store));
             self.inner.start_flight(key, options, load, true)
         });
-        let Ok((shared, _)) = started else {
+        let Ok((shared, start)) = started else {
             return;
         };
+        let _ = recorded.set(start);
         self.inner.stats.background_refreshes.bump();
         runtime.spawn(async move {
             let _permit = permit;
