@@ -644,6 +644,18 @@ where
         *again.extensions_mut() = parts.extensions.clone();
         again
     };
+    // The completed entry is stored as a load's result: checked against an
+    // invalidation that lands while the missing range is fetched. Should
+    // another request be loading the whole response already, its store
+    // wins and this one stores nothing.
+    let options = shared.policy.flight_options(&context, &parts);
+    let lead = match cache.lead_or_join::<CachedResponse, Uncacheable>(&key, &options) {
+        LoadTicket::Lead(lead) => {
+            lead.ready().await;
+            Some(lead)
+        }
+        LoadTicket::Join(_) => None,
+    };
     let request_time = cache.clock().now();
     let response = call_when_ready(inner.clone(), rebuild(headers)).await?;
     let response_time = cache.clock().now();
@@ -702,10 +714,15 @@ where
     let combined = combine(part, new_span, bytes, storing.headers, len);
     let mut value = combined;
     value.exchange = storing.exchange;
-    let stored = match &storing.meta {
-        Some(meta) => store::put(cache, &key, &value, meta).await,
-        None => false,
+    let stored = match (&storing.meta, &lead) {
+        (Some(meta), Some(_)) => store::put_checked(cache, lead.as_ref(), &key, &value, meta).await,
+        _ => false,
     };
+    // A part is no answer for whoever waits for the whole: they ask the
+    // origin themselves.
+    if let Some(lead) = lead {
+        lead.complete(Err(Uncacheable::NotStorable));
+    }
     let outcome = CacheOutcome::Forwarded {
         fwd: Fwd::Partial,
         status: 206,
@@ -1136,7 +1153,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let options = shared.policy.flight_options(&context, parts);
     shared
         .cache
-        .refresh_in_background(&original.key, &options, move || async move {
+        .refresh_in_background_with(&original.key, &options, move |refresh| async move {
             let shared = shared_for_load;
             let (policy, cache) = (&shared.policy, &shared.cache);
             let request_time = cache.clock().now();
@@ -1156,7 +1173,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 }
                 let merged = policy.merge(&context, stored, &head.headers, exchange, &client, now);
                 return match &merged.meta {
-                    Some(meta) if store::put(cache, &key, &merged.response, meta).await => {
+                    Some(meta) if store::put_refreshed(&refresh, &key, &merged.response, meta).await => {
                         Ok(merged.response)
                     }
                     _ => {
@@ -1184,7 +1201,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             value.request_headers = vary::selecting_headers(&names, &client);
             value.exchange = storing.exchange;
             if let Some(meta) = &storing.meta {
-                store::put(cache, &key, &value, meta).await;
+                store::put_refreshed(&refresh, &key, &value, meta).await;
             }
             Ok(value)
         });

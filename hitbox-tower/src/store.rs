@@ -9,14 +9,15 @@
 //! (standards mode), after which the flight's waiters get it. A direct
 //! store is checked as the engine's own is: refused when the key or its
 //! tags were invalidated while the load ran, here or, through a shared
-//! tier's tag generations, in another process ([`LoadLead::store_entry`]).
+//! tier's tag generations, in another process ([`LoadLead::store_entry`]),
+//! and so is a background refresh's ([`RefreshStore::store_entry`]).
 //! A load that holds the distributed lock releases it once the store is
 //! done, telling the other instances whether there is something to read.
 
 use std::sync::Arc;
 
 use hitbox_backend::lock::{LoadEnd, LockHold};
-use hitbox_backend::{Cache, LoadLead};
+use hitbox_backend::{Cache, LoadLead, RefreshStore};
 use hitbox_core::{CacheKey, EntryMeta, KeyBuilder};
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -161,6 +162,24 @@ pub(crate) async fn put_checked(
         Ok(stored) => stored,
         Err(error) => {
             tracing::debug!(%error, key = %key.log_id(), "response not stored");
+            false
+        }
+    }
+}
+
+/// [`put`] for a background refresh, checked against what the refresh
+/// recorded when it started ([`RefreshStore::store_entry`]): a refresh that
+/// raced an invalidation, here or in another process, stores nothing.
+pub(crate) async fn put_refreshed(
+    refresh: &RefreshStore,
+    key: &CacheKey,
+    value: &CachedResponse,
+    meta: &EntryMeta,
+) -> bool {
+    match refresh.store_entry(key, value, meta).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::debug!(%error, key = %key.log_id(), "refreshed response not stored");
             false
         }
     }

@@ -3,8 +3,10 @@
 
 mod support;
 
-use http::StatusCode;
-use support::setup;
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use support::{setup, until};
 
 const BODY: &str = "0123456789";
 
@@ -271,5 +273,42 @@ async fn a_206_whose_length_contradicts_its_content_range_is_not_stored() {
     let whole = p.get("/weak", &[]).await;
     assert_eq!(whole.cache_status(), "hitbox; fwd=miss; stored");
     assert!(!p.origin.last().headers.contains_key("range"));
+    assert_eq!(p.origin.calls(), 4);
+}
+
+/// Completing a stored part is a load like any other: an invalidation of
+/// the URL that lands while the missing range is fetched wins, and the
+/// combined response is served but not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_that_races_an_invalidation_is_not_stored() {
+    let p = Arc::new(setup().await);
+    let headers = [("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+    p.origin.reply_ranged("/f", &headers, BODY);
+    p.get("/f", &[("range", "bytes=0-4")]).await;
+    p.stores(1).await;
+
+    p.origin.hold_method(Method::GET);
+    let completing = tokio::spawn({
+        let p = Arc::clone(&p);
+        async move { p.get("/f", &[]).await }
+    });
+    until(|| p.origin.calls() == 2).await;
+    assert_eq!(p.origin.last().headers["range"], "bytes=5-");
+    p.origin.reply_to(Method::DELETE, "/f", 200, &[], "deleted");
+    let deleted = p.send(Method::DELETE, "/f", &[]).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    p.origin.release();
+
+    let whole = completing.await.unwrap();
+    assert_eq!((whole.status, whole.body.as_str()), (StatusCode::OK, BODY));
+    assert_eq!(whole.cache_status(), "hitbox; fwd=partial; fwd-status=206");
+    // Nothing of /f is stored: the next request goes to the origin.
+    let again = p.get("/f", &[]).await;
+    assert_eq!(again.body, BODY);
+    assert!(
+        again.cache_status().contains("fwd=miss"),
+        "{}",
+        again.cache_status()
+    );
     assert_eq!(p.origin.calls(), 4);
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use support::{setup, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,4 +245,61 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
     let fresh = p.get("/r", &[]).await;
     assert_eq!(fresh.body, "new");
     assert!(fresh.cache_status().contains("hit"));
+}
+
+/// A background refresh stores as a load does: an invalidation of the URL
+/// (here a `DELETE` through the cache) that lands while the refresh waits
+/// for the origin wins, and what the refresh brings back is not kept. A
+/// later client gets the origin's answer, not the refresh's.
+async fn a_refresh_racing_an_invalidation(refreshed_status: u16) {
+    let p = setup().await;
+    let headers = [
+        ("cache-control", "max-age=10, stale-while-revalidate=30"),
+        ("etag", "\"v1\""),
+    ];
+    p.origin.reply("/r", 200, &headers, "old");
+    p.get("/r", &[]).await;
+    p.stores(1).await;
+    p.advance(15);
+    // The refresh gets a new body, or a 304 that would freshen the old one.
+    let body = if refreshed_status == 304 { "" } else { "refreshed" };
+    p.origin.reply("/r", refreshed_status, &headers, body);
+    p.origin.hold_method(Method::GET);
+    let stale = p.get("/r", &[]).await;
+    assert_eq!(stale.body, "old");
+    assert_eq!(stale.cache_status(), "hitbox; hit; ttl=-5");
+    until(|| p.origin.calls() == 2).await;
+
+    // The DELETE is answered at once (only GETs are held) and invalidates.
+    p.origin.reply_to(Method::DELETE, "/r", 200, &[], "deleted");
+    let deleted = p.send(Method::DELETE, "/r", &[]).await;
+    assert!(deleted.status.is_success(), "{}", deleted.status);
+    assert_eq!(p.origin.calls(), 3);
+    let finished = || {
+        let stats = p.cache.stats();
+        stats.loads_succeeded + stats.load_errors
+    };
+    let before = finished();
+    p.origin.release();
+    until(|| finished() > before).await;
+
+    p.origin.reply("/r", 200, &headers, "after");
+    let after = p.get("/r", &[]).await;
+    assert_eq!(after.body, "after");
+    assert!(
+        after.cache_status().contains("fwd=miss"),
+        "{}",
+        after.cache_status()
+    );
+    assert_eq!(p.origin.calls(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_races_an_invalidation_is_not_stored() {
+    a_refresh_racing_an_invalidation(200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revalidation_in_the_background_that_races_an_invalidation_is_not_stored() {
+    a_refresh_racing_an_invalidation(304).await;
 }

@@ -51,6 +51,8 @@ pub struct Origin {
     log: Arc<Mutex<Vec<Seen>>>,
     /// While set, requests wait for the gate to open before they are answered.
     held: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, only requests of this method are held.
+    held_method: Arc<Mutex<Option<Method>>>,
     gate: Arc<tokio::sync::Notify>,
 }
 
@@ -68,6 +70,12 @@ impl Origin {
             ranged: false,
         };
         self.script.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
+    /// Like [`Origin::reply`], for requests of `method` only; they are
+    /// answered by [`Origin::reply`]'s script otherwise.
+    pub fn reply_to(&self, method: Method, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
+        self.reply(&format!("{method} {path}"), status, headers, body);
     }
 
     /// Like [`Origin::reply`], with a body of unknown length.
@@ -88,9 +96,17 @@ impl Origin {
         self.held.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Holds the answers to requests of `method` until [`Origin::release`];
+    /// others are answered at once.
+    pub fn hold_method(&self, method: Method) {
+        *self.held_method.lock().unwrap() = Some(method);
+        self.hold();
+    }
+
     /// Answers the held requests, and the later ones at once.
     pub fn release(&self) {
         self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.held_method.lock().unwrap() = None;
         self.gate.notify_waiters();
     }
 
@@ -123,18 +139,23 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
         path: path.clone(),
         headers: parts.headers.clone(),
     });
-    while origin.held.load(std::sync::atomic::Ordering::SeqCst) {
+    let selected = origin
+        .held_method
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_none_or(|method| *method == parts.method);
+    while selected && origin.held.load(std::sync::atomic::Ordering::SeqCst) {
         let opened = origin.gate.notified();
         if !origin.held.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
         opened.await;
     }
-    let reply = origin
-        .script
-        .lock()
-        .unwrap()
-        .get(&path)
+    let script = origin.script.lock().unwrap();
+    let reply = script
+        .get(&format!("{} {path}", parts.method))
+        .or_else(|| script.get(&path))
         .cloned()
         .unwrap_or(Reply {
             status: 200,
@@ -143,6 +164,7 @@ async fn scripted(State(origin): State<Origin>, request: http::Request<Body>) ->
             streamed: false,
             ranged: false,
         });
+    drop(script);
     // `{name}` in a scripted body stands for the request's `name` header.
     let mut body = reply.body;
     while let Some(start) = body.find('{') {
