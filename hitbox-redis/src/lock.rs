@@ -28,8 +28,10 @@
 //! and "load" steps, for results that are not stored through a [`Cache`].
 //!
 //! The lock key lives under the backend's key prefix (`<prefix>#lock:` and
-//! the key, a name the key builder never produces) and is never read by the
-//! tier.
+//! the name, a key the key builder never produces) and is never read by the
+//! tier. [`RedisLock::get_or_insert_with`] names its lock by the hex
+//! BLAKE2b-256 of the cache key ([`RedisLock::key_lock_name`]), so a lock
+//! name has a bounded length and never carries the key.
 //!
 //! # For the HTTP layer: [`DistributedLock`], waiters told by pub/sub
 //!
@@ -265,6 +267,12 @@ impl RedisLock {
         format!("{}#lock:{name}", self.inner.prefix)
     }
 
+    /// The name of the lock [`RedisLock::get_or_insert_with`] takes for
+    /// `key`: the hex BLAKE2b-256 of the key.
+    pub fn key_lock_name(key: &CacheKey) -> String {
+        key_digest(key)
+    }
+
     async fn command<T>(
         &self,
         op: impl Future<Output = Result<T, fred::error::Error>>,
@@ -418,7 +426,8 @@ impl RedisLock {
     /// every instance: the value under `key` if `cache` has it, otherwise
     /// the loader's value, loaded by one instance holding the lock named
     /// after the key (the others wait up to `max_wait` for it to appear in
-    /// `cache`). `cache` should reach the Redis the lock lives in (an L2
+    /// `cache`). The lock's name is the key's digest ([`RedisLock::key_lock_name`]),
+    /// as the HTTP layer's lock is: of a bounded length, whatever the key. `cache` should reach the Redis the lock lives in (an L2
     /// the instances share), or waiters never see the holder's value.
     pub async fn get_or_insert_with<V, E, F, Fut>(
         &self,
@@ -435,7 +444,7 @@ impl RedisLock {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         self.run_once(
-            key.as_str(),
+            &Self::key_lock_name(key),
             max_wait,
             || cache.get::<V>(key),
             || cache.try_get_or_insert_with_options(key, options, loader),

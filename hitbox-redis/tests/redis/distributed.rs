@@ -430,7 +430,7 @@ async fn a_waiter_takes_over_from_a_holder_that_died() {
 
     let started = Instant::now();
     let guard = dead
-        .try_acquire(key(1).as_str())
+        .try_acquire(&RedisLock::key_lock_name(&key(1)))
         .await
         .expect("SET NX")
         .expect("the lock is free");
@@ -470,7 +470,7 @@ async fn the_wait_for_a_holder_is_bounded() {
     let (_, holder) = locking_instance(&url, &prefix).await;
     let (cache, lock) = locking_instance(&url, &prefix).await;
     let guard = holder
-        .try_acquire(key(1).as_str())
+        .try_acquire(&RedisLock::key_lock_name(&key(1)))
         .await
         .expect("SET NX")
         .expect("the lock is free");
@@ -534,4 +534,29 @@ async fn only_the_owner_releases_the_lock() {
     let again = first.try_acquire(name).await.expect("SET NX");
     assert!(again.is_some(), "free again");
     plain.quit().await.expect("QUIT");
+}
+
+/// The lock `get_or_insert_with` takes is named by the key's digest, as the
+/// HTTP layer's is: held while the loader runs, and no lock name carries
+/// the key itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_programmatic_lock_is_named_by_the_keys_digest() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("lock-name");
+    let (cache, lock) = locking_instance(&url, &prefix).await;
+    let name = RedisLock::key_lock_name(&key(7));
+    assert_eq!(name.len(), 64, "{name}");
+    assert!(!lock.lock_key(&name).contains(key(7).as_str()));
+    let plain = plain_client(&url).await;
+    let lock_key = lock.lock_key(&name);
+    let outcome = lock
+        .get_or_insert_with(&cache, &key(7), &EntryOptions::new(), PATIENCE, || async move {
+            let held: i64 = plain.exists(lock_key).await.expect("EXISTS");
+            assert_eq!(held, 1, "the digest-named lock is held while loading");
+            Ok::<_, std::io::Error>(profile(7))
+        })
+        .await
+        .expect("the load succeeds");
+    assert_eq!((outcome.value, outcome.role), (profile(7), Role::Loaded));
 }
