@@ -205,3 +205,46 @@ async fn fills_an_unreachable_redis_fails_fast() {
         started.elapsed()
     );
 }
+
+/// The waiters' subscriber connection is cut (as by a network blip or a
+/// server-side `CLIENT KILL`): its subscriptions are gone, so every waiter
+/// is told `free` and tries the lock again; the reconnected subscriber
+/// carries the holder's announcement. A server of the test's own, so that
+/// cutting its subscribers disturbs no other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_a_waiter_whose_subscriber_reconnects_is_told_and_waits_again() {
+    use fred::prelude::ClientLike;
+    use fred::types::{ClusterHash, CustomCommand};
+    init_tracing();
+    let server = crate::common::OwnServer::start().await;
+    let url = server.url();
+    let prefix = unique_prefix("fills-reconnect");
+    let (a, b) = (lock(&url, &prefix).await, lock(&url, &prefix).await);
+    let k = key("/reconnect");
+    let LockAttempt::Acquired(hold) = a.acquire(&k).await.unwrap() else {
+        panic!("a free lock is taken");
+    };
+    let LockAttempt::HeldElsewhere(mut waiting) = b.acquire(&k).await.unwrap() else {
+        panic!("a held lock is not taken twice");
+    };
+
+    let admin = plain_client(&url).await;
+    let killed: i64 = admin
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1, "B's subscriber is the only one");
+    assert_eq!(waiting.wait(soon(10_000)).await, FillEvent::Free);
+
+    // A still holds (and renews) the lock: B waits again, over the
+    // subscriber that reconnected, and hears A's fill.
+    let LockAttempt::HeldElsewhere(mut again) = b.acquire(&k).await.unwrap() else {
+        panic!("the lock is still held");
+    };
+    hold.release(LoadEnd::Filled).await;
+    assert_eq!(again.wait(soon(10_000)).await, FillEvent::Filled);
+    let _ = admin.quit().await;
+}
