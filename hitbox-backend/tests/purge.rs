@@ -84,7 +84,11 @@ async fn a_soft_purge_serves_the_stale_copy_and_refreshes_it_exactly_once() {
     gate.notify_one();
     until(|| backend.writes() > writes).await;
     assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "one refresh for every stale read");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "one refresh for every stale read"
+    );
     assert_eq!(cache.stats().background_refreshes, 1);
 }
 
@@ -137,10 +141,13 @@ async fn a_prefix_purge_leaves_neighbours_that_share_a_shorter_prefix() {
     let (cache, _, _) = setup();
     let mine = [user("a", "1"), user("a", "2")];
     let neighbours = [
-        user("ab", "1"),                                 // shares "users:v1:tenant=a"
-        user("b", "1"),                                  // shares "users:v1:tenant="
+        user("ab", "1"),                                        // shares "users:v1:tenant=a"
+        user("b", "1"),                                         // shares "users:v1:tenant="
         CacheKey::builder("users").part("tenant", "a").build(), // the prefix's own key, no more parts
-        CacheKey::builder("usersx").part("tenant", "a").part("id", "1").build(),
+        CacheKey::builder("usersx")
+            .part("tenant", "a")
+            .part("id", "1")
+            .build(),
     ];
     for key in mine.iter().chain(&neighbours) {
         cache.set(key, &7u32).await.unwrap();
@@ -174,7 +181,10 @@ async fn a_tag_purge_soft_then_hard() {
         assert_eq!(entry.freshness, Freshness::Stale);
         assert_eq!(entry.meta().tags, vec![tag.clone()], "tags survive a soft purge");
     }
-    assert_eq!(cache.get_entry::<u32>(&c).await.unwrap().freshness, Freshness::Fresh);
+    assert_eq!(
+        cache.get_entry::<u32>(&c).await.unwrap().freshness,
+        Freshness::Fresh
+    );
 
     // The rewritten entries are still in the tag's index.
     assert_eq!(cache.purge_tag(&tag, PurgeMode::Hard).await.unwrap(), 2);
@@ -195,7 +205,12 @@ async fn a_load_that_raced_a_purge_is_not_stored() {
         let gate = Arc::new(Notify::new());
         let started = Arc::new(AtomicUsize::new(0));
         let load = {
-            let (cache, key, gate, started) = (cache.clone(), key.clone(), Arc::clone(&gate), Arc::clone(&started));
+            let (cache, key, gate, started) = (
+                cache.clone(),
+                key.clone(),
+                Arc::clone(&gate),
+                Arc::clone(&started),
+            );
             tokio::spawn(async move {
                 cache
                     .try_get_or_insert_with_options(&key, &EntryOptions::new().tag("t"), move || async move {
@@ -210,7 +225,11 @@ async fn a_load_that_raced_a_purge_is_not_stored() {
         cache.purge(target.clone(), mode).await.unwrap();
         gate.notify_one();
         assert_eq!(load.await.unwrap().unwrap(), 1, "the caller still gets its value");
-        assert_eq!(backend.raw(&key), None, "{target:?}: the raced load stored nothing");
+        assert_eq!(
+            backend.raw(&key),
+            None,
+            "{target:?}: the raced load stored nothing"
+        );
         assert_eq!(cache.stats().stale_loads_discarded, 1);
     }
 }
@@ -220,13 +239,24 @@ async fn soft_purges_go_through_stages_and_both_tiers_of_a_composition() {
     let clock = ManualClock::new();
     let l1 = MemoryBackend::with_clock(clock.clone()).labelled("l1");
     let l2 = MemoryBackend::with_clock(clock.clone()).labelled("l2");
-    let sealed = Staged::new(l2.clone(), Stages::new().compression(Compression::zstd(3)).min_compress_size(0));
+    let sealed = Staged::new(
+        l2.clone(),
+        Stages::new()
+            .compression(Compression::zstd(3))
+            .min_compress_size(0),
+    );
     let cache = cache_over(l1.clone().compose(sealed), &clock);
     let key = user("a", "1");
-    cache.set_with(&key, &"value".to_string(), &EntryOptions::new().tag("t")).await.unwrap();
+    cache
+        .set_with(&key, &"value".to_string(), &EntryOptions::new().tag("t"))
+        .await
+        .unwrap();
     let l2_before = l2.raw(&key).unwrap();
 
-    assert_eq!(cache.purge_tag(&Tag::from("t"), PurgeMode::Soft).await.unwrap(), 1);
+    assert_eq!(
+        cache.purge_tag(&Tag::from("t"), PurgeMode::Soft).await.unwrap(),
+        1
+    );
     assert_ne!(l2.raw(&key).unwrap(), l2_before, "L2 rewritten");
     // L2 alone (through its stages) reads stale.
     let l2_only = cache_over(
@@ -234,12 +264,24 @@ async fn soft_purges_go_through_stages_and_both_tiers_of_a_composition() {
         &clock,
     );
     let entry = l2_only.get_entry::<String>(&key).await.unwrap();
-    assert_eq!((entry.value().as_str(), entry.freshness), ("value", Freshness::Stale));
+    assert_eq!(
+        (entry.value().as_str(), entry.freshness),
+        ("value", Freshness::Stale)
+    );
     let l1_only = cache_over(l1.clone(), &clock);
-    assert_eq!(l1_only.get_entry::<String>(&key).await.unwrap().freshness, Freshness::Stale);
+    assert_eq!(
+        l1_only.get_entry::<String>(&key).await.unwrap().freshness,
+        Freshness::Stale
+    );
 
     // Hard, by prefix: out of both tiers.
-    assert_eq!(cache.purge_prefix(&users().key_prefix(), PurgeMode::Hard).await.unwrap(), 1);
+    assert_eq!(
+        cache
+            .purge_prefix(&users().key_prefix(), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(l1.is_empty() && l2.is_empty());
 }
 
@@ -296,9 +338,15 @@ async fn purge_errors_are_clear() {
     assert!(!error.is_tier_failure());
     // By key and (hard) by tag it needs nothing more.
     let key = user("a", "1");
-    plain.set_with(&key, &1u32, &EntryOptions::new().tag("t")).await.unwrap();
+    plain
+        .set_with(&key, &1u32, &EntryOptions::new().tag("t"))
+        .await
+        .unwrap();
     assert_eq!(plain.purge_key(&key, PurgeMode::Soft).await.unwrap(), 1);
-    assert_eq!(plain.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(), 1);
+    assert_eq!(
+        plain.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

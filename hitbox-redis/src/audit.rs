@@ -476,7 +476,9 @@ impl AuditLog {
         let (kind, target) = match invalidation {
             Invalidation::Key(key) | Invalidation::SoftKey(key) => ("key", Some(key.as_str())),
             Invalidation::Tag(tag) | Invalidation::SoftTag(tag) => ("tag", Some(tag.as_str())),
-            Invalidation::Prefix(prefix) | Invalidation::SoftPrefix(prefix) => ("prefix", Some(prefix.as_str())),
+            Invalidation::Prefix(prefix) | Invalidation::SoftPrefix(prefix) => {
+                ("prefix", Some(prefix.as_str()))
+            }
             Invalidation::Purge => ("purge", None),
         };
         let at = self.inner.clock.now().as_millis();

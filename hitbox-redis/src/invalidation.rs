@@ -395,7 +395,9 @@ impl InvalidationMessage {
             ("purge", None) => Invalidation::Purge,
             ("soft-key", Some(key)) => Invalidation::SoftKey(key.to_owned()),
             ("soft-tag", Some(tag)) if !tag.is_empty() => Invalidation::SoftTag(tag.to_owned()),
-            ("soft-prefix", Some(prefix)) if !prefix.is_empty() => Invalidation::SoftPrefix(prefix.to_owned()),
+            ("soft-prefix", Some(prefix)) if !prefix.is_empty() => {
+                Invalidation::SoftPrefix(prefix.to_owned())
+            }
             _ => return None,
         };
         Some(InvalidationMessage { origin, invalidation })
@@ -1681,6 +1683,51 @@ mod tests {
 
     fn origin() -> OriginId {
         OriginId::new("node-a:42").expect("a valid id")
+    }
+
+    #[test]
+    fn soft_purges_round_trip_and_older_messages_still_read() {
+        for invalidation in [
+            Invalidation::SoftKey("users:v1:tenant=a:id=1".into()),
+            Invalidation::SoftTag("team ops".into()),
+            Invalidation::SoftPrefix("users:v1:tenant=a:".into()),
+        ] {
+            let message = InvalidationMessage {
+                origin: origin(),
+                invalidation,
+            };
+            assert_eq!(
+                InvalidationMessage::decode(message.encode().as_bytes()),
+                Some(message)
+            );
+        }
+        assert_eq!(
+            InvalidationMessage {
+                origin: origin(),
+                invalidation: Invalidation::SoftKey("k".into()),
+            }
+            .encode(),
+            "hbinv1 node-a:42 soft-key k"
+        );
+        // Messages of the format as it was before soft purges read as then.
+        let old = |text: &str| InvalidationMessage::decode(text.as_bytes()).map(|m| m.invalidation);
+        assert_eq!(
+            old("hbinv1 node-a:42 key users:v1:id=1"),
+            Some(Invalidation::Key("users:v1:id=1".into()))
+        );
+        assert_eq!(
+            old("hbinv1 node-a:42 tag team"),
+            Some(Invalidation::Tag("team".into()))
+        );
+        assert_eq!(
+            old("hbinv1 node-a:42 prefix users:"),
+            Some(Invalidation::Prefix("users:".into()))
+        );
+        assert_eq!(old("hbinv1 node-a:42 purge"), Some(Invalidation::Purge));
+        // A soft purge needs a target.
+        assert_eq!(old("hbinv1 node-a:42 soft-tag "), None);
+        assert_eq!(old("hbinv1 node-a:42 soft-prefix "), None);
+        assert_eq!(old("hbinv1 node-a:42 soft-key"), None);
     }
 
     #[test]

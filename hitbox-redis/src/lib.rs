@@ -396,8 +396,8 @@ use fred::prelude::{ClientLike, Expiration, Key, KeysInterface, Options, Pool, V
 use futures::future::try_join_all;
 use hitbox_backend::pending::{DEFAULT_MAX_PENDING_KEYS, DEFAULT_MAX_PENDING_TAGS};
 use hitbox_backend::{
-    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, Purge, PurgeTarget, TagGenerations,
-    TierStats,
+    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, Purge, PurgeTarget,
+    TagGenerations, TierStats,
 };
 use hitbox_core::{CacheKey, SharedClock, Tag};
 

@@ -70,7 +70,11 @@ impl RedisBackend {
         }
     }
 
-    async fn unlink_keys(&self, client: &WithOptions<Client>, keys: &[Key]) -> Result<u64, fred::error::Error> {
+    async fn unlink_keys(
+        &self,
+        client: &WithOptions<Client>,
+        keys: &[Key],
+    ) -> Result<u64, fred::error::Error> {
         let mut removed = 0u64;
         for batch in keys.chunks(DELETE_BATCH) {
             if self.inner.clustered {

@@ -67,11 +67,20 @@ impl Cache {
         }
         self.inner.cancel_flights(|key, tags| target.matches(key, tags));
         let purge = Purge::new(target, mode, self.inner.clock.now());
-        tracing::debug!(kind = purge.target().kind(), soft = purge.is_soft(), "cache purge");
+        tracing::debug!(
+            kind = purge.target().kind(),
+            soft = purge.is_soft(),
+            "cache purge"
+        );
         let result = self.inner.backend.purge(&purge).await;
         match &result {
             Ok(purged) => {
-                tracing::debug!(kind = purge.target().kind(), soft = purge.is_soft(), purged, "cache purged");
+                tracing::debug!(
+                    kind = purge.target().kind(),
+                    soft = purge.is_soft(),
+                    purged,
+                    "cache purged"
+                );
             }
             Err(error) => {
                 self.inner.tier_error_elsewhere(error);

@@ -227,7 +227,8 @@ impl Backend for MemoryBackend {
                 .entries()
                 .iter()
                 .filter(|(key, stored)| {
-                    stored.expires_at > now && target.matches(&CacheKey::from_encoded(Arc::clone(key)), &stored.tags)
+                    stored.expires_at > now
+                        && target.matches(&CacheKey::from_encoded(Arc::clone(key)), &stored.tags)
                 })
                 .map(|(key, _)| CacheKey::from_encoded(Arc::clone(key)))
                 .collect())

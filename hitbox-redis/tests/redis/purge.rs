@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use hitbox_backend::{Backend, Cache, CompositionBackend, PurgeMode};
 use hitbox_core::{CacheKey, CachePolicy, EntryOptions, Freshness, ManualClock, Tag};
 use hitbox_moka::MokaBackend;
+use hitbox_redis::RedisBackend;
 use hitbox_redis::audit::AuditId;
 use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus};
-use hitbox_redis::RedisBackend;
 use tokio::sync::broadcast;
 
 use crate::common::{CLUSTER, STANDALONE, backend, env, init_tracing, unique_prefix};
@@ -80,7 +80,10 @@ async fn applied(events: &mut broadcast::Receiver<BusEvent>, wanted: Invalidatio
 }
 
 fn user(tenant: &str, id: &str) -> CacheKey {
-    CacheKey::builder("users").part("tenant", tenant).part("id", id).build()
+    CacheKey::builder("users")
+        .part("tenant", tenant)
+        .part("id", id)
+        .build()
 }
 
 async fn purges_reach_the_other_instance(url: &str) {
@@ -92,7 +95,10 @@ async fn purges_reach_the_other_instance(url: &str) {
     let (k1, k2, neighbour) = (user("a", "1"), user("a", "2"), user("ab", "1"));
     let tagged = EntryOptions::new().tag("team");
     for key in [&k1, &k2, &neighbour] {
-        a.cache.set_with(key, &key.as_str().to_owned(), &tagged).await.unwrap();
+        a.cache
+            .set_with(key, &key.as_str().to_owned(), &tagged)
+            .await
+            .unwrap();
         // B reads it from Redis, which fills its L1.
         assert!(b.cache.get::<String>(key).await.is_some());
         assert_eq!(b.l1(key, &clock).await, Some(Freshness::Fresh));
@@ -107,11 +113,17 @@ async fn purges_reach_the_other_instance(url: &str) {
     assert_eq!(b.redis(&k1, &clock).await, Some(Freshness::Stale));
     assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Fresh));
     // B serves it stale and refreshes it once.
-    let served: String = b.cache.get_or_insert_with(&k1, || async { "new".to_string() }).await;
+    let served: String = b
+        .cache
+        .get_or_insert_with(&k1, || async { "new".to_string() })
+        .await;
     assert_eq!(served, k1.as_str());
 
     // Soft, by tag.
-    a.cache.purge_tag(&Tag::from("team"), PurgeMode::Soft).await.unwrap();
+    a.cache
+        .purge_tag(&Tag::from("team"), PurgeMode::Soft)
+        .await
+        .unwrap();
     applied(&mut events, Invalidation::SoftTag("team".into())).await;
     assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Stale));
     assert_eq!(b.l1(&neighbour, &clock).await, Some(Freshness::Stale));
@@ -119,7 +131,11 @@ async fn purges_reach_the_other_instance(url: &str) {
     // Soft, by prefix, after fresh copies everywhere.
     for key in [&k1, &k2, &neighbour] {
         for instance in [&a, &b] {
-            instance.cache.set_with(key, &"v".to_string(), &tagged).await.unwrap();
+            instance
+                .cache
+                .set_with(key, &"v".to_string(), &tagged)
+                .await
+                .unwrap();
         }
         assert_eq!(b.l1(key, &clock).await, Some(Freshness::Fresh));
     }
@@ -127,7 +143,11 @@ async fn purges_reach_the_other_instance(url: &str) {
     assert_eq!(a.cache.purge_prefix(&users_a, PurgeMode::Soft).await.unwrap(), 2);
     applied(&mut events, Invalidation::SoftPrefix(users_a.clone())).await;
     assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Stale));
-    assert_eq!(b.l1(&neighbour, &clock).await, Some(Freshness::Fresh), "a shorter shared prefix is not purged");
+    assert_eq!(
+        b.l1(&neighbour, &clock).await,
+        Some(Freshness::Fresh),
+        "a shorter shared prefix is not purged"
+    );
     assert_eq!(b.redis(&neighbour, &clock).await, Some(Freshness::Fresh));
 
     // Hard, by prefix: gone from B's L1 and from Redis; the neighbour stays.
@@ -146,7 +166,13 @@ async fn purges_reach_the_other_instance(url: &str) {
     assert_eq!(b.l1(&neighbour, &clock).await, None);
     a.cache.set_with(&k1, &"t".to_string(), &tagged).await.unwrap();
     assert!(b.cache.get::<String>(&k1).await.is_some());
-    assert_eq!(a.cache.purge_tag(&Tag::from("team"), PurgeMode::Hard).await.unwrap(), 1);
+    assert_eq!(
+        a.cache
+            .purge_tag(&Tag::from("team"), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        1
+    );
     applied(&mut events, Invalidation::Tag("team".into())).await;
     assert_eq!(b.l1(&k1, &clock).await, None);
     assert_eq!(b.redis(&k1, &clock).await, None);
@@ -198,12 +224,21 @@ async fn a_prefix_purge_covers_many_keys_and_refuses_the_tier_own() {
             .await
             .unwrap();
         let users_a = CacheKey::builder("users").part("tenant", "a").key_prefix();
-        assert_eq!(cache.purge_prefix(&users_a, PurgeMode::Hard).await.unwrap(), 1_500);
+        assert_eq!(
+            cache.purge_prefix(&users_a, PurgeMode::Hard).await.unwrap(),
+            1_500
+        );
         assert_eq!(cache.get::<i32>(&user("b", "1")).await, Some(1));
         // The tier's own keys cannot be reached through a prefix.
         let refused = cache.purge_prefix("#tag", PurgeMode::Hard).await.unwrap_err();
-        assert!(matches!(refused, hitbox_backend::BackendError::Refused { .. }), "{refused:?}");
-        assert_eq!(cache.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(), 1);
+        assert!(
+            matches!(refused, hitbox_backend::BackendError::Refused { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(
+            cache.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(),
+            1
+        );
     }
 }
 
@@ -224,7 +259,11 @@ async fn a_purge_while_redis_is_down_fails_clearly_and_soon() {
             let started = Instant::now();
             let error = cache.purge(purge.clone(), mode).await.unwrap_err();
             assert!(error.is_tier_failure(), "{purge:?} {mode:?}: {error:?}");
-            assert!(started.elapsed() < Duration::from_secs(5), "{purge:?} {mode:?} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{purge:?} {mode:?} took {:?}",
+                started.elapsed()
+            );
         }
     }
 }
