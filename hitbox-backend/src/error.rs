@@ -72,6 +72,16 @@ pub enum BackendError {
         #[source]
         source: CodecError,
     },
+    /// The tier cannot do what was asked: a purge by prefix (or a soft
+    /// purge by prefix or tag) of a tier that cannot list its keys. Not a
+    /// [tier failure](BackendError::is_tier_failure).
+    #[error("tier `{tier}` does not support {operation}")]
+    Unsupported {
+        /// The tier's label.
+        tier: Arc<str>,
+        /// What it was asked to do.
+        operation: &'static str,
+    },
 }
 
 impl BackendError {
@@ -83,13 +93,14 @@ impl BackendError {
             | BackendError::Client { tier, .. }
             | BackendError::Key { tier, .. }
             | BackendError::Refused { tier, .. }
-            | BackendError::Encode { tier, .. } => tier,
+            | BackendError::Encode { tier, .. }
+            | BackendError::Unsupported { tier, .. } => tier,
         }
     }
 
     /// The class of the error, a short constant: `timeout`, `unavailable`,
-    /// `client`, `key`, `refused` or `codec` (for
-    /// [`Encode`](BackendError::Encode)). It is the `kind` label of
+    /// `client`, `key`, `refused`, `codec` (for
+    /// [`Encode`](BackendError::Encode)) or `unsupported`. It is the `kind` label of
     /// `hitbox_tier_errors_total` and the `error.type` field of a failed
     /// tier span; see [`BackendError::KINDS`].
     pub fn kind(&self) -> &'static str {
@@ -97,7 +108,15 @@ impl BackendError {
     }
 
     /// Every value [`BackendError::kind`] takes.
-    pub const KINDS: [&'static str; 6] = ["timeout", "unavailable", "client", "key", "refused", "codec"];
+    pub const KINDS: [&'static str; 7] = [
+        "timeout",
+        "unavailable",
+        "client",
+        "key",
+        "refused",
+        "codec",
+        "unsupported",
+    ];
 
     pub(crate) fn kind_index(&self) -> usize {
         match self {
@@ -107,6 +126,7 @@ impl BackendError {
             BackendError::Key { .. } => 3,
             BackendError::Refused { .. } => 4,
             BackendError::Encode { .. } => 5,
+            BackendError::Unsupported { .. } => 6,
         }
     }
 
@@ -127,7 +147,10 @@ impl BackendError {
             BackendError::Timeout { .. } | BackendError::Unavailable { .. } | BackendError::Client { .. } => {
                 true
             }
-            BackendError::Key { .. } | BackendError::Refused { .. } | BackendError::Encode { .. } => false,
+            BackendError::Key { .. }
+            | BackendError::Refused { .. }
+            | BackendError::Encode { .. }
+            | BackendError::Unsupported { .. } => false,
         }
     }
 

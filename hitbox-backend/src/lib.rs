@@ -332,6 +332,7 @@ pub use tiers::breaker;
 pub use tiers::composition;
 pub use tiers::generations;
 pub use tiers::pending;
+pub use tiers::purge;
 
 pub use codec::format::{CacheableValue, Format, MAX_DECODED_BYTES};
 pub use codec::stages::{Compression, DEFAULT_MAX_DECOMPRESSED, EncryptionContext, Encryptor, Stages};
@@ -355,5 +356,6 @@ pub use tiers::composition::{
 pub use tiers::generations::TagGenerations;
 pub use tiers::memory::MemoryBackend;
 pub use tiers::pending::PendingInvalidations;
+pub use tiers::purge::{Purge, PurgeMode, PurgeTarget};
 pub use tiers::staged::Staged;
 pub use tiers::typed::BackendExt;

@@ -266,6 +266,32 @@ impl KeyBuilder {
         self.sensitive = true;
     }
 
+    /// The prefix every key that continues this one with more parts
+    /// starts with: the encoding so far followed by the part separator
+    /// `:`, for purging by prefix. Because it ends at a part boundary, the
+    /// prefix of `tenant=a` does not match keys of `tenant=ab`. A key with
+    /// exactly these parts and no more does not start with it (purge that
+    /// one by key), and neither does a digested key, whose parts are
+    /// hidden, unless the prefix is made of the namespace and version
+    /// alone.
+    ///
+    /// ```
+    /// use hitbox_core::CacheKey;
+    ///
+    /// let prefix = CacheKey::builder("users").part("tenant", "a").key_prefix();
+    /// assert_eq!(prefix, "users:v1:tenant=a:");
+    /// let mine = CacheKey::builder("users").part("tenant", "a").part("id", "7").build();
+    /// let theirs = CacheKey::builder("users").part("tenant", "ab").part("id", "7").build();
+    /// assert!(mine.as_str().starts_with(&prefix));
+    /// assert!(!theirs.as_str().starts_with(&prefix));
+    /// ```
+    pub fn key_prefix(&self) -> String {
+        let mut prefix =
+            String::from_utf8(self.encoded.clone()).expect("escaped key bytes are printable ASCII");
+        prefix.push(':');
+        prefix
+    }
+
     /// Finishes the key.
     pub fn build(self) -> CacheKey {
         let encoded = std::str::from_utf8(&self.encoded).expect("escaped key bytes are printable ASCII");

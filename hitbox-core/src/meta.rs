@@ -149,6 +149,44 @@ impl EntryMeta {
         }
     }
 
+    /// The metadata of this entry soft-purged at `now`: no longer fresh
+    /// (`fresh_until` moved to `now`), with its stale-while-revalidate and
+    /// stale-if-error windows kept at their lengths but counted from `now`,
+    /// so that it is served stale while one load refreshes it, and on a
+    /// failed load within its grace. An entry that is stale already at
+    /// `now` is returned as it is: a purge never lengthens a life.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hitbox_core::{EntryMeta, Freshness, Timestamp};
+    ///
+    /// let t0 = Timestamp::from_millis(1_000_000);
+    /// let mut meta = EntryMeta::fresh_for(t0, Duration::from_secs(60));
+    /// meta.stale_until = meta.fresh_until.add(Duration::from_secs(30));
+    /// let purged = meta.purged(t0.add(Duration::from_secs(10)));
+    /// assert_eq!(purged.freshness(t0.add(Duration::from_secs(10))), Freshness::Stale);
+    /// assert_eq!(purged.stale_until, t0.add(Duration::from_secs(40)));
+    /// // Purging again changes nothing.
+    /// assert_eq!(purged.purged(t0.add(Duration::from_secs(20))), purged);
+    /// ```
+    pub fn purged(&self, now: Timestamp) -> EntryMeta {
+        if now >= self.fresh_until {
+            return self.clone();
+        }
+        // `now` before `stored_at` (a clock behind the writer's) still
+        // gives times in order.
+        let from = now.max(self.stored_at);
+        let swr = self.fresh_until.until(self.stale_until);
+        let sie = self.fresh_until.until(self.error_until);
+        EntryMeta {
+            stored_at: self.stored_at,
+            fresh_until: from,
+            stale_until: from.add(swr),
+            error_until: from.add(sie),
+            tags: self.tags.clone(),
+        }
+    }
+
     /// When a tier may drop the entry: the end of the later stale window.
     pub fn expires_at(&self) -> Timestamp {
         self.stale_until.max(self.error_until)
@@ -321,6 +359,32 @@ mod tests {
         let an_hour_behind = Timestamp::from_millis(m.stored_at.as_millis() - 3_600_000);
         assert_eq!(m.freshness(an_hour_behind), Freshness::Expired);
         assert_eq!(m.age(an_hour_behind), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_purge_makes_a_fresh_entry_stale_with_its_grace_counted_from_now() {
+        let m = meta();
+        let t0 = m.stored_at;
+        let at = t0.add(Duration::from_secs(20));
+        let purged = m.purged(at);
+        assert_eq!(purged.freshness(at), Freshness::Stale);
+        assert_eq!(purged.fresh_until, at);
+        assert_eq!(purged.stale_until, at.add(Duration::from_secs(30)));
+        assert_eq!(purged.error_until, at.add(Duration::from_secs(240)));
+        assert_eq!(purged.tags, m.tags);
+        assert_eq!(
+            purged.freshness(at.add(Duration::from_secs(30))),
+            Freshness::StaleIfError
+        );
+        // Stale already: untouched, never lengthened.
+        let late = t0.add(Duration::from_secs(70));
+        assert_eq!(m.purged(late), m);
+        // A clock behind the writer's keeps the times in order.
+        let behind = m.purged(Timestamp::from_millis(t0.as_millis() - 1_000));
+        assert_eq!(behind.fresh_until, t0);
+        let mut encoded = Vec::new();
+        behind.encode_into(&mut encoded);
+        assert_eq!(EntryMeta::decode(&encoded).unwrap().0, behind);
     }
 
     #[test]

@@ -165,7 +165,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hitbox_backend::{Backend, BackendError, BackendFuture, TierStats};
+use hitbox_backend::{Backend, BackendError, BackendFuture, PurgeTarget, TierStats};
 use hitbox_core::{CacheKey, Tag};
 use moka::Expiry;
 use moka::notification::RemovalCause;
@@ -259,6 +259,13 @@ impl TagIndex {
                 }
             }
         }
+    }
+
+    fn keys(&self, tag: &Tag) -> Vec<Arc<str>> {
+        self.lock()
+            .get(tag)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn take(&self, tag: &Tag) -> HashSet<Arc<str>> {
@@ -507,6 +514,38 @@ impl Backend for MokaBackend {
 
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
         Box::pin(async move { Ok(self.shared.cache.contains_key(key.as_str())) })
+    }
+
+    /// The live keys `target` matches: a prefix walks the whole cache (one
+    /// pass, no lock held across it), a tag reads the tag index.
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        Box::pin(async move {
+            let keys = match target {
+                PurgeTarget::Key(key) => vec![key.clone()],
+                PurgeTarget::Prefix(prefix) => self
+                    .shared
+                    .cache
+                    .iter()
+                    .filter(|(key, _)| key.starts_with(prefix.as_str()))
+                    .map(|(key, _)| CacheKey::from_encoded(Arc::clone(&*key)))
+                    .collect(),
+                PurgeTarget::Tag(tag) => self
+                    .shared
+                    .index
+                    .keys(tag)
+                    .into_iter()
+                    // The index may be behind a replacement that dropped the tag.
+                    .filter(|key| {
+                        self.shared
+                            .cache
+                            .get(key)
+                            .is_some_and(|stored| stored.tags.contains(tag))
+                    })
+                    .map(CacheKey::from_encoded)
+                    .collect(),
+            };
+            Ok(keys)
+        })
     }
 
     fn label(&self) -> &str {

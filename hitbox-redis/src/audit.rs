@@ -24,6 +24,12 @@
 //! | `kind`   | `key`, `tag`, `prefix` or `purge`                                  |
 //! | `target` | the key (as the tiers store it, without the Redis key prefix), the tag or the prefix; absent for a purge |
 //! | `gen`    | for a tag: its generation after the invalidation                   |
+//! | `mode`   | `soft` for a soft purge (entries marked stale); absent otherwise   |
+//! | `reason` | `purge` for a [purge](hitbox_backend::purge); absent for an invalidation |
+//!
+//! `mode` and `reason` came later in format `1`: a reader that does not
+//! know them reads a soft purge as the (hard) invalidation of the same
+//! key, tag or prefix, which errs on the side of forgetting.
 //!
 //! [`AuditEntry`] is the typed form. Entries that do not read as one
 //! (another format, a field missing) are reported apart, never as a panic.
@@ -170,6 +176,9 @@ pub struct AuditEntry {
     pub invalidation: Invalidation,
     /// For a tag: its generation after the invalidation.
     pub generation: Option<u64>,
+    /// Whether it was a purge (field `reason` = `purge`) rather than an
+    /// invalidation.
+    pub purge: bool,
 }
 
 /// Entries read in one call: those that read as entries, and the ids of
@@ -319,13 +328,22 @@ fn entry_of(id: AuditId, fields: Value) -> Option<AuditEntry> {
     let origin = OriginId::new(&field("origin")?).ok()?;
     let at = Timestamp::from_millis(field("at")?.parse().ok()?);
     let target = field("target");
-    let invalidation = match (field("kind")?.as_str(), target) {
-        ("key", Some(key)) => Invalidation::Key(key),
-        ("tag", Some(tag)) => Invalidation::Tag(tag),
-        ("prefix", Some(prefix)) => Invalidation::Prefix(prefix),
-        ("purge", None) => Invalidation::Purge,
+    let soft = match field("mode").as_deref() {
+        None => false,
+        Some("soft") => true,
+        Some(_) => return None,
+    };
+    let invalidation = match (field("kind")?.as_str(), target, soft) {
+        ("key", Some(key), false) => Invalidation::Key(key),
+        ("tag", Some(tag), false) => Invalidation::Tag(tag),
+        ("prefix", Some(prefix), false) => Invalidation::Prefix(prefix),
+        ("purge", None, false) => Invalidation::Purge,
+        ("key", Some(key), true) => Invalidation::SoftKey(key),
+        ("tag", Some(tag), true) => Invalidation::SoftTag(tag),
+        ("prefix", Some(prefix), true) => Invalidation::SoftPrefix(prefix),
         _ => return None,
     };
+    let purge = field("reason").as_deref() == Some("purge");
     let generation = match field("gen") {
         Some(generation) => Some(generation.parse().ok()?),
         None => None,
@@ -336,6 +354,7 @@ fn entry_of(id: AuditId, fields: Value) -> Option<AuditEntry> {
         at,
         invalidation,
         generation,
+        purge,
     })
 }
 
@@ -440,10 +459,26 @@ impl AuditLog {
         invalidation: &Invalidation,
         generation: Option<u64>,
     ) -> Result<AuditId, fred::error::Error> {
+        self.append_entry(client, origin, invalidation, generation, false)
+            .await
+    }
+
+    /// Appends on behalf of `origin`, through `client`, with `reason` =
+    /// `purge` when `purge` is set.
+    pub(crate) async fn append_entry<C: StreamsInterface + Sync>(
+        &self,
+        client: &C,
+        origin: &OriginId,
+        invalidation: &Invalidation,
+        generation: Option<u64>,
+        purge: bool,
+    ) -> Result<AuditId, fred::error::Error> {
         let (kind, target) = match invalidation {
-            Invalidation::Key(key) => ("key", Some(key.as_str())),
-            Invalidation::Tag(tag) => ("tag", Some(tag.as_str())),
-            Invalidation::Prefix(prefix) => ("prefix", Some(prefix.as_str())),
+            Invalidation::Key(key) | Invalidation::SoftKey(key) => ("key", Some(key.as_str())),
+            Invalidation::Tag(tag) | Invalidation::SoftTag(tag) => ("tag", Some(tag.as_str())),
+            Invalidation::Prefix(prefix) | Invalidation::SoftPrefix(prefix) => {
+                ("prefix", Some(prefix.as_str()))
+            }
             Invalidation::Purge => ("purge", None),
         };
         let at = self.inner.clock.now().as_millis();
@@ -458,6 +493,12 @@ impl AuditLog {
         }
         if let Some(generation) = generation {
             fields.push(("gen", Value::from(generation.to_string())));
+        }
+        if invalidation.is_soft() {
+            fields.push(("mode", Value::from("soft")));
+        }
+        if purge {
+            fields.push(("reason", Value::from("purge")));
         }
         let cap = (
             "MAXLEN",

@@ -62,6 +62,9 @@
 //! hbinv1 <origin> tag <tag name>
 //! hbinv1 <origin> prefix <key prefix>
 //! hbinv1 <origin> purge
+//! hbinv1 <origin> soft-key <stored key>
+//! hbinv1 <origin> soft-tag <tag name>
+//! hbinv1 <origin> soft-prefix <key prefix>
 //! ```
 //!
 //! `hbinv1` names the format (a later format gets another word, so old
@@ -71,6 +74,15 @@
 //! store it ([`CacheKey::as_str`], already a digest for keys with sensitive
 //! parts, and without the Redis key prefix) or the tag's name. A message never
 //! carries a value. See [`InvalidationMessage`].
+//!
+//! The `soft-*` kinds are soft purges (see [`hitbox_backend::purge`]): the
+//! entries are marked stale, not removed. They were added to format
+//! `hbinv1` without changing what the older kinds mean, so every message an
+//! older version sends reads as before. A listener of an older version does
+//! not know them and drops them as unreadable (its L1 keeps its copy until
+//! that expires): while instances of two versions share a bus, purge hard.
+//! Hard purges by key, tag and prefix use the `key`, `tag` and `prefix`
+//! kinds every version reads.
 //!
 //! # Degraded mode
 //!
@@ -154,8 +166,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use fred::prelude::{Builder, Client, ClientLike, EventInterface, Pool, PubsubInterface, ReconnectPolicy};
 use fred::types::Message;
+use hitbox_backend::purge::{MarkStaleAt, Marked, Purge, PurgeTarget, StaleMarker};
 use hitbox_backend::{Backend, BackendError, BackendFuture, TagGenerations, TierStats};
-use hitbox_core::{CacheKey, Tag};
+use hitbox_core::{CacheKey, Clock, SharedClock, SystemClock, Tag};
 use tokio::sync::{broadcast, watch};
 
 use crate::audit::{AuditBatch, AuditLog, GroupStart};
@@ -276,13 +289,56 @@ pub enum Invalidation {
     Key(String),
     /// Every entry with this tag ([`Tag::as_str`]).
     Tag(String),
-    /// Every entry whose key starts with this ([`CacheKey::as_str`]). No
-    /// tier of this crate removes by prefix: this is for invalidations
-    /// made by other means and [published](InvalidationBus::publish). An
-    /// L1 has no prefix removal either, so a bus applies it as a purge.
+    /// Every entry whose key starts with this ([`CacheKey::as_str`]): a
+    /// hard [purge by prefix](hitbox_backend::Cache::purge_prefix). A bus
+    /// removes them from its L1 (or purges its whole L1 when the L1 cannot
+    /// list its keys).
     Prefix(String),
     /// Every entry of the L1.
     Purge,
+    /// The entry under this key, soft-purged: marked stale, not removed
+    /// (see [`hitbox_backend::purge`]). A bus marks its L1 copy stale.
+    SoftKey(String),
+    /// Every entry with this tag, soft-purged.
+    SoftTag(String),
+    /// Every entry whose key starts with this, soft-purged.
+    SoftPrefix(String),
+}
+
+impl Invalidation {
+    /// The invalidation that tells other instances about `purge`.
+    pub fn of_purge(purge: &Purge) -> Invalidation {
+        match (purge.target(), purge.is_soft()) {
+            (PurgeTarget::Key(key), false) => Invalidation::Key(key.as_str().to_owned()),
+            (PurgeTarget::Tag(tag), false) => Invalidation::Tag(tag.as_str().to_owned()),
+            (PurgeTarget::Prefix(prefix), false) => Invalidation::Prefix(prefix.clone()),
+            (PurgeTarget::Key(key), true) => Invalidation::SoftKey(key.as_str().to_owned()),
+            (PurgeTarget::Tag(tag), true) => Invalidation::SoftTag(tag.as_str().to_owned()),
+            (PurgeTarget::Prefix(prefix), true) => Invalidation::SoftPrefix(prefix.clone()),
+        }
+    }
+
+    /// Whether it marks entries stale rather than removing them.
+    pub fn is_soft(&self) -> bool {
+        matches!(
+            self,
+            Invalidation::SoftKey(_) | Invalidation::SoftTag(_) | Invalidation::SoftPrefix(_)
+        )
+    }
+
+    /// What it matches as a purge target (`None` for [`Invalidation::Purge`]).
+    pub fn target(&self) -> Option<PurgeTarget> {
+        Some(match self {
+            Invalidation::Key(key) | Invalidation::SoftKey(key) => {
+                PurgeTarget::Key(CacheKey::from_encoded(key.as_str()))
+            }
+            Invalidation::Tag(tag) | Invalidation::SoftTag(tag) => PurgeTarget::Tag(Tag::new(tag.as_str())),
+            Invalidation::Prefix(prefix) | Invalidation::SoftPrefix(prefix) => {
+                PurgeTarget::Prefix(prefix.clone())
+            }
+            Invalidation::Purge => return None,
+        })
+    }
 }
 
 /// One message on the channel; see the [module documentation](self) for the
@@ -317,6 +373,9 @@ impl InvalidationMessage {
             Invalidation::Tag(tag) => format!("{FORMAT_TAG} {origin} tag {tag}"),
             Invalidation::Prefix(prefix) => format!("{FORMAT_TAG} {origin} prefix {prefix}"),
             Invalidation::Purge => format!("{FORMAT_TAG} {origin} purge"),
+            Invalidation::SoftKey(key) => format!("{FORMAT_TAG} {origin} soft-key {key}"),
+            Invalidation::SoftTag(tag) => format!("{FORMAT_TAG} {origin} soft-tag {tag}"),
+            Invalidation::SoftPrefix(prefix) => format!("{FORMAT_TAG} {origin} soft-prefix {prefix}"),
         }
     }
 
@@ -334,6 +393,11 @@ impl InvalidationMessage {
             ("tag", Some(tag)) if !tag.is_empty() => Invalidation::Tag(tag.to_owned()),
             ("prefix", Some(prefix)) => Invalidation::Prefix(prefix.to_owned()),
             ("purge", None) => Invalidation::Purge,
+            ("soft-key", Some(key)) => Invalidation::SoftKey(key.to_owned()),
+            ("soft-tag", Some(tag)) if !tag.is_empty() => Invalidation::SoftTag(tag.to_owned()),
+            ("soft-prefix", Some(prefix)) if !prefix.is_empty() => {
+                Invalidation::SoftPrefix(prefix.to_owned())
+            }
             _ => return None,
         };
         Some(InvalidationMessage { origin, invalidation })
@@ -491,6 +555,8 @@ struct BusState {
     publish_timeout: Duration,
     retry_interval: Duration,
     epoch: Instant,
+    /// The clock soft purges from other instances are stamped with.
+    clock: SharedClock,
     generation: AtomicU64,
     /// Milliseconds since `epoch` at which the subscription was lost, or
     /// [`UP`].
@@ -695,6 +761,20 @@ impl BusState {
         }
     }
 
+    /// A soft purge's marker for entries of the L1 as the [`LocalTier`]
+    /// frames them, marking them stale at `now`.
+    fn local_marker(&self, inner: Arc<dyn StaleMarker>) -> Arc<dyn StaleMarker> {
+        Arc::new(LocalMarker {
+            generation: self.generation.load(Ordering::SeqCst),
+            cap: if self.is_up() {
+                None
+            } else {
+                Some(self.degraded_ttl)
+            },
+            inner,
+        })
+    }
+
     /// Applies an invalidation from another instance to the L1.
     async fn apply(&self, invalidation: &Invalidation) {
         let result = match invalidation {
@@ -703,9 +783,30 @@ impl BusState {
                 self.l1.remove(&key).await.map(|_| ())
             }
             Invalidation::Tag(tag) => self.l1.invalidate_tag(&Tag::new(tag.as_str())).await.map(|_| ()),
-            Invalidation::Prefix(_) | Invalidation::Purge => {
+            Invalidation::Prefix(prefix) => {
+                let purge = Purge::hard(PurgeTarget::Prefix(prefix.clone()));
+                if let Err(error) = self.l1.purge(&purge).await {
+                    tracing::debug!(%error, "L1 cannot purge a prefix; purging it whole");
+                    self.purge_local();
+                }
+                Ok(())
+            }
+            Invalidation::Purge => {
                 self.purge_local();
                 Ok(())
+            }
+            Invalidation::SoftKey(_) | Invalidation::SoftTag(_) | Invalidation::SoftPrefix(_) => {
+                let target = invalidation.target().expect("a soft purge has a target");
+                let now = Arc::new(MarkStaleAt::new(self.clock.now()));
+                let purge = Purge::soft_with(target.clone(), self.local_marker(now));
+                match self.l1.purge(&purge).await {
+                    Ok(_) => Ok(()),
+                    // Cannot mark them: forget them.
+                    Err(error) => {
+                        tracing::debug!(%error, "L1 cannot soft-purge; purging hard");
+                        self.l1.purge(&Purge::hard(target)).await.map(|_| ())
+                    }
+                }
             }
         };
         if let Err(error) = result {
@@ -834,6 +935,7 @@ pub struct InvalidationBusBuilder {
     publish_timeout: Duration,
     retry_interval: Duration,
     stream_poll_interval: Duration,
+    clock: SharedClock,
 }
 
 impl fmt::Debug for InvalidationBusBuilder {
@@ -907,6 +1009,14 @@ impl InvalidationBusBuilder {
         self
     }
 
+    /// The clock that stamps the soft purges of other instances applied
+    /// to the L1: their stale windows are counted from when this instance
+    /// applies them (default [`SystemClock`]). Give it the engine's clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Starts the bus over `l1`, this instance's in-process tier: builds the
     /// subscriber client (from the backend's fred configuration, with its
     /// reconnect policy), connects it in the background and spawns the
@@ -968,6 +1078,7 @@ impl InvalidationBusBuilder {
             publish_timeout: self.publish_timeout,
             retry_interval: self.retry_interval,
             epoch: Instant::now(),
+            clock: self.clock,
             generation: AtomicU64::new(0),
             down_since: AtomicU64::new(0),
             subscribed,
@@ -1159,6 +1270,7 @@ impl InvalidationBus {
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             stream_poll_interval: DEFAULT_STREAM_POLL_INTERVAL,
+            clock: Arc::new(SystemClock::new()),
         }
     }
 
@@ -1371,6 +1483,18 @@ impl Backend for LocalTier {
         self.shared.l1.invalidate_tag(tag)
     }
 
+    /// The L1's purge; a soft one marks entries through the header.
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let through = purge.map_marker(|marker| self.shared.local_marker(marker));
+            self.shared.l1.purge(&through).await
+        })
+    }
+
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        self.shared.l1.purge_keys(target)
+    }
+
     fn label(&self) -> &str {
         self.shared.l1.label()
     }
@@ -1473,6 +1597,25 @@ impl<B: Backend> Backend for Broadcasting<B> {
         self.tiers.exists(key)
     }
 
+    /// Purges here (L1 and Redis), then tells the other instances: a hard
+    /// purge as the invalidation of the same key, tag or prefix, a soft
+    /// one as its `soft-*` message.
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let purged = self.tiers.purge(purge).await;
+            let invalidation = Invalidation::of_purge(purge);
+            self.shared.note_own(&self.shared.tier_origin, &invalidation);
+            let published = self.shared.publish(invalidation).await;
+            let purged = purged?;
+            published?;
+            Ok(purged)
+        })
+    }
+
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        self.tiers.purge_keys(target)
+    }
+
     fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
         self.tiers.tag_generations(tags)
     }
@@ -1501,12 +1644,90 @@ impl<B: Backend> Backend for Broadcasting<B> {
     }
 }
 
+/// A soft purge's marker for entries framed by a [`LocalTier`]: an entry
+/// of an older purge generation is removed, the others are marked by the
+/// inner marker behind their header (kept), their lifetime capped while
+/// the bus is down.
+struct LocalMarker {
+    generation: u64,
+    cap: Option<Duration>,
+    inner: Arc<dyn StaleMarker>,
+}
+
+impl StaleMarker for LocalMarker {
+    fn mark(&self, key: &CacheKey, stored: Bytes) -> Marked {
+        if stored.len() < LOCAL_HEADER_LEN
+            || u64::from_be_bytes(stored[..8].try_into().expect("8 bytes")) != self.generation
+        {
+            return Marked::Remove;
+        }
+        match self.inner.mark(key, stored.slice(LOCAL_HEADER_LEN..)) {
+            Marked::Replace { bytes, ttl, tags } => {
+                let mut framed = BytesMut::with_capacity(LOCAL_HEADER_LEN + bytes.len());
+                framed.extend_from_slice(&stored[..LOCAL_HEADER_LEN]);
+                framed.extend_from_slice(&bytes);
+                Marked::Replace {
+                    bytes: framed.freeze(),
+                    ttl: self.cap.map_or(ttl, |cap| ttl.min(cap)),
+                    tags,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn origin() -> OriginId {
         OriginId::new("node-a:42").expect("a valid id")
+    }
+
+    #[test]
+    fn soft_purges_round_trip_and_older_messages_still_read() {
+        for invalidation in [
+            Invalidation::SoftKey("users:v1:tenant=a:id=1".into()),
+            Invalidation::SoftTag("team ops".into()),
+            Invalidation::SoftPrefix("users:v1:tenant=a:".into()),
+        ] {
+            let message = InvalidationMessage {
+                origin: origin(),
+                invalidation,
+            };
+            assert_eq!(
+                InvalidationMessage::decode(message.encode().as_bytes()),
+                Some(message)
+            );
+        }
+        assert_eq!(
+            InvalidationMessage {
+                origin: origin(),
+                invalidation: Invalidation::SoftKey("k".into()),
+            }
+            .encode(),
+            "hbinv1 node-a:42 soft-key k"
+        );
+        // Messages of the format as it was before soft purges read as then.
+        let old = |text: &str| InvalidationMessage::decode(text.as_bytes()).map(|m| m.invalidation);
+        assert_eq!(
+            old("hbinv1 node-a:42 key users:v1:id=1"),
+            Some(Invalidation::Key("users:v1:id=1".into()))
+        );
+        assert_eq!(
+            old("hbinv1 node-a:42 tag team"),
+            Some(Invalidation::Tag("team".into()))
+        );
+        assert_eq!(
+            old("hbinv1 node-a:42 prefix users:"),
+            Some(Invalidation::Prefix("users:".into()))
+        );
+        assert_eq!(old("hbinv1 node-a:42 purge"), Some(Invalidation::Purge));
+        // A soft purge needs a target.
+        assert_eq!(old("hbinv1 node-a:42 soft-tag "), None);
+        assert_eq!(old("hbinv1 node-a:42 soft-prefix "), None);
+        assert_eq!(old("hbinv1 node-a:42 soft-key"), None);
     }
 
     #[test]

@@ -383,6 +383,7 @@ mod builder;
 mod error;
 pub mod invalidation;
 pub mod lock;
+mod purge;
 mod tags;
 
 use std::sync::Arc;
@@ -395,7 +396,8 @@ use fred::prelude::{ClientLike, Expiration, Key, KeysInterface, Options, Pool, V
 use futures::future::try_join_all;
 use hitbox_backend::pending::{DEFAULT_MAX_PENDING_KEYS, DEFAULT_MAX_PENDING_TAGS};
 use hitbox_backend::{
-    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, TagGenerations, TierStats,
+    Backend, BackendError, BackendFuture, CircuitBreaker, PendingInvalidations, Purge, PurgeTarget,
+    TagGenerations, TierStats,
 };
 use hitbox_core::{CacheKey, SharedClock, Tag};
 
@@ -412,6 +414,7 @@ pub use error::RedisError;
 pub use fred;
 pub use invalidation::{Broadcasting, Invalidation, InvalidationBus, LocalTier, OriginId};
 pub use lock::RedisLock;
+pub use purge::PURGE_TIMEOUT;
 pub use tags::{FENCE_MAGIC, GENERATION_TTL_MS};
 
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
@@ -517,6 +520,8 @@ enum Kind {
     Read,
     Write,
     Invalidate,
+    /// A purge by prefix: its `SCAN` and `UNLINK`s.
+    Purge,
 }
 
 impl RedisBackend {
@@ -710,6 +715,7 @@ impl RedisBackend {
             Kind::Read => inner.read_timeout,
             Kind::Write => inner.write_timeout,
             Kind::Invalidate => inner.invalidate_timeout,
+            Kind::Purge => purge::PURGE_TIMEOUT,
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(after, async {
@@ -1053,6 +1059,18 @@ impl Backend for RedisBackend {
             tracing::debug!(tag = tag.as_str(), removed, generation, "redis invalidate tag");
             Ok(removed)
         })
+    }
+
+    /// See the `purge` notes in the crate documentation: by key and tag as
+    /// deletions and tag invalidations, by prefix with `SCAN` and
+    /// `UNLINK`, soft purges entry by entry; each appended to the audit
+    /// stream with `reason` = `purge`, all within [`PURGE_TIMEOUT`].
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(self.purge_now(purge))
+    }
+
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        Box::pin(self.purge_keys_now(target))
     }
 
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {

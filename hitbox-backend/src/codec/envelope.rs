@@ -102,6 +102,25 @@ impl RawEntry {
     }
 }
 
+impl RawEntry {
+    /// The envelope of this entry under `key` again, with its metadata as
+    /// it is now (changed by a soft purge, say) and its payload as it was:
+    /// the value is not decoded.
+    pub fn encode(&self, key: &CacheKey) -> Bytes {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.meta.encoded_len() + self.payload.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.format_id);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&key.fingerprint());
+        self.meta.encode_into(&mut out);
+        out.extend_from_slice(&self.payload);
+        let checksum = crc32fast::hash(&out[CHECKED_FROM..]);
+        out[4..8].copy_from_slice(&checksum.to_be_bytes());
+        Bytes::from(out)
+    }
+}
+
 /// Frames `value` and its metadata in an envelope bound to `key`.
 ///
 /// The value is encoded into a buffer kept per thread and then copied into

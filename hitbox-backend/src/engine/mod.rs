@@ -27,6 +27,7 @@ mod flight;
 pub(crate) mod in_place;
 mod many;
 mod memo;
+mod purge;
 mod start;
 mod stats;
 mod typed;

@@ -54,7 +54,7 @@ pub(crate) struct TierMetrics {
     /// `ok`, `error`, `refused`.
     writes: [Counter; 3],
     /// By [`BackendError::kind`].
-    errors: [Counter; 6],
+    errors: [Counter; BackendError::KINDS.len()],
     read_seconds: Histogram,
     write_seconds: Histogram,
 }

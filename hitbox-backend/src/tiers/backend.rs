@@ -10,6 +10,7 @@ use hitbox_core::{CacheKey, Tag};
 
 use crate::error::BackendError;
 use crate::tiers::generations::TagGenerations;
+use crate::tiers::purge::{Purge, PurgeTarget, purge_default, unsupported};
 
 /// The future a [`Backend`] method returns.
 ///
@@ -46,6 +47,31 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes every entry written with `tag`; returns how many.
     fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64>;
+
+    /// Applies `purge` (hard: removes, soft: marks stale what it matches;
+    /// see [`crate::purge`]) and returns how many entries it purged. The
+    /// default ([`purge_default`]) uses the tier's other methods and
+    /// [`Backend::purge_keys`]; a tier that wraps others passes it on to
+    /// them, a tier that transforms the bytes it stores wraps the purge's
+    /// [marker](crate::purge::StaleMarker).
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(purge_default(self, purge))
+    }
+
+    /// The keys of the entries `target` matches, for purges by prefix and
+    /// soft purges by tag. The default knows only a key's own; a tier that
+    /// can list its keys (moka, Redis) overrides it, and others answer
+    /// [`BackendError::Unsupported`] for prefixes and tags.
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        Box::pin(async move {
+            match target {
+                PurgeTarget::Key(key) => Ok(vec![key.clone()]),
+                PurgeTarget::Prefix(_) | PurgeTarget::Tag(_) => {
+                    Err(unsupported(self.label(), "listing its keys by prefix or tag"))
+                }
+            }
+        })
+    }
 
     /// Whether an entry is stored under `key`. The default reads it.
     fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
@@ -217,6 +243,12 @@ macro_rules! forward_backend {
             }
             fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
                 (**self).exists(key)
+            }
+            fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+                (**self).purge(purge)
+            }
+            fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+                (**self).purge_keys(target)
             }
             fn label(&self) -> &str {
                 (**self).label()

@@ -149,7 +149,7 @@
 //! # });
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,6 +167,7 @@ use crate::observe::tier::{TierObserver, Written};
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 use crate::tiers::breaker::{BreakerConfig, CircuitBreaker};
 use crate::tiers::generations::TagGenerations;
+use crate::tiers::purge::{Purge, PurgeTarget};
 
 /// The default cap on the lifetime of an entry refilled into L1.
 pub const DEFAULT_REFILL_MAX_TTL: Duration = Duration::from_secs(30);
@@ -1272,6 +1273,37 @@ impl Backend for CompositionBackend {
                 futures::future::join(self.l1.invalidate_tag(tag), self.l2.invalidate_tag(tag)).await;
             // An entry usually sits in both tiers: count it once.
             Ok(l1?.max(l2?))
+        })
+    }
+
+    /// Purges both tiers (each its own copy: a soft purge rewrites L1's
+    /// and L2's entries where each has one), even one in cool-down, after
+    /// the write-behind writes still running. Fails if either failed; an
+    /// entry in both counts once.
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            self.flush().await;
+            let (l1, l2) = futures::future::join(
+                self.l1.call(false, |tier| tier.purge(purge)),
+                self.l2.call(false, |tier| tier.purge(purge)),
+            )
+            .await;
+            Ok(l1?.max(l2?))
+        })
+    }
+
+    /// The keys either tier lists, each once.
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        Box::pin(async move {
+            let (l1, l2) = futures::future::join(
+                self.l1.call(false, |tier| tier.purge_keys(target)),
+                self.l2.call(false, |tier| tier.purge_keys(target)),
+            )
+            .await;
+            let mut keys = l2?;
+            let known: HashSet<CacheKey> = keys.iter().cloned().collect();
+            keys.extend(l1?.into_iter().filter(|key| !known.contains(key)));
+            Ok(keys)
         })
     }
 

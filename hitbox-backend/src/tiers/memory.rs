@@ -15,6 +15,7 @@ use hitbox_core::{CacheKey, Clock, SharedClock, SystemClock, Tag, Timestamp};
 
 use crate::error::BackendError;
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
+use crate::tiers::purge::PurgeTarget;
 
 /// An unbounded in-memory tier: the reference implementation of
 /// [`Backend`]. It honours TTLs against a [`Clock`], so tests can drive
@@ -214,6 +215,23 @@ impl Backend for MemoryBackend {
                 .collect();
             entries.retain(|key, _| !doomed.contains(key));
             Ok(doomed.len() as u64)
+        })
+    }
+
+    /// Every live entry's key that `target` matches.
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        Box::pin(async move {
+            self.check()?;
+            let now = self.shared.clock.now();
+            Ok(self
+                .entries()
+                .iter()
+                .filter(|(key, stored)| {
+                    stored.expires_at > now
+                        && target.matches(&CacheKey::from_encoded(Arc::clone(key)), &stored.tags)
+                })
+                .map(|(key, _)| CacheKey::from_encoded(Arc::clone(key)))
+                .collect())
         })
     }
 

@@ -14,6 +14,8 @@
 //!   (composition, Redis, cachekit.io), on the injected clock.
 //! - [`generations`]: tag generations, which keep a load that raced an
 //!   invalidation in another process from storing its result.
+//! - [`purge`]: purges by key, prefix or tag, hard or soft, through
+//!   every tier.
 //! - [`pending`]: the invalidations an outage kept from a tier, replayed
 //!   when it returns.
 //! - [`typed`]: typed `get`/`set` on one tier, without the engine.
@@ -28,5 +30,6 @@ pub mod composition;
 pub mod generations;
 pub(crate) mod memory;
 pub mod pending;
+pub mod purge;
 pub(crate) mod staged;
 pub(crate) mod typed;

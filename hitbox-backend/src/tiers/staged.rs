@@ -11,6 +11,7 @@
 //! An entry that does not open (other stages, a wrong key, corruption) is a
 //! logged miss, never an error: it says nothing about the tier's health.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use crate::codec::stages::Stages;
 use crate::error::BackendError;
 use crate::tiers::backend::{Backend, BackendFuture, TierStats};
 use crate::tiers::generations::TagGenerations;
+use crate::tiers::purge::{Marked, Purge, PurgeTarget, StaleMarker};
 
 /// A tier with stages: compression, then encryption, on the way to the
 /// wrapped tier, and the reverse on the way back. Each entry records its
@@ -156,6 +158,25 @@ impl<B: Backend> Backend for Staged<B> {
         self.inner.exists(key)
     }
 
+    /// The wrapped tier's purge; a soft one marks entries through the
+    /// stages (opened, marked, sealed again).
+    fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+        Box::pin(async move {
+            let through = purge.map_marker(|marker| {
+                Arc::new(StagedMarker {
+                    stages: self.stages.clone(),
+                    limit: self.inner.max_entry_size(),
+                    marker,
+                }) as Arc<dyn StaleMarker>
+            });
+            self.inner.purge(&through).await
+        })
+    }
+
+    fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+        self.inner.purge_keys(target)
+    }
+
     fn label(&self) -> &str {
         self.inner.label()
     }
@@ -174,5 +195,32 @@ impl<B: Backend> Backend for Staged<B> {
 
     fn max_entry_size(&self) -> usize {
         self.inner.max_entry_size()
+    }
+}
+
+/// A soft purge's marker behind stages: it sees the envelope, and what it
+/// writes is sealed again.
+struct StagedMarker {
+    stages: Stages,
+    limit: usize,
+    marker: Arc<dyn StaleMarker>,
+}
+
+impl StaleMarker for StagedMarker {
+    fn mark(&self, key: &CacheKey, stored: Bytes) -> Marked {
+        let Ok(plain) = self.stages.open_within(key, &stored, self.limit) else {
+            return Marked::Remove;
+        };
+        match self.marker.mark(key, plain) {
+            Marked::Replace { bytes, ttl, tags } => match self.stages.seal(key, &bytes) {
+                Ok(sealed) => Marked::Replace {
+                    bytes: Bytes::from(sealed),
+                    ttl,
+                    tags,
+                },
+                Err(_) => Marked::Remove,
+            },
+            other => other,
+        }
     }
 }

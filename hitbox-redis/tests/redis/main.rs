@@ -17,6 +17,7 @@ mod faults;
 mod fills;
 mod generations;
 mod outage;
+mod purge;
 mod read_many;
 mod sentinel;
 mod standalone;

@@ -1,0 +1,269 @@
+//! Purges across instances: two instances (moka L1, the bus, one Redis)
+//! on a standalone server and on a cluster; one purges by key, prefix and
+//! tag, hard and soft, the other observes it in its L1, and Redis and the
+//! audit stream hold what they should.
+
+use std::time::{Duration, Instant};
+
+use hitbox_backend::{Backend, Cache, CompositionBackend, PurgeMode};
+use hitbox_core::{CacheKey, CachePolicy, EntryOptions, Freshness, ManualClock, Tag};
+use hitbox_moka::MokaBackend;
+use hitbox_redis::RedisBackend;
+use hitbox_redis::audit::AuditId;
+use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus};
+use tokio::sync::broadcast;
+
+use crate::common::{CLUSTER, STANDALONE, backend, env, init_tracing, unique_prefix};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct Instance {
+    redis: RedisBackend,
+    moka: MokaBackend,
+    bus: InvalidationBus,
+    cache: Cache,
+}
+
+fn policy() -> CachePolicy {
+    CachePolicy::new(Duration::from_secs(60)).stale_while_revalidate(Duration::from_secs(30))
+}
+
+impl Instance {
+    async fn start(url: &str, prefix: &str, clock: &ManualClock) -> Instance {
+        let redis = backend(url, prefix).await;
+        let moka = MokaBackend::new(16 * 1024 * 1024);
+        let bus = InvalidationBus::builder(&redis)
+            .clock(clock.clone())
+            .start(moka.clone())
+            .expect("the bus starts");
+        let tiers = CompositionBackend::builder(bus.local_tier(), redis.clone())
+            .clock(clock.clone())
+            .build();
+        let cache = Cache::builder(bus.broadcasting(tiers))
+            .clock(clock.clone())
+            .policy(policy())
+            .build();
+        bus.wait_subscribed(PATIENCE).await.expect("the bus subscribes");
+        Instance {
+            redis,
+            moka,
+            bus,
+            cache,
+        }
+    }
+
+    /// How this instance's L1 alone sees `key`.
+    async fn l1(&self, key: &CacheKey, clock: &ManualClock) -> Option<Freshness> {
+        let l1 = Cache::builder(self.bus.local_tier()).clock(clock.clone()).build();
+        l1.get_entry::<String>(key).await.map(|entry| entry.freshness)
+    }
+
+    /// How Redis alone sees `key`.
+    async fn redis(&self, key: &CacheKey, clock: &ManualClock) -> Option<Freshness> {
+        let redis = Cache::builder(self.redis.clone()).clock(clock.clone()).build();
+        redis.get_entry::<String>(key).await.map(|entry| entry.freshness)
+    }
+}
+
+async fn applied(events: &mut broadcast::Receiver<BusEvent>, wanted: Invalidation) {
+    let outcome = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await {
+                Ok(BusEvent::Applied(got)) if got == wanted => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the bus stopped"),
+            }
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "{wanted:?} not applied within {PATIENCE:?}");
+}
+
+fn user(tenant: &str, id: &str) -> CacheKey {
+    CacheKey::builder("users")
+        .part("tenant", tenant)
+        .part("id", id)
+        .build()
+}
+
+async fn purges_reach_the_other_instance(url: &str) {
+    init_tracing();
+    let prefix = unique_prefix("purge-bus");
+    let clock = ManualClock::new();
+    let a = Instance::start(url, &prefix, &clock).await;
+    let b = Instance::start(url, &prefix, &clock).await;
+    let (k1, k2, neighbour) = (user("a", "1"), user("a", "2"), user("ab", "1"));
+    let tagged = EntryOptions::new().tag("team");
+    for key in [&k1, &k2, &neighbour] {
+        a.cache
+            .set_with(key, &key.as_str().to_owned(), &tagged)
+            .await
+            .unwrap();
+        // B reads it from Redis, which fills its L1.
+        assert!(b.cache.get::<String>(key).await.is_some());
+        assert_eq!(b.l1(key, &clock).await, Some(Freshness::Fresh));
+    }
+    let mut events = b.bus.events();
+
+    // Soft, by key: B's L1 copy is stale, not gone; so is Redis's.
+    assert_eq!(a.cache.purge_key(&k1, PurgeMode::Soft).await.unwrap(), 1);
+    applied(&mut events, Invalidation::SoftKey(k1.as_str().into())).await;
+    assert_eq!(b.l1(&k1, &clock).await, Some(Freshness::Stale));
+    assert_eq!(a.l1(&k1, &clock).await, Some(Freshness::Stale));
+    assert_eq!(b.redis(&k1, &clock).await, Some(Freshness::Stale));
+    assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Fresh));
+    // B serves it stale and refreshes it once.
+    let served: String = b
+        .cache
+        .get_or_insert_with(&k1, || async { "new".to_string() })
+        .await;
+    assert_eq!(served, k1.as_str());
+
+    // Soft, by tag.
+    a.cache
+        .purge_tag(&Tag::from("team"), PurgeMode::Soft)
+        .await
+        .unwrap();
+    applied(&mut events, Invalidation::SoftTag("team".into())).await;
+    assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Stale));
+    assert_eq!(b.l1(&neighbour, &clock).await, Some(Freshness::Stale));
+
+    // Soft, by prefix, after fresh copies everywhere.
+    for key in [&k1, &k2, &neighbour] {
+        for instance in [&a, &b] {
+            instance
+                .cache
+                .set_with(key, &"v".to_string(), &tagged)
+                .await
+                .unwrap();
+        }
+        assert_eq!(b.l1(key, &clock).await, Some(Freshness::Fresh));
+    }
+    let users_a = CacheKey::builder("users").part("tenant", "a").key_prefix();
+    assert_eq!(a.cache.purge_prefix(&users_a, PurgeMode::Soft).await.unwrap(), 2);
+    applied(&mut events, Invalidation::SoftPrefix(users_a.clone())).await;
+    assert_eq!(b.l1(&k2, &clock).await, Some(Freshness::Stale));
+    assert_eq!(
+        b.l1(&neighbour, &clock).await,
+        Some(Freshness::Fresh),
+        "a shorter shared prefix is not purged"
+    );
+    assert_eq!(b.redis(&neighbour, &clock).await, Some(Freshness::Fresh));
+
+    // Hard, by prefix: gone from B's L1 and from Redis; the neighbour stays.
+    assert_eq!(a.cache.purge_prefix(&users_a, PurgeMode::Hard).await.unwrap(), 2);
+    applied(&mut events, Invalidation::Prefix(users_a.clone())).await;
+    for key in [&k1, &k2] {
+        assert_eq!(b.l1(key, &clock).await, None);
+        assert_eq!(b.redis(key, &clock).await, None);
+        assert!(b.moka.read(key).await.unwrap().is_none());
+    }
+    assert_eq!(b.l1(&neighbour, &clock).await, Some(Freshness::Fresh));
+
+    // Hard, by key and by tag.
+    assert_eq!(a.cache.purge_key(&neighbour, PurgeMode::Hard).await.unwrap(), 1);
+    applied(&mut events, Invalidation::Key(neighbour.as_str().into())).await;
+    assert_eq!(b.l1(&neighbour, &clock).await, None);
+    a.cache.set_with(&k1, &"t".to_string(), &tagged).await.unwrap();
+    assert!(b.cache.get::<String>(&k1).await.is_some());
+    assert_eq!(
+        a.cache
+            .purge_tag(&Tag::from("team"), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        1
+    );
+    applied(&mut events, Invalidation::Tag("team".into())).await;
+    assert_eq!(b.l1(&k1, &clock).await, None);
+    assert_eq!(b.redis(&k1, &clock).await, None);
+
+    // Every purge is in the audit stream, marked as one.
+    let audit = a.redis.audit().expect("the audit stream is on");
+    let batch = audit.entries_after(AuditId::ZERO, 1_000).await.unwrap();
+    let purges: Vec<&Invalidation> = batch
+        .entries
+        .iter()
+        .filter(|entry| entry.purge)
+        .map(|entry| &entry.invalidation)
+        .collect();
+    assert_eq!(
+        purges,
+        [
+            &Invalidation::SoftKey(k1.as_str().into()),
+            &Invalidation::SoftTag("team".into()),
+            &Invalidation::SoftPrefix(users_a.clone()),
+            &Invalidation::Prefix(users_a.clone()),
+            &Invalidation::Key(neighbour.as_str().into()),
+            &Invalidation::Tag("team".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn purges_reach_the_other_instance_on_a_standalone_server() {
+    purges_reach_the_other_instance(&env(STANDALONE)).await;
+}
+
+#[tokio::test]
+async fn purges_reach_the_other_instance_on_a_cluster() {
+    purges_reach_the_other_instance(&env(CLUSTER)).await;
+}
+
+#[tokio::test]
+async fn a_prefix_purge_covers_many_keys_and_refuses_the_tier_own() {
+    for url in [env(STANDALONE), env(CLUSTER)] {
+        let prefix = unique_prefix("purge-many");
+        let redis = backend(&url, &prefix).await;
+        let cache = Cache::new(redis.clone());
+        for id in 0..1_500 {
+            cache.set(&user("a", &id.to_string()), &id).await.unwrap();
+        }
+        cache.set(&user("b", "1"), &1).await.unwrap();
+        cache
+            .set_with(&user("c", "1"), &1, &EntryOptions::new().tag("t"))
+            .await
+            .unwrap();
+        let users_a = CacheKey::builder("users").part("tenant", "a").key_prefix();
+        assert_eq!(
+            cache.purge_prefix(&users_a, PurgeMode::Hard).await.unwrap(),
+            1_500
+        );
+        assert_eq!(cache.get::<i32>(&user("b", "1")).await, Some(1));
+        // The tier's own keys cannot be reached through a prefix.
+        let refused = cache.purge_prefix("#tag", PurgeMode::Hard).await.unwrap_err();
+        assert!(
+            matches!(refused, hitbox_backend::BackendError::Refused { .. }),
+            "{refused:?}"
+        );
+        assert_eq!(
+            cache.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_purge_while_redis_is_down_fails_clearly_and_soon() {
+    // Nothing listens on port 1.
+    let redis = RedisBackend::builder()
+        .url("redis://127.0.0.1:1")
+        .build()
+        .expect("the backend builds");
+    let cache = Cache::new(redis);
+    for mode in [PurgeMode::Hard, PurgeMode::Soft] {
+        for purge in [
+            hitbox_backend::PurgeTarget::Key(user("a", "1")),
+            hitbox_backend::PurgeTarget::Prefix("users:".into()),
+            hitbox_backend::PurgeTarget::Tag(Tag::from("t")),
+        ] {
+            let started = Instant::now();
+            let error = cache.purge(purge.clone(), mode).await.unwrap_err();
+            assert!(error.is_tier_failure(), "{purge:?} {mode:?}: {error:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{purge:?} {mode:?} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
