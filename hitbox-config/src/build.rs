@@ -275,6 +275,7 @@ pub(crate) fn standards(config: &StandardsConfig) -> Rfc9111 {
 }
 
 /// An environment variable's value, or an error pointing at `field`.
+#[cfg(any(feature = "redis", feature = "encryption"))]
 fn env_var(field: &'static str, name: &str, what: &str) -> Result<String, BuildError> {
     match std::env::var(name) {
         Ok(value) => Ok(value),

@@ -120,6 +120,42 @@ pub(crate) fn locate(text: &str, field: &str, value: Option<&str>) -> Option<(us
     value.and_then(|value| text.find(value)).map(|at| line_column(text, at))
 }
 
+/// An error message from the model, and the place the parser gave it (at
+/// the byte `offset`, the start of the table being checked): when the
+/// message names the field it is about (see `model::at_field`), the place
+/// becomes that field's, the first after the table's start that names it.
+pub(crate) fn refine(text: &str, offset: Option<usize>, message: &str) -> (Option<(usize, usize)>, String) {
+    let place = offset.map(|offset| line_column(text, offset));
+    let Some(start) = message.find('\u{1}') else {
+        return (place, message.to_owned());
+    };
+    let rest = &message[start + 1..];
+    let Some(end) = rest.find('\u{1}') else {
+        return (place, message.replace('\u{1}', ""));
+    };
+    let field = &rest[..end];
+    let cleaned = format!("{}{}", &message[..start], &rest[end + 1..]);
+    let Some(from) = offset else {
+        return (place, cleaned);
+    };
+    let mut line_start = text[..from.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    // The rest of the table's own line first (an inline table), then the
+    // lines after it.
+    let mut first = true;
+    for line in text[line_start..].split_inclusive('\n') {
+        let skip = if first { from - line_start } else { 0 };
+        let code = line.split('#').next().unwrap_or("");
+        if skip <= code.len() {
+            if let Some(at) = find_field(&code[skip..], field) {
+                return (Some(line_column(text, line_start + skip + at)), cleaned);
+            }
+        }
+        first = false;
+        line_start += line.len();
+    }
+    (place, cleaned)
+}
+
 /// The offset of `field` used as a key in `line` (a whole word followed by
 /// `=` or `:`).
 fn find_field(line: &str, field: &str) -> Option<usize> {

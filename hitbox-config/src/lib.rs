@@ -313,20 +313,20 @@ fn section_place(text: &str, name: &str) -> Option<(usize, usize)> {
 
 fn parse_toml(file: &str, text: &str) -> Result<ConfigModel, Error> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let place = e.span().map(|span| error::line_column(text, span.start));
-        Error::new(ErrorKind::Parse, file, place, e.message().trim_end().to_owned())
+        let (place, message) = error::refine(text, e.span().map(|span| span.start), e.message().trim_end());
+        Error::new(ErrorKind::Parse, file, place, message)
     })
 }
 
 #[cfg(feature = "yaml")]
 fn parse_yaml(file: &str, text: &str) -> Result<ConfigModel, Error> {
     serde_yaml_ng::from_str(text).map_err(|e| {
-        let place = e.location().map(|l| (l.line(), l.column()));
         // The message without the " at line L column C" the crate appends.
         let mut message = e.to_string();
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
+        let (place, message) = error::refine(text, e.location().map(|l| l.index()), &message);
         Error::new(ErrorKind::Parse, file, place, message)
     })
 }

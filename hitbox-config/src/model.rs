@@ -22,6 +22,14 @@ where
     choose(&text).map_err(de::Error::custom)
 }
 
+/// An error about one field of a table: the parser places errors of a
+/// checked table at the table; the field's name, carried before the
+/// message between two `\u{1}`, lets the error point at the field itself
+/// (see `crate::error::refine`).
+pub(crate) fn at_field(field: &str, message: impl fmt::Display) -> String {
+    format!("\u{1}{field}\u{1}{message}")
+}
+
 fn feature_off(what: &str, feature: &str) -> String {
     format!("{what} needs the `{feature}` feature of hitbox-config, which is off in this build")
 }
@@ -390,34 +398,43 @@ impl TryFrom<RedisRaw> for RedisConfig {
             return Err(feature_off("a Redis tier", "redis"));
         }
         if raw.password.is_some() {
-            return Err(InlineSecret::MESSAGE_PASSWORD.into());
+            return Err(at_field("password", InlineSecret::MESSAGE_PASSWORD));
         }
         let (mode, nodes) = match (&raw.url, raw.nodes.is_empty()) {
-            (Some(_), false) => return Err("give the Redis servers as a `url` or as `nodes`, not both".into()),
+            (Some(_), false) => return Err(at_field("nodes", "give the Redis servers as a `url` or as `nodes`, not both")),
             (None, true) => return Err("a Redis tier needs a `url`, or a `mode` and `nodes`".into()),
             (Some(url), true) => {
-                let from_url = redis_url_mode(url)?;
+                let from_url = redis_url_mode(url).map_err(|e| at_field("url", e))?;
                 if let Some(mode) = raw.mode.filter(|mode| *mode != from_url) {
-                    return Err(format!(
-                        "the Redis URL's scheme says {from_url:?} mode but `mode` says {mode:?}"
+                    return Err(at_field(
+                        "mode",
+                        format!("the Redis URL's scheme says {from_url:?} mode but `mode` says {mode:?}"),
                     ));
                 }
                 (from_url, Vec::new())
             }
             (None, false) => {
                 let mode = raw.mode.unwrap_or(RedisMode::Standalone);
-                let nodes = raw.nodes.iter().map(|n| host_port(n)).collect::<Result<Vec<_>, _>>()?;
+                let nodes = raw
+                    .nodes
+                    .iter()
+                    .map(|n| host_port(n))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| at_field("nodes", e))?;
                 if mode == RedisMode::Standalone && nodes.len() != 1 {
-                    return Err("a standalone Redis tier has exactly one node".into());
+                    return Err(at_field("nodes", "a standalone Redis tier has exactly one node"));
                 }
                 if mode == RedisMode::Sentinel && raw.service_name.is_none() {
-                    return Err("a sentinel Redis tier needs a `service_name`".into());
+                    return Err(at_field("mode", "a sentinel Redis tier needs a `service_name`"));
                 }
                 (mode, nodes)
             }
         };
         if raw.service_name.is_some() && !(mode == RedisMode::Sentinel && raw.url.is_none()) {
-            return Err("`service_name` is for `mode = \"sentinel\"` with `nodes` (a URL names it itself)".into());
+            return Err(at_field(
+                "service_name",
+                "`service_name` is for `mode = \"sentinel\"` with `nodes` (a URL names it itself)",
+            ));
         }
         Ok(RedisConfig {
             url: raw.url,
@@ -524,7 +541,7 @@ impl TryFrom<StagesRaw> for StagesConfig {
         use hitbox_backend::Compression;
         let name = raw.compression.unwrap_or(CompressionName::None);
         if raw.level.is_some() && name != CompressionName::Zstd {
-            return Err("`level` is for `compression = \"zstd\"`".into());
+            return Err(at_field("level", "`level` is for `compression = \"zstd\"`"));
         }
         let compression = match name {
             CompressionName::None => Compression::None,
@@ -532,7 +549,7 @@ impl TryFrom<StagesRaw> for StagesConfig {
             CompressionName::Zstd => {
                 let level = raw.level.unwrap_or(3);
                 if !(1..=22).contains(&level) {
-                    return Err(format!("zstd `level` {level} is out of range: expected 1 to 22"));
+                    return Err(at_field("level", format!("zstd `level` {level} is out of range: expected 1 to 22")));
                 }
                 Compression::zstd(level)
             }
@@ -602,15 +619,15 @@ impl TryFrom<EncryptionRaw> for EncryptionConfig {
     type Error = String;
     fn try_from(raw: EncryptionRaw) -> Result<Self, String> {
         if raw.key.is_some() {
-            return Err(InlineSecret::MESSAGE_KEY.into());
+            return Err(at_field("key", InlineSecret::MESSAGE_KEY));
         }
         if !cfg!(feature = "encryption") {
-            return Err(feature_off("the encryption stage", "encryption"));
+            return Err(at_field("encryption", feature_off("the encryption stage", "encryption")));
         }
         let key = match (raw.key_env, raw.key_file) {
             (Some(name), None) if !name.is_empty() => KeySource::Env(name),
             (None, Some(path)) if !path.as_os_str().is_empty() => KeySource::File(path),
-            (Some(_), Some(_)) => return Err("give the key as `key_env` or as `key_file`, not both".into()),
+            (Some(_), Some(_)) => return Err(at_field("key_file", "give the key as `key_env` or as `key_file`, not both")),
             _ => return Err("the encryption stage needs `key_env = \"NAME\"` or `key_file = \"PATH\"`".into()),
         };
         let previous = raw
@@ -840,20 +857,23 @@ impl TryFrom<RuleRaw> for RuleConfig {
     type Error = String;
     fn try_from(raw: RuleRaw) -> Result<Self, String> {
         if raw.graphql && !cfg!(feature = "json") {
-            return Err(feature_off("the GraphQL preset", "json"));
+            return Err(at_field("graphql", feature_off("the GraphQL preset", "json")));
         }
         if raw.graphql && raw.post_as_read.is_some() {
-            return Err("`graphql` keys requests by their query: it cannot be combined with `post_as_read`".into());
+            return Err(at_field(
+                "post_as_read",
+                "`graphql` keys requests by their query: it cannot be combined with `post_as_read`",
+            ));
         }
         if raw.graphql && raw.methods.is_some() {
-            return Err("`graphql` caches GET and POST: it cannot be combined with `methods`".into());
+            return Err(at_field("methods", "`graphql` caches GET and POST: it cannot be combined with `methods`"));
         }
         if matches!(raw.post_as_read, Some(BodyKeyConfig::Json | BodyKeyConfig::JsonFields(_))) && !cfg!(feature = "json")
         {
-            return Err(feature_off("a JSON body key", "json"));
+            return Err(at_field("post_as_read", feature_off("a JSON body key", "json")));
         }
         if let Some(tag) = raw.tags.iter().find(|tag| tag.is_empty()) {
-            return Err(format!("invalid tag {tag:?}: tags are not empty"));
+            return Err(at_field("tags", format!("invalid tag {tag:?}: tags are not empty")));
         }
         Ok(RuleConfig {
             when: raw.when,
