@@ -208,7 +208,8 @@ async fn main() {
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
     // `--config FILE`: one layer from that file serves every cached route.
-    let (_, configured) = hitbox_examples::config_arg::from_args_or_exit("demo", std::env::args().skip(1)).await;
+    let (_, configured) =
+        hitbox_examples::config_arg::from_args_or_exit("demo", std::env::args().skip(1)).await;
     let configured = configured.map(|built| built.layer);
     let (cache, lock) = cache().await;
     // One origin call per cold key across the demo processes sharing Redis.
@@ -241,15 +242,17 @@ async fn main() {
         // GraphQL: queries are cached, mutations always reach the origin.
         .route(
             "/graphql",
-            get(graphql_get).post(graphql_post).layer(configured.clone().unwrap_or_else(|| {
-                builder(
-                    Rule::new()
-                        .namespace("graphql")
-                        .policy(CachePolicy::new(Duration::from_secs(30)))
-                        .graphql(GraphQl::new()),
-                )
-                .build()
-            })),
+            get(graphql_get)
+                .post(graphql_post)
+                .layer(configured.clone().unwrap_or_else(|| {
+                    builder(
+                        Rule::new()
+                            .namespace("graphql")
+                            .policy(CachePolicy::new(Duration::from_secs(30)))
+                            .graphql(GraphQl::new()),
+                    )
+                    .build()
+                })),
         )
         .route("/static", get(move || async move { prebuilt }))
         .layer(middleware::from_fn(log_requests));

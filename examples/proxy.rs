@@ -23,12 +23,9 @@ use hitbox_examples::proxy;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     // `--config FILE`: the cache layer (tiers, standards mode) from a file.
-    let (args, configured) = hitbox_examples::config_arg::from_args_or_exit("proxy", std::env::args().skip(1)).await;
-    let config = match proxy::command_line(
-        args,
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    ) {
+    let (args, configured) =
+        hitbox_examples::config_arg::from_args_or_exit("proxy", std::env::args().skip(1)).await;
+    let config = match proxy::command_line(args, &mut std::io::stdout(), &mut std::io::stderr()) {
         Ok(config) => config,
         Err(status) => return ExitCode::from(status),
     };

@@ -46,7 +46,10 @@ pub async fn build(path: &std::path::Path) -> Result<Built, String> {
 /// For `main`: the arguments without `--config FILE`, and what that file
 /// built, if given. On a bad `--config` or an invalid file, prints
 /// `PROGRAM: ERROR` on stderr and exits with status 1.
-pub async fn from_args_or_exit(program: &str, args: impl IntoIterator<Item = String>) -> (Vec<String>, Option<Built>) {
+pub async fn from_args_or_exit(
+    program: &str,
+    args: impl IntoIterator<Item = String>,
+) -> (Vec<String>, Option<Built>) {
     let fail = |message: String| -> ! {
         eprintln!("{program}: {message}");
         std::process::exit(1)
@@ -76,7 +79,10 @@ mod tests {
         let (rest, path) = split_config_arg(["--config=b.yaml"]).unwrap();
         assert!(rest.is_empty());
         assert_eq!(path, Some(PathBuf::from("b.yaml")));
-        assert_eq!(split_config_arg(["--help"]).unwrap(), (vec!["--help".to_owned()], None));
+        assert_eq!(
+            split_config_arg(["--help"]).unwrap(),
+            (vec!["--help".to_owned()], None)
+        );
         assert!(split_config_arg(["--config"]).is_err());
         assert!(split_config_arg(["--config="]).is_err());
         assert!(split_config_arg(["--config=a.toml", "--config", "b.toml"]).is_err());

@@ -930,7 +930,10 @@ fn upstream_failed(error: &UpstreamError) -> Response<Body> {
 /// address comes from [`ConnectInfo`]. Without it, `X-Forwarded-For` is
 /// left out and `Forwarded` says `for=unknown`.
 pub fn app(config: &Config, cache: Cache) -> Router {
-    app_with_layer(config, CacheLayer::builder(cache).rfc9111(config.rfc9111()).build())
+    app_with_layer(
+        config,
+        CacheLayer::builder(cache).rfc9111(config.rfc9111()).build(),
+    )
 }
 
 /// [`app`] over a cache layer built elsewhere, such as from a

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use hitbox_backend::{Backend, Cache, CompositionBackend, MemoryBackend, ReadPolicy, RefillPolicy, Stages, Staged, WritePolicy};
+use hitbox_backend::{
+    Backend, Cache, CompositionBackend, MemoryBackend, ReadPolicy, RefillPolicy, Staged, Stages, WritePolicy,
+};
 use hitbox_core::{Extractor, KeyBuilder, Not, Predicate};
 use hitbox_moka::MokaBackend;
 use hitbox_tower::predicate::{self, Header};
@@ -70,7 +72,11 @@ fn negated<S: 'static, P>(predicate: P, negate: bool) -> BoxPredicate<S>
 where
     P: Predicate<S> + Send + Sync + 'static,
 {
-    if negate { Box::new(Not(predicate)) } else { Box::new(predicate) }
+    if negate {
+        Box::new(Not(predicate))
+    } else {
+        Box::new(predicate)
+    }
 }
 
 fn header_condition<S: 'static>(condition: &HeaderCondition) -> BoxPredicate<S>
@@ -101,7 +107,9 @@ fn query_condition(condition: &QueryCondition) -> BoxPredicate<request::Parts> {
 pub(crate) fn when_predicate(when: &WhenConfig) -> AllOf<request::Parts> {
     let mut all: Vec<BoxPredicate<request::Parts>> = Vec::new();
     if !when.methods.is_empty() {
-        all.push(Box::new(predicate::Method::any_of(when.methods.iter().map(|m| m.0.clone()))));
+        all.push(Box::new(predicate::Method::any_of(
+            when.methods.iter().map(|m| m.0.clone()),
+        )));
     }
     if let Some(path) = &when.path {
         all.push(Box::new(predicate::Path::exact(path.as_str())));
@@ -136,7 +144,11 @@ fn store_predicate(store: &StoreWhenConfig) -> Result<AllOf<response::Parts>, Bu
     let mut statuses: Vec<BoxPredicate<response::Parts>> = Vec::new();
     for &code in &store.status {
         let status = StatusCode::from_u16(code).map_err(|_| {
-            BuildError::at("status", None, format!("invalid status {code}: expected 100 to 999"))
+            BuildError::at(
+                "status",
+                None,
+                format!("invalid status {code}: expected 100 to 999"),
+            )
         })?;
         statuses.push(Box::new(predicate::Status::code(status)));
     }
@@ -165,7 +177,9 @@ pub(crate) fn key_parts(parts: &[KeyPartConfig]) -> KeyParts {
                 KeyPartConfig::Header(name) => Box::new(extract::Header::named(name.0.clone())),
                 KeyPartConfig::SensitiveHeader(name) => Box::new(extract::Header::sensitive(name.0.clone())),
                 KeyPartConfig::PathParams(pattern) => Box::new(extract::PathParams::new(pattern.0.clone())),
-                KeyPartConfig::Constant { name, value } => Box::new(extract::Constant(name.clone(), value.clone())),
+                KeyPartConfig::Constant { name, value } => {
+                    Box::new(extract::Constant(name.clone(), value.clone()))
+                }
             }
         })
         .collect();
@@ -220,7 +234,11 @@ pub(crate) fn rule(config: &RuleConfig) -> Result<Rule, BuildError> {
             BodyKeyConfig::JsonFields(pointers) => BodyKey::json_fields(pointers.clone()),
             #[cfg(not(feature = "json"))]
             BodyKeyConfig::Json | BodyKeyConfig::JsonFields(_) => {
-                return Err(BuildError::at("post_as_read", None, "a JSON body key needs the `json` feature"));
+                return Err(BuildError::at(
+                    "post_as_read",
+                    None,
+                    "a JSON body key needs the `json` feature",
+                ));
             }
         });
     }
@@ -308,10 +326,18 @@ fn master_key(source: &KeySource, previous: bool) -> Result<hitbox_backend::Mast
             })
         }
         KeySource::File(path) => {
-            let field = if previous { "previous_key_files" } else { "key_file" };
+            let field = if previous {
+                "previous_key_files"
+            } else {
+                "key_file"
+            };
             let shown = path.display().to_string();
             let bytes = std::fs::read(path).map_err(|e| {
-                BuildError::at(field, Some(&shown), format!("cannot read the key file {shown}: {e}"))
+                BuildError::at(
+                    field,
+                    Some(&shown),
+                    format!("cannot read the key file {shown}: {e}"),
+                )
             })?;
             let bytes = zeroize::Zeroizing::new(bytes);
             let text = std::str::from_utf8(&bytes).ok().map(str::trim);
@@ -347,9 +373,13 @@ fn stages(config: &StagesConfig) -> Result<Stages, BuildError> {
         for previous in &encryption.previous {
             builder = builder.previous_key(master_key(previous, true)?);
         }
-        let encryptor = builder
-            .build()
-            .map_err(|e| BuildError::at("tenant", encryption.tenant.as_deref(), format!("invalid encryption settings: {e}")))?;
+        let encryptor = builder.build().map_err(|e| {
+            BuildError::at(
+                "tenant",
+                encryption.tenant.as_deref(),
+                format!("invalid encryption settings: {e}"),
+            )
+        })?;
         stages = stages.encryptor(encryptor);
     }
     Ok(stages)
@@ -423,12 +453,20 @@ async fn redis(config: &RedisConfig) -> Result<hitbox_redis::RedisBackend, Build
     if let Some(t) = config.cool_down {
         builder = builder.cool_down(t.0);
     }
-    let backend = builder
-        .build()
-        .map_err(|e| BuildError::at(field, value.as_deref(), format!("cannot build the Redis tier: {e}")))?;
+    let backend = builder.build().map_err(|e| {
+        BuildError::at(
+            field,
+            value.as_deref(),
+            format!("cannot build the Redis tier: {e}"),
+        )
+    })?;
     if let Some(wait) = config.wait_connected {
         backend.wait_connected(wait.0).await.map_err(|e| {
-            BuildError::at("wait_connected", None, format!("the Redis tier did not connect: {e}"))
+            BuildError::at(
+                "wait_connected",
+                None,
+                format!("the Redis tier did not connect: {e}"),
+            )
         })?;
     }
     Ok(backend)
@@ -436,7 +474,10 @@ async fn redis(config: &RedisConfig) -> Result<hitbox_redis::RedisBackend, Build
 
 /// Builds the tiers, nearest first, each composed in front of the ones
 /// behind it.
-pub(crate) async fn tiers(configs: &[TierConfig], composition: &CompositionConfig) -> Result<Tiers, BuildError> {
+pub(crate) async fn tiers(
+    configs: &[TierConfig],
+    composition: &CompositionConfig,
+) -> Result<Tiers, BuildError> {
     let mut built: Vec<Arc<dyn Backend>> = Vec::new();
     #[cfg(feature = "redis")]
     let mut redis_tiers = Vec::new();
@@ -467,7 +508,13 @@ pub(crate) async fn tiers(configs: &[TierConfig], composition: &CompositionConfi
                 with_stages(backend, tier.stages.as_ref())?
             }
             #[cfg(not(feature = "redis"))]
-            TierKind::Redis(_) => return Err(BuildError::at("redis", None, "a Redis tier needs the `redis` feature")),
+            TierKind::Redis(_) => {
+                return Err(BuildError::at(
+                    "redis",
+                    None,
+                    "a Redis tier needs the `redis` feature",
+                ));
+            }
         };
         built.push(backend);
     }
@@ -484,7 +531,10 @@ pub(crate) async fn tiers(configs: &[TierConfig], composition: &CompositionConfi
     })
 }
 
-fn with_stages<B: Backend>(backend: B, config: Option<&StagesConfig>) -> Result<Arc<dyn Backend>, BuildError> {
+fn with_stages<B: Backend>(
+    backend: B,
+    config: Option<&StagesConfig>,
+) -> Result<Arc<dyn Backend>, BuildError> {
     Ok(match config {
         Some(config) => Arc::new(Staged::new(backend, stages(config)?)),
         None => Arc::new(backend),

@@ -40,7 +40,12 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, file: &str, place: Option<(usize, usize)>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        file: &str,
+        place: Option<(usize, usize)>,
+        message: impl Into<String>,
+    ) -> Self {
         Error {
             kind,
             file: file.to_owned(),
@@ -105,10 +110,8 @@ pub(crate) fn locate(text: &str, field: &str, value: Option<&str>) -> Option<(us
     for line in text.split_inclusive('\n') {
         let code = line.split('#').next().unwrap_or("");
         if let Some(at) = find_field(code, field) {
-            if let Some(value) = value {
-                if let Some(v) = code[at..].find(value) {
-                    return Some(line_column(text, offset + at + v));
-                }
+            if let Some(v) = value.and_then(|value| code[at..].find(value)) {
+                return Some(line_column(text, offset + at + v));
             }
             field_only.get_or_insert(offset + at);
         }
@@ -117,7 +120,9 @@ pub(crate) fn locate(text: &str, field: &str, value: Option<&str>) -> Option<(us
     if let Some(at) = field_only {
         return Some(line_column(text, at));
     }
-    value.and_then(|value| text.find(value)).map(|at| line_column(text, at))
+    value
+        .and_then(|value| text.find(value))
+        .map(|at| line_column(text, at))
 }
 
 /// An error message from the model, and the place the parser gave it (at
@@ -145,10 +150,10 @@ pub(crate) fn refine(text: &str, offset: Option<usize>, message: &str) -> (Optio
     for line in text[line_start..].split_inclusive('\n') {
         let skip = if first { from - line_start } else { 0 };
         let code = line.split('#').next().unwrap_or("");
-        if skip <= code.len() {
-            if let Some(at) = find_field(&code[skip..], field) {
-                return (Some(line_column(text, line_start + skip + at)), cleaned);
-            }
+        if skip <= code.len()
+            && let Some(at) = find_field(&code[skip..], field)
+        {
+            return (Some(line_column(text, line_start + skip + at)), cleaned);
         }
         first = false;
         line_start += line.len();
@@ -166,7 +171,9 @@ fn find_field(line: &str, field: &str) -> Option<usize> {
             .chars()
             .next_back()
             .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
-        let rest = line[at + field.len()..].trim_start_matches(['"', '\'']).trim_start();
+        let rest = line[at + field.len()..]
+            .trim_start_matches(['"', '\''])
+            .trim_start();
         if before_ok && (rest.starts_with('=') || rest.starts_with(':')) {
             return Some(at);
         }
@@ -190,7 +197,8 @@ mod tests {
 
     #[test]
     fn locating_fields() {
-        let text = "x = 1\n[enc]\nkey_env = \"A\" # key_env = \"B\"\nother_key_env = \"B\"\nkey_env = \"B\"\n";
+        let text =
+            "x = 1\n[enc]\nkey_env = \"A\" # key_env = \"B\"\nother_key_env = \"B\"\nkey_env = \"B\"\n";
         assert_eq!(locate(text, "key_env", Some("\"B\"")), Some((5, 11)));
         assert_eq!(locate(text, "key_env", Some("\"A\"")), Some((3, 11)));
         assert_eq!(locate(text, "key_env", Some("\"C\"")), Some((3, 1)));

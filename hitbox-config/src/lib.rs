@@ -165,8 +165,14 @@ impl Config {
                 "cannot tell the format from the file name: expected a name ending in .toml, .yaml or .yml",
             )
         })?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::new(ErrorKind::Read, &file, None, format!("cannot read the config file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(
+                ErrorKind::Read,
+                &file,
+                None,
+                format!("cannot read the config file: {e}"),
+            )
+        })?;
         Config::from_str_as(&file, &text, format)
     }
 
@@ -206,7 +212,13 @@ impl Config {
         &self.file
     }
 
-    fn error_at(&self, kind: ErrorKind, field: &str, value: Option<&str>, message: impl Into<String>) -> Error {
+    fn error_at(
+        &self,
+        kind: ErrorKind,
+        field: &str,
+        value: Option<&str>,
+        message: impl Into<String>,
+    ) -> Error {
         Error::new(kind, &self.file, error::locate(&self.text, field, value), message)
     }
 
@@ -214,7 +226,12 @@ impl Config {
     fn check(&self) -> Result<(), Error> {
         let model = &self.model;
         if model.tiers.is_empty() {
-            return Err(self.error_at(ErrorKind::Parse, "tiers", None, "the configuration needs at least one tier"));
+            return Err(self.error_at(
+                ErrorKind::Parse,
+                "tiers",
+                None,
+                "the configuration needs at least one tier",
+            ));
         }
         if model.standards.is_some() && !model.rules.is_empty() {
             let place = section_place(&self.text, "standards");
@@ -226,7 +243,10 @@ impl Config {
             ));
         }
         if model.layer.distributed_lock.is_some()
-            && !model.tiers.iter().any(|t| matches!(t.kind, model::TierKind::Redis(_)))
+            && !model
+                .tiers
+                .iter()
+                .any(|t| matches!(t.kind, model::TierKind::Redis(_)))
         {
             return Err(self.error_at(
                 ErrorKind::Parse,
@@ -248,7 +268,12 @@ impl Config {
     }
 
     fn build_error(&self, error: build::BuildError) -> Error {
-        self.error_at(ErrorKind::Build, error.field, error.value.as_deref(), error.message)
+        self.error_at(
+            ErrorKind::Build,
+            error.field,
+            error.value.as_deref(),
+            error.message,
+        )
     }
 
     /// Builds the tiers, the cache and the layer. Must be called inside a

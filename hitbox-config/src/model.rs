@@ -7,8 +7,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 
 use crate::units::{ConfigDuration, ConfigSize};
 
@@ -151,7 +151,10 @@ impl TryFrom<PolicyRaw> for PolicyConfig {
             (Some(Preset::Immutable), _) => CachePolicy::immutable(),
             (None, Some(ttl)) => CachePolicy::new(ttl.0),
             (None, None) => {
-                return Err("a policy needs a `ttl` or a `preset` (real_time, short_term, long_term, immutable)".into());
+                return Err(
+                    "a policy needs a `ttl` or a `preset` (real_time, short_term, long_term, immutable)"
+                        .into(),
+                );
             }
         };
         if let Some(ttl) = raw.ttl {
@@ -366,10 +369,12 @@ pub(crate) fn redis_url_mode(url: &str) -> Result<RedisMode, String> {
     if host_port.is_empty() || host_port.starts_with(':') {
         return Err(format!("invalid Redis URL: no host; {expected}"));
     }
-    if let Some((_, port)) = host_port.rsplit_once(':').filter(|_| !host_port.ends_with(']')) {
-        if port.parse::<u16>().is_err() {
-            return Err(format!("invalid Redis URL: the port {port:?} is not a number from 0 to 65535"));
-        }
+    if let Some((_, port)) = host_port.rsplit_once(':').filter(|_| !host_port.ends_with(']'))
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!(
+            "invalid Redis URL: the port {port:?} is not a number from 0 to 65535"
+        ));
     }
     if mode == RedisMode::Sentinel && !rest.contains("sentinelServiceName=") {
         return Err("invalid Redis URL: a sentinel URL needs ?sentinelServiceName=NAME".into());
@@ -401,7 +406,12 @@ impl TryFrom<RedisRaw> for RedisConfig {
             return Err(at_field("password", InlineSecret::MESSAGE_PASSWORD));
         }
         let (mode, nodes) = match (&raw.url, raw.nodes.is_empty()) {
-            (Some(_), false) => return Err(at_field("nodes", "give the Redis servers as a `url` or as `nodes`, not both")),
+            (Some(_), false) => {
+                return Err(at_field(
+                    "nodes",
+                    "give the Redis servers as a `url` or as `nodes`, not both",
+                ));
+            }
             (None, true) => return Err("a Redis tier needs a `url`, or a `mode` and `nodes`".into()),
             (Some(url), true) => {
                 let from_url = redis_url_mode(url).map_err(|e| at_field("url", e))?;
@@ -549,7 +559,10 @@ impl TryFrom<StagesRaw> for StagesConfig {
             CompressionName::Zstd => {
                 let level = raw.level.unwrap_or(3);
                 if !(1..=22).contains(&level) {
-                    return Err(at_field("level", format!("zstd `level` {level} is out of range: expected 1 to 22")));
+                    return Err(at_field(
+                        "level",
+                        format!("zstd `level` {level} is out of range: expected 1 to 22"),
+                    ));
                 }
                 Compression::zstd(level)
             }
@@ -622,13 +635,25 @@ impl TryFrom<EncryptionRaw> for EncryptionConfig {
             return Err(at_field("key", InlineSecret::MESSAGE_KEY));
         }
         if !cfg!(feature = "encryption") {
-            return Err(at_field("encryption", feature_off("the encryption stage", "encryption")));
+            return Err(at_field(
+                "encryption",
+                feature_off("the encryption stage", "encryption"),
+            ));
         }
         let key = match (raw.key_env, raw.key_file) {
             (Some(name), None) if !name.is_empty() => KeySource::Env(name),
             (None, Some(path)) if !path.as_os_str().is_empty() => KeySource::File(path),
-            (Some(_), Some(_)) => return Err(at_field("key_file", "give the key as `key_env` or as `key_file`, not both")),
-            _ => return Err("the encryption stage needs `key_env = \"NAME\"` or `key_file = \"PATH\"`".into()),
+            (Some(_), Some(_)) => {
+                return Err(at_field(
+                    "key_file",
+                    "give the key as `key_env` or as `key_file`, not both",
+                ));
+            }
+            _ => {
+                return Err(
+                    "the encryption stage needs `key_env = \"NAME\"` or `key_file = \"PATH\"`".into(),
+                );
+            }
         };
         let previous = raw
             .previous_key_envs
@@ -866,14 +891,23 @@ impl TryFrom<RuleRaw> for RuleConfig {
             ));
         }
         if raw.graphql && raw.methods.is_some() {
-            return Err(at_field("methods", "`graphql` caches GET and POST: it cannot be combined with `methods`"));
+            return Err(at_field(
+                "methods",
+                "`graphql` caches GET and POST: it cannot be combined with `methods`",
+            ));
         }
-        if matches!(raw.post_as_read, Some(BodyKeyConfig::Json | BodyKeyConfig::JsonFields(_))) && !cfg!(feature = "json")
+        if matches!(
+            raw.post_as_read,
+            Some(BodyKeyConfig::Json | BodyKeyConfig::JsonFields(_))
+        ) && !cfg!(feature = "json")
         {
             return Err(at_field("post_as_read", feature_off("a JSON body key", "json")));
         }
         if let Some(tag) = raw.tags.iter().find(|tag| tag.is_empty()) {
-            return Err(at_field("tags", format!("invalid tag {tag:?}: tags are not empty")));
+            return Err(at_field(
+                "tags",
+                format!("invalid tag {tag:?}: tags are not empty"),
+            ));
         }
         Ok(RuleConfig {
             when: raw.when,
@@ -979,10 +1013,13 @@ fn one_test(
     let mut given = tests.into_iter().flatten();
     match (given.next(), given.next()) {
         (Some(test), None) => Ok(test),
-        _ => Err(format!("a {what} condition has exactly one of {}", match what {
-            "header" => "`present`, `equals`, `one_of`, `contains`",
-            _ => "`present`, `equals`, `one_of`",
-        })),
+        _ => Err(format!(
+            "a {what} condition has exactly one of {}",
+            match what {
+                "header" => "`present`, `equals`, `one_of`, `contains`",
+                _ => "`present`, `equals`, `one_of`",
+            }
+        )),
     }
 }
 

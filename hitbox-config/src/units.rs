@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written with its unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`,
 /// `"2d"` (a whole number, then one unit; a space between them is
@@ -14,15 +14,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
-const DURATION_EXPECTED: &str = "a duration with its unit, such as \"250ms\", \"30s\", \"5m\", \"1h\" or \"2d\"";
+const DURATION_EXPECTED: &str =
+    "a duration with its unit, such as \"250ms\", \"30s\", \"5m\", \"1h\" or \"2d\"";
 
 /// Parses a duration as [`ConfigDuration`] documents it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}: expected {DURATION_EXPECTED}");
     let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(bad)?;
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     if digits_end == 0 {
         return Err(bad());
     }
@@ -60,13 +59,16 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigSize(pub u64);
 
-const SIZE_EXPECTED: &str = "a size: a number of bytes, or a number with a unit such as \"64 KiB\", \"256 MiB\" or \"1 GiB\"";
+const SIZE_EXPECTED: &str =
+    "a size: a number of bytes, or a number with a unit such as \"64 KiB\", \"256 MiB\" or \"1 GiB\"";
 
 /// Parses a size written with a unit, as [`ConfigSize`] documents it.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?}: expected {SIZE_EXPECTED}");
     let trimmed = text.trim();
-    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     if digits_end == 0 {
         return Err(bad());
     }

@@ -51,14 +51,20 @@ fn code_layer() -> CacheLayer {
         .rule(
             Rule::new()
                 .namespace("items")
-                .when(Path::prefix("/items/").and(Header::present(http::HeaderName::from_static("x-no-cache")).not()))
+                .when(
+                    Path::prefix("/items/")
+                        .and(Header::present(http::HeaderName::from_static("x-no-cache")).not()),
+                )
                 .key(
                     extract::Method
                         .and(extract::Path)
                         .and(extract::Query::named(["page"]))
                         .and(extract::Header::named(ACCEPT_LANGUAGE)),
                 )
-                .policy(CachePolicy::new(Duration::from_secs(3600)).stale_while_revalidate(Duration::from_secs(30)))
+                .policy(
+                    CachePolicy::new(Duration::from_secs(3600))
+                        .stale_while_revalidate(Duration::from_secs(30)),
+                )
                 .tag("items"),
         )
         .rule(
@@ -104,12 +110,27 @@ async fn serve(layer: CacheLayer) -> (String, Arc<AtomicU64>) {
 fn decision(headers: &HeaderMap) -> String {
     headers
         .get("cache-status")
-        .map(|v| v.to_str().unwrap().split("; ").filter(|p| !p.starts_with("ttl=")).collect::<Vec<_>>().join("; "))
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .split("; ")
+                .filter(|p| !p.starts_with("ttl="))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
         .unwrap_or_else(|| "-".into())
 }
 
 /// The script both layers run: (method, path, extra header, body).
-const SCRIPT: &[(&str, &str, Option<(&str, &str)>, &str)] = &[
+/// One request: method, path, an extra header, a body.
+type Step = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
+const SCRIPT: &[Step] = &[
     ("GET", "/items/1?page=2&utm=a", None, ""),
     ("GET", "/items/1?utm=b&page=2", None, ""),
     ("GET", "/items/1?page=3", None, ""),
@@ -163,7 +184,11 @@ fn code_key(uri: &str, language: Option<&str>) -> CacheKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_and_code_give_the_same_keys_and_decisions() {
-    let built = hitbox_config::Config::from_toml_str("equivalence.toml", CONFIG).unwrap().build().await.unwrap();
+    let built = hitbox_config::Config::from_toml_str("equivalence.toml", CONFIG)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     let from_config_cache = built.cache.clone();
     let in_code = code_layer();
     let in_code_cache = in_code.cache().clone();
@@ -174,32 +199,59 @@ async fn config_and_code_give_the_same_keys_and_decisions() {
     let from_code = run(&code_base).await;
 
     assert_eq!(from_config, from_code);
-    assert_eq!(config_calls.load(Ordering::SeqCst), code_calls.load(Ordering::SeqCst));
+    assert_eq!(
+        config_calls.load(Ordering::SeqCst),
+        code_calls.load(Ordering::SeqCst)
+    );
 
     // The decisions are the ones the rules mean, so that equal is not
     // trivially equal (both passing everything through, say).
     let decisions: Vec<&str> = from_config.iter().map(|(_, d, _)| d.as_str()).collect();
     assert!(decisions[0].contains("fwd=miss"), "{decisions:?}");
-    assert_eq!(decisions[1], "edge; hit", "the ignored utm parameter shares the entry");
+    assert_eq!(
+        decisions[1], "edge; hit",
+        "the ignored utm parameter shares the entry"
+    );
     assert!(decisions[2].contains("fwd=miss"), "page is part of the key");
     assert_eq!(decisions[3], "edge; fwd=bypass", "x-no-cache: no rule applies");
-    assert!(decisions[4].contains("fwd=miss"), "accept-language is part of the key");
+    assert!(
+        decisions[4].contains("fwd=miss"),
+        "accept-language is part of the key"
+    );
     assert_eq!(decisions[5], "edge; hit");
     assert!(decisions[6].contains("fwd=miss"));
     assert_eq!(decisions[7], "edge; hit", "the same POST body is a hit");
     assert!(decisions[8].contains("fwd=miss"), "another body is another key");
     assert_eq!(decisions[10], "edge; hit", "404 is stored under store_when");
     assert_eq!(decisions[11], "edge; fwd=miss", "500 is not stored");
-    assert_eq!(decisions[12], "edge; fwd=bypass; detail=uncacheable", "then it passes for a while");
+    assert_eq!(
+        decisions[12], "edge; fwd=bypass; detail=uncacheable",
+        "then it passes for a while"
+    );
     assert_eq!(decisions[14], "edge; fwd=bypass", "no rule for /elsewhere");
-    assert_eq!(from_config[1].2, from_config[0].2, "the hit served the first call's body");
+    assert_eq!(
+        from_config[1].2, from_config[0].2,
+        "the hit served the first call's body"
+    );
     assert_eq!(config_calls.load(Ordering::SeqCst), 11);
 
     // Both caches hold the entries under the keys the code's extractors make.
-    for (uri, language) in [("/items/1?page=2&utm=a", None), ("/items/1?page=3", None), ("/items/1?page=2", Some("fr"))] {
+    for (uri, language) in [
+        ("/items/1?page=2&utm=a", None),
+        ("/items/1?page=3", None),
+        ("/items/1?page=2", Some("fr")),
+    ] {
         let key = code_key(uri, language);
-        assert!(from_config_cache.backend().read(&key).await.unwrap().is_some(), "{}", key.as_str());
-        assert!(in_code_cache.backend().read(&key).await.unwrap().is_some(), "{}", key.as_str());
+        assert!(
+            from_config_cache.backend().read(&key).await.unwrap().is_some(),
+            "{}",
+            key.as_str()
+        );
+        assert!(
+            in_code_cache.backend().read(&key).await.unwrap().is_some(),
+            "{}",
+            key.as_str()
+        );
     }
     let absent = code_key("/items/1?page=9", None);
     assert!(from_config_cache.backend().read(&absent).await.unwrap().is_none());

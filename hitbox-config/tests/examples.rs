@@ -11,7 +11,11 @@ fn every_example_config_parses() {
         if path.extension().is_some_and(|e| e == "md") {
             continue;
         }
-        assert!(Format::from_path(&path).is_some(), "{} is neither TOML nor YAML", path.display());
+        assert!(
+            Format::from_path(&path).is_some(),
+            "{} is neither TOML nor YAML",
+            path.display()
+        );
         if let Err(error) = Config::from_file(&path) {
             panic!("{error}");
         }
@@ -27,7 +31,10 @@ async fn the_demo_examples_build_and_agree() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
     let toml = Config::from_file(dir.join("demo.toml")).unwrap();
     let yaml = Config::from_file(dir.join("demo.yaml")).unwrap();
-    assert_eq!(format!("{:?}", toml.model().rules), format!("{:?}", yaml.model().rules));
+    assert_eq!(
+        format!("{:?}", toml.model().rules),
+        format!("{:?}", yaml.model().rules)
+    );
     for name in ["demo.toml", "demo.yaml", "proxy.toml", "proxy.yaml"] {
         Config::from_file(dir.join(name)).unwrap().build().await.unwrap();
     }

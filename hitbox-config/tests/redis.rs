@@ -42,7 +42,10 @@ async fn serve(layer: CacheLayer) -> (String, Arc<AtomicU64>) {
 async fn until(mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached in 30 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
@@ -71,12 +74,23 @@ policy = {{ ttl = "1h" }}
 async fn two_instances_share_the_redis_tier(url: &str) {
     let prefix = unique_prefix();
     let text = config_text(url, &prefix);
-    let first = Config::from_toml_str("two-tier.toml", &text).unwrap().build().await.unwrap();
+    let first = Config::from_toml_str("two-tier.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     assert_eq!(first.redis.len(), 1);
     assert_eq!(first.redis[0].key_prefix(), prefix);
     let (base, calls) = serve(first.layer).await;
     let client = reqwest::Client::new();
-    let body = client.get(format!("{base}/items/7")).send().await.unwrap().text().await.unwrap();
+    let body = client
+        .get(format!("{base}/items/7"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "call 1");
 
     // The entry is stored once the body has streamed through: wait for it.
@@ -87,11 +101,19 @@ async fn two_instances_share_the_redis_tier(url: &str) {
     let mut key = CacheKey::builder("items");
     extract::Method.and(extract::Path).extract(&parts, &mut key);
     let key = key.build();
-    assert!(first.redis[0].read(&key).await.unwrap().is_some(), "{} not in Redis", key.as_str());
+    assert!(
+        first.redis[0].read(&key).await.unwrap().is_some(),
+        "{} not in Redis",
+        key.as_str()
+    );
 
     // A second instance, with its own empty moka, hits Redis: the origin
     // is not called again.
-    let second = Config::from_toml_str("two-tier.toml", &text).unwrap().build().await.unwrap();
+    let second = Config::from_toml_str("two-tier.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
     let (base2, calls2) = serve(second.layer).await;
     let response = client.get(format!("{base2}/items/7")).send().await.unwrap();
     let status = response.headers()["cache-status"].to_str().unwrap().to_owned();
@@ -116,7 +138,14 @@ async fn redis_cluster_tier_from_config() {
 #[tokio::test]
 async fn unreachable_redis_is_an_error_when_asked_to_wait() {
     let text = "[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\", connection_timeout = \"200ms\", wait_connected = \"300ms\" }\n";
-    let error = Config::from_toml_str("app.toml", text).unwrap().build().await.unwrap_err();
+    let error = Config::from_toml_str("app.toml", text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap_err();
     assert_eq!(error.line_column(), Some((2, 70)), "{error}");
-    assert!(error.message().starts_with("the Redis tier did not connect: "), "{error}");
+    assert!(
+        error.message().starts_with("the Redis tier did not connect: "),
+        "{error}"
+    );
 }
