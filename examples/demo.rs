@@ -58,6 +58,16 @@
 //! ```
 //!
 //! Each request is logged on one line with its `Cache-Status`.
+//!
+//! `--config FILE` takes the cache layer from a configuration file instead
+//! (`examples/config/demo.toml`, `demo.yaml`, `two-tier.toml`): one layer
+//! for every cached route, whose rules pick routes by path. An invalid
+//! file is reported as `FILE:LINE:COLUMN: ...` and the demo exits with
+//! status 1.
+//!
+//! ```sh
+//! cargo run --example demo -- --config examples/config/demo.toml
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +207,10 @@ async fn main() {
         .parse()
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
+    // `--config FILE`: one layer from that file serves every cached route.
+    let (_, configured) =
+        hitbox_examples::config_arg::from_args_or_exit("demo", std::env::args().skip(1)).await;
+    let configured = configured.map(|built| built.layer);
     let (cache, lock) = cache().await;
     // One origin call per cold key across the demo processes sharing Redis.
     let builder = |rule: Rule| {
@@ -209,7 +223,9 @@ async fn main() {
     let slow_policy =
         CachePolicy::new(Duration::from_secs(30)).stale_while_revalidate(Duration::from_secs(30));
     let cached = |namespace: &str, policy: CachePolicy| {
-        builder(Rule::new().namespace(namespace).policy(policy)).build()
+        configured
+            .clone()
+            .unwrap_or_else(|| builder(Rule::new().namespace(namespace).policy(policy)).build())
     };
     let prebuilt = (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
@@ -226,15 +242,17 @@ async fn main() {
         // GraphQL: queries are cached, mutations always reach the origin.
         .route(
             "/graphql",
-            get(graphql_get).post(graphql_post).layer(
-                builder(
-                    Rule::new()
-                        .namespace("graphql")
-                        .policy(CachePolicy::new(Duration::from_secs(30)))
-                        .graphql(GraphQl::new()),
-                )
-                .build(),
-            ),
+            get(graphql_get)
+                .post(graphql_post)
+                .layer(configured.clone().unwrap_or_else(|| {
+                    builder(
+                        Rule::new()
+                            .namespace("graphql")
+                            .policy(CachePolicy::new(Duration::from_secs(30)))
+                            .graphql(GraphQl::new()),
+                    )
+                    .build()
+                })),
         )
         .route("/static", get(move || async move { prebuilt }))
         .layer(middleware::from_fn(log_requests));

@@ -9,6 +9,11 @@
 //! This is only the `main`: the flags, their defaults, what the proxy
 //! strips, sets and keys by, and why, are documented with the code in
 //! `examples/src/proxy.rs` ([`hitbox_examples::proxy`]).
+//!
+//! `--config FILE` takes the cache layer from a configuration file instead
+//! of the flags (`examples/config/proxy.toml`): its tiers and its
+//! `[standards]` options; an invalid file is reported as
+//! `FILE:LINE:COLUMN: ...` with exit status 1.
 
 use std::process::ExitCode;
 
@@ -17,20 +22,22 @@ use hitbox_examples::proxy;
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let config = match proxy::command_line(
-        std::env::args().skip(1),
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    ) {
+    // `--config FILE`: the cache layer (tiers, standards mode) from a file.
+    let (args, configured) =
+        hitbox_examples::config_arg::from_args_or_exit("proxy", std::env::args().skip(1)).await;
+    let config = match proxy::command_line(args, &mut std::io::stdout(), &mut std::io::stderr()) {
         Ok(config) => config,
         Err(status) => return ExitCode::from(status),
     };
-    let cache = match proxy::cache(config.redis.as_deref()).await {
-        Ok(cache) => cache,
-        Err(message) => {
-            eprintln!("proxy: {message}");
-            return ExitCode::FAILURE;
-        }
+    let app = match configured {
+        Some(built) => proxy::app_with_layer(&config, built.layer),
+        None => match proxy::cache(config.redis.as_deref()).await {
+            Ok(cache) => proxy::app(&config, cache),
+            Err(message) => {
+                eprintln!("proxy: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -40,7 +47,7 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("proxy: {} -> {}", config.listen, config.upstream);
-    if let Err(error) = proxy::serve(listener, proxy::app(&config, cache)).await {
+    if let Err(error) = proxy::serve(listener, app).await {
         eprintln!("proxy: {error}");
         return ExitCode::FAILURE;
     }

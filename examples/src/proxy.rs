@@ -930,14 +930,20 @@ fn upstream_failed(error: &UpstreamError) -> Response<Body> {
 /// address comes from [`ConnectInfo`]. Without it, `X-Forwarded-For` is
 /// left out and `Forwarded` says `for=unknown`.
 pub fn app(config: &Config, cache: Cache) -> Router {
+    app_with_layer(
+        config,
+        CacheLayer::builder(cache).rfc9111(config.rfc9111()).build(),
+    )
+}
+
+/// [`app`] over a cache layer built elsewhere, such as from a
+/// configuration file (`--config`); the request rewrites are the same.
+pub fn app_with_layer(config: &Config, layer: CacheLayer) -> Router {
     let front = Arc::new(Front {
         trust_forwarded: config.trust_forwarded,
         drop_headers: config.drop_headers.clone(),
     });
-    let cached = CacheLayer::builder(cache)
-        .rfc9111(config.rfc9111())
-        .build()
-        .layer(Upstream::new(config));
+    let cached = layer.layer(Upstream::new(config));
     let service = tower::service_fn(move |mut request: Request<Body>| {
         let cached = cached.clone();
         let front = front.clone();

@@ -20,6 +20,7 @@
 //! | `zstd`, `lz4` | compression stages (zstd builds C code) | `backend::Compression` |
 //! | `msgpack`, `bitcode`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
 //! | `macros` | the `#[cached]` attribute | `cached` |
+//! | `config`, `yaml` | configuration files (TOML; YAML with `yaml`) built into a layer | [`config`] |
 //!
 //! The engine ([`backend`]) and the keys and policies ([`core`]) are always
 //! there.
@@ -91,6 +92,11 @@ pub use hitbox_memcached as memcached;
 #[cfg(feature = "cachekit")]
 pub use hitbox_cachekit as cachekit;
 
+/// Configuration files: tiers, stages, rules and standards mode in TOML or
+/// YAML, built into a layer (the `hitbox-config` crate).
+#[cfg(feature = "config")]
+pub use hitbox_config as config;
+
 /// reqwest clients through reqwest-middleware (the `hitbox-reqwest` crate).
 #[cfg(feature = "reqwest")]
 pub use hitbox_reqwest as reqwest;
@@ -125,7 +131,8 @@ pub use hitbox_tower::{CacheLayer, Rule};
     feature = "json",
     feature = "regex",
     feature = "macros",
-    feature = "memcached"
+    feature = "memcached",
+    feature = "config"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
