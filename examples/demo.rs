@@ -197,6 +197,8 @@ async fn main() {
         .parse()
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
+    // GET /metrics: the recorder goes in before the caches are built.
+    let metrics = hitbox_examples::metrics::install().expect("install the metrics recorder");
     let (cache, lock) = cache().await;
     // One origin call per cold key across the demo processes sharing Redis.
     let builder = |rule: Rule| {
@@ -238,6 +240,7 @@ async fn main() {
         )
         .route("/static", get(move || async move { prebuilt }))
         .layer(middleware::from_fn(log_requests));
+    let app = hitbox_examples::metrics::route(app, metrics);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -25,6 +25,14 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(status) => return ExitCode::from(status),
     };
+    // GET /metrics: the recorder goes in before the cache is built.
+    let metrics = match hitbox_examples::metrics::install() {
+        Ok(handle) => handle,
+        Err(message) => {
+            eprintln!("proxy: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cache = match proxy::cache(config.redis.as_deref()).await {
         Ok(cache) => cache,
         Err(message) => {
@@ -40,7 +48,12 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("proxy: {} -> {}", config.listen, config.upstream);
-    if let Err(error) = proxy::serve(listener, proxy::app(&config, cache)).await {
+    if let Err(error) = proxy::serve(
+        listener,
+        hitbox_examples::metrics::route(proxy::app(&config, cache), metrics),
+    )
+    .await
+    {
         eprintln!("proxy: {error}");
         return ExitCode::FAILURE;
     }

@@ -2,4 +2,5 @@
 //! The ones with enough logic to be tested keep it here.
 #![warn(missing_docs)]
 
+pub mod metrics;
 pub mod proxy;

@@ -190,3 +190,18 @@ pub(crate) fn keyed(key: &CacheKey) {
         Span::current().record("hitbox.key", tracing::field::display(key.log_id()));
     }
 }
+
+/// Gives the installed recorder the unit and help text of
+/// `hitbox_requests_total` and of every metric of hitbox-backend
+/// ([`hitbox_backend::observe::describe_metrics`]): what a Prometheus
+/// exporter prints as `# HELP`. Optional; call it once after installing
+/// the recorder.
+#[cfg(feature = "metrics")]
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS,
+        metrics::Unit::Count,
+        "HTTP requests through a cache layer, by layer, rule and outcome (hit, miss, stale, collapsed, bypass, uncacheable, error)."
+    );
+    hitbox_backend::observe::describe_metrics();
+}
