@@ -20,6 +20,7 @@
 //! | `zstd`, `lz4` | compression stages (zstd builds C code) | `backend::Compression` |
 //! | `msgpack`, `bitcode`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
 //! | `macros` | the `#[cached]` attribute | `cached` |
+//! | `metrics` | metrics through the `metrics` facade (layer, engine, tiers) | `tower::observe`, `backend::observe` |
 //!
 //! The engine ([`backend`]) and the keys and policies ([`core`]) are always
 //! there.
@@ -125,7 +126,8 @@ pub use hitbox_tower::{CacheLayer, Rule};
     feature = "json",
     feature = "regex",
     feature = "macros",
-    feature = "memcached"
+    feature = "memcached",
+    feature = "metrics"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
