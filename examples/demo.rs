@@ -207,6 +207,9 @@ async fn main() {
         .parse()
         .expect("HITBOX_DEMO_ADDR must be an address such as 127.0.0.1:3000");
 
+    // GET /metrics: the recorder goes in before any cache is built, so that
+    // they register with it.
+    let metrics = hitbox_examples::metrics::install().expect("install the metrics recorder");
     // `--config FILE`: one layer from that file serves every cached route.
     let (_, configured) =
         hitbox_examples::config_arg::from_args_or_exit("demo", std::env::args().skip(1)).await;
@@ -256,6 +259,7 @@ async fn main() {
         )
         .route("/static", get(move || async move { prebuilt }))
         .layer(middleware::from_fn(log_requests));
+    let app = hitbox_examples::metrics::route(app, metrics);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -22,6 +22,15 @@ use hitbox_examples::proxy;
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    // GET /metrics: the recorder goes in before any cache is built, so
+    // that they register with it.
+    let metrics = match hitbox_examples::metrics::install() {
+        Ok(handle) => handle,
+        Err(message) => {
+            eprintln!("proxy: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     // `--config FILE`: the cache layer (tiers, standards mode) from a file.
     let (args, configured) =
         hitbox_examples::config_arg::from_args_or_exit("proxy", std::env::args().skip(1)).await;
@@ -47,7 +56,7 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("proxy: {} -> {}", config.listen, config.upstream);
-    if let Err(error) = proxy::serve(listener, app).await {
+    if let Err(error) = proxy::serve(listener, hitbox_examples::metrics::route(app, metrics)).await {
         eprintln!("proxy: {error}");
         return ExitCode::FAILURE;
     }

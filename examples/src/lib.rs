@@ -3,4 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod config_arg;
+pub mod metrics;
 pub mod proxy;

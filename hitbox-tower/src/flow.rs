@@ -37,8 +37,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hitbox_backend::LoadTicket;
 use hitbox_backend::lock::LoadEnd;
+use hitbox_backend::{LoadTicket, Outcome};
 use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Timestamp};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, request};
@@ -51,6 +51,7 @@ use crate::future::ResponseFuture;
 use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
 use crate::mode::CacheMode;
+use crate::observe::{self, Observation};
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::predicate::ReadBody;
@@ -113,7 +114,9 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
-/// Decides, and boxes the future of the phase that follows.
+/// Starts a request: its span (when one is wanted) and the observation
+/// its future reports its outcome through, then [`dispatch`] inside the
+/// span.
 pub(crate) fn start<P, S, ReqB, ResB>(
     shared: Arc<LayerState<P>>,
     inner: S,
@@ -125,8 +128,39 @@ where
     ReqB: RequestBody,
     ResB: ResponseBody,
 {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    let mut observation = Observation {
+        observer: Arc::clone(&shared.observer),
+        rule: 0,
+        span: observe::request_span(&parts),
+    };
+    let future = match observation.span.clone() {
+        None => dispatch(shared, inner, parts, body, &mut observation),
+        Some(span) => span.in_scope(|| dispatch(shared, inner, parts, body, &mut observation)),
+    };
+    future.observed(observation)
+}
+
+/// Decides, and boxes the future of the phase that follows.
+fn dispatch<P, S, ReqB, ResB>(
+    shared: Arc<LayerState<P>>,
+    inner: S,
+    mut parts: request::Parts,
+    body: ReqB,
+    observation: &mut Observation,
+) -> ResponseFuture<ResB, S::Error>
+where
+    P: HttpPolicy,
+    S: Origin<ReqB, ResB>,
+    ReqB: RequestBody,
+    ResB: ResponseBody,
+{
     let decision = shared.policy.decide(&mut parts, has_body(&body));
+    observation.decided(match &decision {
+        Decision::Bypass { rule, .. } => *rule,
+        Decision::Reject(_) => None,
+        Decision::Invalidate(context) | Decision::Cache { context, .. } => shared.policy.rule_index(context),
+    });
     if CacheMode::of(&parts) == CacheMode::NoStore && matches!(decision, Decision::Cache { .. }) {
         let request = Request::from_parts(parts, body);
         let outcome = CacheOutcome::Bypass {
@@ -135,7 +169,7 @@ where
         return ResponseFuture::new(forward(shared, inner, request, outcome));
     }
     match decision {
-        Decision::Bypass(detail) => {
+        Decision::Bypass { detail, .. } => {
             let request = Request::from_parts(parts, body);
             ResponseFuture::new(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
         }
@@ -208,7 +242,10 @@ where
     let (mut head, body) = inner.call(request).await?.into_parts();
     shared.policy.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Ok(Response::from_parts(head, CacheBody::origin(body)))
+    Ok(Response::from_parts(
+        head,
+        CacheBody::origin(body).counted(outcome.counted()),
+    ))
 }
 
 /// Forwards an unsafe request; when it succeeds, what it changed is
@@ -281,11 +318,17 @@ where
         };
         shared.policy.for_client(&mut head.headers, true);
         shared.decorate(&mut head.headers, outcome);
-        return Ok(Response::from_parts(head, tee.fill(body)));
+        return Ok(Response::from_parts(
+            head,
+            tee.fill(body).counted(outcome.counted()),
+        ));
     }
     shared.policy.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Ok(Response::from_parts(head, CacheBody::origin(body)))
+    Ok(Response::from_parts(
+        head,
+        CacheBody::origin(body).counted(outcome.counted()),
+    ))
 }
 
 /// Reads a body the rule needs whole (up to `limit`), lets the policy judge
@@ -325,9 +368,8 @@ where
         Err(error) => {
             // Part of the body is gone: it cannot be forwarded whole.
             tracing::debug!(error = %error, "request body could not be read");
-            let mut response = Response::new(CacheBody::stored(Bytes::from_static(
-                b"the request body could not be read\n",
-            )));
+            let body = CacheBody::stored(Bytes::from_static(b"the request body could not be read\n"));
+            let mut response = Response::new(body.counted(Outcome::Error));
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
@@ -366,7 +408,7 @@ fn serve<P: HttpPolicy, B: Body>(
         && validation::is_conditional(request)
         && validation::not_modified(request, &stored.headers)
     {
-        let mut response = Response::new(CacheBody::stored(Bytes::new()));
+        let mut response = Response::new(CacheBody::stored(Bytes::new()).counted(outcome.counted()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let mut headers = validation::not_modified_headers(&stored.headers);
         headers.insert(header::AGE, HeaderValue::from(age));
@@ -463,6 +505,7 @@ where
     ReqB: RequestBody,
     ResB: ResponseBody,
 {
+    observe::keyed(&request.key);
     if shared.passes.contains(&request.key) {
         let outcome = CacheOutcome::Bypass {
             detail: Some(BypassReason::Uncacheable),
@@ -1026,6 +1069,12 @@ where
     let (mut store, storing) = match plan {
         Ok(plan) => plan,
         Err(skip) => {
+            // A response the policy refused to store; a `HEAD`'s, which
+            // has no body to store, is a plain miss.
+            let counted = match skip {
+                Some(Skip::Head) | None => None,
+                Some(_) => Some(Outcome::Uncacheable),
+            };
             if let Some(skip) = skip {
                 tracing::debug!(key = %key.log_id(), ?skip, "response not stored");
                 if shared.policy.remembers(skip) {
@@ -1037,7 +1086,11 @@ where
             }
             store::release(hold, LoadEnd::Empty);
             let outcome = outcome(false);
-            return Ok(passed(&shared, Response::from_parts(head_parts, body), outcome));
+            let response = passed(&shared, Response::from_parts(head_parts, body), outcome);
+            return Ok(match counted {
+                Some(counted) => response.map(|body| body.counted(counted)),
+                None => response,
+            });
         }
     };
     store.hold = hold;
@@ -1060,7 +1113,10 @@ where
     let outcome = outcome(sure);
     shared.policy.for_client(&mut head_parts.headers, true);
     shared.decorate(&mut head_parts.headers, outcome);
-    Ok(Response::from_parts(head_parts, tee.fill(body)))
+    Ok(Response::from_parts(
+        head_parts,
+        tee.fill(body).counted(outcome.counted()),
+    ))
 }
 
 /// A request that gave up waiting for another's load.
@@ -1076,7 +1132,7 @@ fn passed<P: HttpPolicy, B: Body>(
     let (mut head, body) = response.into_parts();
     shared.policy.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Response::from_parts(head, CacheBody::origin(body))
+    Response::from_parts(head, CacheBody::origin(body).counted(outcome.counted()))
 }
 
 /// The stale response, standing in for an origin that failed (`status`, a

@@ -228,6 +228,35 @@ impl CacheOutcome {
         out.value().unwrap_or_else(|| HeaderValue::from_static("hitbox"))
     }
 
+    /// The outcome the request is counted under in
+    /// [`Cache::stats`](hitbox_backend::Cache::stats) and
+    /// `hitbox_requests_total`: `hit` for a fresh hit; `stale` for any
+    /// stale response served (while revalidating, allowed by the request,
+    /// standing in for an origin error or an unreachable origin);
+    /// `collapsed` for an answer another request's load gave; `bypass` for
+    /// a request the cache does not handle (or refuses); `error` when the
+    /// origin is unreachable and nothing may stand in; `miss` for the rest,
+    /// which the origin answered (revalidations included). A response the
+    /// cache may not store is counted `uncacheable` where the flow knows it,
+    /// not here.
+    pub fn counted(&self) -> hitbox_backend::Outcome {
+        use hitbox_backend::Outcome;
+        match self {
+            CacheOutcome::Hit { .. } => Outcome::Hit,
+            CacheOutcome::StaleWhileRevalidate { .. }
+            | CacheOutcome::StaleIfError { .. }
+            | CacheOutcome::StaleIfDisconnected { .. }
+            | CacheOutcome::StaleAllowed { .. } => Outcome::Stale,
+            CacheOutcome::StaleForbidden => Outcome::Error,
+            CacheOutcome::Collapsed => Outcome::Collapsed,
+            CacheOutcome::Bypass { .. } | CacheOutcome::Rejected { .. } => Outcome::Bypass,
+            CacheOutcome::Miss { .. }
+            | CacheOutcome::LockTimeout
+            | CacheOutcome::Forwarded { .. }
+            | CacheOutcome::OnlyIfCached => Outcome::Miss,
+        }
+    }
+
     /// `HIT` or `MISS`, for the optional `X-Cache` header.
     pub fn x_cache(&self) -> HeaderValue {
         match self {

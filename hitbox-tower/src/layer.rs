@@ -13,6 +13,7 @@ use http_body::Body;
 
 use crate::body::CacheBody;
 use crate::headers::{CacheOutcome, age_value, decimal_value, hit_status};
+use crate::observe::{self, LayerObserver};
 use crate::pass::HitForPass;
 use crate::policy::{HttpPolicy, RulePolicy, StandardsPolicy};
 use crate::rfc9111::Rfc9111;
@@ -82,6 +83,8 @@ pub(crate) struct LayerState<P> {
     pub passes: Arc<HitForPass>,
     /// The lock misses take across instances, if any.
     pub lock: Option<Arc<dyn DistributedLock>>,
+    /// Counts each request's outcome.
+    pub observer: Arc<LayerObserver>,
 }
 
 impl<P: HttpPolicy> LayerState<P> {
@@ -123,7 +126,7 @@ impl<P: HttpPolicy> LayerState<P> {
         }
         self.policy.for_client(&mut headers, false);
         let body = if head { Bytes::new() } else { body };
-        let mut response = Response::new(CacheBody::stored(body));
+        let mut response = Response::new(CacheBody::stored(body).counted(outcome.counted()));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         response
@@ -136,7 +139,8 @@ impl<P: HttpPolicy> LayerState<P> {
         body: &'static str,
         outcome: CacheOutcome,
     ) -> Response<CacheBody<B>> {
-        let mut response = Response::new(CacheBody::stored(Bytes::from_static(body.as_bytes())));
+        let body = CacheBody::stored(Bytes::from_static(body.as_bytes())).counted(outcome.counted());
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         response
             .headers_mut()
@@ -217,7 +221,8 @@ impl CacheLayerBuilder {
         self
     }
 
-    /// The cache's name in `Cache-Status` (default `hitbox`).
+    /// The cache's name in `Cache-Status` (default `hitbox`), and the
+    /// `layer` label of its `hitbox_requests_total` (feature `metrics`).
     pub fn cache_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into().into();
         self
@@ -274,8 +279,9 @@ impl CacheLayerBuilder {
         self
     }
 
-    fn shared<P>(&self, policy: P) -> Arc<LayerState<P>> {
+    fn shared<P>(&self, policy: P, labels: Vec<Arc<str>>) -> Arc<LayerState<P>> {
         let passes = HitForPass::new(self.cache.clock().clone(), self.hit_for_pass);
+        let observer = LayerObserver::new(self.cache.clone(), &self.name, labels);
         Arc::new(LayerState {
             cache: self.cache.clone(),
             policy,
@@ -284,13 +290,17 @@ impl CacheLayerBuilder {
             lock_timeout: self.lock_timeout,
             passes: Arc::new(passes),
             lock: self.lock.clone(),
+            observer: Arc::new(observer),
         })
     }
 
     /// Builds the layer.
     pub fn build(mut self) -> CacheLayer {
         let mode = match self.rfc.take() {
-            Some(config) => Mode::Standards(self.shared(StandardsPolicy { config })),
+            Some(config) => {
+                let labels = vec![Arc::from(observe::STANDARDS)];
+                Mode::Standards(self.shared(StandardsPolicy { config }, labels))
+            }
             None => {
                 let rules = if self.rules.is_empty() {
                     vec![Rule::new()]
@@ -298,7 +308,12 @@ impl CacheLayerBuilder {
                     std::mem::take(&mut self.rules)
                 };
                 let fallback = self.cache.policy();
-                Mode::Rules(self.shared(RulePolicy { rules, fallback }))
+                let labels = rules
+                    .iter()
+                    .map(Rule::label)
+                    .chain([Arc::from(observe::NO_RULE)])
+                    .collect();
+                Mode::Rules(self.shared(RulePolicy { rules, fallback }, labels))
             }
         };
         CacheLayer { mode }

@@ -286,6 +286,7 @@ mod layer;
 #[cfg(feature = "axum")]
 mod matched_path;
 mod mode;
+pub mod observe;
 mod origin;
 mod pass;
 pub mod path;

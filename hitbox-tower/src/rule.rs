@@ -52,6 +52,7 @@ pub struct Rule {
     pub(crate) storable: Option<ResponsePredicate>,
     pub(crate) key: KeyExtractor,
     pub(crate) namespace: Arc<str>,
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) policy: Option<CachePolicy>,
     pub(crate) tags: Vec<Tag>,
     pub(crate) methods: Vec<Method>,
@@ -78,6 +79,7 @@ impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rule")
             .field("namespace", &self.namespace)
+            .field("name", &self.name)
             .field("policy", &self.policy)
             .field("methods", &self.methods)
             .field("max_body_size", &self.max_body_size)
@@ -97,6 +99,7 @@ impl Rule {
             storable: None,
             key: Arc::new(extract::default_key()),
             namespace: "http".into(),
+            name: None,
             policy: None,
             tags: Vec::new(),
             methods: vec![Method::GET],
@@ -133,6 +136,26 @@ impl Rule {
     pub fn key(mut self, extractor: impl Extractor<request::Parts> + Send + Sync + 'static) -> Self {
         self.key = Arc::new(extractor);
         self
+    }
+
+    /// The rule's name in metrics (the `rule` label of
+    /// `hitbox_requests_total`) and in the `hitbox.rule` field of the
+    /// request's span; by default its [namespace](Rule::namespace). Name
+    /// each rule of a layer apart to tell their traffic apart.
+    ///
+    /// ```
+    /// use hitbox_tower::Rule;
+    ///
+    /// let rule = Rule::new().namespace("v1").name("catalog");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into().into());
+        self
+    }
+
+    /// The label the rule is counted under: its name, or its namespace.
+    pub(crate) fn label(&self) -> Arc<str> {
+        self.name.clone().unwrap_or_else(|| Arc::clone(&self.namespace))
     }
 
     /// The key namespace (default `http`): two rules with different

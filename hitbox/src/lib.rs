@@ -21,6 +21,7 @@
 //! | `msgpack`, `bitcode`, `bincode` | more value formats (bincode is unmaintained: RUSTSEC-2025-0141) | `backend::Format` |
 //! | `macros` | the `#[cached]` attribute | `cached` |
 //! | `config`, `yaml` | configuration files (TOML; YAML with `yaml`) built into a layer | [`config`] |
+//! | `metrics` | metrics through the `metrics` facade (layer, engine, tiers) | `tower::observe`, `backend::observe` |
 //!
 //! The engine ([`backend`]) and the keys and policies ([`core`]) are always
 //! there.
@@ -132,7 +133,8 @@ pub use hitbox_tower::{CacheLayer, Rule};
     feature = "regex",
     feature = "macros",
     feature = "memcached",
-    feature = "config"
+    feature = "config",
+    feature = "metrics"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -32,8 +32,12 @@ pub(crate) use standards::StandardsPolicy;
 
 /// What a policy decides for a request before anything is looked up.
 pub(crate) enum Decision<C> {
-    /// Forwarded without the cache.
-    Bypass(Option<BypassReason>),
+    /// Forwarded without the cache; `rule`: the index of the rule that
+    /// applied, if any (for the request's `rule` label).
+    Bypass {
+        detail: Option<BypassReason>,
+        rule: Option<usize>,
+    },
     /// Answered `400` without asking the origin.
     Reject(HostError),
     /// Forwarded; what its response says changed is then invalidated.
@@ -126,6 +130,10 @@ pub(crate) struct Merged {
 pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// What the policy keeps about a request between the questions.
     type Context: Clone + Send + Sync + 'static;
+
+    /// The index of the rule that applies to a request, for its `rule`
+    /// label (`None`: no rule, or standards mode).
+    fn rule_index(&self, context: &Self::Context) -> Option<usize>;
 
     /// How to key and look up this request, or why not.
     fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<Self::Context>;

@@ -32,6 +32,9 @@ pub(crate) struct RulePolicy {
 #[derive(Clone)]
 pub(crate) struct RuleContext {
     index: usize,
+    /// Whether the rule at `index` matched the request (an unsafe request
+    /// that no rule matches invalidates under the first rule's index).
+    matched: bool,
     target: Option<Box<(String, String)>>,
 }
 
@@ -81,8 +84,11 @@ impl RulePolicy {
     /// An unsafe request that no rule caches: forwarded, then it
     /// invalidates, unless no rule's entries can be invalidated or its host
     /// cannot be told.
-    fn unsafe_request(&self, index: usize, parts: &request::Parts) -> Decision<RuleContext> {
-        let bypass = Decision::Bypass(Some(BypassReason::Method));
+    fn unsafe_request(&self, index: usize, matched: bool, parts: &request::Parts) -> Decision<RuleContext> {
+        let bypass = Decision::Bypass {
+            detail: Some(BypassReason::Method),
+            rule: matched.then_some(index),
+        };
         if !invalidation::is_unsafe(&parts.method) || !self.rules.iter().any(|r| r.invalidate_on_unsafe) {
             return bypass;
         }
@@ -92,6 +98,7 @@ impl RulePolicy {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         Decision::Invalidate(RuleContext {
             index,
+            matched,
             target: Some(Box::new((host, path))),
         })
     }
@@ -100,10 +107,17 @@ impl RulePolicy {
 impl HttpPolicy for RulePolicy {
     type Context = RuleContext;
 
+    fn rule_index(&self, context: &RuleContext) -> Option<usize> {
+        context.matched.then_some(context.index)
+    }
+
     fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<RuleContext> {
         let Some(index) = self.rules.iter().position(|rule| rule.matches(parts)) else {
-            return match self.unsafe_request(0, parts) {
-                Decision::Bypass(_) => Decision::Bypass(None),
+            return match self.unsafe_request(0, false, parts) {
+                Decision::Bypass { .. } => Decision::Bypass {
+                    detail: None,
+                    rule: None,
+                },
                 invalidate => invalidate,
             };
         };
@@ -111,7 +125,7 @@ impl HttpPolicy for RulePolicy {
         let head = parts.method == Method::HEAD;
         let method = if head { &Method::GET } else { &parts.method };
         if !rule.methods.contains(method) {
-            return self.unsafe_request(index, parts);
+            return self.unsafe_request(index, true, parts);
         }
         // A `GET` body the key does not capture could change the response
         // for everyone who shares the key.
@@ -119,13 +133,22 @@ impl HttpPolicy for RulePolicy {
             && *method == Method::GET
             && !rule.body_key.as_ref().is_some_and(|key| key.keys_get_bodies())
         {
-            return Decision::Bypass(Some(BypassReason::RequestBody));
+            return Decision::Bypass {
+                detail: Some(BypassReason::RequestBody),
+                rule: Some(index),
+            };
         }
         if parts.headers.contains_key(header::AUTHORIZATION) && !rule.cache_authorized {
-            return Decision::Bypass(Some(BypassReason::Authorization));
+            return Decision::Bypass {
+                detail: Some(BypassReason::Authorization),
+                rule: Some(index),
+            };
         }
         if parts.headers.contains_key(header::COOKIE) && !rule.cache_with_cookies {
-            return Decision::Bypass(Some(BypassReason::Cookie));
+            return Decision::Bypass {
+                detail: Some(BypassReason::Cookie),
+                rule: Some(index),
+            };
         }
         let mut key = KeyBuilder::new(&*rule.namespace);
         if head {
@@ -149,7 +172,11 @@ impl HttpPolicy for RulePolicy {
             key,
             body_limit: rule.reads_body().then_some(rule.request_body_limit),
             head,
-            context: RuleContext { index, target: None },
+            context: RuleContext {
+                index,
+                matched: true,
+                target: None,
+            },
         }
     }
 
@@ -348,13 +375,14 @@ mod tests {
 
     const FIRST: RuleContext = RuleContext {
         index: 0,
+        matched: true,
         target: None,
     };
 
     #[test]
     fn decisions_are_values() {
         let bypass = |d: Decision<RuleContext>| match d {
-            Decision::Bypass(reason) => reason,
+            Decision::Bypass { detail, .. } => detail,
             _ => panic!("not a bypass"),
         };
         let get = || http::Request::get("http://a.example/x");

@@ -183,6 +183,10 @@ impl StandardsPolicy {
 impl HttpPolicy for StandardsPolicy {
     type Context = Url;
 
+    fn rule_index(&self, _url: &Url) -> Option<usize> {
+        None
+    }
+
     fn decide(&self, parts: &mut request::Parts, has_body: bool) -> Decision<Url> {
         // Keyed as the origin will see it: what the hop to this cache
         // carried never selects a response.
@@ -202,12 +206,18 @@ impl HttpPolicy for StandardsPolicy {
             return Decision::Invalidate(url);
         }
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            return Decision::Bypass(Some(BypassReason::Method));
+            return Decision::Bypass {
+                detail: Some(BypassReason::Method),
+                rule: None,
+            };
         }
         // A body on a `GET` means nothing the key could capture: whatever
         // the origin makes of it must not be stored for requests without it.
         if has_body {
-            return Decision::Bypass(Some(BypassReason::RequestBody));
+            return Decision::Bypass {
+                detail: Some(BypassReason::RequestBody),
+                rule: None,
+            };
         }
         Decision::Cache {
             key: self.url_key(url.host(), url.path(), &parts.headers),
