@@ -241,6 +241,10 @@ fn invalidation_message(seeds: &Seeds) {
         ("key-with-spaces", Invalidation::Key("a key with spaces".into())),
         ("tag", Invalidation::Tag("team:ops".into())),
         ("purge", Invalidation::Purge),
+        ("prefix", Invalidation::Prefix("users:v1:tenant=a:".into())),
+        ("soft-key", Invalidation::SoftKey("users:v1:id=42".into())),
+        ("soft-tag", Invalidation::SoftTag("team:ops".into())),
+        ("soft-prefix", Invalidation::SoftPrefix("users:v1:tenant=a:".into())),
     ] {
         let message = InvalidationMessage {
             origin: origin.clone(),
