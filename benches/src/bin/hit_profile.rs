@@ -17,6 +17,14 @@
 //! service). A mode with `-lock` appended (`rules-lock`, `rfc9111-lock`)
 //! is the same with a distributed lock configured, to show that a hit
 //! never touches it.
+//!
+//! The fourth argument is what observes the process, set up before the
+//! layer is built (as a service sets it up at start-up): `none` (the
+//! default: no metrics recorder, no tracing subscriber), `recorder` (the
+//! Prometheus recorder the demo installs; needs the `metrics` feature),
+//! `info` (a subscriber at `INFO`, which leaves the layer's `DEBUG` spans
+//! off) or `debug` (the same subscriber at `DEBUG`: every span taken).
+//! `./benches/obs-profile.sh` runs them against both builds.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -76,11 +84,49 @@ impl DistributedLock for CountingLock {
     }
 }
 
+/// Installs what observes the process, for the whole process: `setting`
+/// is the fourth argument. Exits with a message for a setting this build
+/// cannot measure, so that no figure is printed under the wrong name.
+fn observe(setting: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let level = match setting {
+        "none" => return,
+        "recorder" => {
+            #[cfg(feature = "metrics")]
+            {
+                let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+                metrics::set_global_recorder(recorder).expect("no recorder was installed before");
+                hitbox_tower::observe::describe_metrics();
+                return;
+            }
+            #[cfg(not(feature = "metrics"))]
+            {
+                eprintln!("hit_profile: `recorder` needs the `metrics` feature");
+                std::process::exit(2);
+            }
+        }
+        "info" => tracing_subscriber::filter::LevelFilter::INFO,
+        "debug" => tracing_subscriber::filter::LevelFilter::DEBUG,
+        other => {
+            eprintln!("hit_profile: unknown observability setting `{other}` (none, recorder, info, debug)");
+            std::process::exit(2);
+        }
+    };
+    // What a service logs with: formatted lines (into a sink here), behind
+    // a level filter.
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+        .with(level);
+    tracing::subscriber::set_global_default(subscriber).expect("no subscriber was installed before");
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let size: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1024);
     let mode = args.next().unwrap_or_else(|| "rules".to_owned());
+    let setting = args.next().unwrap_or_else(|| "none".to_owned());
+    observe(&setting);
     let origin_only = mode == "origin";
 
     let body = Bytes::from(vec![b'x'; size]);
@@ -155,5 +201,5 @@ fn main() {
     assert_eq!(total, count * size);
     // The lock is taken by the one miss that filled the cache, if any.
     assert!(acquired.load(Ordering::SeqCst) <= 1, "a hit took the lock");
-    println!("{count} calls of {size} B");
+    println!("{count} calls of {size} B, observed: {setting}");
 }
