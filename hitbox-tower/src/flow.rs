@@ -240,7 +240,7 @@ where
     ResB: ResponseBody,
 {
     let (mut head, body) = inner.call(request).await?.into_parts();
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(
         head,
@@ -296,7 +296,9 @@ where
         exchange,
         response_time,
     );
-    if let Some((key, storing)) = storing {
+    if let Some((key, mut storing)) = storing {
+        let options = hitbox_core::EntryOptions::new();
+        shared.tag_from_response(&mut storing, &head.headers, &options, response_time);
         let names = vary::vary_names(&head.headers).unwrap_or_default();
         let tee = Tee {
             store: Store {
@@ -316,14 +318,14 @@ where
             limit: storing.limit,
             accept: storing.accept,
         };
-        shared.policy.for_client(&mut head.headers, true);
+        shared.for_client(&mut head.headers, true);
         shared.decorate(&mut head.headers, outcome);
         return Ok(Response::from_parts(
             head,
             tee.fill(body).counted(outcome.counted()),
         ));
     }
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(
         head,
@@ -715,10 +717,12 @@ where
     let declared = content_length(&head_parts.headers).or(body.size_hint().exact());
     let storing = joins
         .then(|| {
-            shared
+            let mut storing = shared
                 .policy
                 .storing(&context, &client, &head_parts, declared, exchange, response_time)
-                .ok()
+                .ok()?;
+            shared.tag_from_response(&mut storing, &head_parts.headers, &options, response_time);
+            Some(storing)
         })
         .flatten();
     let Some(storing) = storing else {
@@ -901,6 +905,12 @@ where
 
     // What the response is judged against, kept before the request goes.
     let client = request.parts.headers.clone();
+    // What the stored entry is tagged with, when responses bring tags.
+    let tag_options = shared
+        .surrogate
+        .is_some()
+        .then(|| policy.flight_options(context, &request.parts))
+        .unwrap_or_default();
     let Keyed {
         mut parts,
         body,
@@ -1038,6 +1048,10 @@ where
         (None, true) => Err(Some(Skip::Head)),
         (None, false) => policy
             .storing(&context, &client, &head_parts, declared, exchange, response_time)
+            .map(|mut storing| {
+                shared.tag_from_response(&mut storing, &head_parts.headers, &tag_options, response_time);
+                storing
+            })
             .map_err(Some),
     };
     let outcome = |stored: bool| match (skip, fwd) {
@@ -1111,7 +1125,7 @@ where
         accept: storing.accept,
     };
     let outcome = outcome(sure);
-    shared.policy.for_client(&mut head_parts.headers, true);
+    shared.for_client(&mut head_parts.headers, true);
     shared.decorate(&mut head_parts.headers, outcome);
     Ok(Response::from_parts(
         head_parts,
@@ -1130,7 +1144,7 @@ fn passed<P: HttpPolicy, B: Body>(
     outcome: CacheOutcome,
 ) -> Response<CacheBody<B>> {
     let (mut head, body) = response.into_parts();
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Response::from_parts(head, CacheBody::origin(body).counted(outcome.counted()))
 }
@@ -1207,9 +1221,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let (shared_for_load, key, context) =
         (Arc::clone(shared), original.key.clone(), original.context.clone());
     let options = shared.policy.flight_options(&context, parts);
+    let engine_options = shared.refresh_options(&options);
     shared
         .cache
-        .refresh_in_background_with(&original.key, &options, move |refresh| async move {
+        .refresh_in_background_with(&original.key, &engine_options, move |refresh| async move {
             let shared = shared_for_load;
             let (policy, cache) = (&shared.policy, &shared.cache);
             let request_time = cache.clock().now();
@@ -1239,9 +1254,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 };
             }
             let declared = content_length(&head.headers).or(body.size_hint().exact());
-            let storing = policy
+            let mut storing = policy
                 .storing(&context, &client, &head, declared, exchange, now)
                 .map_err(|_| Uncacheable::NotStorable)?;
+            shared.tag_from_response(&mut storing, &head.headers, &options, now);
             let body = Limited::new(body, storing.limit)
                 .collect()
                 .await

@@ -245,4 +245,7 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// fields meant for this cache only, and, on a response `forwarded`
     /// from the origin, hop-by-hop fields.
     fn for_client(&self, headers: &mut HeaderMap, forwarded: bool);
+
+    /// What a purge of the URL keyed `key` (with `context`) reaches.
+    fn purge_targets(&self, context: &Self::Context, key: CacheKey) -> Vec<hitbox_backend::PurgeTarget>;
 }

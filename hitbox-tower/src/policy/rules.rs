@@ -354,6 +354,15 @@ impl HttpPolicy for RulePolicy {
     }
 
     fn for_client(&self, _headers: &mut HeaderMap, _forwarded: bool) {}
+
+    /// The key and its variants.
+    fn purge_targets(
+        &self,
+        _context: &RuleContext,
+        key: hitbox_core::CacheKey,
+    ) -> Vec<hitbox_backend::PurgeTarget> {
+        crate::purge::key_and_variants(key)
+    }
 }
 
 #[cfg(test)]

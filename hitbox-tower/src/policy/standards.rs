@@ -475,6 +475,11 @@ impl HttpPolicy for StandardsPolicy {
         out
     }
 
+    /// Every entry of the URL: they all carry its tag.
+    fn purge_targets(&self, url: &Url, _key: CacheKey) -> Vec<hitbox_backend::PurgeTarget> {
+        vec![hitbox_backend::PurgeTarget::Tag(url_tag(url.host(), url.path()))]
+    }
+
     fn for_client(&self, headers: &mut HeaderMap, forwarded: bool) {
         if forwarded {
             strip_hop_by_hop(headers);
