@@ -269,6 +269,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod admin;
 mod body;
 mod body_key;
 #[cfg(feature = "reqwest")]
