@@ -126,7 +126,11 @@ async fn admit(admin: &Admin, request: Request<Body>) -> Result<(Parts, PurgeMod
     match (admin.authorize)(&parts) {
         Ok(()) => {}
         Err(Denied::Unauthenticated) => {
-            return Err(error(StatusCode::UNAUTHORIZED, "authentication required", "unauthenticated"));
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "authentication required",
+                "unauthenticated",
+            ));
         }
         Err(Denied::Forbidden) => {
             return Err(error(StatusCode::FORBIDDEN, "not allowed to purge", "forbidden"));
@@ -138,10 +142,18 @@ async fn admit(admin: &Admin, request: Request<Body>) -> Result<(Parts, PurgeMod
         None => return Err(error(StatusCode::BAD_REQUEST, "soft must be 0 or 1", "bad-query")),
     };
     let Ok(bytes) = to_bytes(body, MAX_ADMIN_BODY).await else {
-        return Err(error(StatusCode::BAD_REQUEST, "the body is too large", "bad-body"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body is too large",
+            "bad-body",
+        ));
     };
     let Ok(text) = String::from_utf8(bytes.to_vec()) else {
-        return Err(error(StatusCode::BAD_REQUEST, "the body is not UTF-8", "bad-body"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8",
+            "bad-body",
+        ));
     };
     Ok((parts, mode, text.trim().to_owned()))
 }
@@ -149,7 +161,12 @@ async fn admit(admin: &Admin, request: Request<Body>) -> Result<(Parts, PurgeMod
 /// `?soft=1` or `?soft=0` (or none: hard); `None` for anything else.
 fn soft(uri: &Uri) -> Option<bool> {
     let mut soft = false;
-    for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         match pair {
             "soft=1" | "soft=true" | "soft" => soft = true,
             "soft=0" | "soft=false" => soft = false,
@@ -164,7 +181,10 @@ fn answer(result: Result<u64, PurgeError>, mode: PurgeMode) -> Response {
     match result {
         Ok(purged) => {
             let mode = if mode == PurgeMode::Soft { "soft" } else { "hard" };
-            json(StatusCode::OK, format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}"))
+            json(
+                StatusCode::OK,
+                format!("{{\"purged\":{purged},\"mode\":\"{mode}\"}}"),
+            )
         }
         Err(e) => failed(e),
     }
@@ -177,7 +197,13 @@ async fn by_url(State(admin): State<Admin>, request: Request<Body>) -> Response 
     };
     let uri = match text.parse::<Uri>() {
         Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => uri,
-        _ => return error(StatusCode::BAD_REQUEST, "the body must be an absolute URL", "bad-url"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body must be an absolute URL",
+                "bad-url",
+            );
+        }
     };
     let mut headers = HeaderMap::new();
     if let Some(authority) = uri.authority()

@@ -851,7 +851,7 @@ where
     let mut lead = None;
     let mut skip = None;
     if !head && policy.joins_loads(context, &request.parts.headers) {
-        let options = policy.flight_options(context, &request.parts);
+        let options = shared.engine_options(&policy.flight_options(context, &request.parts));
         match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &options) {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
@@ -1221,7 +1221,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let (shared_for_load, key, context) =
         (Arc::clone(shared), original.key.clone(), original.context.clone());
     let options = shared.policy.flight_options(&context, parts);
-    let engine_options = shared.refresh_options(&options);
+    let engine_options = shared.engine_options(&options);
     shared
         .cache
         .refresh_in_background_with(&original.key, &engine_options, move |refresh| async move {

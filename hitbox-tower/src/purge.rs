@@ -166,10 +166,10 @@ impl<P: HttpPolicy> LayerState<P> {
         }
     }
 
-    /// The options a background refresh hands the engine: with surrogate
-    /// keys, the loader stores (with the response's tags), so the engine
-    /// must not store its result again without them.
-    pub(crate) fn refresh_options(&self, options: &EntryOptions) -> EntryOptions {
+    /// The options a load or a background refresh hands the engine: with
+    /// surrogate keys, the layer stores (with the response's tags), so the
+    /// engine must not store the result again without them.
+    pub(crate) fn engine_options(&self, options: &EntryOptions) -> EntryOptions {
         if self.surrogate.is_none() {
             return options.clone();
         }
