@@ -308,6 +308,7 @@ where
                 lead: None,
                 meta: storing.meta.clone(),
                 hold: None,
+                surrogate: storing.surrogate.clone(),
             },
             status: head.status,
             headers: storing.headers,
@@ -762,7 +763,10 @@ where
     let mut value = combined;
     value.exchange = storing.exchange;
     let stored = match (&storing.meta, &lead) {
-        (Some(meta), Some(_)) => store::put_checked(cache, lead.as_ref(), &key, &value, meta).await,
+        (Some(meta), Some(_)) => {
+            store::put_checked(cache, lead.as_ref(), &key, &value, meta).await
+                && store::retag(cache, &key, &value, meta, &storing.surrogate).await
+        }
         _ => false,
     };
     // A part is no answer for whoever waits for the whole: they ask the
@@ -1071,6 +1075,7 @@ where
             lead: lead.take(),
             meta: storing.meta.clone(),
             hold: None,
+            surrogate: storing.surrogate.clone(),
         };
         // A request that joined a load that stored nothing cannot lead
         // the engine's store: it passes the response on.
@@ -1273,7 +1278,9 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             value.request_headers = vary::selecting_headers(&names, &client);
             value.exchange = storing.exchange;
             if let Some(meta) = &storing.meta {
-                store::put_refreshed(&refresh, &key, &value, meta).await;
+                if store::put_refreshed(&refresh, &key, &value, meta).await {
+                    store::retag(cache, &key, &value, meta, &storing.surrogate).await;
+                }
             }
             Ok(value)
         });

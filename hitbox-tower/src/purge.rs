@@ -133,8 +133,9 @@ impl<P: HttpPolicy> LayerState<P> {
         }
     }
 
-    /// Adds the response's surrogate keys to what `storing` stores with,
-    /// and drops the header from the stored headers. A policy that lets
+    /// Reads the response's surrogate keys into `storing` (they are added
+    /// once the checked store succeeded: `store::retag`), and drops the
+    /// header from the stored headers. A policy that lets
     /// the engine store with the flight's `options` gets metadata of its
     /// own here (the same the engine would compute, with the tags), unless
     /// the options give no lifetime.
@@ -149,19 +150,14 @@ impl<P: HttpPolicy> LayerState<P> {
             return;
         };
         storing.headers.remove(&surrogate.header);
-        let tags = surrogate.tags(response);
-        match &mut storing.meta {
-            Some(meta) => meta.tags.extend(tags),
-            None => {
-                let policy = self.cache.policy().with_overrides(options);
-                let lives = !policy.ttl().is_zero()
-                    || !policy.stale_while_revalidate_window().is_zero()
-                    || !policy.stale_if_error_window().is_zero();
-                if lives {
-                    let mut all = options.tags().to_vec();
-                    all.extend(tags);
-                    storing.meta = Some(policy.entry_meta(now, all));
-                }
+        storing.surrogate = surrogate.tags(response);
+        if storing.meta.is_none() {
+            let policy = self.cache.policy().with_overrides(options);
+            let lives = !policy.ttl().is_zero()
+                || !policy.stale_while_revalidate_window().is_zero()
+                || !policy.stale_if_error_window().is_zero();
+            if lives {
+                storing.meta = Some(policy.entry_meta(now, options.tags().to_vec()));
             }
         }
     }

@@ -524,17 +524,25 @@ async fn a_purge_through_one_instances_admin_reaches_the_other() {
     // And a URL purge, by the same admin surface.
     until(|| b.site.cache.stats().stores >= 2).await;
     assert!(is_hit(&get(&a.site, "/tagged/1").await));
+    assert!(is_hit(&get(&b.site, "/tagged/1").await));
+    let mut b_events = b.bus.events();
     let purged = a.site.admin("/purge/url", "http://api.example/tagged/1").await;
     assert_eq!(purged.status, 200, "{}", purged.body);
-    until(|| b.site.cache.stats().stores >= 2).await;
-    let mut seen = false;
-    for _ in 0..1000 {
-        let got = get(&b.site, "/tagged/1").await;
-        if !is_hit(&got) {
-            seen = true;
-            break;
+    let applied = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match b_events.recv().await {
+                Ok(BusEvent::Applied(Invalidation::Key(_))) => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("B's bus stopped: {error}"),
+            }
         }
-        tokio::task::yield_now().await;
-    }
-    assert!(seen, "B stopped serving the purged URL");
+    })
+    .await;
+    assert!(applied.is_ok(), "B applied A's URL purge");
+    let after = get(&b.site, "/tagged/1").await;
+    assert_eq!(
+        after.cache_status(),
+        "hitbox; fwd=miss; stored",
+        "B stopped serving the purged URL"
+    );
 }

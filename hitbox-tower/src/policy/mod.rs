@@ -90,6 +90,10 @@ pub(crate) struct Storing {
     /// What the whole body must pass to be stored (a rule's
     /// response-body predicate).
     pub accept: Option<BodyPredicate>,
+    /// Tags the response brought (surrogate keys), written after the
+    /// checked store: the engine's check knows only the tags recorded when
+    /// the load started.
+    pub surrogate: Vec<Tag>,
 }
 
 /// What a successful unsafe request makes unusable.

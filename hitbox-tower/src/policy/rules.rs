@@ -288,6 +288,7 @@ impl HttpPolicy for RulePolicy {
             meta: None,
             exchange: None,
             accept: rule.store_when_body.clone(),
+            surrogate: Vec::new(),
         })
     }
 

@@ -382,6 +382,7 @@ impl HttpPolicy for StandardsPolicy {
             meta: Some(meta),
             exchange: Some(exchange),
             accept: None,
+            surrogate: Vec::new(),
         })
     }
 
