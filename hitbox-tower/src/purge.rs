@@ -53,7 +53,7 @@ pub const DEFAULT_MAX_SURROGATE_KEY_LEN: usize = 128;
 /// use hitbox_tower::purge::SurrogateKeys;
 ///
 /// let layer = CacheLayer::builder(Cache::new(MemoryBackend::new()))
-///     .surrogate_keys(SurrogateKeys::new().header("x-cache-tags").max_keys(8))
+///     .surrogate_keys(SurrogateKeys::new().header(http::HeaderName::from_static("x-cache-tags")).max_keys(8))
 ///     .build();
 /// ```
 #[derive(Debug, Clone)]
