@@ -546,3 +546,16 @@ async fn a_purge_through_one_instances_admin_reaches_the_other() {
         "B stopped serving the purged URL"
     );
 }
+
+#[tokio::test]
+async fn a_soft_purge_in_standards_mode_is_not_served_fresh_by_its_headers() {
+    let site = site(|layer| layer.rfc9111(Rfc9111::new())).await;
+    site.fill("/items/1").await;
+    let purged = site.admin("/purge/url?soft=1", &site.url("/items/1")).await;
+    assert_eq!(purged.body, r#"{"purged":1,"mode":"soft"}"#);
+    // `max-age=60` and no stale-while-revalidate: the origin is asked.
+    let calls = site.origin.calls();
+    let after = site.get("/items/1").await;
+    assert!(!is_hit(&after), "{}", after.cache_status());
+    assert_eq!(site.origin.calls(), calls + 1);
+}

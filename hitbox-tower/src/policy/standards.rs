@@ -278,6 +278,19 @@ impl HttpPolicy for StandardsPolicy {
         };
         Some(
             match freshness::verdict(view, &url.request_cc, secs(now), &self.config) {
+                // Fresh by its headers, but no longer by the engine's
+                // metadata: the entry was soft-purged. It is not served
+                // without asking the origin.
+                Verdict::Serve { ttl } if ttl > 0 && engine != Freshness::Fresh => Worth::Revalidate {
+                    if_disconnected: freshness::if_disconnected(
+                        &cc,
+                        0,
+                        self.config.stale_if_disconnected.as_secs(),
+                    ),
+                    fwd: Fwd::Stale,
+                    validate: validation::has_validator(headers),
+                    stale_if_error: None,
+                },
                 Verdict::Serve { ttl } if ttl > 0 => Worth::Fresh { ttl: ttl as u64, age },
                 Verdict::Serve { ttl } => Worth::StaleAllowed {
                     stale_for: ttl.unsigned_abs(),
