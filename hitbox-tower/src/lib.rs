@@ -154,6 +154,15 @@
 //! entries with [`Rule::tag`] and call `Cache::invalidate_tag`. The unsafe
 //! request's response is returned once the invalidation is done.
 //!
+//! # Purge
+//!
+//! [`CacheLayer::purger`] purges what the layer stored, hard or soft: by
+//! URL (the key the layer builds for it, with its `Vary` variants), by
+//! tag, by key prefix or by rule namespace. Responses tag their entry in a
+//! `Surrogate-Key` header ([`SurrogateKeys`]), which no client sees. With
+//! the `axum` feature, [`admin::purge_router`] exposes the purges over
+//! HTTP behind an authorisation hook. See [`purge`].
+//!
 //! # Safe by default
 //!
 //! Only `GET` is cached (and `HEAD` answered from it); `POST` only where a
@@ -181,7 +190,8 @@
 //!   (`CDN-Cache-Control`, RFC 9213), parsed with `sfv`.
 //! - `axum`: axum's `MatchedPath` as a predicate
 //!   ([`MatchedPath`](predicate::MatchedPath)) and as key parts
-//!   ([`MatchedRoute`](extract::MatchedRoute)).
+//!   ([`MatchedRoute`](extract::MatchedRoute)), and the admin purge router
+//!   ([`admin::purge_router`]).
 //! - `reqwest`: [`client::ReqwestService`]. For reqwest-middleware, see the
 //!   `hitbox-reqwest` crate.
 //!
