@@ -910,11 +910,11 @@ where
     // What the response is judged against, kept before the request goes.
     let client = request.parts.headers.clone();
     // What the stored entry is tagged with, when responses bring tags.
-    let tag_options = shared
-        .surrogate
-        .is_some()
-        .then(|| policy.flight_options(context, &request.parts))
-        .unwrap_or_default();
+    let tag_options = if shared.surrogate.is_some() {
+        policy.flight_options(context, &request.parts)
+    } else {
+        hitbox_core::EntryOptions::default()
+    };
     let Keyed {
         mut parts,
         body,
@@ -1277,10 +1277,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             let mut value = CachedResponse::new(head.status, storing.headers, body);
             value.request_headers = vary::selecting_headers(&names, &client);
             value.exchange = storing.exchange;
-            if let Some(meta) = &storing.meta {
-                if store::put_refreshed(&refresh, &key, &value, meta).await {
-                    store::retag(cache, &key, &value, meta, &storing.surrogate).await;
-                }
+            if let Some(meta) = &storing.meta
+                && store::put_refreshed(&refresh, &key, &value, meta).await
+            {
+                store::retag(cache, &key, &value, meta, &storing.surrogate).await;
             }
             Ok(value)
         });

@@ -101,11 +101,9 @@ impl SurrogateKeys {
     pub(crate) fn tags(&self, headers: &HeaderMap) -> Vec<Tag> {
         let mut tags: Vec<Tag> = Vec::new();
         let values = headers.get_all(&self.header).iter();
-        let words = values.filter_map(|value| value.to_str().ok()).flat_map(|value| {
-            value
-                .split(|c: char| c == ' ' || c == '\t' || c == ',')
-                .filter(|word| !word.is_empty())
-        });
+        let words = values
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split([' ', '\t', ',']).filter(|word| !word.is_empty()));
         for word in words {
             if tags.len() >= self.max_keys {
                 tracing::debug!(max = self.max_keys, "surrogate keys past the limit ignored");
