@@ -155,13 +155,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use hitbox_backend::{Cache, Compose};
+use hitbox_backend::{Cache, Compose, PurgeMode};
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
-use hitbox_tower::CacheLayer;
 use hitbox_tower::headers::strip_hop_by_hop;
 use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::rfc9111::host::{HostError, request_host};
+use hitbox_tower::{CacheLayer, PurgeError, Purger};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -230,6 +230,9 @@ options:
   --stale-if-disconnected SECS
                           serve a stored response stale for at most SECS when
                           the upstream fails or times out (default 10; 0: off)
+  --purge-allow LIST      client addresses or CIDRs allowed to send PURGE,
+                          comma-separated, e.g. 127.0.0.1,10.0.0.0/8
+                          (default: nobody; everyone else gets 405)
   -h, --help              print this help and exit
 
 A connect or response-head timeout answers 504, an unreachable upstream 502,
@@ -268,6 +271,56 @@ pub struct Config {
     /// How stale a stored response may be to stand in for an upstream that
     /// fails (zero: never, beyond what `stale-if-error` allows).
     pub stale_if_disconnected: Duration,
+    /// The clients allowed to send `PURGE` (empty: nobody).
+    pub purge_allow: Vec<AddrRange>,
+}
+
+/// An address, or a CIDR block of addresses (`10.0.0.0/8`, `::1/128`).
+/// An IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`) is matched as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl AddrRange {
+    /// Whether `addr` is in the range.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, addr) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not an address or CIDR block");
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(AddrRange { network, prefix })
+    }
 }
 
 impl Config {
@@ -286,6 +339,7 @@ impl Config {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             stale_if_disconnected: DEFAULT_STALE_IF_DISCONNECTED,
+            purge_allow: Vec::new(),
         }
     }
 
@@ -358,6 +412,7 @@ where
     let mut response_timeout = DEFAULT_RESPONSE_TIMEOUT;
     let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
     let mut stale_if_disconnected = DEFAULT_STALE_IF_DISCONNECTED;
+    let mut purge_allow = Vec::new();
 
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
@@ -375,6 +430,7 @@ where
                 | "--response-timeout"
                 | "--idle-timeout"
                 | "--stale-if-disconnected"
+                | "--purge-allow"
         );
         let value = if takes_value {
             match inline {
@@ -414,6 +470,14 @@ where
                     _ => seconds(&flag, &value)?,
                 }
             }
+            "--purge-allow" => {
+                for item in value.split(',').filter(|item| !item.trim().is_empty()) {
+                    purge_allow.push(
+                        item.parse()
+                            .map_err(|e| UsageError(format!("--purge-allow: {e}")))?,
+                    );
+                }
+            }
             other => return Err(UsageError(format!("unknown argument {other:?}"))),
         }
     }
@@ -444,6 +508,7 @@ where
     config.response_timeout = response_timeout;
     config.idle_timeout = idle_timeout;
     config.stale_if_disconnected = stale_if_disconnected;
+    config.purge_allow = purge_allow;
     Ok(Command::Run(Box::new(config)))
 }
 
@@ -922,6 +987,61 @@ fn upstream_failed(error: &UpstreamError) -> Response<Body> {
     response
 }
 
+/// A plain-text answer of the proxy's own.
+fn plain(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::VIA, HeaderValue::from_static(VIA));
+    response
+}
+
+/// `PURGE URL`: from a client in `allow`, purges what the cache keeps for
+/// the URL (every variant), soft with `Hitbox-Purge: soft`; `405` for
+/// everyone else (and for a request without a peer address).
+async fn purge(purger: &Purger, allow: &[AddrRange], request: Request<Body>) -> Response<Body> {
+    // The body means nothing to a purge; only the head is kept.
+    let (request, _) = request.into_parts();
+    let peer = request
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if !peer.is_some_and(|peer| allow.iter().any(|range| range.contains(peer))) {
+        tracing::info!(?peer, "PURGE refused");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed\n".to_owned(),
+        );
+    }
+    let mode = match request.headers.get("hitbox-purge").map(HeaderValue::as_bytes) {
+        None => PurgeMode::Hard,
+        Some(value) if value.eq_ignore_ascii_case(b"soft") => PurgeMode::Soft,
+        Some(value) if value.eq_ignore_ascii_case(b"hard") => PurgeMode::Hard,
+        Some(_) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: Hitbox-Purge is soft or hard\n".to_owned(),
+            );
+        }
+    };
+    match purger.purge_url(&request.uri, &request.headers, mode).await {
+        Ok(purged) => plain(StatusCode::OK, format!("purged {purged}\n")),
+        Err(PurgeError::Backend(error)) => {
+            tracing::warn!(%error, "PURGE failed");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("503 purge failed: {}\n", error.kind()),
+            )
+        }
+        Err(error) => plain(StatusCode::BAD_REQUEST, format!("400 Bad Request: {error}\n")),
+    }
+}
+
 /// The proxy as an axum [`Router`]: request rewrites, then the cache layer
 /// over `cache` in standards mode, then the upstream.
 ///
@@ -943,11 +1063,18 @@ pub fn app_with_layer(config: &Config, layer: CacheLayer) -> Router {
         trust_forwarded: config.trust_forwarded,
         drop_headers: config.drop_headers.clone(),
     });
+    let purger = layer.purger();
+    let purge_allow: Arc<[AddrRange]> = config.purge_allow.clone().into();
     let cached = layer.layer(Upstream::new(config));
     let service = tower::service_fn(move |mut request: Request<Body>| {
         let cached = cached.clone();
         let front = front.clone();
+        let purger = purger.clone();
+        let purge_allow = purge_allow.clone();
         async move {
+            if request.method().as_str() == "PURGE" {
+                return Ok::<_, Infallible>(purge(&purger, &purge_allow, request).await);
+            }
             if let Err(reason) = front.rewrite(&mut request) {
                 return Ok(bad_request(reason));
             }

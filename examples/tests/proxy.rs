@@ -875,3 +875,113 @@ fn flags_and_defaults() {
     assert_eq!(config.stale_if_disconnected, Duration::from_secs(60));
     assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
 }
+
+// ------------------------------------------------------------------ PURGE
+
+async fn purge(harness: &Harness, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let method = reqwest::Method::from_bytes(b"PURGE").unwrap();
+    let mut request = client().request(method, format!("http://{}{path}", harness.proxy));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Stores `path`, then checks that the next `GET` is a hit.
+async fn stored(harness: &Harness, path: &str) {
+    let url = format!("http://{}{path}", harness.proxy);
+    let stores = harness.cache.stats().stores;
+    let first = client().get(&url).send().await.unwrap();
+    assert!(
+        cache_status(&first).contains("stored"),
+        "{}",
+        cache_status(&first)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.cache.stats().stores <= stores {
+        assert!(Instant::now() < deadline, "stored in time");
+        tokio::task::yield_now().await;
+    }
+    assert!(is_hit(&client().get(&url).send().await.unwrap()));
+}
+
+#[tokio::test]
+async fn purge_is_405_for_a_client_not_in_the_acl_and_purges_nothing() {
+    for args in [&[][..], &["--purge-allow", "10.0.0.0/8,192.0.2.1"][..]] {
+        let harness = start_with(args, |_| {}).await;
+        stored(&harness, "/page").await;
+        let (status, _) = purge(&harness, "/page", &[]).await;
+        assert_eq!(status, 405, "{args:?}");
+        let again = client()
+            .get(format!("http://{}/page", harness.proxy))
+            .send()
+            .await
+            .unwrap();
+        assert!(is_hit(&again), "{args:?}: nothing purged");
+    }
+}
+
+#[tokio::test]
+async fn purge_from_an_allowed_client_purges_the_url_hard_or_soft() {
+    let harness = start_with(&["--purge-allow", "10.0.0.0/8, 127.0.0.0/8"], |_| {}).await;
+    stored(&harness, "/page").await;
+    stored(&harness, "/other").await;
+    assert_eq!(
+        purge(&harness, "/page", &[]).await,
+        (200, "purged 1\n".to_owned())
+    );
+    let url = |path: &str| format!("http://{}{path}", harness.proxy);
+    let after = client().get(url("/page")).send().await.unwrap();
+    assert!(!is_hit(&after), "{}", cache_status(&after));
+    assert!(
+        is_hit(&client().get(url("/other")).send().await.unwrap()),
+        "another URL stays"
+    );
+
+    let soft = purge(&harness, "/other", &[("hitbox-purge", "soft")]).await;
+    assert_eq!(soft, (200, "purged 1\n".to_owned()));
+    let after = client().get(url("/other")).send().await.unwrap();
+    assert!(
+        !cache_status(&after).starts_with("hitbox; hit; ttl=6"),
+        "{}",
+        cache_status(&after)
+    );
+
+    let (status, body) = purge(&harness, "/page", &[("hitbox-purge", "sideways")]).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn purge_allow_parses_addresses_and_cidrs_and_refuses_the_rest() {
+    let (result, _, _) = run(&[
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--purge-allow",
+        "127.0.0.1,10.0.0.0/8,::1",
+    ]);
+    let allow = result.unwrap().purge_allow;
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+    assert!(allow.iter().any(|range| range.contains(ip("10.200.3.4"))));
+    assert!(
+        allow.iter().any(|range| range.contains(ip("::ffff:10.0.0.1"))),
+        "mapped IPv4"
+    );
+    assert!(allow.iter().any(|range| range.contains(ip("::1"))));
+    assert!(!allow.iter().any(|range| range.contains(ip("127.0.0.2"))));
+    assert!(!allow.iter().any(|range| range.contains(ip("11.0.0.1"))));
+    let everyone: proxy::AddrRange = "0.0.0.0/0".parse().unwrap();
+    assert!(everyone.contains(ip("203.0.113.9")));
+    assert!(
+        !everyone.contains(ip("2001:db8::1")),
+        "an IPv4 range holds no IPv6 address"
+    );
+    for bad in ["10.0.0.0/33", "localhost", "::1/129", "10.0.0.0/x"] {
+        let (result, _, err) = run(&["--upstream", "http://127.0.0.1:1", "--purge-allow", bad]);
+        assert_eq!(result.err(), Some(2), "{bad}");
+        assert!(err.contains("--purge-allow"), "{err}");
+    }
+    let (result, _, _) = run(&["--upstream", "http://127.0.0.1:1"]);
+    assert!(result.unwrap().purge_allow.is_empty(), "nobody by default");
+}

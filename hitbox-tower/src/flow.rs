@@ -240,7 +240,7 @@ where
     ResB: ResponseBody,
 {
     let (mut head, body) = inner.call(request).await?.into_parts();
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(
         head,
@@ -296,7 +296,9 @@ where
         exchange,
         response_time,
     );
-    if let Some((key, storing)) = storing {
+    if let Some((key, mut storing)) = storing {
+        let options = hitbox_core::EntryOptions::new();
+        shared.tag_from_response(&mut storing, &head.headers, &options, response_time);
         let names = vary::vary_names(&head.headers).unwrap_or_default();
         let tee = Tee {
             store: Store {
@@ -306,6 +308,7 @@ where
                 lead: None,
                 meta: storing.meta.clone(),
                 hold: None,
+                surrogate: storing.surrogate.clone(),
             },
             status: head.status,
             headers: storing.headers,
@@ -316,14 +319,14 @@ where
             limit: storing.limit,
             accept: storing.accept,
         };
-        shared.policy.for_client(&mut head.headers, true);
+        shared.for_client(&mut head.headers, true);
         shared.decorate(&mut head.headers, outcome);
         return Ok(Response::from_parts(
             head,
             tee.fill(body).counted(outcome.counted()),
         ));
     }
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Ok(Response::from_parts(
         head,
@@ -715,10 +718,12 @@ where
     let declared = content_length(&head_parts.headers).or(body.size_hint().exact());
     let storing = joins
         .then(|| {
-            shared
+            let mut storing = shared
                 .policy
                 .storing(&context, &client, &head_parts, declared, exchange, response_time)
-                .ok()
+                .ok()?;
+            shared.tag_from_response(&mut storing, &head_parts.headers, &options, response_time);
+            Some(storing)
         })
         .flatten();
     let Some(storing) = storing else {
@@ -758,7 +763,10 @@ where
     let mut value = combined;
     value.exchange = storing.exchange;
     let stored = match (&storing.meta, &lead) {
-        (Some(meta), Some(_)) => store::put_checked(cache, lead.as_ref(), &key, &value, meta).await,
+        (Some(meta), Some(_)) => {
+            store::put_checked(cache, lead.as_ref(), &key, &value, meta).await
+                && store::retag(cache, &key, &value, meta, &storing.surrogate).await
+        }
         _ => false,
     };
     // A part is no answer for whoever waits for the whole: they ask the
@@ -847,7 +855,7 @@ where
     let mut lead = None;
     let mut skip = None;
     if !head && policy.joins_loads(context, &request.parts.headers) {
-        let options = policy.flight_options(context, &request.parts);
+        let options = shared.engine_options(&policy.flight_options(context, &request.parts));
         match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &options) {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
@@ -901,6 +909,12 @@ where
 
     // What the response is judged against, kept before the request goes.
     let client = request.parts.headers.clone();
+    // What the stored entry is tagged with, when responses bring tags.
+    let tag_options = if shared.surrogate.is_some() {
+        policy.flight_options(context, &request.parts)
+    } else {
+        hitbox_core::EntryOptions::default()
+    };
     let Keyed {
         mut parts,
         body,
@@ -1038,6 +1052,10 @@ where
         (None, true) => Err(Some(Skip::Head)),
         (None, false) => policy
             .storing(&context, &client, &head_parts, declared, exchange, response_time)
+            .map(|mut storing| {
+                shared.tag_from_response(&mut storing, &head_parts.headers, &tag_options, response_time);
+                storing
+            })
             .map_err(Some),
     };
     let outcome = |stored: bool| match (skip, fwd) {
@@ -1057,6 +1075,7 @@ where
             lead: lead.take(),
             meta: storing.meta.clone(),
             hold: None,
+            surrogate: storing.surrogate.clone(),
         };
         // A request that joined a load that stored nothing cannot lead
         // the engine's store: it passes the response on.
@@ -1111,7 +1130,7 @@ where
         accept: storing.accept,
     };
     let outcome = outcome(sure);
-    shared.policy.for_client(&mut head_parts.headers, true);
+    shared.for_client(&mut head_parts.headers, true);
     shared.decorate(&mut head_parts.headers, outcome);
     Ok(Response::from_parts(
         head_parts,
@@ -1130,7 +1149,7 @@ fn passed<P: HttpPolicy, B: Body>(
     outcome: CacheOutcome,
 ) -> Response<CacheBody<B>> {
     let (mut head, body) = response.into_parts();
-    shared.policy.for_client(&mut head.headers, true);
+    shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
     Response::from_parts(head, CacheBody::origin(body).counted(outcome.counted()))
 }
@@ -1207,9 +1226,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let (shared_for_load, key, context) =
         (Arc::clone(shared), original.key.clone(), original.context.clone());
     let options = shared.policy.flight_options(&context, parts);
+    let engine_options = shared.engine_options(&options);
     shared
         .cache
-        .refresh_in_background_with(&original.key, &options, move |refresh| async move {
+        .refresh_in_background_with(&original.key, &engine_options, move |refresh| async move {
             let shared = shared_for_load;
             let (policy, cache) = (&shared.policy, &shared.cache);
             let request_time = cache.clock().now();
@@ -1239,9 +1259,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 };
             }
             let declared = content_length(&head.headers).or(body.size_hint().exact());
-            let storing = policy
+            let mut storing = policy
                 .storing(&context, &client, &head, declared, exchange, now)
                 .map_err(|_| Uncacheable::NotStorable)?;
+            shared.tag_from_response(&mut storing, &head.headers, &options, now);
             let body = Limited::new(body, storing.limit)
                 .collect()
                 .await
@@ -1256,8 +1277,10 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             let mut value = CachedResponse::new(head.status, storing.headers, body);
             value.request_headers = vary::selecting_headers(&names, &client);
             value.exchange = storing.exchange;
-            if let Some(meta) = &storing.meta {
-                store::put_refreshed(&refresh, &key, &value, meta).await;
+            if let Some(meta) = &storing.meta
+                && store::put_refreshed(&refresh, &key, &value, meta).await
+            {
+                store::retag(cache, &key, &value, meta, &storing.surrogate).await;
             }
             Ok(value)
         });

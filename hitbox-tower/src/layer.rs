@@ -16,6 +16,7 @@ use crate::headers::{CacheOutcome, age_value, decimal_value, hit_status};
 use crate::observe::{self, LayerObserver};
 use crate::pass::HitForPass;
 use crate::policy::{HttpPolicy, RulePolicy, StandardsPolicy};
+use crate::purge::SurrogateKeys;
 use crate::rfc9111::Rfc9111;
 use crate::rule::Rule;
 
@@ -85,6 +86,8 @@ pub(crate) struct LayerState<P> {
     pub lock: Option<Arc<dyn DistributedLock>>,
     /// Counts each request's outcome.
     pub observer: Arc<LayerObserver>,
+    /// Tags responses bring in a header, if the layer reads them.
+    pub surrogate: Option<SurrogateKeys>,
 }
 
 impl<P: HttpPolicy> LayerState<P> {
@@ -124,7 +127,7 @@ impl<P: HttpPolicy> LayerState<P> {
         if self.x_cache {
             headers.insert(X_CACHE, outcome.x_cache());
         }
-        self.policy.for_client(&mut headers, false);
+        self.for_client(&mut headers, false);
         let body = if head { Bytes::new() } else { body };
         let mut response = Response::new(CacheBody::stored(body).counted(outcome.counted()));
         *response.status_mut() = status;
@@ -175,6 +178,7 @@ impl CacheLayer {
             hit_for_pass: DEFAULT_HIT_FOR_PASS,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             lock: None,
+            surrogate: Some(SurrogateKeys::new()),
         }
     }
 
@@ -210,9 +214,25 @@ pub struct CacheLayerBuilder {
     hit_for_pass: Duration,
     lock_timeout: Duration,
     lock: Option<Arc<dyn DistributedLock>>,
+    surrogate: Option<SurrogateKeys>,
 }
 
 impl CacheLayerBuilder {
+    /// Which response header brings tags for the stored entry, and its
+    /// limits (default: [`SurrogateKeys::new`], `Surrogate-Key`). The
+    /// header is removed from every response the layer passes on.
+    pub fn surrogate_keys(mut self, keys: SurrogateKeys) -> Self {
+        self.surrogate = Some(keys);
+        self
+    }
+
+    /// Reads no tags from responses, and leaves every response header to
+    /// its client (`Surrogate-Key` included).
+    pub fn without_surrogate_keys(mut self) -> Self {
+        self.surrogate = None;
+        self
+    }
+
     /// Adds a rule. Rules are tried in order; the first whose predicate
     /// matches a request applies, and a request no rule matches is passed
     /// through. Without any rule, the layer has one [`Rule::new`].
@@ -291,6 +311,7 @@ impl CacheLayerBuilder {
             passes: Arc::new(passes),
             lock: self.lock.clone(),
             observer: Arc::new(observer),
+            surrogate: self.surrogate.clone(),
         })
     }
 

@@ -154,6 +154,15 @@
 //! entries with [`Rule::tag`] and call `Cache::invalidate_tag`. The unsafe
 //! request's response is returned once the invalidation is done.
 //!
+//! # Purge
+//!
+//! [`CacheLayer::purger`] purges what the layer stored, hard or soft: by
+//! URL (the key the layer builds for it, with its `Vary` variants), by
+//! tag, by key prefix or by rule namespace. Responses tag their entry in a
+//! `Surrogate-Key` header ([`SurrogateKeys`]), which no client sees. With
+//! the `axum` feature, [`admin::purge_router`] exposes the purges over
+//! HTTP behind an authorisation hook. See [`purge`].
+//!
 //! # Safe by default
 //!
 //! Only `GET` is cached (and `HEAD` answered from it); `POST` only where a
@@ -181,7 +190,8 @@
 //!   (`CDN-Cache-Control`, RFC 9213), parsed with `sfv`.
 //! - `axum`: axum's `MatchedPath` as a predicate
 //!   ([`MatchedPath`](predicate::MatchedPath)) and as key parts
-//!   ([`MatchedRoute`](extract::MatchedRoute)).
+//!   ([`MatchedRoute`](extract::MatchedRoute)), and the admin purge router
+//!   ([`admin::purge_router`]).
 //! - `reqwest`: [`client::ReqwestService`]. For reqwest-middleware, see the
 //!   `hitbox-reqwest` crate.
 //!
@@ -269,6 +279,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod admin;
 mod body;
 mod body_key;
 #[cfg(feature = "reqwest")]
@@ -292,6 +304,7 @@ mod pass;
 pub mod path;
 mod policy;
 pub mod predicate;
+pub mod purge;
 mod response;
 pub mod rfc9111;
 mod rule;
@@ -304,6 +317,7 @@ pub use future::ResponseFuture;
 pub use layer::{CacheLayer, CacheLayerBuilder, DEFAULT_HIT_FOR_PASS, DEFAULT_LOCK_TIMEOUT};
 pub use mode::CacheMode;
 pub use origin::{Origin, RequestBody, ResponseBody};
+pub use purge::{PurgeError, Purger, SurrogateKeys};
 pub use response::CachedResponse;
 pub use rule::{DEFAULT_MAX_BODY_SIZE, DEFAULT_REQUEST_BODY_LIMIT, Rule};
 pub use service::CacheService;

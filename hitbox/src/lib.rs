@@ -134,7 +134,8 @@ pub use hitbox_tower::{CacheLayer, Rule};
     feature = "macros",
     feature = "memcached",
     feature = "config",
-    feature = "metrics"
+    feature = "metrics",
+    feature = "axum"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -90,6 +90,10 @@ pub(crate) struct Storing {
     /// What the whole body must pass to be stored (a rule's
     /// response-body predicate).
     pub accept: Option<BodyPredicate>,
+    /// Tags the response brought (surrogate keys), written after the
+    /// checked store: the engine's check knows only the tags recorded when
+    /// the load started.
+    pub surrogate: Vec<Tag>,
 }
 
 /// What a successful unsafe request makes unusable.
@@ -245,4 +249,7 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// fields meant for this cache only, and, on a response `forwarded`
     /// from the origin, hop-by-hop fields.
     fn for_client(&self, headers: &mut HeaderMap, forwarded: bool);
+
+    /// What a purge of the URL keyed `key` (with `context`) reaches.
+    fn purge_targets(&self, context: &Self::Context, key: CacheKey) -> Vec<hitbox_backend::PurgeTarget>;
 }

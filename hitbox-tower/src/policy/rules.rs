@@ -288,6 +288,7 @@ impl HttpPolicy for RulePolicy {
             meta: None,
             exchange: None,
             accept: rule.store_when_body.clone(),
+            surrogate: Vec::new(),
         })
     }
 
@@ -354,6 +355,15 @@ impl HttpPolicy for RulePolicy {
     }
 
     fn for_client(&self, _headers: &mut HeaderMap, _forwarded: bool) {}
+
+    /// The key and its variants.
+    fn purge_targets(
+        &self,
+        _context: &RuleContext,
+        key: hitbox_core::CacheKey,
+    ) -> Vec<hitbox_backend::PurgeTarget> {
+        crate::purge::key_and_variants(key)
+    }
 }
 
 #[cfg(test)]

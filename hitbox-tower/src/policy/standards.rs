@@ -278,6 +278,19 @@ impl HttpPolicy for StandardsPolicy {
         };
         Some(
             match freshness::verdict(view, &url.request_cc, secs(now), &self.config) {
+                // Fresh by its headers, but no longer by the engine's
+                // metadata: the entry was soft-purged. It is not served
+                // without asking the origin.
+                Verdict::Serve { ttl } if ttl > 0 && engine != Freshness::Fresh => Worth::Revalidate {
+                    if_disconnected: freshness::if_disconnected(
+                        &cc,
+                        0,
+                        self.config.stale_if_disconnected.as_secs(),
+                    ),
+                    fwd: Fwd::Stale,
+                    validate: validation::has_validator(headers),
+                    stale_if_error: None,
+                },
                 Verdict::Serve { ttl } if ttl > 0 => Worth::Fresh { ttl: ttl as u64, age },
                 Verdict::Serve { ttl } => Worth::StaleAllowed {
                     stale_for: ttl.unsigned_abs(),
@@ -382,6 +395,7 @@ impl HttpPolicy for StandardsPolicy {
             meta: Some(meta),
             exchange: Some(exchange),
             accept: None,
+            surrogate: Vec::new(),
         })
     }
 
@@ -473,6 +487,11 @@ impl HttpPolicy for StandardsPolicy {
             out.tags.push(url_tag(&host, &path));
         }
         out
+    }
+
+    /// Every entry of the URL: they all carry its tag.
+    fn purge_targets(&self, url: &Url, _key: CacheKey) -> Vec<hitbox_backend::PurgeTarget> {
+        vec![hitbox_backend::PurgeTarget::Tag(url_tag(url.host(), url.path()))]
     }
 
     fn for_client(&self, headers: &mut HeaderMap, forwarded: bool) {
