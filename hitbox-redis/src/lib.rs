@@ -966,8 +966,10 @@ impl Backend for RedisBackend {
     /// Registers the entry in its tags' sets, each only if the tag's
     /// generation is still the one in `expected`, then stores it unless a
     /// fence left by an invalidation of one of its tags refuses it; see the
-    /// crate documentation. A tag `expected` has nothing for (its
-    /// generations were not read from this tier) refuses the write.
+    /// crate documentation. A tag `expected` has nothing for, in a snapshot
+    /// that holds others of this tier's (one learnt after the load
+    /// started), is checked against its generation read here, just before
+    /// the write; a snapshot with nothing of this tier's refuses the write.
     fn write_if_current<'a>(
         &'a self,
         key: &'a CacheKey,
@@ -987,12 +989,32 @@ impl Backend for RedisBackend {
                     reason: "entry larger than the tier's max_entry_size",
                 });
             }
+            // A tag the load did not know when it started (the HTTP layer
+            // learns surrogate keys from the response) is checked against
+            // its generation read now: an invalidation of it from here on
+            // refuses the write; one before cannot be told from an older one.
+            // A snapshot with nothing of this tier's own was never read
+            // here: refused whole, as nothing says when its load started.
+            let read_here = expected.iter().any(|(source, _, _)| source == self.inner.source);
+            let unknown: Vec<Tag> = tags
+                .iter()
+                .filter(|tag| read_here && expected.get(self.inner.source, tag).is_none())
+                .cloned()
+                .collect();
+            let now = if unknown.is_empty() {
+                TagGenerations::new()
+            } else {
+                self.run(Kind::Read, self.read_generations(&unknown)).await?
+            };
             let mut checks = Vec::with_capacity(tags.len());
             for tag in tags {
-                match expected.get(self.inner.source, tag) {
+                match expected
+                    .get(self.inner.source, tag)
+                    .or_else(|| now.get(self.inner.source, tag))
+                {
                     Some(generation) => checks.push((tag, generation)),
                     None => {
-                        tracing::debug!(key = %key.log_id(), tag = tag.as_str(), "no generation recorded for a tag: write refused");
+                        tracing::debug!(key = %key.log_id(), tag = tag.as_str(), "no generation for a tag: write refused");
                         return Ok(false);
                     }
                 }

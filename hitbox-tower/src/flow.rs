@@ -308,7 +308,6 @@ where
                 lead: None,
                 meta: storing.meta.clone(),
                 hold: None,
-                surrogate: storing.surrogate.clone(),
             },
             status: head.status,
             headers: storing.headers,
@@ -763,10 +762,7 @@ where
     let mut value = combined;
     value.exchange = storing.exchange;
     let stored = match (&storing.meta, &lead) {
-        (Some(meta), Some(_)) => {
-            store::put_checked(cache, lead.as_ref(), &key, &value, meta).await
-                && store::retag(cache, &key, &value, meta, &storing.surrogate).await
-        }
+        (Some(meta), Some(_)) => store::put_checked(cache, lead.as_ref(), &key, &value, meta).await,
         _ => false,
     };
     // A part is no answer for whoever waits for the whole: they ask the
@@ -1075,7 +1071,6 @@ where
             lead: lead.take(),
             meta: storing.meta.clone(),
             hold: None,
-            surrogate: storing.surrogate.clone(),
         };
         // A request that joined a load that stored nothing cannot lead
         // the engine's store: it passes the response on.
@@ -1277,10 +1272,8 @@ fn refresh_in_background<P, S, ReqB, ResB>(
             let mut value = CachedResponse::new(head.status, storing.headers, body);
             value.request_headers = vary::selecting_headers(&names, &client);
             value.exchange = storing.exchange;
-            if let Some(meta) = &storing.meta
-                && store::put_refreshed(&refresh, &key, &value, meta).await
-            {
-                store::retag(cache, &key, &value, meta, &storing.surrogate).await;
+            if let Some(meta) = &storing.meta {
+                store::put_refreshed(&refresh, &key, &value, meta).await;
             }
             Ok(value)
         });

@@ -131,8 +131,8 @@ impl<P: HttpPolicy> LayerState<P> {
         }
     }
 
-    /// Reads the response's surrogate keys into `storing` (they are added
-    /// once the checked store succeeded: `store::retag`), and drops the
+    /// Reads the response's surrogate keys into `storing` and its
+    /// metadata's tags (stored in the one checked write), and drops the
     /// header from the stored headers. A policy that lets
     /// the engine store with the flight's `options` gets metadata of its
     /// own here (the same the engine would compute, with the tags), unless
@@ -156,6 +156,17 @@ impl<P: HttpPolicy> LayerState<P> {
                 || !policy.stale_if_error_window().is_zero();
             if lives {
                 storing.meta = Some(policy.entry_meta(now, options.tags().to_vec()));
+            }
+        }
+        // Stored with the entry in its one checked write: a shared tier
+        // registers the tags the load did not know when it started without
+        // comparing generations, and a fence that an invalidation of one of
+        // them left under the key still refuses the write.
+        if let Some(meta) = &mut storing.meta {
+            for tag in &storing.surrogate {
+                if !meta.tags.contains(tag) {
+                    meta.tags.push(tag.clone());
+                }
             }
         }
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hitbox_backend::lock::{LoadEnd, LockHold};
 use hitbox_backend::{Cache, LoadLead, RefreshStore};
-use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Tag};
+use hitbox_core::{CacheKey, EntryMeta, KeyBuilder};
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::pass::HitForPass;
@@ -76,8 +76,6 @@ pub(crate) struct Store {
     pub meta: Option<EntryMeta>,
     /// The distributed lock this load holds, released once it is stored.
     pub hold: Option<Box<dyn LockHold>>,
-    /// Tags the response brought, added once it is stored ([`retag`]).
-    pub surrogate: Vec<Tag>,
 }
 
 impl Store {
@@ -116,13 +114,11 @@ impl Store {
                 lead,
                 meta,
                 hold,
-                surrogate,
                 ..
             } = self;
             let stored = match (meta, lead) {
                 (Some(meta), lead) => {
-                    let stored = put_checked(&cache, lead.as_ref(), &key, &value, &meta).await
-                        && retag(&cache, &key, &value, &meta, &surrogate).await;
+                    let stored = put_checked(&cache, lead.as_ref(), &key, &value, &meta).await;
                     if let Some(lead) = lead {
                         lead.complete(Ok(value));
                     }
@@ -199,29 +195,4 @@ pub(crate) async fn put(cache: &Cache, key: &CacheKey, value: &CachedResponse, m
             false
         }
     }
-}
-
-/// Writes a just-stored entry again with the tags its response brought
-/// (surrogate keys), once the checked store succeeded. A checked store
-/// compares only the generations of the tags recorded when the load
-/// started (a shared tier refuses others), and these were learnt from the
-/// response; an invalidation of one of them between the two writes is
-/// missed. Nothing to do without such tags.
-pub(crate) async fn retag(
-    cache: &Cache,
-    key: &CacheKey,
-    value: &CachedResponse,
-    meta: &EntryMeta,
-    surrogate: &[Tag],
-) -> bool {
-    if surrogate.is_empty() {
-        return true;
-    }
-    let mut meta = meta.clone();
-    for tag in surrogate {
-        if !meta.tags.contains(tag) {
-            meta.tags.push(tag.clone());
-        }
-    }
-    put(cache, key, value, &meta).await
 }

@@ -490,3 +490,63 @@ async fn a_load_raced_through_the_bus_is_kept_out_of_both_tiers() {
     assert_eq!(a.stats().stale_loads_discarded, 1);
     assert_eq!(b.get::<Profile>(&key(1)).await, None);
 }
+
+/// A tag the load learnt after it started (the HTTP layer's surrogate keys)
+/// is stored with the entry, checked against its generation when the entry
+/// is written; an invalidation of it afterwards removes the entry. A
+/// snapshot with nothing of this tier's own still refuses the write.
+async fn a_tag_learnt_after_the_load_started_is_stored_and_invalidates(url: &str, test: &str) {
+    init_tracing();
+    let prefix = unique_prefix(test);
+    let a = backend(url, &prefix).await;
+    let (known, late) = (Tag::from("known"), Tag::from("late"));
+    let seen = a
+        .tag_generations(std::slice::from_ref(&known))
+        .await
+        .expect("GET")
+        .expect("kept");
+    let k = CacheKey::builder("late").part("id", "1").build();
+    let tags = [known.clone(), late.clone()];
+    assert!(
+        a.write_if_current(
+            &k,
+            Bytes::from_static(b"v1"),
+            Duration::from_secs(60),
+            &tags,
+            &seen
+        )
+        .await
+        .expect("the write answers"),
+        "a late tag is checked when the entry is written, not refused"
+    );
+    assert_eq!(a.read(&k).await.expect("GET"), Some(Bytes::from_static(b"v1")));
+    a.invalidate_tag(&late).await.expect("invalidate");
+    assert_eq!(
+        a.read(&k).await.expect("GET"),
+        None,
+        "the late tag holds the entry"
+    );
+
+    let foreign = TagGenerations::new();
+    assert!(
+        !a.write_if_current(
+            &k,
+            Bytes::from_static(b"v2"),
+            Duration::from_secs(60),
+            &tags,
+            &foreign
+        )
+        .await
+        .expect("the write answers")
+    );
+}
+
+#[tokio::test]
+async fn a_tag_learnt_after_the_load_started_is_stored_and_invalidates_on_a_standalone_server() {
+    a_tag_learnt_after_the_load_started_is_stored_and_invalidates(&env(STANDALONE), "gen-late").await;
+}
+
+#[tokio::test]
+async fn a_tag_learnt_after_the_load_started_is_stored_and_invalidates_on_a_cluster() {
+    a_tag_learnt_after_the_load_started_is_stored_and_invalidates(&env(CLUSTER), "gen-late-cluster").await;
+}

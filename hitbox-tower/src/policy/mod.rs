@@ -90,9 +90,8 @@ pub(crate) struct Storing {
     /// What the whole body must pass to be stored (a rule's
     /// response-body predicate).
     pub accept: Option<BodyPredicate>,
-    /// Tags the response brought (surrogate keys), written after the
-    /// checked store: the engine's check knows only the tags recorded when
-    /// the load started.
+    /// Tags the response brought (surrogate keys), also in `meta`'s tags
+    /// once the layer has read them.
     pub surrogate: Vec<Tag>,
 }
 
