@@ -244,7 +244,10 @@ fn invalidation_message(seeds: &Seeds) {
         ("prefix", Invalidation::Prefix("users:v1:tenant=a:".into())),
         ("soft-key", Invalidation::SoftKey("users:v1:id=42".into())),
         ("soft-tag", Invalidation::SoftTag("team:ops".into())),
-        ("soft-prefix", Invalidation::SoftPrefix("users:v1:tenant=a:".into())),
+        (
+            "soft-prefix",
+            Invalidation::SoftPrefix("users:v1:tenant=a:".into()),
+        ),
     ] {
         let message = InvalidationMessage {
             origin: origin.clone(),
