@@ -8,7 +8,7 @@
 //!
 //! - A **hard** purge removes what it matches: the next read is a miss.
 //! - A **soft** purge rewrites what it matches as stale
-//!   ([`EntryMeta::purged`]): the entry is no longer fresh, but its
+//!   ([`EntryMeta::purged`](hitbox_core::EntryMeta::purged)): the entry is no longer fresh, but its
 //!   stale-while-revalidate and stale-if-error windows, counted from the
 //!   purge, still let it be served while one load refreshes it (or when
 //!   that load fails). Entries stale already are left as they are, and an
@@ -125,7 +125,7 @@ pub trait StaleMarker: Send + Sync + 'static {
 }
 
 /// The engine's [`StaleMarker`]: reads the envelope, moves its metadata to
-/// [`EntryMeta::purged`](hitbox_core::EntryMeta::purged) at a given time,
+/// [`EntryMeta::purged`](hitbox_core::EntryMeta::purged)(hitbox_core::EntryMeta::purged) at a given time,
 /// and writes the envelope again (the value is not decoded). An entry that
 /// does not read as an envelope is removed: it would read as a miss anyway.
 ///
