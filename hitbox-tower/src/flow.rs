@@ -39,7 +39,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hitbox_backend::lock::LoadEnd;
 use hitbox_backend::{LoadTicket, Outcome};
-use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Timestamp};
+use hitbox_core::{CacheKey, EntryMeta, KeyBuilder, Tag, Timestamp};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, request};
 use http_body::Body;
@@ -580,7 +580,7 @@ where
                 return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
             }
             Some(Worth::StaleWhileRevalidate { stale_for, age }) => {
-                refresh_in_background(&shared, &request, stored.to_stored(), inner);
+                refresh_in_background(&shared, &request, stored.to_stored(), meta.tags.clone(), inner);
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
                 return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
             }
@@ -983,7 +983,7 @@ where
         && let Some(pending) = pending.filter(|pending| pending.validate)
     {
         if validation::selects(&head_parts.headers, &pending.stored.headers) {
-            let merged = policy.merge(
+            let mut merged = policy.merge(
                 &context,
                 pending.stored,
                 &head_parts.headers,
@@ -991,6 +991,7 @@ where
                 &client,
                 response_time,
             );
+            keep_tags(&mut merged.meta, &pending.meta.tags);
             let stored = match &merged.meta {
                 Some(meta) => store::put_checked(cache, lead.as_ref(), &key, &merged.response, meta).await,
                 None => {
@@ -1180,6 +1181,19 @@ fn serve_disconnected<P: HttpPolicy, B: Body>(
     serve(shared, &pending.stored, age, client, head, outcome)
 }
 
+/// Keeps the tags of the entry a `304` refreshed (those its response
+/// brought, surrogate keys, above all: the `304` need not repeat them) in
+/// the metadata of the merged entry.
+fn keep_tags(meta: &mut Option<EntryMeta>, stored: &[Tag]) {
+    if let Some(meta) = meta {
+        for tag in stored {
+            if !meta.tags.contains(tag) {
+                meta.tags.push(tag.clone());
+            }
+        }
+    }
+}
+
 /// Refreshes a stale entry in the background (at most once at a time per
 /// key) with a request rebuilt from the original: its head (`GET` for a
 /// `HEAD`), the body it was keyed by, if any, and the stored validators
@@ -1189,6 +1203,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     shared: &Arc<LayerState<P>>,
     original: &Keyed<P::Context, ReqB>,
     stored: CachedResponse,
+    stored_tags: Vec<Tag>,
     inner: S,
 ) where
     P: HttpPolicy,
@@ -1242,7 +1257,8 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 if !validation::selects(&head.headers, &stored.headers) {
                     return Err(Uncacheable::NotStorable);
                 }
-                let merged = policy.merge(&context, stored, &head.headers, exchange, &client, now);
+                let mut merged = policy.merge(&context, stored, &head.headers, exchange, &client, now);
+                keep_tags(&mut merged.meta, &stored_tags);
                 return match &merged.meta {
                     Some(meta) if store::put_refreshed(&refresh, &key, &merged.response, meta).await => {
                         Ok(merged.response)

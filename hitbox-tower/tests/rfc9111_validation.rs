@@ -303,3 +303,62 @@ async fn a_refresh_that_races_an_invalidation_is_not_stored() {
 async fn a_revalidation_in_the_background_that_races_an_invalidation_is_not_stored() {
     a_refresh_racing_an_invalidation(304).await;
 }
+
+/// A `304` refreshes the stored entry's lifetime and headers, not what
+/// tags it: the surrogate keys its `200` brought still reach it, whether
+/// the `304` answered a client's request or a background refresh.
+async fn a_304_keeps_the_surrogate_keys(cache_control: &str, in_background: bool) {
+    use hitbox_backend::PurgeMode;
+    use hitbox_core::Tag;
+    let p = setup().await;
+    p.origin.reply(
+        "/r",
+        200,
+        &[
+            ("cache-control", cache_control),
+            ("etag", "\"v1\""),
+            ("surrogate-key", "product-1"),
+        ],
+        "body",
+    );
+    p.get("/r", &[]).await;
+    p.stores(1).await;
+    p.advance(15);
+    p.origin.reply(
+        "/r",
+        304,
+        &[("cache-control", cache_control), ("etag", "\"v1\"")],
+        "",
+    );
+    let got = p.get("/r", &[]).await;
+    assert_eq!(got.body, "body");
+    if in_background {
+        assert_eq!(got.cache_status(), "hitbox; hit; ttl=-5");
+    } else {
+        assert_eq!(got.cache_status(), "hitbox; fwd=stale; fwd-status=304; stored");
+    }
+    p.stores(2).await;
+    assert_eq!(p.origin.calls(), 2);
+    let purged = p
+        .cache
+        .purge_tag(&Tag::new("product-1"), PurgeMode::Hard)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "the refreshed entry still has its tag");
+    let after = p.get("/r", &[]).await;
+    assert!(
+        after.cache_status().contains("fwd=miss"),
+        "{}",
+        after.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_keeps_the_surrogate_keys_of_the_entry_it_refreshes() {
+    a_304_keeps_the_surrogate_keys("max-age=10", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_in_the_background_keeps_the_surrogate_keys() {
+    a_304_keeps_the_surrogate_keys("max-age=10, stale-while-revalidate=30", true).await;
+}
