@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use hitbox_backend::{Cache, Compose, PurgeMode};
+use hitbox_backend::{Cache, PurgeMode};
 use hitbox_core::{CachePolicy, ManualClock};
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
@@ -20,6 +20,7 @@ use hitbox_tower::rfc9111::Rfc9111;
 use hitbox_tower::{CacheLayer, CacheLayerBuilder, PurgeError, Rule};
 use http::Method;
 use support::body_origin::{Answer, BodyOrigin};
+use support::bus::{bus_cache, redis_url};
 use support::{Got, until};
 
 const TOKEN: &str = "Bearer purge-token";
@@ -415,44 +416,13 @@ async fn a_rule_that_keys_bodies_cannot_be_purged_by_url() {
     let _ = site.clock;
 }
 
-fn redis_url() -> String {
-    match std::env::var("HITBOX_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "HITBOX_TEST_REDIS_URL is not set: run `source scripts/services.sh && start_services` first"
-        ),
-    }
-}
-
 struct Instance {
     site: Site,
     bus: InvalidationBus,
 }
 
 async fn instance(url: &str, prefix: &str) -> Instance {
-    let redis = RedisBackend::builder()
-        .url(url)
-        .key_prefix(prefix)
-        .read_timeout(Duration::from_secs(2))
-        .write_timeout(Duration::from_secs(2))
-        .build()
-        .expect("the Redis backend builds");
-    redis
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("Redis is reachable");
-    let bus = InvalidationBus::builder(&redis)
-        .retry_interval(Duration::from_millis(100))
-        .start(MokaBackend::new(16 << 20))
-        .expect("the bus starts");
-    let clock = ManualClock::new();
-    let cache = Cache::builder(bus.broadcasting(bus.local_tier().compose(redis.clone())))
-        .policy(CachePolicy::new(Duration::from_secs(60)))
-        .clock(clock.clone())
-        .build();
-    bus.wait_subscribed(Duration::from_secs(10))
-        .await
-        .expect("the bus subscribes");
+    let (cache, clock, bus) = bus_cache(url, prefix).await;
     let site = site_with(cache, clock, |layer| layer).await;
     Instance { site, bus }
 }

@@ -9,16 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hitbox_backend::{Cache, Compose};
-use hitbox_core::{CachePolicy, ManualClock};
-use hitbox_moka::MokaBackend;
-use hitbox_redis::RedisBackend;
 use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus};
 use hitbox_tower::predicate::Path;
 use hitbox_tower::{BodyKey, Rule};
 use http::Method;
 use support::Got;
 use support::body_origin::{Answer, BodyOrigin, Site, site, site_over};
+use support::bus::{bus_cache, redis_url};
 
 /// How unsafe requests are answered: status and headers, set by the test.
 type Script = Arc<Mutex<Answer>>;
@@ -208,42 +205,9 @@ struct Instance {
 }
 
 async fn instance(url: &str, prefix: &str, origin: BodyOrigin) -> Instance {
-    let redis = RedisBackend::builder()
-        .url(url)
-        .key_prefix(prefix)
-        .read_timeout(Duration::from_secs(2))
-        .write_timeout(Duration::from_secs(2))
-        .build()
-        .expect("the Redis backend builds");
-    redis
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("Redis is reachable");
-    let moka = MokaBackend::new(16 << 20);
-    let bus = InvalidationBus::builder(&redis)
-        .retry_interval(Duration::from_millis(100))
-        .start(moka)
-        .expect("the bus starts");
-    let clock = ManualClock::new();
-    let cache = Cache::builder(bus.broadcasting(bus.local_tier().compose(redis.clone())))
-        .policy(CachePolicy::new(Duration::from_secs(60)))
-        .clock(clock.clone())
-        .build();
-    bus.wait_subscribed(Duration::from_secs(10))
-        .await
-        .expect("the bus subscribes");
+    let (cache, clock, bus) = bus_cache(url, prefix).await;
     let site = site_over(origin, cache, clock, |layer| layer.rule(Rule::new())).await;
     Instance { site, bus }
-}
-
-fn redis_url() -> String {
-    match std::env::var("HITBOX_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "HITBOX_TEST_REDIS_URL is not set: this test needs the Redis that ./scripts/test.sh starts \
-             (or run `source scripts/services.sh && start_services` first, in the same shell)"
-        ),
-    }
 }
 
 /// Every request names one host, as behind a load balancer: both instances

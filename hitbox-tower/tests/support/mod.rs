@@ -433,3 +433,4 @@ mod gateway {
     }
 }
 pub mod body_origin;
+pub mod bus;
