@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use hitbox_backend::Outcome;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -24,8 +23,6 @@ pin_project! {
     pub struct CacheBody<B: Body> {
         #[pin]
         kind: Kind<B>,
-        // The outcome the response stands for (see `crate::observe`).
-        outcome: Option<Outcome>,
     }
 }
 
@@ -56,27 +53,13 @@ impl<B: Body> CacheBody<B> {
             kind: Kind::Stored {
                 data: (!data.is_empty()).then_some(data),
             },
-            outcome: None,
         }
     }
 
     pub(crate) fn origin(body: B) -> Self {
         CacheBody {
             kind: Kind::Origin { body },
-            outcome: None,
         }
-    }
-
-    /// Marks the response as standing for `outcome`: what the request's
-    /// future counts when it resolves.
-    pub(crate) fn counted(mut self, outcome: Outcome) -> Self {
-        self.outcome = Some(outcome);
-        self
-    }
-
-    /// The outcome the response stands for, if it was marked.
-    pub(crate) fn outcome(&self) -> Option<Outcome> {
-        self.outcome
     }
 }
 
@@ -148,7 +131,6 @@ impl Tee {
                 tail: None,
                 hint,
             },
-            outcome: None,
         }
     }
 

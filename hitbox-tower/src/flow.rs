@@ -47,11 +47,11 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::body::{CacheBody, Tee};
 use crate::distributed::{self, Coordinated};
-use crate::future::ResponseFuture;
+use crate::future::{Phase, ResponseFuture};
 use crate::headers::{BypassReason, CacheOutcome, Fwd, decimal_value};
 use crate::layer::LayerState;
 use crate::mode::CacheMode;
-use crate::observe::{self, Observation};
+use crate::observe;
 use crate::origin::{Origin, RequestBody, ResponseBody, call_when_ready};
 use crate::policy::{Decision, HttpPolicy, Skip, Worth};
 use crate::predicate::ReadBody;
@@ -71,6 +71,8 @@ struct Keyed<C, ReqB> {
     head: bool,
     /// The request body, when it is part of the key.
     body_bytes: Option<Bytes>,
+    /// The label its outcome is counted under ([`LayerState::count`]).
+    label: usize,
 }
 
 impl<C, ReqB> Keyed<C, ReqB> {
@@ -114,9 +116,9 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
-/// Starts a request: its span (when one is wanted) and the observation
-/// its future reports its outcome through, then [`dispatch`] inside the
-/// span.
+/// Starts a request: makes its span (when one is wanted), decides inside
+/// it, and boxes the future of the phase that follows (polled inside the
+/// span). One function, so that the request's parts are not moved again.
 pub(crate) fn start<P, S, ReqB, ResB>(
     shared: Arc<LayerState<P>>,
     inner: S,
@@ -128,72 +130,65 @@ where
     ReqB: RequestBody,
     ResB: ResponseBody,
 {
-    let (parts, body) = request.into_parts();
-    let mut observation = Observation {
-        observer: Arc::clone(&shared.observer),
-        rule: 0,
-        span: observe::request_span(&parts),
-    };
-    let future = match observation.span.clone() {
-        None => dispatch(shared, inner, parts, body, &mut observation),
-        Some(span) => span.in_scope(|| dispatch(shared, inner, parts, body, &mut observation)),
-    };
-    future.observed(observation)
-}
-
-/// Decides, and boxes the future of the phase that follows.
-fn dispatch<P, S, ReqB, ResB>(
-    shared: Arc<LayerState<P>>,
-    inner: S,
-    mut parts: request::Parts,
-    body: ReqB,
-    observation: &mut Observation,
-) -> ResponseFuture<ResB, S::Error>
-where
-    P: HttpPolicy,
-    S: Origin<ReqB, ResB>,
-    ReqB: RequestBody,
-    ResB: ResponseBody,
-{
+    let (mut parts, body) = request.into_parts();
+    let span = observe::request_span(&parts);
+    // Owns a handle of its own, so `span` can move into the future while
+    // the decision runs inside it; left when the future is made.
+    let entered = span.as_deref().map(observe::enter);
     let decision = shared.policy.decide(&mut parts, has_body(&body));
-    observation.decided(match &decision {
+    let rule = match &decision {
         Decision::Bypass { rule, .. } => *rule,
         Decision::Reject(_) => None,
         Decision::Invalidate(context) | Decision::Cache { context, .. } => shared.policy.rule_index(context),
-    });
+    };
+    let label = shared.label(rule, span.as_deref());
+    let phase = move |phase: Phase<ResB, S::Error>| {
+        if let Some(entered) = entered {
+            observe::leave(entered);
+        }
+        ResponseFuture::new(phase, span)
+    };
     if CacheMode::of(&parts) == CacheMode::NoStore && matches!(decision, Decision::Cache { .. }) {
         let request = Request::from_parts(parts, body);
         let outcome = CacheOutcome::Bypass {
             detail: Some(BypassReason::RequestMode),
         };
-        return ResponseFuture::new(forward(shared, inner, request, outcome));
+        return phase(Box::pin(forward(shared, inner, request, outcome, label)));
     }
-    match decision {
+    let chosen: Phase<ResB, S::Error> = match decision {
         Decision::Bypass { detail, .. } => {
             let request = Request::from_parts(parts, body);
-            ResponseFuture::new(forward(shared, inner, request, CacheOutcome::Bypass { detail }))
+            Box::pin(forward(
+                shared,
+                inner,
+                request,
+                CacheOutcome::Bypass { detail },
+                label,
+            ))
         }
         Decision::Reject(detail) => {
             let response = shared.answer(
                 StatusCode::BAD_REQUEST,
                 "the Host of this request is ambiguous\n",
                 CacheOutcome::Rejected { detail },
+                label,
             );
-            ResponseFuture::new(std::future::ready(Ok(response)))
+            Box::pin(std::future::ready(Ok(response)))
         }
-        Decision::Invalidate(context) => ResponseFuture::new(invalidate(
+        Decision::Invalidate(context) => Box::pin(invalidate(
             shared,
             inner,
             Request::from_parts(parts, body),
             context,
+            label,
         )),
         Decision::Cache {
             key,
             body_limit: Some(limit),
             head,
             context,
-        } if has_body(&body) => ResponseFuture::new(read_body_then_lookup(
-            shared, inner, parts, body, key, limit, head, context,
+        } if has_body(&body) => Box::pin(read_body_then_lookup(
+            shared, inner, parts, body, key, limit, head, context, label,
         )),
         Decision::Cache {
             mut key,
@@ -211,7 +206,7 @@ where
             {
                 let request = Request::from_parts(parts, body);
                 let outcome = CacheOutcome::Bypass { detail: Some(reason) };
-                return ResponseFuture::new(forward(shared, inner, request, outcome));
+                return phase(Box::pin(forward(shared, inner, request, outcome, label)));
             }
             let request = Keyed {
                 parts,
@@ -220,32 +215,33 @@ where
                 key: key.build(),
                 head,
                 body_bytes: None,
+                label,
             };
-            ResponseFuture::new(lookup(shared, inner, request))
+            Box::pin(lookup(shared, inner, request))
         }
-    }
+    };
+    phase(chosen)
 }
 
 /// Forwards a request the cache does not handle, and passes the response
-/// on with `outcome`.
+/// on with `outcome` (counted under `label`).
 async fn forward<P, S, ReqB, ResB>(
     shared: Arc<LayerState<P>>,
     mut inner: S,
     request: Request<ReqB>,
     outcome: CacheOutcome,
+    label: usize,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     P: HttpPolicy,
     S: Origin<ReqB, ResB>,
     ResB: ResponseBody,
 {
-    let (mut head, body) = inner.call(request).await?.into_parts();
+    let (mut head, body) = shared.origin(label, inner.call(request).await)?.into_parts();
     shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Ok(Response::from_parts(
-        head,
-        CacheBody::origin(body).counted(outcome.counted()),
-    ))
+    shared.count(label, outcome.counted(), Some(head.status));
+    Ok(Response::from_parts(head, CacheBody::origin(body)))
 }
 
 /// Forwards an unsafe request; when it succeeds, what it changed is
@@ -255,6 +251,7 @@ async fn invalidate<P, S, ReqB, ResB>(
     mut inner: S,
     request: Request<ReqB>,
     context: P::Context,
+    label: usize,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     P: HttpPolicy,
@@ -264,7 +261,7 @@ where
     let request_headers = request.headers().clone();
     let method = request.method().clone();
     let request_time = shared.cache.clock().now();
-    let (mut head, body) = inner.call(request).await?.into_parts();
+    let (mut head, body) = shared.origin(label, inner.call(request).await)?.into_parts();
     let response_time = shared.cache.clock().now();
     let invalidations = shared.policy.invalidations(&context, &request_headers, &head);
     for key in &invalidations.keys {
@@ -320,17 +317,13 @@ where
         };
         shared.for_client(&mut head.headers, true);
         shared.decorate(&mut head.headers, outcome);
-        return Ok(Response::from_parts(
-            head,
-            tee.fill(body).counted(outcome.counted()),
-        ));
+        shared.count(label, outcome.counted(), Some(head.status));
+        return Ok(Response::from_parts(head, tee.fill(body)));
     }
     shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Ok(Response::from_parts(
-        head,
-        CacheBody::origin(body).counted(outcome.counted()),
-    ))
+    shared.count(label, outcome.counted(), Some(head.status));
+    Ok(Response::from_parts(head, CacheBody::origin(body)))
 }
 
 /// Reads a body the rule needs whole (up to `limit`), lets the policy judge
@@ -347,6 +340,7 @@ async fn read_body_then_lookup<P, S, ReqB, ResB>(
     limit: usize,
     head: bool,
     context: P::Context,
+    label: usize,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     P: HttpPolicy,
@@ -363,7 +357,7 @@ where
         let outcome = CacheOutcome::Bypass {
             detail: Some(BypassReason::Body),
         };
-        return forward(shared, inner, request, outcome).await;
+        return forward(shared, inner, request, outcome, label).await;
     }
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -371,7 +365,8 @@ where
             // Part of the body is gone: it cannot be forwarded whole.
             tracing::debug!(error = %error, "request body could not be read");
             let body = CacheBody::stored(Bytes::from_static(b"the request body could not be read\n"));
-            let mut response = Response::new(body.counted(Outcome::Error));
+            shared.count(label, Outcome::Error, Some(StatusCode::BAD_REQUEST));
+            let mut response = Response::new(body);
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
@@ -382,7 +377,7 @@ where
     if let Err(reason) = verdict {
         let request = Request::from_parts(parts, ReqB::from(bytes));
         let outcome = CacheOutcome::Bypass { detail: Some(reason) };
-        return forward(shared, inner, request, outcome).await;
+        return forward(shared, inner, request, outcome, label).await;
     }
     let request = Keyed {
         parts,
@@ -391,6 +386,7 @@ where
         key: key.build(),
         head,
         body_bytes: Some(bytes),
+        label,
     };
     lookup(shared, inner, request).await
 }
@@ -405,12 +401,14 @@ fn serve<P: HttpPolicy, B: Body>(
     request: &HeaderMap,
     head: bool,
     outcome: CacheOutcome,
+    label: usize,
 ) -> Response<CacheBody<B>> {
     if shared.policy.uses_validators()
         && validation::is_conditional(request)
         && validation::not_modified(request, &stored.headers)
     {
-        let mut response = Response::new(CacheBody::stored(Bytes::new()).counted(outcome.counted()));
+        shared.count(label, outcome.counted(), Some(StatusCode::NOT_MODIFIED));
+        let mut response = Response::new(CacheBody::stored(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         let mut headers = validation::not_modified_headers(&stored.headers);
         headers.insert(header::AGE, HeaderValue::from(age));
@@ -420,12 +418,12 @@ fn serve<P: HttpPolicy, B: Body>(
     }
     if !head
         && shared.policy.serves_ranges()
-        && let Some(response) = serve_range(shared, stored, age, request, outcome)
+        && let Some(response) = serve_range(shared, stored, age, request, outcome, label)
     {
         return response;
     }
     let (headers, body) = (stored.headers.clone(), stored.body.clone());
-    shared.respond(stored.status, headers, body, age, head, outcome)
+    shared.respond(stored.status, headers, body, age, head, outcome, label)
 }
 
 /// The span a stored response holds and the length of the whole: all of a
@@ -470,6 +468,7 @@ fn serve_range<P: HttpPolicy, B: Body>(
     age: u64,
     request: &HeaderMap,
     outcome: CacheOutcome,
+    label: usize,
 ) -> Option<Response<CacheBody<B>>> {
     if !request.contains_key(header::RANGE) {
         return None;
@@ -481,7 +480,7 @@ fn serve_range<P: HttpPolicy, B: Body>(
         headers.insert(header::CONTENT_RANGE, range::unsatisfied_value(len));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         let status = StatusCode::RANGE_NOT_SATISFIABLE;
-        return Some(shared.respond(status, headers, Bytes::new(), age, false, outcome));
+        return Some(shared.respond(status, headers, Bytes::new(), age, false, outcome, label));
     };
     let have = have.filter(|have| have.contains(wanted))?;
     let start = (wanted.first - have.first) as usize;
@@ -490,7 +489,7 @@ fn serve_range<P: HttpPolicy, B: Body>(
     headers.insert(header::CONTENT_RANGE, range::content_range_value(wanted, len));
     headers.insert(header::CONTENT_LENGTH, decimal_value(wanted.len()));
     let status = StatusCode::PARTIAL_CONTENT;
-    Some(shared.respond(status, headers, body, age, false, outcome))
+    Some(shared.respond(status, headers, body, age, false, outcome, label))
 }
 
 /// Answers from the cache when it can; otherwise [`load`]. Everything that
@@ -512,7 +511,8 @@ where
         let outcome = CacheOutcome::Bypass {
             detail: Some(BypassReason::Uncacheable),
         };
-        return Box::pin(forward(shared, inner, request.into_request(), outcome)).await;
+        let label = request.label;
+        return Box::pin(forward(shared, inner, request.into_request(), outcome, label)).await;
     }
     let cache = &shared.cache;
     let now = cache.clock().now();
@@ -560,7 +560,7 @@ where
                 _ => worth = None,
             }
         }
-        let (parts, head) = (&request.parts.headers, request.head);
+        let (parts, head, label) = (&request.parts.headers, request.head, request.label);
         // The request takes a stored response as it is, however stale.
         if mode.serves_stale()
             && let Some(Worth::StaleWhileRevalidate { .. } | Worth::Revalidate { .. }) = worth
@@ -568,21 +568,21 @@ where
             let stale_for = now.since(meta.fresh_until).as_secs();
             let age = meta.age(now).as_secs();
             let outcome = CacheOutcome::StaleAllowed { stale_for };
-            return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+            return Ok(serve(&shared, &stored.response, age, parts, head, outcome, label));
         }
         match worth {
             Some(Worth::Fresh { ttl, age }) => {
                 let outcome = CacheOutcome::Hit { ttl };
-                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome, label));
             }
             Some(Worth::StaleAllowed { stale_for, age }) => {
                 let outcome = CacheOutcome::StaleAllowed { stale_for };
-                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome, label));
             }
             Some(Worth::StaleWhileRevalidate { stale_for, age }) => {
                 refresh_in_background(&shared, &request, stored.to_stored(), meta.tags.clone(), inner);
                 let outcome = CacheOutcome::StaleWhileRevalidate { stale_for };
-                return Ok(serve(&shared, &stored.response, age, parts, head, outcome));
+                return Ok(serve(&shared, &stored.response, age, parts, head, outcome, label));
             }
             Some(Worth::Revalidate {
                 fwd,
@@ -663,7 +663,11 @@ where
 {
     let cache = &shared.cache;
     let Keyed {
-        parts, key, context, ..
+        parts,
+        key,
+        context,
+        label,
+        ..
     } = request;
     let client = parts.headers.clone();
     let etag = range::strong_etag(&part.headers)
@@ -702,7 +706,7 @@ where
         LoadTicket::Join(_) => None,
     };
     let request_time = cache.clock().now();
-    let response = call_when_ready(inner.clone(), rebuild(headers)).await?;
+    let response = shared.origin(label, call_when_ready(inner.clone(), rebuild(headers)).await)?;
     let response_time = cache.clock().now();
     let (head_parts, body) = response.into_parts();
     let joins = head_parts.status == StatusCode::PARTIAL_CONTENT
@@ -729,13 +733,18 @@ where
         let _ = cache.delete(&key).await;
         if head_parts.status == StatusCode::OK {
             let outcome = CacheOutcome::Miss { stored: false };
-            return Ok(passed(&shared, Response::from_parts(head_parts, body), outcome));
+            return Ok(passed(
+                &shared,
+                Response::from_parts(head_parts, body),
+                outcome,
+                label,
+            ));
         }
         drop(body);
         let outcome = CacheOutcome::Miss { stored: false };
-        return call_when_ready(inner, rebuild(client))
-            .await
-            .map(|response| passed(&shared, response, outcome));
+        return shared
+            .origin(label, call_when_ready(inner, rebuild(client)).await)
+            .map(|response| passed(&shared, response, outcome, label));
     };
     let (new_span, _) = range::content_range(&head_parts.headers).expect("checked above");
     let bytes = match Limited::new(body, storing.limit).collect().await {
@@ -746,6 +755,7 @@ where
                 StatusCode::BAD_GATEWAY,
                 body,
                 CacheOutcome::Miss { stored: false },
+                label,
             ));
         }
     };
@@ -756,6 +766,7 @@ where
             StatusCode::BAD_GATEWAY,
             body,
             CacheOutcome::Miss { stored: false },
+            label,
         ));
     }
     let combined = combine(part, new_span, bytes, storing.headers, len);
@@ -778,7 +789,7 @@ where
     let age = value
         .exchange
         .map_or(0, |e| e.current_age(response_time.as_millis() / 1000));
-    Ok(serve(&shared, &value, age, &client, false, outcome))
+    Ok(serve(&shared, &value, age, &client, false, outcome, label))
 }
 
 /// A stored part and a new one of the same representation, as one: the
@@ -840,10 +851,11 @@ where
 {
     let policy = &shared.policy;
     let cache = &shared.cache;
-    let (context, head) = (&request.context, request.head);
+    let (context, head, label) = (&request.context, request.head, request.label);
     if policy.only_if_cached(context) || CacheMode::of(&request.parts) == CacheMode::OnlyIfCached {
         let body = "only-if-cached: nothing usable is stored\n";
-        return Ok(shared.answer(StatusCode::GATEWAY_TIMEOUT, body, CacheOutcome::OnlyIfCached));
+        let outcome = CacheOutcome::OnlyIfCached;
+        return Ok(shared.answer(StatusCode::GATEWAY_TIMEOUT, body, outcome, label));
     }
     let fwd = pending.as_ref().map_or(Fwd::Miss, |pending| pending.fwd);
 
@@ -871,6 +883,7 @@ where
                         headers,
                         false,
                         CacheOutcome::Collapsed,
+                        label,
                     ));
                 }
                 // Not storable, or another variant: ask for this one.
@@ -894,7 +907,15 @@ where
             Coordinated::Load(taken) => hold = taken,
             Coordinated::Found(entry, age) => {
                 let stored = &entry.value().response;
-                let response = serve(&shared, stored, age, headers, false, CacheOutcome::Collapsed);
+                let response = serve(
+                    &shared,
+                    stored,
+                    age,
+                    headers,
+                    false,
+                    CacheOutcome::Collapsed,
+                    label,
+                );
                 if let Some(lead) = lead {
                     lead.hand_over(entry.value().to_stored());
                 }
@@ -946,18 +967,19 @@ where
             store::release(hold, LoadEnd::Empty);
             return match pending {
                 Some(pending) if pending.stale_if_error.is_some() => {
-                    Ok(serve_stale(&shared, pending, None, &client, head))
+                    Ok(serve_stale(&shared, pending, None, &client, head, label))
                 }
                 Some(pending) => match pending.if_disconnected {
-                    Disconnected::Serve => Ok(serve_disconnected(&shared, pending, &client, head)),
+                    Disconnected::Serve => Ok(serve_disconnected(&shared, pending, &client, head, label)),
                     Disconnected::Forbidden => Ok(shared.answer(
                         StatusCode::GATEWAY_TIMEOUT,
                         "the origin cannot be reached, and the stored response may not be served stale\n",
                         CacheOutcome::StaleForbidden,
+                        label,
                     )),
-                    Disconnected::Error => Err(error),
+                    Disconnected::Error => shared.origin(label, Err(error)),
                 },
-                None => Err(error),
+                None => shared.origin(label, Err(error)),
             };
         }
     };
@@ -971,7 +993,7 @@ where
         }
         store::release(hold, LoadEnd::Empty);
         let status = Some(head_parts.status.as_u16());
-        return Ok(serve_stale(&shared, pending, status, &client, head));
+        return Ok(serve_stale(&shared, pending, status, &client, head, label));
     }
     let exchange = Exchange::new(
         &head_parts.headers,
@@ -992,6 +1014,8 @@ where
                 response_time,
             );
             keep_tags(&mut merged.meta, &pending.meta.tags);
+            shared.strip_surrogate(&mut merged.response.headers);
+            shared.strip_surrogate(&mut merged.personal);
             let stored = match &merged.meta {
                 Some(meta) => store::put_checked(cache, lead.as_ref(), &key, &merged.response, meta).await,
                 None => {
@@ -1015,7 +1039,7 @@ where
                 .response
                 .exchange
                 .map_or(0, |e| e.current_age(response_time.as_millis() / 1000));
-            let mut response = serve(&shared, &merged.response, age, &client, head, outcome);
+            let mut response = serve(&shared, &merged.response, age, &client, head, outcome, label);
             // The one client whose request refreshed the entry gets what
             // the `304` said to it alone.
             for (name, value) in &merged.personal {
@@ -1037,9 +1061,9 @@ where
             *again.headers_mut() = client;
             *again.extensions_mut() = extensions;
             let outcome = CacheOutcome::Miss { stored: false };
-            return call_when_ready(inner, again)
-                .await
-                .map(|response| passed(&shared, response, outcome));
+            return shared
+                .origin(label, call_when_ready(inner, again).await)
+                .map(|response| passed(&shared, response, outcome, label));
         }
     }
 
@@ -1101,10 +1125,10 @@ where
             }
             store::release(hold, LoadEnd::Empty);
             let outcome = outcome(false);
-            let response = passed(&shared, Response::from_parts(head_parts, body), outcome);
+            let response = Response::from_parts(head_parts, body);
             return Ok(match counted {
-                Some(counted) => response.map(|body| body.counted(counted)),
-                None => response,
+                Some(counted) => passed_as(&shared, response, outcome, label, counted),
+                None => passed(&shared, response, outcome, label),
             });
         }
     };
@@ -1128,26 +1152,38 @@ where
     let outcome = outcome(sure);
     shared.for_client(&mut head_parts.headers, true);
     shared.decorate(&mut head_parts.headers, outcome);
-    Ok(Response::from_parts(
-        head_parts,
-        tee.fill(body).counted(outcome.counted()),
-    ))
+    shared.count(label, outcome.counted(), Some(head_parts.status));
+    Ok(Response::from_parts(head_parts, tee.fill(body)))
 }
 
 /// A request that gave up waiting for another's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LockTimeout;
 
-/// A response from the origin passed on as it is, with `outcome`.
+/// A response from the origin passed on as it is, with `outcome`
+/// (counted under `label`).
 fn passed<P: HttpPolicy, B: Body>(
     shared: &LayerState<P>,
     response: Response<B>,
     outcome: CacheOutcome,
+    label: usize,
+) -> Response<CacheBody<B>> {
+    passed_as(shared, response, outcome, label, outcome.counted())
+}
+
+/// [`passed`], counted as `counted` rather than as what `outcome` says.
+fn passed_as<P: HttpPolicy, B: Body>(
+    shared: &LayerState<P>,
+    response: Response<B>,
+    outcome: CacheOutcome,
+    label: usize,
+    counted: Outcome,
 ) -> Response<CacheBody<B>> {
     let (mut head, body) = response.into_parts();
     shared.for_client(&mut head.headers, true);
     shared.decorate(&mut head.headers, outcome);
-    Response::from_parts(head, CacheBody::origin(body).counted(outcome.counted()))
+    shared.count(label, counted, Some(head.status));
+    Response::from_parts(head, CacheBody::origin(body))
 }
 
 /// The stale response, standing in for an origin that failed (`status`, a
@@ -1158,12 +1194,13 @@ fn serve_stale<P: HttpPolicy, B: Body>(
     status: Option<u16>,
     client: &HeaderMap,
     head: bool,
+    label: usize,
 ) -> Response<CacheBody<B>> {
     let now = shared.cache.clock().now();
     let age = age_of(&pending.stored, &pending.meta, now);
     let stale_for = pending.stale_if_error.unwrap_or(0);
     let outcome = CacheOutcome::StaleIfError { stale_for, status };
-    serve(shared, &pending.stored, age, client, head, outcome)
+    serve(shared, &pending.stored, age, client, head, outcome, label)
 }
 
 /// The stale response, standing in for an origin that cannot be reached
@@ -1173,12 +1210,13 @@ fn serve_disconnected<P: HttpPolicy, B: Body>(
     pending: Pending,
     client: &HeaderMap,
     head: bool,
+    label: usize,
 ) -> Response<CacheBody<B>> {
     let now = shared.cache.clock().now();
     let age = age_of(&pending.stored, &pending.meta, now);
     let stale_for = now.since(pending.meta.fresh_until).as_secs();
     let outcome = CacheOutcome::StaleIfDisconnected { stale_for };
-    serve(shared, &pending.stored, age, client, head, outcome)
+    serve(shared, &pending.stored, age, client, head, outcome, label)
 }
 
 /// Keeps the tags of the entry a `304` refreshed (those its response
@@ -1259,6 +1297,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
                 }
                 let mut merged = policy.merge(&context, stored, &head.headers, exchange, &client, now);
                 keep_tags(&mut merged.meta, &stored_tags);
+                shared.strip_surrogate(&mut merged.response.headers);
                 return match &merged.meta {
                     Some(meta) if store::put_refreshed(&refresh, &key, &merged.response, meta).await => {
                         Ok(merged.response)

@@ -101,9 +101,10 @@ impl<P: HttpPolicy> LayerState<P> {
     }
 
     /// The response for a stored status, headers and whole body (the body
-    /// is left out for a `HEAD`; its length is kept). Stored headers hold
-    /// no `Cache-Status` (or a hit's placeholder): this cache's member is
-    /// the only one.
+    /// is left out for a `HEAD`; its length is kept), counted as `outcome`
+    /// of the rule labelled `label`. Stored headers hold no `Cache-Status`
+    /// (or a hit's placeholder): this cache's member is the only one.
+    #[allow(clippy::too_many_arguments)]
     pub fn respond<B: Body>(
         &self,
         status: StatusCode,
@@ -112,6 +113,7 @@ impl<P: HttpPolicy> LayerState<P> {
         age: u64,
         head: bool,
         outcome: CacheOutcome,
+        label: usize,
     ) -> Response<CacheBody<B>> {
         // Stored responses carry their length (`CachedResponse::new`);
         // this is for entries written without it.
@@ -129,21 +131,24 @@ impl<P: HttpPolicy> LayerState<P> {
         }
         self.for_client(&mut headers, false);
         let body = if head { Bytes::new() } else { body };
-        let mut response = Response::new(CacheBody::stored(body).counted(outcome.counted()));
+        self.count(label, outcome.counted(), Some(status));
+        let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         response
     }
 
-    /// A response the cache makes itself, without asking the origin.
+    /// A response the cache makes itself, without asking the origin,
+    /// counted as `outcome` of the rule labelled `label`.
     pub fn answer<B: Body>(
         &self,
         status: StatusCode,
         body: &'static str,
         outcome: CacheOutcome,
+        label: usize,
     ) -> Response<CacheBody<B>> {
-        let body = CacheBody::stored(Bytes::from_static(body.as_bytes())).counted(outcome.counted());
-        let mut response = Response::new(body);
+        self.count(label, outcome.counted(), Some(status));
+        let mut response = Response::new(CacheBody::stored(Bytes::from_static(body.as_bytes())));
         *response.status_mut() = status;
         response
             .headers_mut()

@@ -3,19 +3,18 @@
 //! `hitbox_requests_total{layer,rule,outcome}`, and its `hitbox.request`
 //! span, under which the engine's spans nest.
 //!
-//! Why here and not in the flow: a request ends in exactly one outcome,
-//! and the one place every request ends is its
-//! [`ResponseFuture`](crate::ResponseFuture). The flow marks each response it makes with
-//! the outcome it stands for (on its [body](crate::CacheBody));
-//! the future reads the mark when it resolves, and counts an origin error
-//! (`Err`) as `error`. A request whose future is dropped before it resolves
-//! (the client went away) is counted nowhere.
+//! Where a request is counted: where the flow makes its response (or
+//! learns that the origin failed), once per request, with the label of
+//! the rule that applied, chosen when the policy decided. The response is
+//! made in the poll that resolves the request's future, so a request
+//! whose future is dropped before it resolves (the client went away) is
+//! counted nowhere.
 //!
 //! Cost when nobody looks: the span is made only when a subscriber may
 //! want `DEBUG` (one level check, as the engine's spans), so a hit with
 //! spans off pays that check, one stats increment and (with a recorder)
 //! one counter increment through a handle registered when the layer was
-//! built.
+//! built. Nothing is cloned per request for it.
 
 use std::sync::Arc;
 
@@ -23,6 +22,8 @@ use hitbox_backend::{Cache, Outcome};
 use hitbox_core::CacheKey;
 use tracing::Span;
 use tracing::field::Empty;
+
+use crate::layer::LayerState;
 
 /// The metric the layer exports (feature `metrics`): requests by outcome,
 /// labels `layer` (the [cache name](crate::CacheLayerBuilder::cache_name)),
@@ -101,6 +102,7 @@ impl LayerObserver {
     }
 
     /// The index of the label of `rule` (`None`: no rule).
+    #[inline]
     pub(crate) fn index(&self, rule: Option<usize>) -> usize {
         rule.unwrap_or(self.rules.len() - 1).min(self.rules.len() - 1)
     }
@@ -121,36 +123,58 @@ impl LayerObserver {
     }
 }
 
-/// What a request's future keeps to report its end: the layer's observer,
-/// the label of its rule, and its span if one was made.
-pub(crate) struct Observation {
-    pub(crate) observer: Arc<LayerObserver>,
-    pub(crate) rule: usize,
-    pub(crate) span: Option<Span>,
-}
-
-impl Observation {
-    /// Records the rule's label in the span, once the policy has decided.
-    pub(crate) fn decided(&mut self, rule: Option<usize>) {
-        self.rule = self.observer.index(rule);
-        if let Some(span) = &self.span {
-            span.record("hitbox.rule", self.observer.label(self.rule));
+impl<P> LayerState<P> {
+    /// Counts one request of the rule labelled `label` (see
+    /// [`LayerObserver::index`]) that ends in `outcome`, with its
+    /// response's `status` (`None`: the origin failed), and records both
+    /// in the request's span, when spans may be wanted.
+    #[inline]
+    pub(crate) fn count(&self, label: usize, outcome: Outcome, status: Option<http::StatusCode>) {
+        self.observer.record(label, outcome);
+        if wanted() {
+            record_end(&Span::current(), outcome, status.map(|status| status.as_u16()));
         }
     }
 
-    /// Counts the request's outcome and records it, with the status, in
-    /// the span.
-    pub(crate) fn finish(self, outcome: Outcome, status: Option<u16>) {
-        self.observer.record(self.rule, outcome);
-        if let Some(span) = &self.span {
-            span.record("hitbox.outcome", outcome.as_str());
-            if let Some(status) = status {
-                span.record("http.response.status_code", status);
-            }
-            if outcome == Outcome::Error || status.is_some_and(|status| status >= 500) {
-                span.record("otel.status_code", "ERROR");
-            }
+    /// The origin's `result`, an error counted as the request's outcome
+    /// (`error`).
+    #[inline]
+    pub(crate) fn origin<T, E>(&self, label: usize, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            self.count(label, Outcome::Error, None);
         }
+        result
+    }
+
+    /// The label of the rule at `rule` (`None`: no rule), recorded in the
+    /// request's `span`, if it has one.
+    #[inline]
+    pub(crate) fn label(&self, rule: Option<usize>, span: Option<&Span>) -> usize {
+        let label = self.observer.index(rule);
+        if let Some(span) = span {
+            record_rule(span, self.observer.label(label));
+        }
+        label
+    }
+}
+
+/// Records the label of a request's rule in its span.
+#[cold]
+#[inline(never)]
+fn record_rule(span: &Span, label: &str) {
+    span.record("hitbox.rule", label);
+}
+
+/// Records a request's outcome and status in its span.
+#[cold]
+#[inline(never)]
+fn record_end(span: &Span, outcome: Outcome, status: Option<u16>) {
+    span.record("hitbox.outcome", outcome.as_str());
+    if let Some(status) = status {
+        span.record("http.response.status_code", status);
+    }
+    if outcome == Outcome::Error || status.is_some_and(|status| status >= 500) {
+        span.record("otel.status_code", "ERROR");
     }
 }
 
@@ -159,7 +183,7 @@ impl Observation {
 /// `hitbox.key`, `hitbox.outcome`, `http.response.status_code` (and
 /// `otel.status_code` = `ERROR` for an error or a `5xx`) as they are known.
 #[inline(always)]
-pub(crate) fn request_span(parts: &http::request::Parts) -> Option<Span> {
+pub(crate) fn request_span(parts: &http::request::Parts) -> Option<Box<Span>> {
     if !wanted() {
         return None;
     }
@@ -168,7 +192,7 @@ pub(crate) fn request_span(parts: &http::request::Parts) -> Option<Span> {
 
 #[cold]
 #[inline(never)]
-fn make_span(parts: &http::request::Parts) -> Option<Span> {
+fn make_span(parts: &http::request::Parts) -> Option<Box<Span>> {
     let span = tracing::debug_span!(
         "hitbox.request",
         http.request.method = parts.method.as_str(),
@@ -179,7 +203,21 @@ fn make_span(parts: &http::request::Parts) -> Option<Span> {
         http.response.status_code = Empty,
         otel.status_code = Empty,
     );
-    (!span.is_disabled()).then_some(span)
+    (!span.is_disabled()).then(|| Box::new(span))
+}
+
+/// Enters a request's span, with a handle of its own.
+#[cold]
+#[inline(never)]
+pub(crate) fn enter(span: &Span) -> tracing::span::EnteredSpan {
+    span.clone().entered()
+}
+
+/// Leaves a span [`enter`] entered.
+#[cold]
+#[inline(never)]
+pub(crate) fn leave(entered: tracing::span::EnteredSpan) {
+    drop(entered);
 }
 
 /// Records the key's digest in the current span (the request's, inside

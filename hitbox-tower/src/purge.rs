@@ -123,9 +123,21 @@ impl SurrogateKeys {
 
 impl<P: HttpPolicy> LayerState<P> {
     /// Removes from a response's headers what its client must not see: the
-    /// policy's own fields, and the surrogate-key header.
+    /// policy's own fields, and, on a response `forwarded` from the origin,
+    /// the surrogate-key header. A stored response never holds that
+    /// header (it is dropped before anything is stored, see
+    /// [`LayerState::strip_surrogate`]), so a hit does not look for it.
+    #[inline]
     pub(crate) fn for_client(&self, headers: &mut HeaderMap, forwarded: bool) {
         self.policy.for_client(headers, forwarded);
+        if forwarded {
+            self.strip_surrogate(headers);
+        }
+    }
+
+    /// Drops the surrogate-key header, when the layer reads one, from
+    /// headers about to be stored or passed on.
+    pub(crate) fn strip_surrogate(&self, headers: &mut HeaderMap) {
         if let Some(surrogate) = &self.surrogate {
             headers.remove(&surrogate.header);
         }
@@ -147,7 +159,7 @@ impl<P: HttpPolicy> LayerState<P> {
         let Some(surrogate) = &self.surrogate else {
             return;
         };
-        storing.headers.remove(&surrogate.header);
+        self.strip_surrogate(&mut storing.headers);
         storing.surrogate = surrogate.tags(response);
         if storing.meta.is_none() {
             let policy = self.cache.policy().with_overrides(options);
