@@ -396,3 +396,91 @@ async fn a_purge_while_redis_is_down_fails_clearly_and_soon() {
     }
 }
 
+/// The spans a test sees: name, parent (by place) and `hitbox.tier`.
+mod spans {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Subscriber;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::Context;
+    use tracing_subscriber::registry::LookupSpan;
+
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub name: &'static str,
+        pub parent: Option<usize>,
+        pub tier: Option<String>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<Seen>>>);
+
+    struct Place(usize);
+
+    struct Tier<'a>(&'a mut Option<String>);
+
+    impl Visit for Tier<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "hitbox.tier" {
+                *self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("a new span is registered");
+            let parent = span
+                .parent()
+                .and_then(|parent| parent.extensions().get::<Place>().map(|place| place.0));
+            let mut tier = None;
+            attrs.record(&mut Tier(&mut tier));
+            let mut seen = self.0.lock().unwrap();
+            seen.push(Seen {
+                name: attrs.metadata().name(),
+                parent,
+                tier,
+            });
+            span.extensions_mut().insert(Place(seen.len() - 1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_purge_through_the_bus_is_traced_over_each_tier_not_over_the_bus() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let captured = spans::Captured::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("purge-spans");
+    let clock = ManualClock::new();
+    let instance = Instance::start(&url, &prefix, &clock).await;
+    let key = user("spans", "1");
+    instance.cache.set(&key, &"v".to_string()).await.unwrap();
+    captured.0.lock().unwrap().clear();
+
+    assert_eq!(instance.cache.purge_key(&key, PurgeMode::Hard).await.unwrap(), 1);
+    let seen = captured.0.lock().unwrap().clone();
+    let purge = seen
+        .iter()
+        .position(|span| span.name == "hitbox.purge")
+        .expect("a hitbox.purge span");
+    let under: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .filter(|span| span.parent == Some(purge))
+        .map(|span| (span.name, span.tier.as_deref()))
+        .collect();
+    let local = instance.bus.local_tier().label().to_owned();
+    assert_eq!(
+        under,
+        [
+            ("hitbox.tier.purge", Some(local.as_str())),
+            ("hitbox.tier.purge", Some("redis")),
+        ],
+        "{seen:#?}"
+    );
+}
