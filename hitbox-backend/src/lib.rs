@@ -211,7 +211,9 @@
 //! | `hitbox_background_refreshes_total` | `cache` | `background_refreshes` |
 //! | `hitbox_loads_total` | `cache`, `result` = `ok`, `error` | `loads_succeeded`, `load_errors` (`loads` counts them when they start) |
 //! | `hitbox_stale_loads_discarded_total` | `cache` | `stale_loads_discarded` |
-//! | `hitbox_invalidations_total` | `cache`, `kind` = `key`, `tag` | `invalidations` (both), `tag_invalidations` |
+//! | `hitbox_invalidations_total` | `cache`, `kind` = `key`, `tag` | `invalidations` (both), `tag_invalidations` (`delete`, `invalidate_tag`; purges are apart) |
+//! | `hitbox_purges_total` | `cache`, `kind` = `key`, `prefix`, `tag`; `mode` = `hard`, `soft`; `result` = `ok`, `error` | `purges` (all), `purge_errors` (`result=error`), `soft_purges` (`mode=soft`), `key_purges`, `prefix_purges`, `tag_purges` (by `kind`) |
+//! | `hitbox_purged_entries_total` | `cache`, `kind`, `mode` | `purged_entries` (all), `soft_purged_entries` (`mode=soft`) |
 //! | `hitbox_stores_total` | `cache` | `stores` |
 //! | `hitbox_unreadable_entries_total` | `cache` | `unreadable_entries` |
 //!
@@ -257,6 +259,8 @@
 //! | `hitbox.tier.write` | `hitbox.tier`, `hitbox.key`, `hitbox.result` = `ok`, `refused`, `error` | write of one tier (refills included) |
 //! | `hitbox.tier.remove` | `hitbox.tier`, `hitbox.key`, `hitbox.result` | removal from one tier |
 //! | `hitbox.tier.invalidate` | `hitbox.tier`, `hitbox.tag`, `hitbox.result` | tag invalidation in one tier |
+//! | `hitbox.purge` | `hitbox.purge.kind` = `key`, `prefix`, `tag`; `hitbox.purge.mode` = `hard`, `soft`; `hitbox.key` (a key's) or `hitbox.tag` (a tag's; a prefix is not recorded); `hitbox.purged` (entries, when it succeeded); `hitbox.result` = `ok`, `error` | [`Cache::purge`] and its shorthands |
+//! | `hitbox.tier.purge` | `hitbox.tier` and the fields of `hitbox.purge` | purge in one tier |
 //!
 //! A failed operation also records `error.type` ([`BackendError::kind`];
 //! for a load: `failed`, `panicked`, `abandoned`) and `otel.status_code` =
@@ -282,6 +286,9 @@
 //! └── hitbox.load
 //!     └── hitbox.store
 //!         └── hitbox.tier.write ...
+//! hitbox.purge                        one per Cache::purge
+//! ├── hitbox.tier.purge {tier=moka}
+//! └── hitbox.tier.purge {tier=redis}
 //! ```
 //!
 //! ## What the HTTP layer calls

@@ -1,7 +1,8 @@
 //! The exported metrics (feature `metrics`) against `Cache::stats()`: a
 //! scripted run through every kind of event, then the two compared field
-//! by field; the per-tier counters against what the composition counted;
-//! the breaker-state gauge through open, half-open and closed.
+//! by field; the same for purges of every kind and mode; the per-tier
+//! counters against what the composition counted; the breaker-state gauge
+//! through open, half-open and closed.
 //!
 //! Each test records into its own `DebuggingRecorder`, set as the local
 //! recorder while the cache is built: the handles are registered then, and
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hitbox_backend::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-use hitbox_backend::{Cache, CompositionBackend, MemoryBackend, Outcome};
+use hitbox_backend::{BackendError, Cache, CompositionBackend, MemoryBackend, Outcome, PurgeMode};
 use hitbox_core::{CacheKey, CachePolicy, EntryOptions, ManualClock, Strategy, Tag};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::oneshot;
@@ -61,6 +62,30 @@ impl Exported {
 
     fn names_with(&self, part: &str) -> Vec<&String> {
         self.0.keys().filter(|name| name.contains(part)).collect()
+    }
+
+    /// The sum of the metrics named `name` whose labels include all of
+    /// `labels` (`kind=prefix`, ...); panics if none matches.
+    fn sum(&self, name: &str, labels: &[&str]) -> u64 {
+        let matching: Vec<u64> = self
+            .0
+            .iter()
+            .filter(|(metric, _)| {
+                metric.starts_with(&format!("{name}{{"))
+                    && labels.iter().all(|label| {
+                        metric[name.len() + 1..metric.len() - 1]
+                            .split(',')
+                            .any(|have| have == *label)
+                    })
+            })
+            .map(|(_, value)| *value as u64)
+            .collect();
+        assert!(
+            !matching.is_empty(),
+            "no metric {name} with {labels:?} in {:#?}",
+            self.0
+        );
+        matching.iter().sum()
     }
 }
 
@@ -428,4 +453,170 @@ async fn without_a_recorder_the_stats_still_count() {
     cache.record_outcome(Outcome::Bypass);
     let stats = cache.stats();
     assert_eq!((stats.hits, stats.bypassed, stats.stores), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn purges_are_counted_once_in_the_stats_and_exported_alike() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let clock = ManualClock::new();
+    let l1 = MemoryBackend::with_clock(clock.clone()).labelled("p-l1");
+    let l2 = MemoryBackend::with_clock(clock.clone()).labelled("p-l2");
+    let cache = metrics::with_local_recorder(&recorder, || {
+        let tiers = CompositionBackend::builder(l1.clone(), l2.clone())
+            .clock(clock.clone())
+            .build();
+        Cache::builder(tiers)
+            .name("purging")
+            .clock(clock.clone())
+            .policy(CachePolicy::new(Duration::from_secs(60)).stale_while_revalidate(Duration::from_secs(30)))
+            .build()
+    });
+    let users = CacheKey::builder("users").part("tenant", "acme");
+    let user = |id: &str| users.clone().part("id", id).build();
+    let tagged = EntryOptions::new().tag("team");
+    for id in ["1", "2", "3"] {
+        cache.set(&user(id), &id.to_string()).await.unwrap();
+    }
+    cache.set_with(&key("tagged"), &0u32, &tagged).await.unwrap();
+
+    // Soft by key: one entry marked stale.
+    assert_eq!(cache.purge_key(&user("1"), PurgeMode::Soft).await.unwrap(), 1);
+    // Hard by prefix: the three users (one stale already) removed. A
+    // prefix purge counted nowhere before.
+    assert_eq!(
+        cache
+            .purge_prefix(&users.key_prefix(), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        3
+    );
+    // A hard prefix purge that matches nothing: a purge, no entry.
+    assert_eq!(cache.purge_prefix("nobody:", PurgeMode::Hard).await.unwrap(), 0);
+    // Soft by tag (through the tiers' listings), then hard by tag.
+    assert_eq!(
+        cache
+            .purge_tag(&Tag::from("team"), PurgeMode::Soft)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cache
+            .purge_tag(&Tag::from("team"), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        1
+    );
+    // Refused by the engine: an error, and no tier error.
+    assert!(matches!(
+        cache.purge_prefix("", PurgeMode::Hard).await,
+        Err(BackendError::Refused { .. })
+    ));
+    // A failing tier: the purge fails, and the tier's error is counted.
+    l1.set_failing(true);
+    assert!(cache.purge_key(&user("1"), PurgeMode::Hard).await.is_err());
+
+    let stats = cache.stats();
+    let m = Exported::read(&snapshotter);
+
+    // What happened, as the stats count it.
+    assert_eq!(
+        (stats.purges, stats.purge_errors, stats.soft_purges),
+        (7, 2, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.key_purges, stats.prefix_purges, stats.tag_purges),
+        (2, 3, 2),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.purged_entries, stats.soft_purged_entries),
+        (6, 2),
+        "{stats:?}"
+    );
+    assert_eq!(stats.errors_of("p-l1"), 1, "{stats:?}");
+    assert_eq!(
+        (stats.invalidations, stats.tag_invalidations),
+        (0, 0),
+        "purges are not counted as invalidations"
+    );
+
+    // The same, as exported: each field is a sum of labelled series.
+    let purges = |labels: &[&str]| m.sum("hitbox_purges_total", labels);
+    let purged = |labels: &[&str]| m.sum("hitbox_purged_entries_total", labels);
+    assert_eq!(purges(&["cache=purging"]), stats.purges);
+    assert_eq!(purges(&["result=error"]), stats.purge_errors);
+    assert_eq!(purges(&["mode=soft"]), stats.soft_purges);
+    assert_eq!(purges(&["kind=key"]), stats.key_purges);
+    assert_eq!(purges(&["kind=prefix"]), stats.prefix_purges);
+    assert_eq!(purges(&["kind=tag"]), stats.tag_purges);
+    assert_eq!(purged(&["cache=purging"]), stats.purged_entries);
+    assert_eq!(purged(&["mode=soft"]), stats.soft_purged_entries);
+    // Down to single series, with every label.
+    for (kind, mode, result, expected) in [
+        ("key", "soft", "ok", 1),
+        ("key", "hard", "error", 1),
+        ("key", "hard", "ok", 0),
+        ("prefix", "hard", "ok", 2),
+        ("prefix", "hard", "error", 1),
+        ("prefix", "soft", "ok", 0),
+        ("tag", "soft", "ok", 1),
+        ("tag", "hard", "ok", 1),
+        ("tag", "soft", "error", 0),
+    ] {
+        assert_eq!(
+            m.get(&format!(
+                "hitbox_purges_total{{cache=purging,kind={kind},mode={mode},result={result}}}"
+            )),
+            expected,
+            "{kind} {mode} {result}"
+        );
+    }
+    assert_eq!(
+        m.get("hitbox_purged_entries_total{cache=purging,kind=prefix,mode=hard}"),
+        3
+    );
+    assert_eq!(
+        m.get("hitbox_purged_entries_total{cache=purging,kind=key,mode=soft}"),
+        1
+    );
+    // Every kind, mode and result is registered up front: 12 + 6 series.
+    assert_eq!(m.names_with("hitbox_purges_total").len(), 12);
+    assert_eq!(m.names_with("hitbox_purged_entries_total").len(), 6);
+    // The failing tier's purge, as its tier metrics count it.
+    assert_eq!(m.get("hitbox_tier_errors_total{kind=client,tier=p-l1}"), 1);
+    assert_eq!(m.get("hitbox_tier_errors_total{kind=client,tier=p-l2}"), 0);
+}
+
+#[test]
+fn the_purge_metrics_are_described() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        hitbox_backend::observe::describe_metrics();
+        let _cache = Cache::builder(MemoryBackend::new()).name("described").build();
+    });
+    let described: HashMap<String, (Option<metrics::Unit>, Option<String>)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, unit, description, _)| {
+            (
+                key.key().name().to_owned(),
+                (unit, description.map(|text| text.to_string())),
+            )
+        })
+        .collect();
+    for name in ["hitbox_purges_total", "hitbox_purged_entries_total"] {
+        let (unit, help) = described
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not registered"));
+        assert_eq!(*unit, Some(metrics::Unit::Count), "{name}");
+        assert!(
+            help.as_deref().is_some_and(|help| help.contains("kind")),
+            "{name}: {help:?}"
+        );
+    }
 }

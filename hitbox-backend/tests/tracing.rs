@@ -1,7 +1,7 @@
 //! Every engine operation is traced with the key's digest, never the raw key
 //! or the value; and the spans the engine and its tiers open form the tree
 //! the crate documentation describes ("Observability"), checked with a
-//! capturing subscriber for a miss, a hit and a stale refresh.
+//! capturing subscriber for a miss, a hit, a stale refresh and purges.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -85,8 +85,8 @@ mod spans {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use hitbox_backend::{Cache, CompositionBackend, MemoryBackend};
-    use hitbox_core::{CacheKey, CachePolicy, ManualClock};
+    use hitbox_backend::{Cache, CompositionBackend, MemoryBackend, PurgeMode};
+    use hitbox_core::{CacheKey, CachePolicy, EntryOptions, ManualClock, Tag};
     use tracing::Subscriber;
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record};
@@ -342,6 +342,116 @@ mod spans {
         );
     }
 
+    /// The fields a purge span carries.
+    const PURGE: &[&str] = &[
+        "hitbox.tier",
+        "hitbox.purge.kind",
+        "hitbox.purge.mode",
+        "hitbox.purged",
+        "hitbox.result",
+    ];
+
+    #[tokio::test]
+    async fn a_purge_is_one_span_over_the_purge_of_each_tier() {
+        let (cache, _, captured, _guard) = setup();
+        let users = CacheKey::builder("spans").part("tenant", "raw-tenant");
+        for id in ["1", "2"] {
+            cache
+                .set(&users.clone().part("id", id).build(), &1u32)
+                .await
+                .unwrap();
+        }
+        captured.take();
+
+        let request = tracing::info_span!("request");
+        let prefix = users.key_prefix();
+        let purge = cache.purge_prefix(&prefix, PurgeMode::Hard);
+        assert_eq!(tracing::Instrument::instrument(purge, request).await.unwrap(), 2);
+        let spans = captured.take();
+        assert_eq!(
+            tree(&spans, PURGE),
+            [
+                "request {}",
+                "request > hitbox.purge {hitbox.purge.kind=prefix, hitbox.purge.mode=hard, hitbox.purged=2, hitbox.result=ok}",
+                "request > hitbox.purge > hitbox.tier.purge {hitbox.tier=near, hitbox.purge.kind=prefix, hitbox.purge.mode=hard, hitbox.purged=2, hitbox.result=ok}",
+                "request > hitbox.purge > hitbox.tier.purge {hitbox.tier=far, hitbox.purge.kind=prefix, hitbox.purge.mode=hard, hitbox.purged=2, hitbox.result=ok}",
+            ]
+        );
+        // A prefix is the raw beginning of keys: not recorded.
+        assert!(!format!("{spans:?}").contains("raw-tenant"), "{spans:?}");
+    }
+
+    #[tokio::test]
+    async fn a_purge_by_tag_names_the_tag_and_a_soft_one_says_so() {
+        let (cache, _, captured, _guard) = setup();
+        let tagged = EntryOptions::new().tag("team");
+        cache.set_with(&key(), &1u32, &tagged).await.unwrap();
+        captured.take();
+
+        assert_eq!(
+            cache
+                .purge_tag(&Tag::from("team"), PurgeMode::Soft)
+                .await
+                .unwrap(),
+            1
+        );
+        let spans = captured.take();
+        assert_eq!(
+            tree(
+                &spans,
+                &["hitbox.tier", "hitbox.tag", "hitbox.purge.mode", "hitbox.purged"]
+            ),
+            [
+                "hitbox.purge {hitbox.tag=team, hitbox.purge.mode=soft, hitbox.purged=1}",
+                "hitbox.purge > hitbox.tier.purge {hitbox.tier=near, hitbox.tag=team, hitbox.purge.mode=soft, hitbox.purged=1}",
+                "hitbox.purge > hitbox.tier.purge {hitbox.tier=far, hitbox.tag=team, hitbox.purge.mode=soft, hitbox.purged=1}",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_purge_carries_the_error_type_and_the_key_digest_only() {
+        let captured = Captured::default();
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let tier = MemoryBackend::new().labelled("broken");
+        let cache = Cache::new(tier.clone());
+        tier.set_failing(true);
+        assert!(cache.purge_key(&key(), PurgeMode::Soft).await.is_err());
+        let spans = captured.take();
+        assert_eq!(
+            tree(
+                &spans,
+                &[
+                    "hitbox.tier",
+                    "hitbox.purge.kind",
+                    "hitbox.purge.mode",
+                    "hitbox.purged",
+                    "hitbox.result",
+                    "error.type",
+                    "otel.status_code"
+                ]
+            ),
+            [
+                "hitbox.purge {hitbox.purge.kind=key, hitbox.purge.mode=soft, hitbox.result=error, error.type=client, otel.status_code=ERROR}",
+                "hitbox.purge > hitbox.tier.purge {hitbox.tier=broken, hitbox.purge.kind=key, hitbox.purge.mode=soft, hitbox.result=error, error.type=client, otel.status_code=ERROR}",
+            ]
+        );
+        let digest = key().log_id().to_string();
+        for span in &spans {
+            assert_eq!(span.fields.get("hitbox.key"), Some(&digest), "{span:?}");
+            assert!(!format!("{span:?}").contains("raw-user-id"));
+        }
+        // The engine's refusal of an empty prefix never reaches a tier.
+        assert!(cache.purge_prefix("", PurgeMode::Hard).await.is_err());
+        assert_eq!(
+            tree(
+                &captured.take(),
+                &["hitbox.purge.kind", "hitbox.result", "error.type"]
+            ),
+            ["hitbox.purge {hitbox.purge.kind=prefix, hitbox.result=error, error.type=refused}"]
+        );
+    }
+
     #[tokio::test]
     async fn below_debug_no_span_is_made() {
         let captured = Captured::default();
@@ -352,6 +462,7 @@ mod spans {
         let cache = Cache::new(MemoryBackend::new());
         cache.set(&key(), &1u32).await.unwrap();
         assert_eq!(cache.get::<u32>(&key()).await, Some(1));
+        assert_eq!(cache.purge_key(&key(), PurgeMode::Hard).await.unwrap(), 1);
         let _ = tracing::info_span!("request");
         let names: Vec<&str> = captured.take().iter().map(|span| span.name).collect();
         assert_eq!(names, ["request"], "the engine's spans are at DEBUG");

@@ -34,6 +34,11 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// keys).
 pub const DEFAULT_INVALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The default bound on one purge (see [`RedisBackendBuilder::purge_timeout`]):
+/// a prefix's `SCAN` and `UNLINK`s, or a soft purge's reads and writes,
+/// all together.
+pub const DEFAULT_PURGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default time a tag set keeps a member after its entry expired; see
 /// [`RedisBackendBuilder::tag_grace`].
 pub const DEFAULT_TAG_GRACE: Duration = Duration::from_secs(5);
@@ -95,6 +100,7 @@ pub struct RedisBackendBuilder {
     read_timeout: Duration,
     write_timeout: Duration,
     invalidate_timeout: Duration,
+    purge_timeout: Duration,
     connection_timeout: Duration,
     unresponsive_after: Option<Duration>,
     tag_grace: Duration,
@@ -124,6 +130,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("read_timeout", &self.read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("invalidate_timeout", &self.invalidate_timeout)
+            .field("purge_timeout", &self.purge_timeout)
             .field("breaker", &self.breaker)
             .field("instance", &self.instance)
             .field("audit", &self.audit)
@@ -146,6 +153,7 @@ pub(crate) struct Parts {
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) invalidate_timeout: Duration,
+    pub(crate) purge_timeout: Duration,
     pub(crate) tag_grace: Duration,
     pub(crate) breaker: BreakerConfig,
     pub(crate) clock: SharedClock,
@@ -168,6 +176,7 @@ impl RedisBackendBuilder {
             read_timeout: DEFAULT_READ_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             invalidate_timeout: DEFAULT_INVALIDATE_TIMEOUT,
+            purge_timeout: DEFAULT_PURGE_TIMEOUT,
             connection_timeout: Duration::from_secs(5),
             unresponsive_after: Some(Duration::from_secs(2)),
             tag_grace: DEFAULT_TAG_GRACE,
@@ -319,6 +328,35 @@ impl RedisBackendBuilder {
     /// [`DEFAULT_INVALIDATE_TIMEOUT`]).
     pub fn invalidate_timeout(mut self, timeout: Duration) -> Self {
         self.invalidate_timeout = timeout;
+        self
+    }
+
+    /// The bound on one purge (default [`DEFAULT_PURGE_TIMEOUT`], 30 s): a
+    /// purge by prefix (its `SCAN` on every primary and its `UNLINK`s) or a
+    /// soft purge (its reads and rewrites), all together. Past it the purge
+    /// fails with [`BackendError::Timeout`](hitbox_backend::BackendError::Timeout);
+    /// what it purged so far stays purged, and purges are idempotent, so
+    /// the caller may retry. Hard purges by key and by tag are a removal
+    /// and a tag invalidation, bounded by
+    /// [`write_timeout`](Self::write_timeout) and
+    /// [`invalidate_timeout`](Self::invalidate_timeout).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use hitbox_redis::RedisBackend;
+    ///
+    /// # fn example() -> Result<(), hitbox_redis::RedisError> {
+    /// // An admin endpoint that must answer within 5 s.
+    /// let redis = RedisBackend::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .purge_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # let _ = redis;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn purge_timeout(mut self, timeout: Duration) -> Self {
+        self.purge_timeout = timeout;
         self
     }
 
@@ -490,7 +528,12 @@ impl RedisBackendBuilder {
         if self.pool_size == 0 {
             return Err(RedisError::Invalid("the pool size must be at least 1"));
         }
-        for timeout in [self.read_timeout, self.write_timeout, self.invalidate_timeout] {
+        for timeout in [
+            self.read_timeout,
+            self.write_timeout,
+            self.invalidate_timeout,
+            self.purge_timeout,
+        ] {
             if timeout.is_zero() {
                 return Err(RedisError::Invalid("timeouts must be longer than zero"));
             }
@@ -588,6 +631,7 @@ impl RedisBackendBuilder {
             read_timeout: self.read_timeout,
             write_timeout: self.write_timeout,
             invalidate_timeout: self.invalidate_timeout,
+            purge_timeout: self.purge_timeout,
             tag_grace: self.tag_grace,
             breaker: self.breaker,
             clock: self.clock,
@@ -660,6 +704,21 @@ mod tests {
             let shares = tag_keys_share_a_slot(prefix);
             assert_eq!(shares, !prefix.contains("{}"), "{prefix:?}");
         }
+    }
+
+    #[test]
+    fn the_purge_timeout_defaults_to_thirty_seconds_and_is_never_zero() {
+        assert_eq!(DEFAULT_PURGE_TIMEOUT, Duration::from_secs(30));
+        let builder = RedisBackendBuilder::new();
+        assert_eq!(builder.purge_timeout, DEFAULT_PURGE_TIMEOUT);
+        let set = builder.purge_timeout(Duration::from_secs(5));
+        assert_eq!(set.purge_timeout, Duration::from_secs(5));
+        assert!(format!("{set:?}").contains("purge_timeout: 5s"));
+        let zero = RedisBackendBuilder::new()
+            .url("redis://127.0.0.1:6379")
+            .purge_timeout(Duration::ZERO)
+            .build();
+        assert!(matches!(zero, Err(RedisError::Invalid(_))));
     }
 
     #[test]

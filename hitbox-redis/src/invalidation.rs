@@ -1642,6 +1642,25 @@ impl<B: Backend> Backend for Broadcasting<B> {
     fn shares_buffers(&self) -> bool {
         self.tiers.shares_buffers()
     }
+
+    /// Forwarded, as a wrapper around one tier does: over a composition,
+    /// the engine observes the composition's tiers (each with its own
+    /// spans and metrics), not the composition as one more tier.
+    fn observes_tiers(&self) -> bool {
+        self.tiers.observes_tiers()
+    }
+
+    fn has_breaker(&self) -> bool {
+        self.tiers.has_breaker()
+    }
+
+    fn max_entry_size(&self) -> usize {
+        self.tiers.max_entry_size()
+    }
+
+    fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+        self.tiers.read_many(keys)
+    }
 }
 
 /// A soft purge's marker for entries framed by a [`LocalTier`]: an entry

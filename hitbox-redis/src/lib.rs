@@ -85,8 +85,9 @@
 //!
 //! Every command runs under a timeout ([read](RedisBackendBuilder::read_timeout)
 //! 50 ms, [write](RedisBackendBuilder::write_timeout) 100 ms,
-//! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s by default)
-//! and through a circuit [breaker] (hitbox-backend's, the one every tier
+//! [invalidation](RedisBackendBuilder::invalidate_timeout) 1 s, a whole
+//! [purge](RedisBackendBuilder::purge_timeout) by prefix or soft purge
+//! 30 s by default) and through a circuit [breaker] (hitbox-backend's, the one every tier
 //! shares): after
 //! [`failure_threshold`](RedisBackendBuilder::failure_threshold) consecutive
 //! connection-level failures (timeouts, I/O, a connection refused or reset)
@@ -404,8 +405,8 @@ use hitbox_core::{CacheKey, SharedClock, Tag};
 pub use audit::{AuditEntry, AuditId, AuditLog};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{
-    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_READ_TIMEOUT,
-    DEFAULT_TAG_GRACE, DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
+    DEFAULT_INVALIDATE_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_POOL_SIZE, DEFAULT_PURGE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT, DEFAULT_TAG_GRACE, DEFAULT_WRITE_TIMEOUT, RedisBackendBuilder,
 };
 pub use error::RedisError;
 /// The Redis client this crate is built on, re-exported so that its
@@ -414,7 +415,6 @@ pub use error::RedisError;
 pub use fred;
 pub use invalidation::{Broadcasting, Invalidation, InvalidationBus, LocalTier, OriginId};
 pub use lock::RedisLock;
-pub use purge::PURGE_TIMEOUT;
 pub use tags::{FENCE_MAGIC, GENERATION_TTL_MS};
 
 /// The longest TTL sent to Redis (about 100 years); longer ones are cut to
@@ -467,6 +467,8 @@ struct Inner {
     read_timeout: Duration,
     write_timeout: Duration,
     invalidate_timeout: Duration,
+    /// The bound on one purge by prefix or soft purge.
+    purge_timeout: Duration,
     tag_grace_ms: i64,
     max_entry_size: usize,
     breaker: CircuitBreaker,
@@ -520,7 +522,8 @@ enum Kind {
     Read,
     Write,
     Invalidate,
-    /// A purge by prefix: its `SCAN` and `UNLINK`s.
+    /// A purge by prefix: its `SCAN` and `UNLINK`s, under
+    /// [`RedisBackendBuilder::purge_timeout`].
     Purge,
 }
 
@@ -573,6 +576,7 @@ impl RedisBackend {
                 read_timeout: parts.read_timeout,
                 write_timeout: parts.write_timeout,
                 invalidate_timeout: parts.invalidate_timeout,
+                purge_timeout: parts.purge_timeout,
                 tag_grace_ms,
                 max_entry_size: parts.max_entry_size,
                 breaker,
@@ -715,7 +719,7 @@ impl RedisBackend {
             Kind::Read => inner.read_timeout,
             Kind::Write => inner.write_timeout,
             Kind::Invalidate => inner.invalidate_timeout,
-            Kind::Purge => purge::PURGE_TIMEOUT,
+            Kind::Purge => inner.purge_timeout,
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(after, async {
@@ -1086,7 +1090,9 @@ impl Backend for RedisBackend {
     /// See the `purge` notes in the crate documentation: by key and tag as
     /// deletions and tag invalidations, by prefix with `SCAN` and
     /// `UNLINK`, soft purges entry by entry; each appended to the audit
-    /// stream with `reason` = `purge`, all within [`PURGE_TIMEOUT`].
+    /// stream with `reason` = `purge`; a purge by prefix and a soft purge
+    /// within [`RedisBackendBuilder::purge_timeout`] (default
+    /// [`DEFAULT_PURGE_TIMEOUT`]).
     fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
         Box::pin(self.purge_now(purge))
     }

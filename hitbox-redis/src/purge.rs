@@ -2,11 +2,12 @@
 //! invalidations do them, by prefix with `SCAN` (on every primary of a
 //! cluster) and `UNLINK` in batches, never `KEYS`; soft purges rewrite each
 //! entry through the tier. Every purge is appended to the audit stream
-//! with `reason` = `purge`. The whole of a purge is bounded by
-//! [`PURGE_TIMEOUT`].
+//! with `reason` = `purge`. The whole of a purge by prefix, or of a soft
+//! purge, is bounded by the backend's
+//! [`purge_timeout`](crate::RedisBackendBuilder::purge_timeout) (default
+//! [`DEFAULT_PURGE_TIMEOUT`](crate::DEFAULT_PURGE_TIMEOUT)).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fred::clients::{Client, WithOptions};
 use fred::prelude::{Key, KeysInterface, SortedSetsInterface};
@@ -18,11 +19,6 @@ use hitbox_core::CacheKey;
 
 use crate::invalidation::Invalidation;
 use crate::{DELETE_BATCH, RedisBackend};
-
-/// The bound on one purge: a prefix's `SCAN` and `UNLINK`s, or a soft
-/// purge's reads and writes, all together. Past it the purge fails with
-/// [`BackendError::Timeout`] (what was purged so far stays purged).
-pub const PURGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many keys one `SCAN` call asks for.
 const SCAN_COUNT: u32 = 1_000;
@@ -114,7 +110,7 @@ impl RedisBackend {
     fn timed_out(&self) -> BackendError {
         BackendError::Timeout {
             tier: Arc::clone(&self.inner.label),
-            after: PURGE_TIMEOUT,
+            after: self.inner.purge_timeout,
         }
     }
 
@@ -126,7 +122,7 @@ impl RedisBackend {
         let invalidation = Invalidation::of_purge(purge);
         let client = self.fail_fast();
         if purge.is_soft() {
-            let purged = tokio::time::timeout(PURGE_TIMEOUT, purge_default(self, purge))
+            let purged = tokio::time::timeout(self.inner.purge_timeout, purge_default(self, purge))
                 .await
                 .map_err(|_| self.timed_out())??;
             self.run(crate::Kind::Write, self.audit_purge(&client, &invalidation, None))

@@ -1023,6 +1023,13 @@ impl Inner {
         }
     }
 
+    async fn tier_purge(&self, purge: &crate::tiers::purge::Purge) -> Result<u64, BackendError> {
+        match &self.observer {
+            Some(observer) => observer.purge(&*self.backend, purge).await,
+            None => self.backend.purge(purge).await,
+        }
+    }
+
     async fn tier_invalidate_tag(&self, tag: &Tag) -> Result<u64, BackendError> {
         match &self.observer {
             Some(observer) => observer.invalidate_tag(&*self.backend, tag).await,

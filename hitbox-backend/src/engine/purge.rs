@@ -3,12 +3,17 @@
 //! The engine's part is small: it refuses an empty prefix, cancels its own
 //! loads of what the purge matches (their results are not stored, as for
 //! [`Cache::delete`]), stamps a soft purge with its clock's time, and hands
-//! the [`Purge`] to its tier; see [`crate::purge`] for what tiers do.
+//! the [`Purge`] to its tier; see [`crate::purge`] for what tiers do. It
+//! also observes it: a `hitbox.purge` span around the tier purges (each in
+//! its `hitbox.tier.purge`), and the purge counters of [`Cache::stats`]
+//! (`purges`, `purged_entries`, ...), exported as `hitbox_purges_total`
+//! and `hitbox_purged_entries_total` with the `metrics` feature.
 
 use hitbox_core::{CacheKey, Tag};
 
 use super::Cache;
 use crate::error::BackendError;
+use crate::observe::spans;
 use crate::tiers::purge::{Purge, PurgeMode, PurgeTarget};
 
 impl Cache {
@@ -25,6 +30,11 @@ impl Cache {
     /// ([`BackendError::Refused`]), and a tier that cannot list its keys
     /// answers [`BackendError::Unsupported`] to a purge by prefix (or a
     /// soft one by tag).
+    ///
+    /// Each call counts once in [`Cache::stats`] (`purges`, by kind and
+    /// mode, `purge_errors`, and the entries in `purged_entries`), and
+    /// runs in a `hitbox.purge` span; see the crate documentation,
+    /// "Observability".
     ///
     /// ```
     /// use std::time::Duration;
@@ -54,38 +64,31 @@ impl Cache {
     /// # });
     /// ```
     pub async fn purge(&self, target: PurgeTarget, mode: PurgeMode) -> Result<u64, BackendError> {
-        if matches!(&target, PurgeTarget::Prefix(prefix) if prefix.is_empty()) {
+        let span = spans::purge(&target, mode);
+        let result = span.run(self.purge_in_tiers(&target, mode)).await;
+        span.purged(&result);
+        self.inner.stats.purge_finished(&target, mode, &result);
+        match &result {
+            Ok(purged) => tracing::debug!(kind = target.kind(), %mode, purged, "cache purged"),
+            Err(error) => tracing::warn!(kind = target.kind(), %mode, %error, "cache purge failed"),
+        }
+        result
+    }
+
+    /// What [`Cache::purge`] does inside its span.
+    async fn purge_in_tiers(&self, target: &PurgeTarget, mode: PurgeMode) -> Result<u64, BackendError> {
+        if matches!(target, PurgeTarget::Prefix(prefix) if prefix.is_empty()) {
             return Err(BackendError::Refused {
                 tier: "engine".into(),
                 reason: "a purge prefix must not be empty",
             });
         }
-        match &target {
-            PurgeTarget::Key(_) => self.inner.stats.key_invalidations.bump(),
-            PurgeTarget::Tag(_) => self.inner.stats.tag_invalidations.bump(),
-            PurgeTarget::Prefix(_) => {}
-        }
         self.inner.cancel_flights(|key, tags| target.matches(key, tags));
-        let purge = Purge::new(target, mode, self.inner.clock.now());
-        tracing::debug!(
-            kind = purge.target().kind(),
-            soft = purge.is_soft(),
-            "cache purge"
-        );
-        let result = self.inner.backend.purge(&purge).await;
-        match &result {
-            Ok(purged) => {
-                tracing::debug!(
-                    kind = purge.target().kind(),
-                    soft = purge.is_soft(),
-                    purged,
-                    "cache purged"
-                );
-            }
-            Err(error) => {
-                self.inner.tier_error_elsewhere(error);
-                tracing::warn!(kind = purge.target().kind(), soft = purge.is_soft(), %error, "cache purge failed");
-            }
+        let purge = Purge::new(target.clone(), mode, self.inner.clock.now());
+        tracing::debug!(kind = target.kind(), %mode, "cache purge");
+        let result = self.inner.tier_purge(&purge).await;
+        if let Err(error) = &result {
+            self.inner.stats.tier_error(error.tier());
         }
         result
     }

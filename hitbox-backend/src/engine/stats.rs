@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::observe::Outcome;
 use crate::tiers::backend::TierStats;
+use crate::tiers::purge::{PurgeMode, PurgeTarget};
 
 /// One counter of [`CacheStats`], and the metric that counts the same
 /// event.
@@ -32,21 +33,26 @@ impl Tally {
         }
     }
 
-    /// A counter exported as `name{cache, label}`.
-    fn exported(name: &'static str, cache: &str, label: Option<(&'static str, &'static str)>) -> Self {
-        let _ = (name, cache, label);
+    /// A counter exported as `name{cache, labels...}`.
+    fn exported(name: &'static str, cache: &str, labels: &[(&'static str, &'static str)]) -> Self {
+        let _ = (name, cache, labels);
         Tally {
             count: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
-            exported: crate::observe::cache_counter(name, cache, label),
+            exported: crate::observe::cache_counter(name, cache, labels),
         }
     }
 
     /// Counts one event.
     pub fn bump(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+
+    /// Counts `n` events (or `n` things of one event).
+    pub fn add(&self, n: u64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.exported.increment(1);
+        self.exported.increment(n);
     }
 
     fn get(&self) -> u64 {
@@ -68,6 +74,11 @@ pub(crate) struct EngineCounters {
     pub tag_invalidations: Tally,
     pub stores: Tally,
     pub unreadable_entries: Tally,
+    /// Purges by [`PurgeTarget::kind_index`], [`PurgeMode::index`] and
+    /// result (`ok`, `error`).
+    purges: [[[Tally; 2]; 2]; 3],
+    /// Entries purged, by kind and mode.
+    purged_entries: [[Tally; 2]; 3],
     tier_errors: Mutex<HashMap<String, u64>>,
 }
 
@@ -76,22 +87,49 @@ impl EngineCounters {
     /// registered with the recorder installed now.
     pub fn new(cache: &str) -> Self {
         use crate::observe::names;
-        let exported = |name, label| Tally::exported(name, cache, label);
+        let exported = |name, labels: &[(&'static str, &'static str)]| Tally::exported(name, cache, labels);
         EngineCounters {
             outcomes: Outcome::ALL
-                .map(|outcome| exported(names::CACHE_REQUESTS, Some(("outcome", outcome.as_str())))),
+                .map(|outcome| exported(names::CACHE_REQUESTS, &[("outcome", outcome.as_str())])),
             stale_if_error_hits: Tally::plain(),
             loads: Tally::plain(),
-            loads_succeeded: exported(names::LOADS, Some(("result", "ok"))),
-            load_errors: exported(names::LOADS, Some(("result", "error"))),
-            joins: exported(names::SINGLE_FLIGHT_JOINS, None),
-            background_refreshes: exported(names::BACKGROUND_REFRESHES, None),
-            stale_loads_discarded: exported(names::STALE_LOADS_DISCARDED, None),
-            key_invalidations: exported(names::INVALIDATIONS, Some(("kind", "key"))),
-            tag_invalidations: exported(names::INVALIDATIONS, Some(("kind", "tag"))),
-            stores: exported(names::STORES, None),
-            unreadable_entries: exported(names::UNREADABLE_ENTRIES, None),
+            loads_succeeded: exported(names::LOADS, &[("result", "ok")]),
+            load_errors: exported(names::LOADS, &[("result", "error")]),
+            joins: exported(names::SINGLE_FLIGHT_JOINS, &[]),
+            background_refreshes: exported(names::BACKGROUND_REFRESHES, &[]),
+            stale_loads_discarded: exported(names::STALE_LOADS_DISCARDED, &[]),
+            key_invalidations: exported(names::INVALIDATIONS, &[("kind", "key")]),
+            tag_invalidations: exported(names::INVALIDATIONS, &[("kind", "tag")]),
+            stores: exported(names::STORES, &[]),
+            unreadable_entries: exported(names::UNREADABLE_ENTRIES, &[]),
+            purges: PurgeTarget::KINDS.map(|kind| {
+                PurgeMode::ALL.map(|mode| {
+                    ["ok", "error"].map(|result| {
+                        exported(
+                            names::PURGES,
+                            &[("kind", kind), ("mode", mode.as_str()), ("result", result)],
+                        )
+                    })
+                })
+            }),
+            purged_entries: PurgeTarget::KINDS.map(|kind| {
+                PurgeMode::ALL
+                    .map(|mode| exported(names::PURGED_ENTRIES, &[("kind", kind), ("mode", mode.as_str())]))
+            }),
             tier_errors: Mutex::default(),
+        }
+    }
+
+    /// Counts one purge of `target` in `mode` that ended with `result`:
+    /// the purge, and on success the entries it purged.
+    pub fn purge_finished<E>(&self, target: &PurgeTarget, mode: PurgeMode, result: &Result<u64, E>) {
+        let (kind, mode) = (target.kind_index(), mode.index());
+        match result {
+            Ok(purged) => {
+                self.purges[kind][mode][0].bump();
+                self.purged_entries[kind][mode].add(*purged);
+            }
+            Err(_) => self.purges[kind][mode][1].bump(),
         }
     }
 
@@ -125,6 +163,31 @@ impl EngineCounters {
         tier_errors.sort();
         let outcome = |outcome: Outcome| self.outcomes[outcome.index()].get();
         let tag_invalidations = self.tag_invalidations.get();
+        // Sums of the purge counters whose kind, mode and result pass.
+        let purges = |pass: &dyn Fn(&str, PurgeMode, bool) -> bool| -> u64 {
+            let mut sum = 0;
+            for (kind, modes) in PurgeTarget::KINDS.iter().zip(&self.purges) {
+                for (mode, results) in PurgeMode::ALL.iter().zip(modes) {
+                    for (failed, tally) in [false, true].iter().zip(results) {
+                        if pass(kind, *mode, *failed) {
+                            sum += tally.get();
+                        }
+                    }
+                }
+            }
+            sum
+        };
+        let purged = |pass: &dyn Fn(PurgeMode) -> bool| -> u64 {
+            let mut sum = 0;
+            for modes in &self.purged_entries {
+                for (mode, tally) in PurgeMode::ALL.iter().zip(modes) {
+                    if pass(*mode) {
+                        sum += tally.get();
+                    }
+                }
+            }
+            sum
+        };
         CacheStats {
             hits: outcome(Outcome::Hit),
             misses: outcome(Outcome::Miss),
@@ -144,6 +207,14 @@ impl EngineCounters {
             tag_invalidations,
             stores: self.stores.get(),
             unreadable_entries: self.unreadable_entries.get(),
+            purges: purges(&|_, _, _| true),
+            purge_errors: purges(&|_, _, failed| failed),
+            soft_purges: purges(&|_, mode, _| mode == PurgeMode::Soft),
+            key_purges: purges(&|kind, _, _| kind == "key"),
+            prefix_purges: purges(&|kind, _, _| kind == "prefix"),
+            tag_purges: purges(&|kind, _, _| kind == "tag"),
+            purged_entries: purged(&|_| true),
+            soft_purged_entries: purged(&|mode| mode == PurgeMode::Soft),
             tier_errors,
             tiers,
         }
@@ -161,7 +232,28 @@ impl EngineCounters {
 /// `loads`, `stale_if_error_hits` and `tier_errors` is also exported, from
 /// the same call site (the crate documentation, "Observability", maps
 /// fields to metrics).
+///
+/// Non-exhaustive: counters are added as the engine learns to count more.
+/// Read its fields; outside this crate, make one with `Default` and set
+/// the fields a test needs.
+///
+/// ```
+/// use hitbox_backend::{Cache, MemoryBackend, PurgeMode};
+/// use hitbox_core::CacheKey;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let cache = Cache::new(MemoryBackend::new());
+/// let users = CacheKey::builder("users").part("tenant", "acme");
+/// for id in ["1", "2"] {
+///     cache.set(&users.clone().part("id", id).build(), &id.to_string()).await.unwrap();
+/// }
+/// cache.purge_prefix(&users.key_prefix(), PurgeMode::Hard).await.unwrap();
+/// let stats = cache.stats();
+/// assert_eq!((stats.purges, stats.prefix_purges, stats.purged_entries), (1, 1, 2));
+/// # });
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Requests answered by a fresh entry ([`Outcome::Hit`]).
     pub hits: u64,
@@ -203,7 +295,8 @@ pub struct CacheStats {
     /// Loads whose result was not stored because their key or one of their
     /// tags was invalidated while they ran.
     pub stale_loads_discarded: u64,
-    /// `delete` and `invalidate_tag` calls.
+    /// `delete` and `invalidate_tag` calls. Purges are not among them:
+    /// they are counted in [`purges`](CacheStats::purges).
     pub invalidations: u64,
     /// The `invalidate_tag` calls among them.
     pub tag_invalidations: u64,
@@ -212,6 +305,36 @@ pub struct CacheStats {
     /// Stored entries that could not be read (corrupt, foreign, other
     /// format) and were treated as misses.
     pub unreadable_entries: u64,
+    /// [`Cache::purge`](crate::Cache::purge) calls (its shorthands
+    /// included), of every kind and mode, each counted once when it ends,
+    /// whether it succeeded or failed (failed ones are
+    /// [`purge_errors`](CacheStats::purge_errors) too). The kinds add up to
+    /// it: `key_purges + prefix_purges + tag_purges == purges`.
+    pub purges: u64,
+    /// The purges that failed: refused (an empty prefix), or a tier that
+    /// failed or cannot purge that way. The tier failures are also in
+    /// [`tier_errors`](CacheStats::tier_errors).
+    pub purge_errors: u64,
+    /// The soft purges (entries marked stale) among
+    /// [`purges`](CacheStats::purges); the others are hard.
+    pub soft_purges: u64,
+    /// The purges by key ([`PurgeTarget::Key`](crate::PurgeTarget::Key))
+    /// among [`purges`](CacheStats::purges).
+    pub key_purges: u64,
+    /// The purges by key prefix
+    /// ([`PurgeTarget::Prefix`](crate::PurgeTarget::Prefix)) among
+    /// [`purges`](CacheStats::purges).
+    pub prefix_purges: u64,
+    /// The purges by tag ([`PurgeTarget::Tag`](crate::PurgeTarget::Tag))
+    /// among [`purges`](CacheStats::purges).
+    pub tag_purges: u64,
+    /// Entries the successful purges purged, as
+    /// [`Cache::purge`](crate::Cache::purge) returned them (per tier the
+    /// larger count): removed by hard purges, marked stale by soft ones.
+    pub purged_entries: u64,
+    /// The entries among [`purged_entries`](CacheStats::purged_entries)
+    /// that soft purges marked stale.
+    pub soft_purged_entries: u64,
     /// Failed tier operations, by tier label.
     pub tier_errors: Vec<(String, u64)>,
     /// What the tiers report about themselves.

@@ -33,17 +33,20 @@ pub(crate) fn recorder_installed() -> bool {
     metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
 }
 
-/// One counter of a cache, labelled `cache`, and optionally one more label.
+/// One counter of a cache, labelled `cache` and then `labels`.
 pub(crate) fn cache_counter(
     name: &'static str,
     cache: &str,
-    label: Option<(&'static str, &'static str)>,
+    labels: &[(&'static str, &'static str)],
 ) -> Counter {
-    let cache = cache.to_owned();
-    match label {
-        Some((label, value)) => metrics::counter!(name, "cache" => cache, label => value),
-        None => metrics::counter!(name, "cache" => cache),
-    }
+    let mut all = Vec::with_capacity(labels.len() + 1);
+    all.push(metrics::Label::new("cache", cache.to_owned()));
+    all.extend(
+        labels
+            .iter()
+            .map(|&(label, value)| metrics::Label::from_static_parts(label, value)),
+    );
+    metrics::counter!(name, all)
 }
 
 /// The handles of one tier.
@@ -214,6 +217,16 @@ pub fn describe_metrics() {
         names::INVALIDATIONS,
         Unit::Count,
         "Invalidations (kind: key, tag)."
+    );
+    describe_counter!(
+        names::PURGES,
+        Unit::Count,
+        "Purges (kind: key, prefix, tag; mode: hard, soft; result: ok, error)."
+    );
+    describe_counter!(
+        names::PURGED_ENTRIES,
+        Unit::Count,
+        "Entries removed (hard) or marked stale (soft) by purges (kind: key, prefix, tag; mode: hard, soft)."
     );
     describe_counter!(names::STORES, Unit::Count, "Values written to the tiers.");
     describe_counter!(

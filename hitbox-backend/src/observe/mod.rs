@@ -51,6 +51,11 @@ pub mod names {
     pub const STALE_LOADS_DISCARDED: &str = "hitbox_stale_loads_discarded_total";
     /// Invalidations: labels `cache`, `kind` (`key`, `tag`).
     pub const INVALIDATIONS: &str = "hitbox_invalidations_total";
+    /// Purges: labels `cache`, `kind` (`key`, `prefix`, `tag`), `mode`
+    /// (`hard`, `soft`), `result` (`ok`, `error`).
+    pub const PURGES: &str = "hitbox_purges_total";
+    /// Entries purged: labels `cache`, `kind`, `mode`.
+    pub const PURGED_ENTRIES: &str = "hitbox_purged_entries_total";
     /// Values stored: label `cache`.
     pub const STORES: &str = "hitbox_stores_total";
     /// Stored entries that could not be read: label `cache`.
@@ -82,6 +87,8 @@ pub mod names {
     pub const SPAN_REVALIDATE: &str = "hitbox.revalidate";
     /// One value written by the engine.
     pub const SPAN_STORE: &str = "hitbox.store";
+    /// One purge through the engine (all the tier purges it makes).
+    pub const SPAN_PURGE: &str = "hitbox.purge";
     /// One read of one tier.
     pub const SPAN_TIER_READ: &str = "hitbox.tier.read";
     /// One write of one tier.
@@ -90,6 +97,8 @@ pub mod names {
     pub const SPAN_TIER_REMOVE: &str = "hitbox.tier.remove";
     /// One tag invalidation in one tier.
     pub const SPAN_TIER_INVALIDATE: &str = "hitbox.tier.invalidate";
+    /// One purge in one tier.
+    pub const SPAN_TIER_PURGE: &str = "hitbox.tier.purge";
 }
 
 /// How the cache answered one request.

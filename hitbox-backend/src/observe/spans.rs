@@ -33,6 +33,8 @@ use tracing::field::Empty;
 use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
 
+use crate::tiers::purge::{PurgeMode, PurgeTarget};
+
 /// Whether `DEBUG` spans may be wanted: the level check the `span!` macros
 /// make first, on the static and the current maximum level.
 #[inline(always)]
@@ -196,4 +198,55 @@ pub(crate) fn store(key: &CacheKey) -> Traced {
             otel.status_code = Empty,
         )
     })
+}
+
+/// One purge through the engine: what it targets (a key as its digest, a
+/// tag as it is; a prefix is not recorded, since it is the raw beginning
+/// of keys), its mode, and when it ends its result and how many entries it
+/// purged.
+pub(crate) fn purge(target: &PurgeTarget, mode: PurgeMode) -> Traced {
+    Traced::new(|| {
+        let span = tracing::debug_span!(
+            "hitbox.purge",
+            hitbox.purge.kind = target.kind(),
+            hitbox.purge.mode = mode.as_str(),
+            hitbox.key = Empty,
+            hitbox.tag = Empty,
+            hitbox.purged = Empty,
+            hitbox.result = Empty,
+            error.type = Empty,
+            otel.status_code = Empty,
+        );
+        record_target(&span, target);
+        span
+    })
+}
+
+/// Records the key's digest or the tag of a purge's target in `span`.
+pub(crate) fn record_target(span: &Span, target: &PurgeTarget) {
+    match target {
+        PurgeTarget::Key(key) => {
+            span.record("hitbox.key", tracing::field::display(key.log_id()));
+        }
+        PurgeTarget::Tag(tag) => {
+            span.record("hitbox.tag", tag.as_str());
+        }
+        PurgeTarget::Prefix(_) => {}
+    }
+}
+
+impl Traced {
+    /// Records how a purge ended: `ok` with the entries it purged
+    /// (`hitbox.purged`), or the error.
+    pub(crate) fn purged(&self, result: &Result<u64, crate::BackendError>) {
+        match result {
+            Ok(purged) => {
+                if let Some(span) = &self.0 {
+                    span.record("hitbox.purged", *purged);
+                }
+                self.finish("ok");
+            }
+            Err(error) => self.fail(error.kind()),
+        }
+    }
 }

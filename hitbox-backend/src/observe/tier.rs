@@ -17,6 +17,7 @@ use super::spans::Traced;
 use crate::error::BackendError;
 use crate::tiers::backend::Backend;
 use crate::tiers::generations::TagGenerations;
+use crate::tiers::purge::Purge;
 
 #[cfg(feature = "metrics")]
 use super::exported::{ReadResult, TierMetrics, WriteResult};
@@ -153,6 +154,36 @@ impl TierObserver {
                 otel.status_code = Empty,
             )
         })
+    }
+
+    /// One purge in this tier, with the fields of the engine's
+    /// `hitbox.purge` span and the tier's label.
+    pub(crate) fn purge_span(&self, purge: &Purge) -> Traced {
+        Traced::new(|| {
+            let span = tracing::debug_span!(
+                "hitbox.tier.purge",
+                hitbox.tier = &*self.label,
+                hitbox.purge.kind = purge.target().kind(),
+                hitbox.purge.mode = purge.mode().as_str(),
+                hitbox.key = Empty,
+                hitbox.tag = Empty,
+                hitbox.purged = Empty,
+                hitbox.result = Empty,
+                error.type = Empty,
+                otel.status_code = Empty,
+            );
+            super::spans::record_target(&span, purge.target());
+            span
+        })
+    }
+
+    /// Records a purge: `ok` with the entries it purged, or `error`
+    /// (counted in `hitbox_tier_errors_total`).
+    pub(crate) fn purge_done(&self, span: &Traced, result: &Result<u64, BackendError>) {
+        span.purged(result);
+        if let Err(error) = result {
+            self.error(error);
+        }
     }
 
     /// Records a read of one key: `hit`, `miss` or `error`.
@@ -330,6 +361,14 @@ impl TierObserver {
         let span = self.remove_span(key);
         let result = span.run(backend.remove(key)).await;
         self.done(&span, &result);
+        result
+    }
+
+    /// `backend.purge(purge)`, observed.
+    pub(crate) async fn purge(&self, backend: &dyn Backend, purge: &Purge) -> Result<u64, BackendError> {
+        let span = self.purge_span(purge);
+        let result = span.run(backend.purge(purge)).await;
+        self.purge_done(&span, &result);
         result
     }
 

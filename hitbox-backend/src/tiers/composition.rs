@@ -492,6 +492,17 @@ impl TierState {
         result
     }
 
+    /// Purges, even in a tier in cool-down.
+    async fn purge(&self, purge: &Purge) -> Result<u64, BackendError> {
+        let Some(observer) = &self.observer else {
+            return self.call(false, |tier| tier.purge(purge)).await;
+        };
+        let span = observer.purge_span(purge);
+        let (result, _) = span.run(self.call_timed(false, |tier| tier.purge(purge))).await;
+        observer.purge_done(&span, &result);
+        result
+    }
+
     fn stats(&self) -> CompositionTierStats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let c = &self.counters;
@@ -1283,11 +1294,7 @@ impl Backend for CompositionBackend {
     fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
         Box::pin(async move {
             self.flush().await;
-            let (l1, l2) = futures::future::join(
-                self.l1.call(false, |tier| tier.purge(purge)),
-                self.l2.call(false, |tier| tier.purge(purge)),
-            )
-            .await;
+            let (l1, l2) = futures::future::join(self.l1.purge(purge), self.l2.purge(purge)).await;
             Ok(l1?.max(l2?))
         })
     }

@@ -80,10 +80,17 @@ impl PurgeTarget {
 
     /// `key`, `prefix` or `tag`: for logs and metrics.
     pub fn kind(&self) -> &'static str {
+        Self::KINDS[self.kind_index()]
+    }
+
+    /// Every [`kind`](Self::kind), in the order of their counters.
+    pub(crate) const KINDS: [&'static str; 3] = ["key", "prefix", "tag"];
+
+    pub(crate) const fn kind_index(&self) -> usize {
         match self {
-            PurgeTarget::Key(_) => "key",
-            PurgeTarget::Prefix(_) => "prefix",
-            PurgeTarget::Tag(_) => "tag",
+            PurgeTarget::Key(_) => 0,
+            PurgeTarget::Prefix(_) => 1,
+            PurgeTarget::Tag(_) => 2,
         }
     }
 }
@@ -96,6 +103,37 @@ pub enum PurgeMode {
     /// Mark stale: served stale (within its windows, counted from the
     /// purge) while one load refreshes it.
     Soft,
+}
+
+impl PurgeMode {
+    /// Both modes, in the order of their counters.
+    pub(crate) const ALL: [PurgeMode; 2] = [PurgeMode::Hard, PurgeMode::Soft];
+
+    /// `hard` or `soft`: the `mode` label of the purge metrics and the
+    /// `hitbox.purge.mode` field of the purge spans.
+    ///
+    /// ```
+    /// use hitbox_backend::PurgeMode;
+    ///
+    /// assert_eq!(PurgeMode::Hard.as_str(), "hard");
+    /// assert_eq!(PurgeMode::Soft.as_str(), "soft");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PurgeMode::Hard => "hard",
+            PurgeMode::Soft => "soft",
+        }
+    }
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for PurgeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a [`StaleMarker`] makes of one stored entry.

@@ -1,19 +1,25 @@
 //! Purges across instances: two instances (moka L1, the bus, one Redis)
 //! on a standalone server and on a cluster; one purges by key, prefix and
 //! tag, hard and soft, the other observes it in its L1, and Redis and the
-//! audit stream hold what they should.
+//! audit stream hold what they should. A purge that Redis holds (a server
+//! of the test's own, its writes paused) is bounded by the backend's
+//! purge timeout.
 
 use std::time::{Duration, Instant};
 
-use hitbox_backend::{Backend, Cache, CompositionBackend, PurgeMode};
+use fred::prelude::{ClientLike, KeysInterface};
+use fred::types::{ClusterHash, CustomCommand};
+use hitbox_backend::{Backend, BackendError, Cache, CompositionBackend, PurgeMode};
 use hitbox_core::{CacheKey, CachePolicy, EntryOptions, Freshness, ManualClock, Tag};
 use hitbox_moka::MokaBackend;
-use hitbox_redis::RedisBackend;
 use hitbox_redis::audit::AuditId;
 use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus};
+use hitbox_redis::{DEFAULT_PURGE_TIMEOUT, RedisBackend};
 use tokio::sync::broadcast;
 
-use crate::common::{CLUSTER, STANDALONE, backend, env, init_tracing, unique_prefix};
+use crate::common::{
+    CLUSTER, OwnServer, STANDALONE, backend, builder, env, init_tracing, plain_client, unique_prefix,
+};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -239,7 +245,129 @@ async fn a_prefix_purge_covers_many_keys_and_refuses_the_tier_own() {
             cache.purge_tag(&Tag::from("t"), PurgeMode::Hard).await.unwrap(),
             1
         );
+        // Counted: the prefix purge and its entries, the refusal, the tag.
+        let stats = cache.stats();
+        assert_eq!(
+            (
+                stats.purges,
+                stats.prefix_purges,
+                stats.tag_purges,
+                stats.purge_errors
+            ),
+            (3, 2, 1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.purged_entries, 1_501, "{stats:?}");
     }
+}
+
+/// Sends `CLIENT <args>` to the server behind `admin`.
+async fn client_command(admin: &fred::prelude::Client, args: Vec<&str>) {
+    let _: String = admin
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            args,
+        )
+        .await
+        .expect("CLIENT");
+}
+
+#[tokio::test]
+async fn a_short_purge_timeout_bounds_a_purge_that_redis_holds() {
+    init_tracing();
+    // A server of the test's own: its writes are paused for a while.
+    let server = OwnServer::start().await;
+    let url = server.url();
+    let prefix = unique_prefix("purge-timeout");
+    let short = Duration::from_millis(200);
+    // The test builder's read and write timeouts are 2 s: only the purge
+    // timeout is short.
+    let redis = builder(&url, &prefix)
+        .purge_timeout(short)
+        .build()
+        .expect("the backend builds");
+    redis
+        .wait_connected(PATIENCE)
+        .await
+        .expect("the backend connects");
+    let cache = Cache::builder(redis.clone()).policy(policy()).build();
+    let users = CacheKey::builder("users").part("tenant", "slow");
+    let keys: Vec<CacheKey> = (0..50)
+        .map(|id| users.clone().part("id", id.to_string()).build())
+        .collect();
+    for key in &keys {
+        cache.set(key, &key.as_str().to_owned()).await.unwrap();
+    }
+    let redis_keys: Vec<String> = keys.iter().map(|key| redis.redis_key(key)).collect();
+    let admin = plain_client(&url).await;
+    let stored = || async {
+        let stored: i64 = admin.exists(redis_keys.clone()).await.expect("EXISTS");
+        stored
+    };
+    assert_eq!(stored().await, 50);
+
+    // Redis holds every write from now on; reads still answer, so a
+    // purge's SCAN (and a soft purge's reads) go through and its UNLINKs
+    // (or rewrites) wait.
+    client_command(&admin, vec!["PAUSE", "10000", "WRITE"]).await;
+    for mode in [PurgeMode::Hard, PurgeMode::Soft] {
+        let started = Instant::now();
+        let result = cache.purge_prefix(&users.key_prefix(), mode).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(&result, Err(BackendError::Timeout { after, .. }) if *after == short),
+            "{mode}: {result:?}"
+        );
+        assert!(
+            took >= short && took < Duration::from_secs(2),
+            "{mode}: the purge gave up after {took:?}, its timeout is {short:?}"
+        );
+        // Nothing was removed or rewritten: Redis still holds the writes.
+        assert_eq!(stored().await, 50, "{mode}");
+    }
+    client_command(&admin, vec!["UNPAUSE"]).await;
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.purges,
+            stats.prefix_purges,
+            stats.soft_purges,
+            stats.purge_errors
+        ),
+        (2, 2, 1, 2),
+        "{stats:?}"
+    );
+    assert_eq!(stats.errors_of("redis"), 2, "{stats:?}");
+
+    // The default bound, on the same server once its writes are let
+    // through: a purge of another prefix is whole.
+    let patient = builder(&url, &prefix).build().expect("the backend builds");
+    patient
+        .wait_connected(PATIENCE)
+        .await
+        .expect("the backend connects");
+    let patient = Cache::builder(patient).policy(policy()).build();
+    let others = CacheKey::builder("users").part("tenant", "patient");
+    for id in 0..1_200 {
+        let key = others.clone().part("id", id.to_string()).build();
+        patient.set(&key, &id.to_string()).await.unwrap();
+    }
+    let started = Instant::now();
+    assert_eq!(
+        patient
+            .purge_prefix(&others.key_prefix(), PurgeMode::Hard)
+            .await
+            .unwrap(),
+        1_200
+    );
+    assert!(started.elapsed() < DEFAULT_PURGE_TIMEOUT);
+    assert_eq!(
+        patient
+            .get::<String>(&others.clone().part("id", "7").build())
+            .await,
+        None
+    );
+    assert_eq!(DEFAULT_PURGE_TIMEOUT, Duration::from_secs(30));
 }
 
 #[tokio::test]
@@ -266,4 +394,93 @@ async fn a_purge_while_redis_is_down_fails_clearly_and_soon() {
             );
         }
     }
+}
+
+/// The spans a test sees: name, parent (by place) and `hitbox.tier`.
+mod spans {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Subscriber;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::Context;
+    use tracing_subscriber::registry::LookupSpan;
+
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub name: &'static str,
+        pub parent: Option<usize>,
+        pub tier: Option<String>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Captured(pub Arc<Mutex<Vec<Seen>>>);
+
+    struct Place(usize);
+
+    struct Tier<'a>(&'a mut Option<String>);
+
+    impl Visit for Tier<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "hitbox.tier" {
+                *self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Captured {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("a new span is registered");
+            let parent = span
+                .parent()
+                .and_then(|parent| parent.extensions().get::<Place>().map(|place| place.0));
+            let mut tier = None;
+            attrs.record(&mut Tier(&mut tier));
+            let mut seen = self.0.lock().unwrap();
+            seen.push(Seen {
+                name: attrs.metadata().name(),
+                parent,
+                tier,
+            });
+            span.extensions_mut().insert(Place(seen.len() - 1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_purge_through_the_bus_is_traced_over_each_tier_not_over_the_bus() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let captured = spans::Captured::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("purge-spans");
+    let clock = ManualClock::new();
+    let instance = Instance::start(&url, &prefix, &clock).await;
+    let key = user("spans", "1");
+    instance.cache.set(&key, &"v".to_string()).await.unwrap();
+    captured.0.lock().unwrap().clear();
+
+    assert_eq!(instance.cache.purge_key(&key, PurgeMode::Hard).await.unwrap(), 1);
+    let seen = captured.0.lock().unwrap().clone();
+    let purge = seen
+        .iter()
+        .position(|span| span.name == "hitbox.purge")
+        .expect("a hitbox.purge span");
+    let under: Vec<(&str, Option<&str>)> = seen
+        .iter()
+        .filter(|span| span.parent == Some(purge))
+        .map(|span| (span.name, span.tier.as_deref()))
+        .collect();
+    let local = instance.bus.local_tier().label().to_owned();
+    assert_eq!(
+        under,
+        [
+            ("hitbox.tier.purge", Some(local.as_str())),
+            ("hitbox.tier.purge", Some("redis")),
+        ],
+        "{seen:#?}"
+    );
 }
