@@ -149,6 +149,12 @@ pub struct Built {
     /// The Redis tiers, in the order of the file.
     #[cfg(feature = "redis")]
     pub redis: Vec<hitbox_redis::RedisBackend>,
+    /// The invalidation bus, when the file has a `[bus]` section: for its
+    /// events, its stats and [`InvalidationBus::purge`](hitbox_redis::InvalidationBus::purge).
+    /// The cache holds it too, so it runs as long as the layer or the cache
+    /// does, whether or not this handle is kept.
+    #[cfg(feature = "redis")]
+    pub bus: Option<hitbox_redis::InvalidationBus>,
 }
 
 impl Config {
@@ -255,6 +261,28 @@ impl Config {
                 "`distributed_lock` is taken in a Redis tier, and this configuration has none",
             ));
         }
+        if model.bus.is_some() {
+            let first_redis = model
+                .tiers
+                .iter()
+                .position(|t| matches!(t.kind, model::TierKind::Redis(_)));
+            let problem = match first_redis {
+                None => Some("`[bus]` runs over a Redis tier, and this configuration has none"),
+                Some(0) => Some(
+                    "`[bus]` keeps the tiers in front of the first Redis tier in step, and this configuration \
+                     has none in front of it: put a `moka` (or `memory`) tier before the Redis tier",
+                ),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                return Err(Error::new(
+                    ErrorKind::Parse,
+                    &self.file,
+                    section_place(&self.text, "bus"),
+                    message,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -268,6 +296,15 @@ impl Config {
     }
 
     fn build_error(&self, error: build::BuildError) -> Error {
+        // `[name]`: the error is about a whole section.
+        if let Some(section) = error.field.strip_prefix('[').and_then(|f| f.strip_suffix(']')) {
+            return Error::new(
+                ErrorKind::Build,
+                &self.file,
+                section_place(&self.text, section),
+                error.message,
+            );
+        }
         self.error_at(
             ErrorKind::Build,
             error.field,
@@ -282,7 +319,7 @@ impl Config {
     pub async fn build(&self) -> Result<Built, Error> {
         let model = &self.model;
         let rules = self.rules()?;
-        let tiers = build::tiers(&model.tiers, &model.composition)
+        let tiers = build::tiers(&model.tiers, &model.composition, model.bus.as_ref())
             .await
             .map_err(|e| self.build_error(e))?;
         let cache = build::cache(&model.cache, tiers.backend);
@@ -323,6 +360,8 @@ impl Config {
             cache,
             #[cfg(feature = "redis")]
             redis: tiers.redis,
+            #[cfg(feature = "redis")]
+            bus: tiers.bus,
         })
     }
 }
