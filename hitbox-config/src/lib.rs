@@ -45,6 +45,26 @@
 //! | `[layer]`: `name`, `x_cache_header`, `hit_for_pass`, `lock_timeout`, `distributed_lock` | `CacheLayer::builder` |
 //! | `[[rules]]`: `when`, `key`, `policy`, `tags`, body limits, ... | `Rule::new()` and its methods |
 //! | `[standards]`: heuristics, targeted fields, grace, ... | `CacheLayerBuilder::rfc9111(Rfc9111)` |
+//! | `[bus]`: `channel`, `origin_env`, `degraded_ttl`, `wait_subscribed`, ... | `InvalidationBus::builder(&redis)...start(l1)`, then `bus.broadcasting(bus.local_tier().compose(..))` over the tiers |
+//!
+//! The invalidation bus (feature `redis`) runs over the first Redis tier,
+//! and the tiers in front of it are its L1: what one instance deletes,
+//! invalidates by tag or purges leaves the in-process tiers of every other
+//! instance built from the same file, through Redis pub/sub. The cache
+//! holds the bus, so it runs as long as the layer or the cache does;
+//! `Built::bus` gives its events and stats.
+//!
+//! ```toml
+//! [[tiers]]
+//! moka = { max_bytes = "256 MiB" }
+//!
+//! [[tiers]]
+//! redis = { url = "redis://127.0.0.1:6379", key_prefix = "shop:" }
+//!
+//! [bus]                      # channel "shop:#invalidations" by default
+//! origin_env = "HOSTNAME"    # this instance's id (default: a random one)
+//! wait_subscribed = "5s"     # build waits for the subscription
+//! ```
 //!
 //! The types of [`model`] document every field, with examples; the
 //! `examples/config/` directory of the repository holds complete, commented
@@ -88,11 +108,11 @@
 //! # Features
 //!
 //! None is on by default. `yaml`; `redis` (and `redis-tls`) for Redis
-//! tiers and the distributed lock; `zstd`, `lz4` for compression;
-//! `encryption`; `json` (the JSON format, JSON body keys, the GraphQL
-//! preset), `msgpack`, `bitcode`; `targeted-fields`. A file that uses what
-//! a feature that is off would give is refused with an error naming the
-//! feature.
+//! tiers, the distributed lock and the invalidation bus; `zstd`, `lz4` for
+//! compression; `encryption`; `json` (the JSON format, JSON body keys, the
+//! GraphQL preset), `msgpack`, `bitcode`; `targeted-fields`. A file that
+//! uses what a feature that is off would give is refused with an error
+//! naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
