@@ -67,6 +67,7 @@
 //!
 //! ```sh
 //! cargo run --example demo -- --config examples/config/demo.toml
+//! cargo run --example demo -- --help
 //! ```
 
 use std::net::SocketAddr;
@@ -86,6 +87,23 @@ use hitbox_redis::{RedisBackend, RedisLock};
 use hitbox_tower::graphql::GraphQl;
 use hitbox_tower::{CacheLayer, Rule};
 use serde_json::json;
+
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: demo [--config FILE]
+
+The demo server: cached routes over moka, or moka in front of Redis.
+
+options:
+  --config FILE   build the cache layer from a TOML or YAML file instead of
+                  the demo's own (see examples/config/demo.toml)
+  -h, --help      print this help and exit
+
+environment:
+  HITBOX_DEMO_ADDR   where to listen (default 127.0.0.1:3000)
+  HITBOX_REDIS_URL   add a Redis tier behind moka (default: moka only)
+  RUST_LOG           log filter (default demo=info,hitbox=warn)
+";
 
 async fn slow(Path(id): Path<String>) -> Json<serde_json::Value> {
     tracing::info!("origin called for /slow/{id}");
@@ -199,6 +217,11 @@ async fn cache() -> (Cache, Option<RedisLock>) {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if hitbox_examples::config_arg::wants_help(&args) {
+        print!("{USAGE}");
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "demo=info,hitbox=warn".into()))
         .init();
@@ -211,8 +234,7 @@ async fn main() {
     // they register with it.
     let metrics = hitbox_examples::metrics::install().expect("install the metrics recorder");
     // `--config FILE`: one layer from that file serves every cached route.
-    let (_, configured) =
-        hitbox_examples::config_arg::from_args_or_exit("demo", std::env::args().skip(1)).await;
+    let (_, configured) = hitbox_examples::config_arg::from_args_or_exit("demo", args).await;
     let configured = configured.map(|built| built.layer);
     let (cache, lock) = cache().await;
     // One origin call per cold key across the demo processes sharing Redis.

@@ -36,6 +36,16 @@ where
     Ok((rest, config))
 }
 
+/// Whether `args` ask for the usage (`-h` or `--help`), a `--config`
+/// value aside: `--config --help` names a file.
+pub fn wants_help<S: AsRef<str>>(args: &[S]) -> bool {
+    let args = args.iter().map(|a| a.as_ref().to_owned());
+    match split_config_arg(args) {
+        Ok((rest, _)) => rest.iter().any(|arg| arg == "-h" || arg == "--help"),
+        Err(_) => false,
+    }
+}
+
 /// Reads, checks and builds the configuration at `path`; the error is the
 /// message to print (`FILE:LINE:COLUMN: ...`).
 pub async fn build(path: &std::path::Path) -> Result<Built, String> {
@@ -86,5 +96,14 @@ mod tests {
         assert!(split_config_arg(["--config"]).is_err());
         assert!(split_config_arg(["--config="]).is_err());
         assert!(split_config_arg(["--config=a.toml", "--config", "b.toml"]).is_err());
+    }
+
+    #[test]
+    fn help_is_asked_for_outside_a_config_value() {
+        assert!(wants_help(&["--help"]));
+        assert!(wants_help(&["--config", "a.toml", "-h"]));
+        assert!(!wants_help(&["--config", "--help"]));
+        assert!(!wants_help(&["--config=a.toml"]));
+        assert!(!wants_help::<&str>(&[]));
     }
 }

@@ -16,6 +16,7 @@
 //! | `--upstream URL` | required | the origin, `http://HOST[:PORT]` |
 //! | `--listen ADDR:PORT` | `127.0.0.1:8080` | where the proxy accepts plain HTTP/1.1 |
 //! | `--redis URL` | none (moka only) | a Redis tier behind the 256 MiB moka tier |
+//! | `--config FILE` | none | the cache layer (tiers, standards options) from a TOML or YAML file, instead of `--redis` and `--stale-if-disconnected` (taken by the `proxy` example's `main`, see [`crate::config_arg`]) |
 //! | `--trust-forwarded` | off | keep the client's forwarding fields, append to them, and key by them |
 //! | `--drop-header NAME` | (repeatable) | one more request field to remove |
 //! | `--no-default-drops` | off | start the drop list empty instead of with the four below |
@@ -216,6 +217,9 @@ options:
   --upstream URL          the origin to forward to, http:// only (required)
   --listen ADDR:PORT      where to accept HTTP/1.1 (default 127.0.0.1:8080)
   --redis URL             add a Redis tier behind moka (default: moka only)
+  --config FILE           build the cache layer from a TOML or YAML file
+                          instead of --redis and --stale-if-disconnected
+                          (default: none; see examples/config/proxy.toml)
   --trust-forwarded       keep the client's X-Forwarded-For/-Host/-Proto and
                           Forwarded, append this hop, and key the cache by them
                           (default: off; the proxy replaces them with its own)

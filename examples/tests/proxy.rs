@@ -780,6 +780,7 @@ fn help_prints_every_flag_with_its_default_to_stdout_and_exits_0() {
         "--upstream",
         "--listen",
         "--redis",
+        "--config FILE",
         "--trust-forwarded",
         "--drop-header",
         "--no-default-drops",

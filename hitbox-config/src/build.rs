@@ -385,15 +385,21 @@ fn stages(config: &StagesConfig) -> Result<Stages, BuildError> {
     Ok(stages)
 }
 
-/// The tiers that were built, and the Redis ones among them.
+/// The tiers that were built, the Redis ones among them, and the
+/// invalidation bus.
 pub(crate) struct Tiers {
     pub backend: Arc<dyn Backend>,
     #[cfg(feature = "redis")]
     pub redis: Vec<hitbox_redis::RedisBackend>,
+    #[cfg(feature = "redis")]
+    pub bus: Option<hitbox_redis::InvalidationBus>,
 }
 
 #[cfg(feature = "redis")]
-async fn redis(config: &RedisConfig) -> Result<hitbox_redis::RedisBackend, BuildError> {
+async fn redis(
+    config: &RedisConfig,
+    instance_id: Option<&hitbox_redis::OriginId>,
+) -> Result<hitbox_redis::RedisBackend, BuildError> {
     let (field, value) = match &config.url {
         Some(url) => ("url", Some(url.clone())),
         None => ("nodes", None),
@@ -453,6 +459,9 @@ async fn redis(config: &RedisConfig) -> Result<hitbox_redis::RedisBackend, Build
     if let Some(t) = config.cool_down {
         builder = builder.cool_down(t.0);
     }
+    if let Some(id) = instance_id {
+        builder = builder.instance_id(id.clone());
+    }
     let backend = builder.build().map_err(|e| {
         BuildError::at(
             field,
@@ -473,14 +482,24 @@ async fn redis(config: &RedisConfig) -> Result<hitbox_redis::RedisBackend, Build
 }
 
 /// Builds the tiers, nearest first, each composed in front of the ones
-/// behind it.
+/// behind it; with a bus, the tiers in front of the first Redis tier are
+/// its L1.
 pub(crate) async fn tiers(
     configs: &[TierConfig],
     composition: &CompositionConfig,
+    bus: Option<&BusConfig>,
 ) -> Result<Tiers, BuildError> {
     let mut built: Vec<Arc<dyn Backend>> = Vec::new();
     #[cfg(feature = "redis")]
     let mut redis_tiers = Vec::new();
+    // This instance's id, for the bus and the Redis tier it runs over, so
+    // that the tier's audit stream entries and the bus's messages carry
+    // the same origin.
+    #[cfg(feature = "redis")]
+    let origin = match bus.and_then(|bus| bus.origin_env.as_deref()) {
+        Some(name) => Some(origin_from_env(name)?),
+        None => None,
+    };
     for tier in configs {
         let backend: Arc<dyn Backend> = match &tier.kind {
             TierKind::Memory(memory) => {
@@ -503,7 +522,8 @@ pub(crate) async fn tiers(
             }
             #[cfg(feature = "redis")]
             TierKind::Redis(config) => {
-                let backend = redis(config).await?;
+                let instance_id = origin.as_ref().filter(|_| redis_tiers.is_empty());
+                let backend = redis(config, instance_id).await?;
                 redis_tiers.push(backend.clone());
                 with_stages(backend, tier.stages.as_ref())?
             }
@@ -518,17 +538,216 @@ pub(crate) async fn tiers(
         };
         built.push(backend);
     }
-    let mut backend = built
-        .pop()
-        .ok_or_else(|| BuildError::at("tiers", None, "the configuration needs at least one tier"))?;
-    while let Some(near) = built.pop() {
+    let first_redis = configs
+        .iter()
+        .position(|tier| matches!(tier.kind, TierKind::Redis(_)));
+    let split = match (bus, first_redis) {
+        (Some(_), Some(at)) if at > 0 => at,
+        (Some(_), _) => {
+            // Refused while checking the file.
+            return Err(BuildError::at(
+                "[bus]",
+                None,
+                "`[bus]` needs a Redis tier with a tier in front of it",
+            ));
+        }
+        (None, _) => 0,
+    };
+    let back = compose_all(built.split_off(split), composition);
+    let Some(front) = compose_all(built, composition) else {
+        let backend =
+            back.ok_or_else(|| BuildError::at("tiers", None, "the configuration needs at least one tier"))?;
+        return Ok(Tiers {
+            backend,
+            #[cfg(feature = "redis")]
+            redis: redis_tiers,
+            #[cfg(feature = "redis")]
+            bus: None,
+        });
+    };
+    let back = back.ok_or_else(|| BuildError::at("[bus]", None, "`[bus]` needs a Redis tier"))?;
+    #[cfg(feature = "redis")]
+    {
+        let (config, redis) = match (bus, redis_tiers.first()) {
+            (Some(config), Some(redis)) => (config, redis),
+            _ => return Err(BuildError::at("[bus]", None, "`[bus]` needs a Redis tier")),
+        };
+        let bus = start_bus(config, origin, redis, front).await?;
+        let tiers: Arc<dyn Backend> = Arc::new(compose(Arc::new(bus.local_tier()), back, composition));
+        let backend = Arc::new(WithBus {
+            tiers: bus.broadcasting(tiers),
+            _bus: bus.clone(),
+        });
+        Ok(Tiers {
+            backend,
+            redis: redis_tiers,
+            bus: Some(bus),
+        })
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (front, back);
+        Err(BuildError::at("[bus]", None, "`[bus]` needs the `redis` feature"))
+    }
+}
+
+/// The tiers composed, the nearest in front; `None` for none.
+fn compose_all(
+    mut tiers: Vec<Arc<dyn Backend>>,
+    composition: &CompositionConfig,
+) -> Option<Arc<dyn Backend>> {
+    let mut backend = tiers.pop()?;
+    while let Some(near) = tiers.pop() {
         backend = Arc::new(compose(near, backend, composition));
     }
-    Ok(Tiers {
-        backend,
-        #[cfg(feature = "redis")]
-        redis: redis_tiers,
+    Some(backend)
+}
+
+/// The instance id the environment variable `name` holds.
+#[cfg(feature = "redis")]
+fn origin_from_env(name: &str) -> Result<hitbox_redis::OriginId, BuildError> {
+    let id = env_var("origin_env", name, "this instance's id")?;
+    hitbox_redis::OriginId::new(&id).map_err(|e| {
+        BuildError::at(
+            "origin_env",
+            Some(name),
+            format!("the environment variable {name} does not hold a usable instance id ({id:?}): {e}"),
+        )
     })
+}
+
+/// Starts the bus over `redis`'s connections, with `l1` as its in-process
+/// tier, and waits for its subscription when asked to.
+#[cfg(feature = "redis")]
+async fn start_bus(
+    config: &BusConfig,
+    origin: Option<hitbox_redis::OriginId>,
+    redis: &hitbox_redis::RedisBackend,
+    l1: Arc<dyn Backend>,
+) -> Result<hitbox_redis::InvalidationBus, BuildError> {
+    let mut builder = hitbox_redis::InvalidationBus::builder(redis);
+    if let Some(channel) = &config.channel {
+        builder = builder.channel(channel.as_str());
+    }
+    if let Some(origin) = origin {
+        builder = builder.origin(origin);
+    }
+    if let Some(ttl) = config.degraded_ttl {
+        builder = builder.degraded_ttl(ttl.0);
+    }
+    if let Some(purge) = config.purge_on_resubscribe {
+        builder = builder.purge_on_resubscribe(purge);
+    }
+    if let Some(timeout) = config.publish_timeout {
+        builder = builder.publish_timeout(timeout.0);
+    }
+    if let Some(interval) = config.retry_interval {
+        builder = builder.retry_interval(interval.0);
+    }
+    if let Some(interval) = config.stream_poll_interval {
+        builder = builder.stream_poll_interval(interval.0);
+    }
+    let bus = builder
+        .start(l1)
+        .map_err(|e| BuildError::at("[bus]", None, format!("cannot start the invalidation bus: {e}")))?;
+    if let Some(wait) = config.wait_subscribed {
+        bus.wait_subscribed(wait.0).await.map_err(|e| {
+            BuildError::at(
+                "wait_subscribed",
+                None,
+                format!("the invalidation bus did not subscribe: {e}"),
+            )
+        })?;
+    }
+    Ok(bus)
+}
+
+/// The tiers with removals, tag invalidations and purges published on the
+/// bus, and the bus itself: the bus stops when its last handle is dropped,
+/// and the cache holds this one, so that it runs as long as the cache does
+/// (a caller that keeps only the layer keeps the bus).
+#[cfg(feature = "redis")]
+struct WithBus {
+    tiers: hitbox_redis::Broadcasting<Arc<dyn Backend>>,
+    _bus: hitbox_redis::InvalidationBus,
+}
+
+#[cfg(feature = "redis")]
+mod with_bus {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use hitbox_backend::purge::{Purge, PurgeTarget};
+    use hitbox_backend::{Backend, BackendFuture, TagGenerations, TierStats};
+    use hitbox_core::{CacheKey, Tag};
+
+    use super::WithBus;
+
+    /// Every method goes to the broadcasting tiers, as `Cache::new(bus.broadcasting(..))`
+    /// would call them.
+    impl Backend for WithBus {
+        fn read<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, Option<Bytes>> {
+            self.tiers.read(key)
+        }
+        fn write<'a>(
+            &'a self,
+            key: &'a CacheKey,
+            value: Bytes,
+            ttl: Duration,
+            tags: &'a [Tag],
+        ) -> BackendFuture<'a, ()> {
+            self.tiers.write(key, value, ttl, tags)
+        }
+        fn remove<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+            self.tiers.remove(key)
+        }
+        fn invalidate_tag<'a>(&'a self, tag: &'a Tag) -> BackendFuture<'a, u64> {
+            self.tiers.invalidate_tag(tag)
+        }
+        fn purge<'a>(&'a self, purge: &'a Purge) -> BackendFuture<'a, u64> {
+            self.tiers.purge(purge)
+        }
+        fn purge_keys<'a>(&'a self, target: &'a PurgeTarget) -> BackendFuture<'a, Vec<CacheKey>> {
+            self.tiers.purge_keys(target)
+        }
+        fn exists<'a>(&'a self, key: &'a CacheKey) -> BackendFuture<'a, bool> {
+            self.tiers.exists(key)
+        }
+        fn label(&self) -> &str {
+            self.tiers.label()
+        }
+        fn tier_stats(&self) -> Vec<TierStats> {
+            self.tiers.tier_stats()
+        }
+        fn has_breaker(&self) -> bool {
+            self.tiers.has_breaker()
+        }
+        fn observes_tiers(&self) -> bool {
+            self.tiers.observes_tiers()
+        }
+        fn max_entry_size(&self) -> usize {
+            self.tiers.max_entry_size()
+        }
+        fn shares_buffers(&self) -> bool {
+            self.tiers.shares_buffers()
+        }
+        fn tag_generations<'a>(&'a self, tags: &'a [Tag]) -> BackendFuture<'a, Option<TagGenerations>> {
+            self.tiers.tag_generations(tags)
+        }
+        fn write_if_current<'a>(
+            &'a self,
+            key: &'a CacheKey,
+            value: Bytes,
+            ttl: Duration,
+            tags: &'a [Tag],
+            expected: &'a TagGenerations,
+        ) -> BackendFuture<'a, bool> {
+            self.tiers.write_if_current(key, value, ttl, tags, expected)
+        }
+        fn read_many<'a>(&'a self, keys: &'a [CacheKey]) -> BackendFuture<'a, Vec<Option<Bytes>>> {
+            self.tiers.read_many(keys)
+        }
+    }
 }
 
 fn with_stages<B: Backend>(

@@ -45,6 +45,26 @@
 //! | `[layer]`: `name`, `x_cache_header`, `hit_for_pass`, `lock_timeout`, `distributed_lock` | `CacheLayer::builder` |
 //! | `[[rules]]`: `when`, `key`, `policy`, `tags`, body limits, ... | `Rule::new()` and its methods |
 //! | `[standards]`: heuristics, targeted fields, grace, ... | `CacheLayerBuilder::rfc9111(Rfc9111)` |
+//! | `[bus]`: `channel`, `origin_env`, `degraded_ttl`, `wait_subscribed`, ... | `InvalidationBus::builder(&redis)...start(l1)`, then `bus.broadcasting(bus.local_tier().compose(..))` over the tiers |
+//!
+//! The invalidation bus (feature `redis`) runs over the first Redis tier,
+//! and the tiers in front of it are its L1: what one instance deletes,
+//! invalidates by tag or purges leaves the in-process tiers of every other
+//! instance built from the same file, through Redis pub/sub. The cache
+//! holds the bus, so it runs as long as the layer or the cache does;
+//! `Built::bus` gives its events and stats.
+//!
+//! ```toml
+//! [[tiers]]
+//! moka = { max_bytes = "256 MiB" }
+//!
+//! [[tiers]]
+//! redis = { url = "redis://127.0.0.1:6379", key_prefix = "shop:" }
+//!
+//! [bus]                      # channel "shop:#invalidations" by default
+//! origin_env = "HOSTNAME"    # this instance's id (default: a random one)
+//! wait_subscribed = "5s"     # build waits for the subscription
+//! ```
 //!
 //! The types of [`model`] document every field, with examples; the
 //! `examples/config/` directory of the repository holds complete, commented
@@ -88,11 +108,11 @@
 //! # Features
 //!
 //! None is on by default. `yaml`; `redis` (and `redis-tls`) for Redis
-//! tiers and the distributed lock; `zstd`, `lz4` for compression;
-//! `encryption`; `json` (the JSON format, JSON body keys, the GraphQL
-//! preset), `msgpack`, `bitcode`; `targeted-fields`. A file that uses what
-//! a feature that is off would give is refused with an error naming the
-//! feature.
+//! tiers, the distributed lock and the invalidation bus; `zstd`, `lz4` for
+//! compression; `encryption`; `json` (the JSON format, JSON body keys, the
+//! GraphQL preset), `msgpack`, `bitcode`; `targeted-fields`. A file that
+//! uses what a feature that is off would give is refused with an error
+//! naming the feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -149,6 +169,12 @@ pub struct Built {
     /// The Redis tiers, in the order of the file.
     #[cfg(feature = "redis")]
     pub redis: Vec<hitbox_redis::RedisBackend>,
+    /// The invalidation bus, when the file has a `[bus]` section: for its
+    /// events, its stats and [`InvalidationBus::purge`](hitbox_redis::InvalidationBus::purge).
+    /// The cache holds it too, so it runs as long as the layer or the cache
+    /// does, whether or not this handle is kept.
+    #[cfg(feature = "redis")]
+    pub bus: Option<hitbox_redis::InvalidationBus>,
 }
 
 impl Config {
@@ -255,6 +281,28 @@ impl Config {
                 "`distributed_lock` is taken in a Redis tier, and this configuration has none",
             ));
         }
+        if model.bus.is_some() {
+            let first_redis = model
+                .tiers
+                .iter()
+                .position(|t| matches!(t.kind, model::TierKind::Redis(_)));
+            let problem = match first_redis {
+                None => Some("`[bus]` runs over a Redis tier, and this configuration has none"),
+                Some(0) => Some(
+                    "`[bus]` keeps the tiers in front of the first Redis tier in step, and this configuration \
+                     has none in front of it: put a `moka` (or `memory`) tier before the Redis tier",
+                ),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                return Err(Error::new(
+                    ErrorKind::Parse,
+                    &self.file,
+                    section_place(&self.text, "bus"),
+                    message,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -268,6 +316,15 @@ impl Config {
     }
 
     fn build_error(&self, error: build::BuildError) -> Error {
+        // `[name]`: the error is about a whole section.
+        if let Some(section) = error.field.strip_prefix('[').and_then(|f| f.strip_suffix(']')) {
+            return Error::new(
+                ErrorKind::Build,
+                &self.file,
+                section_place(&self.text, section),
+                error.message,
+            );
+        }
         self.error_at(
             ErrorKind::Build,
             error.field,
@@ -282,7 +339,7 @@ impl Config {
     pub async fn build(&self) -> Result<Built, Error> {
         let model = &self.model;
         let rules = self.rules()?;
-        let tiers = build::tiers(&model.tiers, &model.composition)
+        let tiers = build::tiers(&model.tiers, &model.composition, model.bus.as_ref())
             .await
             .map_err(|e| self.build_error(e))?;
         let cache = build::cache(&model.cache, tiers.backend);
@@ -323,6 +380,8 @@ impl Config {
             cache,
             #[cfg(feature = "redis")]
             redis: tiers.redis,
+            #[cfg(feature = "redis")]
+            bus: tiers.bus,
         })
     }
 }

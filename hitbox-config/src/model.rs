@@ -43,6 +43,7 @@ fn feature_off(what: &str, feature: &str) -> String {
 /// [layer]        # the HTTP layer: Cache-Status name, locks
 /// [[rules]]      # rule mode: which requests, which key, how long
 /// [standards]    # or standards mode (RFC 9111) instead of rules
+/// [bus]          # the invalidation bus between instances (Redis pub/sub)
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +66,10 @@ pub struct ConfigModel {
     /// Standards mode (RFC 9111) instead of rules.
     #[serde(default)]
     pub standards: Option<StandardsConfig>,
+    /// The invalidation bus that keeps the in-process tiers of every
+    /// instance in step (feature `redis`).
+    #[serde(default)]
+    pub bus: Option<BusConfig>,
 }
 
 /// `[cache]`: the engine (`hitbox_backend::CacheBuilder`).
@@ -758,6 +763,142 @@ pub struct LockConfig {
     pub poll_interval: Option<ConfigDuration>,
     /// The timeout of one lock command.
     pub command_timeout: Option<ConfigDuration>,
+}
+
+/// `[bus]`: the invalidation bus (`hitbox_redis::invalidation::InvalidationBus`,
+/// feature `redis`). Deletes, tag invalidations and purges made by one
+/// instance are published on a Redis channel, and every other instance
+/// applies them to its in-process tiers, which would otherwise serve what
+/// was invalidated until it expires.
+///
+/// The bus runs over the first Redis tier, through its connections (its
+/// URL, password and timeouts), and keeps in step the tiers in front of
+/// it: the file needs a `moka` (or `memory`) tier before its first Redis
+/// tier. Every field is optional; `[bus]` alone starts it with the
+/// defaults.
+///
+/// ```toml
+/// [bus]
+/// channel = "shop:invalidations"    # default: the Redis tier's key_prefix + "#invalidations"
+/// origin_env = "HOSTNAME"           # this instance's id, from the environment (default: a random one)
+/// degraded_ttl = "5s"               # L1 lifetimes while the subscription is down
+/// purge_on_resubscribe = true       # empty L1 after a loss it cannot catch up on
+/// publish_timeout = "1s"
+/// retry_interval = "500ms"
+/// stream_poll_interval = "1s"
+/// wait_subscribed = "5s"            # build waits this long for the subscription (default: no wait)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "BusRaw")]
+pub struct BusConfig {
+    /// The channel (default: the Redis tier's key prefix followed by
+    /// `#invalidations`). Every instance that shares the cache uses the
+    /// same one.
+    pub channel: Option<String>,
+    /// The environment variable that holds this instance's id (a host name,
+    /// a pod name): the origin of its messages, of the first Redis tier's
+    /// audit stream entries, and the name of its consumer group in that
+    /// stream; 1 to 128 printable ASCII characters without spaces. Default:
+    /// a random id per start. An id written in the
+    /// file is refused: every instance reading the file would have the same
+    /// one, and each would skip the others' messages as its own.
+    pub origin_env: Option<String>,
+    /// How long in-process entries are trusted while the subscription is
+    /// down (default 5 s).
+    pub degraded_ttl: Option<ConfigDuration>,
+    /// Whether the in-process tiers are emptied when the subscription comes
+    /// back after a loss that the audit stream cannot account for (default
+    /// `true`).
+    pub purge_on_resubscribe: Option<bool>,
+    /// The timeout of one `PUBLISH` (default 1 s).
+    pub publish_timeout: Option<ConfigDuration>,
+    /// How often to subscribe again while the subscription is down
+    /// (default 500 ms).
+    pub retry_interval: Option<ConfigDuration>,
+    /// How often, while subscribed, the audit stream is read for what
+    /// pub/sub did not deliver (default 1 s).
+    pub stream_poll_interval: Option<ConfigDuration>,
+    /// How long `build` waits for the subscription (default: it does not
+    /// wait; until it is up, in-process lifetimes are capped at
+    /// `degraded_ttl`).
+    pub wait_subscribed: Option<ConfigDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusRaw {
+    channel: Option<String>,
+    origin_env: Option<String>,
+    #[serde(default)]
+    origin: Option<InlineOrigin>,
+    degraded_ttl: Option<ConfigDuration>,
+    purge_on_resubscribe: Option<bool>,
+    publish_timeout: Option<ConfigDuration>,
+    retry_interval: Option<ConfigDuration>,
+    stream_poll_interval: Option<ConfigDuration>,
+    wait_subscribed: Option<ConfigDuration>,
+}
+
+/// An origin id written in the file: refused, with the reason.
+struct InlineOrigin;
+
+impl<'de> Deserialize<'de> for InlineOrigin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _ = de::IgnoredAny::deserialize(deserializer)?;
+        Ok(InlineOrigin)
+    }
+}
+
+impl TryFrom<BusRaw> for BusConfig {
+    type Error = String;
+    fn try_from(raw: BusRaw) -> Result<Self, String> {
+        if !cfg!(feature = "redis") {
+            return Err(feature_off("the invalidation bus", "redis"));
+        }
+        if raw.origin.is_some() {
+            return Err(at_field(
+                "origin",
+                "an origin id written in the config file is refused: every instance that reads the file \
+                 would have the same one, and each would skip the others' messages as its own; give the \
+                 name of an environment variable that holds it (`origin_env = \"HOSTNAME\"`), or leave it \
+                 out for a random one",
+            ));
+        }
+        if let Some(channel) = &raw.channel
+            && (channel.is_empty() || channel.chars().any(char::is_control))
+        {
+            return Err(at_field(
+                "channel",
+                format!("invalid channel {channel:?}: expected a non-empty name without control characters"),
+            ));
+        }
+        if raw.origin_env.as_deref() == Some("") {
+            return Err(at_field(
+                "origin_env",
+                "`origin_env` names an environment variable: it is not empty",
+            ));
+        }
+        for (field, value) in [
+            ("degraded_ttl", raw.degraded_ttl),
+            ("publish_timeout", raw.publish_timeout),
+            ("retry_interval", raw.retry_interval),
+            ("stream_poll_interval", raw.stream_poll_interval),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(at_field(field, format!("`{field}` must be longer than zero")));
+            }
+        }
+        Ok(BusConfig {
+            channel: raw.channel,
+            origin_env: raw.origin_env,
+            degraded_ttl: raw.degraded_ttl,
+            purge_on_resubscribe: raw.purge_on_resubscribe,
+            publish_timeout: raw.publish_timeout,
+            retry_interval: raw.retry_interval,
+            stream_poll_interval: raw.stream_poll_interval,
+            wait_subscribed: raw.wait_subscribed,
+        })
+    }
 }
 
 /// An HTTP method name.

@@ -148,9 +148,23 @@ const SCRIPT: &[Step] = &[
     ("GET", "/elsewhere", None, ""),
 ];
 
-async fn run(base: &str) -> Vec<(u16, String, String)> {
+/// Polls until `done` holds, for at most 30 s: a store happens once the
+/// body has streamed to the client, and only the cache's counter shows it.
+async fn until(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn run(base: &str, cache: &Cache) -> Vec<(u16, String, String)> {
     let client = reqwest::Client::new();
     let mut seen = Vec::new();
+    let mut stored = 0;
     for (method, path, header, body) in SCRIPT {
         let mut request = client.request(method.parse().unwrap(), format!("{base}{path}"));
         if let Some((name, value)) = header {
@@ -162,7 +176,13 @@ async fn run(base: &str) -> Vec<(u16, String, String)> {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let decision = decision(response.headers());
-        seen.push((status, decision, response.text().await.unwrap()));
+        let text = response.text().await.unwrap();
+        // The next request must find the entry, not join its store.
+        if decision.ends_with("; stored") {
+            stored += 1;
+            until(|| cache.stats().stores >= stored).await;
+        }
+        seen.push((status, decision, text));
     }
     seen
 }
@@ -195,8 +215,8 @@ async fn config_and_code_give_the_same_keys_and_decisions() {
 
     let (config_base, config_calls) = serve(built.layer).await;
     let (code_base, code_calls) = serve(in_code).await;
-    let from_config = run(&config_base).await;
-    let from_code = run(&code_base).await;
+    let from_config = run(&config_base, &from_config_cache).await;
+    let from_code = run(&code_base, &in_code_cache).await;
 
     assert_eq!(from_config, from_code);
     assert_eq!(

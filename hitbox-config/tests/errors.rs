@@ -351,3 +351,81 @@ fn files() {
     assert_eq!(error.kind(), ErrorKind::UnknownFormat);
     assert!(error.message().contains(".toml, .yaml or .yml"), "{error}");
 }
+
+const TWO_TIERS: &str =
+    "[[tiers]]\nmoka = { max_bytes = \"1 MiB\" }\n[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\" }\n";
+
+#[test]
+fn bus_errors() {
+    // No Redis tier to run over.
+    let error = toml_error(&format!("{MOKA}\n[bus]\nchannel = \"shop\"\n"));
+    assert_eq!(
+        error.to_string(),
+        "app.toml:4:1: `[bus]` runs over a Redis tier, and this configuration has none"
+    );
+    // Nothing in front of the Redis tier to keep in step.
+    let error = toml_error("[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\" }\n[bus]\n");
+    assert_eq!(error.line_column(), Some((3, 1)));
+    assert!(
+        error
+            .message()
+            .starts_with("`[bus]` keeps the tiers in front of the first Redis tier in step"),
+        "{error}"
+    );
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        (
+            "[bus]\nchanel = \"shop\"\n",
+            (6, 1),
+            "unknown field `chanel`, expected one of `channel`, `origin_env`",
+        ),
+        (
+            "[bus]\nretry_interval = \"100ms\"\nchannel = \"\"\n",
+            (7, 1),
+            "invalid channel \"\": expected a non-empty name",
+        ),
+        (
+            "[bus]\ndegraded_ttl = \"0s\"\n",
+            (6, 1),
+            "`degraded_ttl` must be longer than zero",
+        ),
+        (
+            "[bus]\npublish_timeout = \"soon\"\n",
+            (6, 19),
+            "invalid duration \"soon\"",
+        ),
+        (
+            "[bus]\npurge_on_resubscribe = \"yes\"\n",
+            (6, 24),
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "[bus]\norigin = \"web-1\"\n",
+            (6, 1),
+            "an origin id written in the config file is refused",
+        ),
+        (
+            "[bus]\norigin_env = \"\"\n",
+            (6, 1),
+            "`origin_env` names an environment variable",
+        ),
+    ];
+    for (tail, place, start) in cases {
+        let error = toml_error(&format!("{TWO_TIERS}{tail}"));
+        assert_eq!(error.kind(), ErrorKind::Parse, "{error}");
+        assert_eq!(error.line_column(), Some(*place), "{error}");
+        assert!(error.message().starts_with(start), "{error}");
+    }
+    // And in YAML.
+    let error = Config::from_yaml_str(
+        "app.yaml",
+        "tiers:\n  - moka: { max_bytes: 1024 }\n  - redis: { url: \"redis://127.0.0.1:1\" }\nbus:\n  channel: shop\n  retry_interval: 0s\n",
+    )
+    .unwrap_err();
+    assert_eq!(error.line_column(), Some((6, 3)), "{error}");
+    assert!(
+        error
+            .message()
+            .contains("`retry_interval` must be longer than zero"),
+        "{error}"
+    );
+}

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use hitbox_backend::Backend;
 use hitbox_config::Config;
-use hitbox_core::{CacheKey, Extractor};
+use hitbox_core::{CacheKey, Extractor, Tag};
+use hitbox_redis::invalidation::{BusEvent, Invalidation};
 use hitbox_tower::{CacheLayer, extract};
 
 fn env(name: &str) -> String {
@@ -148,4 +149,200 @@ async fn unreachable_redis_is_an_error_when_asked_to_wait() {
         error.message().starts_with("the Redis tier did not connect: "),
         "{error}"
     );
+}
+
+fn bus_config_text(url: &str, prefix: &str) -> String {
+    format!(
+        r#"
+[[tiers]]
+moka = {{ max_bytes = "8 MiB" }}
+
+[[tiers]]
+redis = {{ url = "{url}", key_prefix = "{prefix}", wait_connected = "5s" }}
+
+[bus]
+channel = "{prefix}bus"
+degraded_ttl = "30s"
+retry_interval = "100ms"
+wait_subscribed = "10s"
+
+[[rules]]
+namespace = "items"
+key = ["method", "path"]
+policy = {{ ttl = "1h" }}
+tags = ["items"]
+"#
+    )
+}
+
+/// Waits (at most 10 s) for the bus to apply an invalidation another
+/// instance published.
+async fn applied(events: &mut tokio::sync::broadcast::Receiver<BusEvent>, expected: &Invalidation) {
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(BusEvent::Applied(invalidation)) if invalidation == *expected => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("the bus stopped: {error}"),
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "{expected:?} was not applied in 10 s");
+}
+
+/// Two instances built from the same file text: what one invalidates, by
+/// tag or by key, leaves the other's moka tier too.
+async fn two_instances_share_invalidations(url: &str) {
+    let prefix = unique_prefix();
+    let text = bus_config_text(url, &prefix);
+    let first = Config::from_toml_str("two-tier.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let second = Config::from_toml_str("two-tier.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let first_bus = first.bus.clone().expect("[bus] starts a bus");
+    let second_bus = second.bus.clone().expect("[bus] starts a bus");
+    assert_eq!(first_bus.channel(), format!("{prefix}bus"));
+    assert_eq!(second_bus.channel(), first_bus.channel());
+    assert_ne!(
+        first_bus.origin(),
+        second_bus.origin(),
+        "each start has an id of its own"
+    );
+    assert!(first_bus.is_subscribed() && second_bus.is_subscribed());
+    assert_eq!(second_bus.degraded_ttl(), std::time::Duration::from_secs(30));
+
+    // The second instance's moka tier, as the bus sees it, and its events.
+    let second_l1 = Arc::clone(second_bus.l1());
+    let mut events = second_bus.events();
+    // The second's handles on its bus are dropped, as a server's `main`
+    // that keeps only the layer does: the cache holds the bus, which keeps
+    // running.
+    let second_layer = second.layer;
+    let second_cache = second.cache;
+    drop(second.bus);
+    drop(second_bus);
+
+    let (base, _) = serve(first.layer).await;
+    let (second_base, second_calls) = serve(second_layer).await;
+    let client = reqwest::Client::new();
+    let get = |base: &str| client.get(format!("{base}/items/7")).send();
+    let (parts, ()) = http::Request::get("/items/7").body(()).unwrap().into_parts();
+    let mut key = CacheKey::builder("items");
+    extract::Method.and(extract::Path).extract(&parts, &mut key);
+    let key = key.build();
+
+    // Stored by the second instance, in its moka tier and in Redis; the
+    // first reads it from Redis.
+    let response = get(&second_base).await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "hitbox; fwd=miss; stored");
+    response.text().await.unwrap();
+    until(|| second_cache.stats().stores >= 1).await;
+    assert!(second_l1.read(&key).await.unwrap().is_some());
+    let response = get(&base).await.unwrap();
+    assert!(
+        response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("hitbox; hit"),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+
+    // The first invalidates the tag: the second's moka forgets the entry,
+    // and the second calls its origin again.
+    assert!(first.cache.invalidate_tag(&Tag::new("items")).await.unwrap() >= 1);
+    applied(&mut events, &Invalidation::Tag("items".into())).await;
+    assert!(second_l1.read(&key).await.unwrap().is_none());
+    let response = get(&second_base).await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "hitbox; fwd=miss; stored");
+    assert_eq!(response.text().await.unwrap(), "call 2");
+    assert_eq!(second_calls.load(Ordering::SeqCst), 2);
+
+    // The same for a key the first deletes.
+    until(|| second_cache.stats().stores >= 2).await;
+    assert!(second_l1.read(&key).await.unwrap().is_some());
+    assert!(first.cache.delete(&key).await.unwrap());
+    applied(&mut events, &Invalidation::Key(key.as_str().to_owned())).await;
+    assert!(second_l1.read(&key).await.unwrap().is_none());
+    let response = get(&second_base).await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "hitbox; fwd=miss; stored");
+    assert_eq!(second_calls.load(Ordering::SeqCst), 3);
+    assert!(second_cache.stats().stores >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_from_config_standalone() {
+    two_instances_share_invalidations(&env("HITBOX_TEST_REDIS_URL")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_from_config_cluster() {
+    two_instances_share_invalidations(&env("HITBOX_TEST_REDIS_CLUSTER_URL")).await;
+}
+
+/// A bus over a Redis nothing listens at: the build waits
+/// `wait_subscribed` and fails with an error that points at it.
+#[tokio::test]
+async fn a_bus_that_cannot_subscribe_is_an_error_when_asked_to_wait() {
+    let text = "[[tiers]]\nmoka = { max_bytes = \"1 MiB\" }\n[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\", connection_timeout = \"100ms\" }\n\n[bus]\nwait_subscribed = \"300ms\"\n";
+    let error = Config::from_toml_str("app.toml", text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(error.line_column(), Some((7, 1)), "{error}");
+    assert!(
+        error
+            .message()
+            .starts_with("the invalidation bus did not subscribe: "),
+        "{error}"
+    );
+}
+
+/// `origin_env` names a variable that is not set: the build fails at it.
+#[tokio::test]
+async fn a_bus_origin_from_an_unset_variable_is_an_error() {
+    let text = "[[tiers]]\nmoka = { max_bytes = \"1 MiB\" }\n[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\" }\n[bus]\norigin_env = \"HITBOX_CONFIG_TEST_UNSET_ORIGIN\"\n";
+    let error = Config::from_toml_str("app.toml", text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "app.toml:6:15: the environment variable HITBOX_CONFIG_TEST_UNSET_ORIGIN that should hold this instance's id is not set"
+    );
+}
+
+/// `origin_env`: the instance's id comes from the environment (here a
+/// variable cargo sets for every test it runs).
+#[tokio::test]
+async fn a_bus_origin_from_the_environment() {
+    let expected = env("CARGO_PKG_NAME");
+    let text = "[[tiers]]\nmoka = { max_bytes = \"1 MiB\" }\n[[tiers]]\nredis = { url = \"redis://127.0.0.1:1\" }\n[bus]\norigin_env = \"CARGO_PKG_NAME\"\n";
+    let built = Config::from_toml_str("app.toml", text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let bus = built.bus.expect("[bus] starts a bus");
+    assert_eq!(bus.origin().as_str(), expected);
+    assert_eq!(
+        built.redis[0].instance_id().as_str(),
+        expected,
+        "the Redis tier's audit entries carry the same origin"
+    );
+    assert_eq!(
+        bus.channel(),
+        "#invalidations",
+        "the default channel, without a key prefix"
+    );
+    assert!(!bus.is_subscribed(), "nothing listens at port 1");
 }
