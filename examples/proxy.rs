@@ -31,15 +31,33 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // `--config FILE`: the cache layer (tiers, standards mode) from a file.
-    let (args, configured) =
-        hitbox_examples::config_arg::from_args_or_exit("proxy", std::env::args().skip(1)).await;
+    // `--config FILE`: the cache layer (tiers, standards mode) from a file,
+    // which must key what the flags make the proxy keep.
+    let (args, path) = match hitbox_examples::config_arg::split_config_arg(std::env::args().skip(1)) {
+        Ok(split) => split,
+        Err(message) => {
+            eprintln!("proxy: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = match proxy::command_line(args, &mut std::io::stdout(), &mut std::io::stderr()) {
         Ok(config) => config,
         Err(status) => return ExitCode::from(status),
     };
-    let app = match configured {
-        Some(built) => proxy::app_with_layer(&config, built.layer),
+    let app = match path {
+        Some(path) => {
+            let check = |file: &hitbox_config::Config| proxy::fits_config(&config, file);
+            match hitbox_examples::config_arg::build_checked(&path, check).await {
+                Ok(built) => {
+                    eprintln!("proxy: cache layer from {}", path.display());
+                    proxy::app_with_layer(&config, built.layer)
+                }
+                Err(message) => {
+                    eprintln!("proxy: {message}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         None => match proxy::cache(config.redis.as_deref()).await {
             Ok(cache) => proxy::app(&config, cache),
             Err(message) => {

@@ -49,7 +49,18 @@ pub fn wants_help<S: AsRef<str>>(args: &[S]) -> bool {
 /// Reads, checks and builds the configuration at `path`; the error is the
 /// message to print (`FILE:LINE:COLUMN: ...`).
 pub async fn build(path: &std::path::Path) -> Result<Built, String> {
+    build_checked(path, |_| Ok(())).await
+}
+
+/// [`build`], with a check of the example's own (`check`) between reading
+/// the file and building it: what the rest of the command line needs of
+/// the file.
+pub async fn build_checked(
+    path: &std::path::Path,
+    check: impl FnOnce(&Config) -> Result<(), String>,
+) -> Result<Built, String> {
     let config = Config::from_file(path).map_err(|e| e.to_string())?;
+    check(&config)?;
     config.build().await.map_err(|e| e.to_string())
 }
 

@@ -80,7 +80,9 @@
 //!    ([`Rfc9111::key_field`]), so that requests which differ in them never
 //!    share a stored response. Since `X-Forwarded-For` names the client,
 //!    that mostly means one cache entry per client chain: the price of
-//!    letting the origin read them.
+//!    letting the origin read them. With `--config FILE`, the file's
+//!    `[standards]` section must list the four in `key_fields`, or the
+//!    proxy refuses to start ([`fits_config`]).
 //! 4. **Host.** The key's host is the request's `Host` field, else the
 //!    authority of an absolute-form target (`GET http://example.com/ ...`).
 //!    The upstream is sent exactly that host, lowercased as the key has
@@ -189,6 +191,40 @@ pub const FORWARDING_FIELDS: [&str; 4] = [
     "x-forwarded-proto",
     "forwarded",
 ];
+
+/// Whether a configuration file fits the command line: with
+/// `--trust-forwarded` the proxy keeps the client's forwarding fields, so
+/// the file's `[standards]` section must key every one of them
+/// (`key_fields`), as the proxy's own layer does; otherwise one client
+/// could make the origin write what it sent into a response that others
+/// are then served. A file in rule mode cannot say so, and is refused with
+/// that flag.
+pub fn fits_config(config: &Config, file: &hitbox_config::Config) -> Result<(), String> {
+    if !config.trust_forwarded {
+        return Ok(());
+    }
+    let Some(standards) = &file.model().standards else {
+        return Err(format!(
+            "{}: --trust-forwarded keeps the forwarding fields, so they must be in the key: \
+             give the file a [standards] section whose key_fields lists {}",
+            file.file(),
+            FORWARDING_FIELDS.join(", ")
+        ));
+    };
+    let missing: Vec<&str> = FORWARDING_FIELDS
+        .into_iter()
+        .filter(|name| !standards.key_fields.iter().any(|field| field.0 == *name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}: --trust-forwarded keeps the forwarding fields, so they must be in the key: \
+         [standards] key_fields lacks {}",
+        file.file(),
+        missing.join(", ")
+    ))
+}
 
 /// The default `--listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -1101,6 +1137,38 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::R
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn file(text: &str) -> hitbox_config::Config {
+        let text = format!("[[tiers]]\nmoka = {{ max_bytes = \"1 MiB\" }}\n{text}");
+        hitbox_config::Config::from_toml_str("proxy.toml", &text).expect("a valid file")
+    }
+
+    #[test]
+    fn trusted_forwarding_fields_must_be_keyed_by_the_config_file() {
+        let upstream = Uri::from_static("http://127.0.0.1:9");
+        let trusting = Config {
+            trust_forwarded: true,
+            ..Config::new(upstream.clone())
+        };
+        let keyed = file(
+            "[standards]\nkey_fields = [\"x-forwarded-for\", \"X-Forwarded-Host\", \"x-forwarded-proto\", \"forwarded\"]\n",
+        );
+        assert_eq!(fits_config(&trusting, &keyed), Ok(()));
+        let partly = file("[standards]\nkey_fields = [\"x-forwarded-for\"]\n");
+        let error = fits_config(&trusting, &partly).unwrap_err();
+        assert!(error.starts_with("proxy.toml: "), "{error}");
+        assert!(
+            error.ends_with("key_fields lacks x-forwarded-host, x-forwarded-proto, forwarded"),
+            "{error}"
+        );
+        let rules = file("[[rules]]\n");
+        let error = fits_config(&trusting, &rules).unwrap_err();
+        assert!(error.contains("give the file a [standards] section"), "{error}");
+        // Without the flag the fields are dropped, and any file fits.
+        let dropping = Config::new(upstream);
+        assert_eq!(fits_config(&dropping, &rules), Ok(()));
+        assert_eq!(fits_config(&dropping, &partly), Ok(()));
+    }
 
     #[test]
     fn forwarded_quotes_ipv6_and_hosts_with_a_port() {
