@@ -12,9 +12,10 @@
 #   (d) info      metrics off, a subscriber at INFO (the layer's spans off)
 #   (e) debug     metrics off, the same subscriber at DEBUG (spans taken)
 # (a) and (b) run twice, at the start and at the end, to show the noise.
-# With BASE=COMMIT, a third build of `hit_profile` from that commit (a
-# source copy by `git archive`, no worktree) gives the row "today": the
-# hit before the work being measured.
+# With BASE=COMMIT, two more builds of `hit_profile` from that commit (a
+# source copy by `git archive`, no worktree), without and with its
+# `metrics` feature, give the rows "today" and "today, on": the hit
+# before the work being measured, to compare with (a) and (b).
 # Each figure is (total(N2) - total(N1)) / (N2 - N1), start-up and the
 # filling miss cancelled out.
 set -euo pipefail
@@ -36,6 +37,9 @@ if [ -n "${BASE:-}" ]; then
   CARGO_TARGET_DIR="$(realpath "$target")" cargo build --release -q \
       --manifest-path "$out/base-src/Cargo.toml" -p hitbox-benches --bin hit_profile
   cp "$target/release/hit_profile" "$out/base"
+  CARGO_TARGET_DIR="$(realpath "$target")" cargo build --release -q \
+      --manifest-path "$out/base-src/Cargo.toml" -p hitbox-benches --bin hit_profile --features metrics
+  cp "$target/release/hit_profile" "$out/base-metrics"
 fi
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ' (with uncommitted changes)'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 per_call() {
@@ -54,7 +58,10 @@ row() {
   n=$(per_call "$build" rules "$setting")
   printf '%-14s %-30s %8d %s\n' "$name" "$what" "$n" "$(awk -v a="$n" -v b="$origin" 'BEGIN { printf "%.3f", a / b }')"
 }
-if [ -n "${BASE:-}" ]; then row "today" "$(git rev-parse --short "$BASE"), nothing" base none; fi
+if [ -n "${BASE:-}" ]; then
+  row "today" "$(git rev-parse --short "$BASE"), nothing" base none
+  row "today, on" "$(git rev-parse --short "$BASE"), metrics on" base-metrics none
+fi
 row "(a) off" "metrics off, nothing" off none
 row "(b) on" "metrics on, no recorder" on none
 row "(c) recorder" "metrics on, Prometheus" on recorder

@@ -3,10 +3,20 @@
 //!
 //! | Request | Purges |
 //! |---|---|
-//! | `POST /purge/url` with the URL as the body | the URL's entries ([`Purger::purge_url`]) |
+//! | `POST /purge/url` with the URL as the body, then any request headers | the URL's entries ([`Purger::purge_url`]) |
 //! | `POST /purge/tag/{tag}` | every entry tagged `tag` |
 //! | `POST /purge/prefix` with the key prefix as the body | every key that starts with it |
 //! | `POST /purge/namespace/{namespace}` | a rule namespace's entries |
+//!
+//! The body of `/purge/url` is the absolute URL on its first line, then,
+//! one per line, the request headers (`Name: value`) the key is built
+//! from, where a rule keys headers as well as the URL (its `Host` is the
+//! URL's authority unless a line gives one):
+//!
+//! ```text
+//! https://shop.example/prices/7
+//! X-Tenant: acme
+//! ```
 //!
 //! `?soft=1` marks entries stale instead of removing them. Answers are
 //! JSON: `{"purged":3,"mode":"hard"}`, or `{"error":"…","kind":"…"}` with
@@ -23,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hitbox_backend::{BackendError, PurgeMode};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
 
 use crate::purge::{PurgeError, Purger};
 
@@ -195,23 +205,51 @@ async fn by_url(State(admin): State<Admin>, request: Request<Body>) -> Response 
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let uri = match text.parse::<Uri>() {
+    let (uri, headers) = match url_and_headers(&text) {
+        Ok(parsed) => parsed,
+        Err(response) => return *response,
+    };
+    answer(admin.purger.purge_url(&uri, &headers, mode).await, mode)
+}
+
+/// The URL on the first line of a `/purge/url` body and the headers on the
+/// lines after it (`Host` from the URL unless given).
+fn url_and_headers(text: &str) -> Result<(Uri, HeaderMap), Box<Response>> {
+    let mut lines = text.lines();
+    let url = lines.next().unwrap_or_default().trim();
+    let uri = match url.parse::<Uri>() {
         Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => uri,
         _ => {
-            return error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
-                "the body must be an absolute URL",
+                "the body must start with an absolute URL",
                 "bad-url",
-            );
+            )));
         }
     };
     let mut headers = HeaderMap::new();
-    if let Some(authority) = uri.authority()
+    for line in lines.map(str::trim).filter(|line| !line.is_empty()) {
+        let parsed = line.split_once(':').and_then(|(name, value)| {
+            let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            let value = HeaderValue::from_str(value.trim()).ok()?;
+            Some((name, value))
+        });
+        let Some((name, value)) = parsed else {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "a header line must be Name: value",
+                "bad-header",
+            )));
+        };
+        headers.append(name, value);
+    }
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = uri.authority()
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
         headers.insert(header::HOST, host);
     }
-    answer(admin.purger.purge_url(&uri, &headers, mode).await, mode)
+    Ok((uri, headers))
 }
 
 async fn by_tag(State(admin): State<Admin>, Path(tag): Path<String>, request: Request<Body>) -> Response {

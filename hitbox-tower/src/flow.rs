@@ -73,6 +73,8 @@ struct Keyed<C, ReqB> {
     body_bytes: Option<Bytes>,
     /// The label its outcome is counted under ([`LayerState::count`]).
     label: usize,
+    /// When `key` is a variant's: the primary key it varies from.
+    variant_of: Option<CacheKey>,
 }
 
 impl<C, ReqB> Keyed<C, ReqB> {
@@ -216,6 +218,7 @@ where
                 head,
                 body_bytes: None,
                 label,
+                variant_of: None,
             };
             Box::pin(lookup(shared, inner, request))
         }
@@ -387,6 +390,7 @@ where
         head,
         body_bytes: Some(bytes),
         label,
+        variant_of: None,
     };
     lookup(shared, inner, request).await
 }
@@ -527,7 +531,8 @@ where
     {
         let names = primary.value().vary.clone().unwrap_or_default();
         let stored_at = primary.meta().stored_at;
-        request.key = variant_key(&request.key, &names, &request.parts.headers);
+        let variant = variant_key(&request.key, &names, &request.parts.headers);
+        request.variant_of = Some(std::mem::replace(&mut request.key, variant));
         found = cache
             .get_entry::<HitResponse>(&request.key)
             .await
@@ -667,6 +672,7 @@ where
         key,
         context,
         label,
+        variant_of,
         ..
     } = request;
     let client = parts.headers.clone();
@@ -697,7 +703,7 @@ where
     // invalidation that lands while the missing range is fetched. Should
     // another request be loading the whole response already, its store
     // wins and this one stores nothing.
-    let options = shared.policy.flight_options(&context, &parts);
+    let options = flight_options(&shared, &context, &parts, variant_of.as_ref());
     let lead = match cache.lead_or_join::<CachedResponse, Uncacheable>(&key, &options) {
         LoadTicket::Lead(lead) => {
             lead.ready().await;
@@ -863,7 +869,8 @@ where
     let mut lead = None;
     let mut skip = None;
     if !head && policy.joins_loads(context, &request.parts.headers) {
-        let options = shared.engine_options(&policy.flight_options(context, &request.parts));
+        let options = flight_options(&shared, context, &request.parts, request.variant_of.as_ref());
+        let options = shared.engine_options(&options);
         match cache.lead_or_join::<CachedResponse, Uncacheable>(&request.key, &options) {
             LoadTicket::Lead(ticket) => lead = Some(ticket),
             LoadTicket::Join(join) => match tokio::time::timeout(shared.lock_timeout, join.wait()).await {
@@ -928,7 +935,7 @@ where
     let client = request.parts.headers.clone();
     // What the stored entry is tagged with, when responses bring tags.
     let tag_options = if shared.surrogate.is_some() {
-        policy.flight_options(context, &request.parts)
+        flight_options(&shared, context, &request.parts, request.variant_of.as_ref())
     } else {
         hitbox_core::EntryOptions::default()
     };
@@ -1156,6 +1163,22 @@ where
     Ok(Response::from_parts(head_parts, tee.fill(body)))
 }
 
+/// The options of a load's single-flight (the policy's), with the tag of
+/// the primary key's variants when the request's key is a variant's and
+/// the policy tags them ([`HttpPolicy::tags_variants`]).
+fn flight_options<P: HttpPolicy>(
+    shared: &LayerState<P>,
+    context: &P::Context,
+    parts: &request::Parts,
+    variant_of: Option<&CacheKey>,
+) -> hitbox_core::EntryOptions {
+    let options = shared.policy.flight_options(context, parts);
+    match variant_of {
+        Some(primary) if shared.policy.tags_variants() => options.tag(crate::purge::variants_tag(primary)),
+        _ => options,
+    }
+}
+
 /// A request that gave up waiting for another's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LockTimeout;
@@ -1273,7 +1296,7 @@ fn refresh_in_background<P, S, ReqB, ResB>(
     let client = parts.headers.clone();
     let (shared_for_load, key, context) =
         (Arc::clone(shared), original.key.clone(), original.context.clone());
-    let options = shared.policy.flight_options(&context, parts);
+    let options = flight_options(shared, &context, parts, original.variant_of.as_ref());
     let engine_options = shared.engine_options(&options);
     shared
         .cache

@@ -219,15 +219,28 @@ impl<P: HttpPolicy> LayerState<P> {
 }
 
 /// The targets of a URL purge in rule mode: the key, and the variants
-/// stored beside it (their keys start with the primary key).
+/// stored beside it: by their tag ([`variants_tag`]), which reaches every
+/// one, digested or not, and by the prefix their keys share with the
+/// primary key (for variants stored before they were tagged).
 pub(crate) fn key_and_variants(primary: CacheKey) -> Vec<PurgeTarget> {
-    let mut targets = Vec::with_capacity(2);
+    let mut targets = Vec::with_capacity(3);
+    targets.push(PurgeTarget::Tag(variants_tag(&primary)));
     if !primary.is_digested() {
         let prefix = KeyBuilder::new("vary").part("of", primary.as_str()).key_prefix();
         targets.push(PurgeTarget::Prefix(prefix));
     }
     targets.insert(0, PurgeTarget::Key(primary));
     targets
+}
+
+/// The tag of the variants of the response stored under `primary` (rule
+/// mode): `hitbox.variants.` and the primary key's log digest. A variant's
+/// key may be a digest that no prefix reaches (the primary key's is, or
+/// the response varies by credentials); its tag is how a purge of the URL
+/// finds it. Two primary keys whose digests collided would only purge each
+/// other's variants.
+pub(crate) fn variants_tag(primary: &CacheKey) -> Tag {
+    Tag::new(format!("hitbox.variants.{}", primary.log_id()))
 }
 
 /// Why a purge did not happen.

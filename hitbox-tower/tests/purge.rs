@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hitbox_backend::{Cache, PurgeMode};
+use hitbox_core::Extractor as _;
 use hitbox_core::{CachePolicy, ManualClock};
 use hitbox_moka::MokaBackend;
 use hitbox_redis::RedisBackend;
@@ -398,6 +399,129 @@ async fn a_failing_tier_is_a_503_with_its_kind() {
         )
         .await;
     assert!(matches!(error, Err(PurgeError::Backend(_))), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_tier_that_cannot_list_its_keys_is_a_501_for_a_prefix_purge() {
+    // memcached (the real server the test command starts) cannot list its
+    // keys: a purge by prefix is one it cannot do, and says so.
+    let url = std::env::var("HITBOX_TEST_MEMCACHED_URL")
+        .expect("HITBOX_TEST_MEMCACHED_URL: run the tests through scripts/test.sh");
+    let memcached = hitbox_memcached::MemcachedBackend::builder()
+        .url(url)
+        .build()
+        .expect("the backend builds");
+    let clock = ManualClock::new();
+    let cache = Cache::builder(memcached).clock(clock.clone()).build();
+    let site = site_with(cache, clock, |layer| layer).await;
+    let got = site.admin("/purge/prefix", "hitbox:").await;
+    assert_eq!(got.status, 501, "{}", got.body);
+    assert!(got.body.contains("\"kind\":\"unsupported\""), "{}", got.body);
+    // A purge by URL names its keys: that one it can do.
+    let filled = site.get("/items/9").await;
+    assert_eq!(filled.cache_status(), "hitbox; fwd=miss; stored");
+    until_hit(&site, "/items/9").await;
+    let purged = site.admin("/purge/url", &site.url("/items/9")).await;
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    assert!(!is_hit(&site.get("/items/9").await));
+}
+
+/// Waits until `path` is served from the cache.
+async fn until_hit(site: &Site, path: &str) {
+    for _ in 0..200 {
+        if is_hit(&site.get(path).await) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{path} was never stored");
+}
+
+#[tokio::test]
+async fn a_url_purge_takes_the_request_headers_a_rule_keys() {
+    let tenant = http::HeaderName::from_static("x-tenant");
+    let site = site(|layer| {
+        layer.rule(Rule::new().key(
+            hitbox_tower::extract::default_key().and(hitbox_tower::extract::Header::named(tenant.clone())),
+        ))
+    })
+    .await;
+    for who in ["acme", "globex"] {
+        let got = site.send(Method::GET, "/items/1", &[("x-tenant", who)], "").await;
+        assert_eq!(got.cache_status(), "hitbox; fwd=miss; stored", "{who}");
+    }
+    until(|| site.cache.stats().stores >= 2).await;
+    // The URL alone names neither tenant's entry.
+    let alone = site.admin("/purge/url", &site.url("/items/1")).await;
+    assert_eq!(alone.body, r#"{"purged":0,"mode":"hard"}"#);
+    let body = format!("{}\nX-Tenant: acme\n", site.url("/items/1"));
+    let purged = site.admin("/purge/url", &body).await;
+    assert_eq!(purged.body, r#"{"purged":1,"mode":"hard"}"#);
+    let acme = site
+        .send(Method::GET, "/items/1", &[("x-tenant", "acme")], "")
+        .await;
+    assert!(!is_hit(&acme), "{}", acme.cache_status());
+    let globex = site
+        .send(Method::GET, "/items/1", &[("x-tenant", "globex")], "")
+        .await;
+    assert!(
+        is_hit(&globex),
+        "the other tenant's entry stays: {}",
+        globex.cache_status()
+    );
+    for bad in [
+        format!("{}\nno colon here", site.url("/items/1")),
+        format!("{}\nbad name: x", site.url("/items/1")),
+    ] {
+        let got = site.admin("/purge/url", &bad).await;
+        assert_eq!(got.status, 400, "{bad}");
+        assert!(got.body.contains("bad-header"), "{}", got.body);
+    }
+}
+
+#[tokio::test]
+async fn a_url_purge_in_rule_mode_reaches_variants_that_no_prefix_can() {
+    // A URL long enough for its key to be digested: its variants' keys are
+    // digests too, which no prefix of the primary key reaches.
+    let path = format!("/varies/long?q={}", "x".repeat(300));
+    let site = site(|layer| layer).await;
+    let fill = |lang: &'static str| {
+        let (site, path) = (&site, path.clone());
+        async move {
+            site.send(Method::GET, &path, &[("accept-language", lang)], "")
+                .await
+        }
+    };
+    for lang in ["fr", "de"] {
+        let got = fill(lang).await;
+        assert!(
+            got.cache_status().contains("stored"),
+            "{lang}: {}",
+            got.cache_status()
+        );
+    }
+    until(|| site.cache.stats().stores >= 2).await;
+    for lang in ["fr", "de"] {
+        assert!(is_hit(&fill(lang).await), "{lang} is stored");
+    }
+    // Soft: each variant is served stale while it is refreshed, none fresh.
+    let purged = site.admin("/purge/url?soft=1", &site.url(&path)).await;
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    let stores = site.cache.stats().stores;
+    let de = fill("de").await;
+    assert!(
+        de.cache_status().starts_with("hitbox; hit; ttl=-"),
+        "the variant is stale, not fresh: {}",
+        de.cache_status()
+    );
+    until(|| site.cache.stats().stores > stores).await;
+    // Hard: neither variant is served.
+    let purged = site.admin("/purge/url", &site.url(&path)).await;
+    assert_eq!(purged.status, 200, "{}", purged.body);
+    for lang in ["fr", "de"] {
+        let got = fill(lang).await;
+        assert!(!is_hit(&got), "{lang}: {}", got.cache_status());
+    }
 }
 
 #[tokio::test]

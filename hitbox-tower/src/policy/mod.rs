@@ -187,6 +187,12 @@ pub(crate) trait HttpPolicy: Send + Sync + 'static {
     /// the stored `ETag` and `Last-Modified` to the origin.
     fn uses_validators(&self) -> bool;
 
+    /// Whether the variants of a response that varies are tagged with
+    /// their primary key's tag ([`crate::purge::variants_tag`]), so that a
+    /// purge of the URL reaches them all (standards mode reaches them by
+    /// the URL's own tag instead).
+    fn tags_variants(&self) -> bool;
+
     /// The options of a load's single-flight for `request` (the engine
     /// stores the value with them, unless their lifetime is zero).
     fn flight_options(&self, context: &Self::Context, request: &request::Parts) -> EntryOptions;

@@ -246,6 +246,10 @@ impl HttpPolicy for RulePolicy {
         false
     }
 
+    fn tags_variants(&self) -> bool {
+        true
+    }
+
     fn flight_options(&self, context: &RuleContext, request: &request::Parts) -> EntryOptions {
         let rule = self.rule(context);
         let policy = rule.policy.unwrap_or(self.fallback);

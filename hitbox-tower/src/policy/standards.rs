@@ -338,6 +338,10 @@ impl HttpPolicy for StandardsPolicy {
         true
     }
 
+    fn tags_variants(&self) -> bool {
+        false
+    }
+
     fn serves_ranges(&self) -> bool {
         true
     }
