@@ -1353,6 +1353,31 @@ impl InvalidationBus {
         self.inner.shared.degraded_ttl
     }
 
+    /// Whether the L1 tier is emptied after a lost subscription whose missed
+    /// invalidations the audit stream could not replay; see
+    /// [`InvalidationBusBuilder::purge_on_resubscribe`].
+    pub fn purge_on_resubscribe(&self) -> bool {
+        self.inner.shared.purge_on_resubscribe
+    }
+
+    /// How long a publish (stream append or `PUBLISH`) may take before it
+    /// fails; see [`InvalidationBusBuilder::publish_timeout`].
+    pub fn publish_timeout(&self) -> Duration {
+        self.inner.shared.publish_timeout
+    }
+
+    /// How often a lost subscription is retried; see
+    /// [`InvalidationBusBuilder::retry_interval`].
+    pub fn retry_interval(&self) -> Duration {
+        self.inner.shared.retry_interval
+    }
+
+    /// How often the audit stream is read while subscribed; see
+    /// [`InvalidationBusBuilder::stream_poll_interval`].
+    pub fn stream_poll_interval(&self) -> Duration {
+        self.inner.shared.stream_poll_interval
+    }
+
     /// The L1 backend the bus was started over (without the header the
     /// [`LocalTier`] adds).
     pub fn l1(&self) -> &Arc<dyn Backend> {

@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fred::prelude::{ClientLike, KeysInterface, PubsubInterface};
 use fred::types::{ClusterHash, CustomCommand};
-use hitbox_backend::{Backend, Cache, Compose};
+use hitbox_backend::{Backend, BackendError, Cache, Compose};
 use hitbox_core::{CachePolicy, EntryOptions, Tag};
 use hitbox_moka::MokaBackend;
-use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus};
+use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus, InvalidationBusBuilder};
 use hitbox_redis::lock::Role;
 use hitbox_redis::{RedisBackend, RedisLock};
 use tokio::sync::{Barrier, broadcast};
 
 use crate::common::{
-    CLUSTER, OwnServer, Profile, STANDALONE, backend, env, init_tracing, key, plain_client, poll_until,
-    profile, unique_prefix,
+    CLUSTER, OwnServer, Profile, STANDALONE, backend, builder, env, init_tracing, key, plain_client,
+    poll_until, profile, unique_prefix,
 };
 
 /// How long a test waits for an event before it fails.
@@ -42,10 +42,17 @@ impl Instance {
     }
 
     async fn over(redis: RedisBackend, degraded_ttl: Duration) -> Instance {
+        Instance::configured(redis, |bus| bus.degraded_ttl(degraded_ttl)).await
+    }
+
+    /// An instance whose bus `configure` sets up (after a short retry
+    /// interval).
+    async fn configured(
+        redis: RedisBackend,
+        configure: impl FnOnce(InvalidationBusBuilder) -> InvalidationBusBuilder,
+    ) -> Instance {
         let moka = MokaBackend::new(16 * 1024 * 1024);
-        let bus = InvalidationBus::builder(&redis)
-            .degraded_ttl(degraded_ttl)
-            .retry_interval(Duration::from_millis(100))
+        let bus = configure(InvalidationBus::builder(&redis).retry_interval(Duration::from_millis(100)))
             .start(moka.clone())
             .expect("the bus starts");
         let tiers = bus.broadcasting(bus.local_tier().compose(redis.clone()));
@@ -559,4 +566,150 @@ async fn the_programmatic_lock_is_named_by_the_keys_digest() {
         .await
         .expect("the load succeeds");
     assert_eq!((outcome.value, outcome.role), (profile(7), Role::Loaded));
+}
+
+/// Kills every pub/sub connection of `url`'s server (a server of the
+/// test's own: the shared one carries other tests' subscriptions).
+async fn kill_subscribers(url: &str) {
+    let plain = plain_client(url).await;
+    let killed: i64 = plain
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+            vec!["KILL", "TYPE", "pubsub"],
+        )
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 1, "no subscriber was killed");
+}
+
+#[tokio::test]
+async fn publish_timeout_bounds_a_publish_to_a_hung_redis() {
+    init_tracing();
+    let server = OwnServer::start().await;
+    let url = server.url();
+    let prefix = unique_prefix("bus-publish-timeout");
+    // Longer than the bus's own bound: if the publish gave up, it was the
+    // bus's timeout that did, not the backend's.
+    let redis = builder(&url, &prefix)
+        .write_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(5))
+        .build()
+        .expect("the backend builds");
+    redis
+        .wait_connected(PATIENCE)
+        .await
+        .expect("the backend connects");
+    let bound = Duration::from_millis(250);
+    let a = Instance::configured(redis, |bus| bus.publish_timeout(bound)).await;
+    assert_eq!(a.bus.publish_timeout(), bound);
+
+    server.pause();
+    let started = Instant::now();
+    let outcome = a.bus.publish(Invalidation::Key(key(1).as_str().to_owned())).await;
+    let took = started.elapsed();
+    server.resume();
+    match outcome {
+        Err(BackendError::Timeout { after, .. }) => assert_eq!(after, bound),
+        other => panic!("expected the publish timeout, got {other:?}"),
+    }
+    // The stream append and the PUBLISH each wait at most `bound`; the
+    // backend's own timeouts (5 s) never came into it.
+    assert!(took < Duration::from_secs(4), "the publish took {took:?}");
+    assert_eq!(a.bus.stats().publish_failures, 1);
+}
+
+#[tokio::test]
+async fn purge_on_resubscribe_decides_what_a_loss_without_a_stream_costs() {
+    init_tracing();
+    let server = OwnServer::start().await;
+    let url = server.url();
+    let prefix = unique_prefix("bus-purge-on-resubscribe");
+    // Without the audit stream a bus cannot know what it missed while its
+    // subscription was down.
+    let no_stream = || async {
+        let redis = builder(&url, &prefix)
+            .audit_stream(false)
+            .build()
+            .expect("the backend builds");
+        redis
+            .wait_connected(PATIENCE)
+            .await
+            .expect("the backend connects");
+        redis
+    };
+    let purging = Instance::configured(no_stream().await, |bus| bus.purge_on_resubscribe(true)).await;
+    let keeping = Instance::configured(no_stream().await, |bus| bus.purge_on_resubscribe(false)).await;
+    assert!(purging.bus.purge_on_resubscribe());
+    assert!(!keeping.bus.purge_on_resubscribe());
+    for instance in [&purging, &keeping] {
+        instance.cache.set(&key(1), &profile(1)).await.expect("stores");
+        let local = instance.bus.local_tier();
+        assert!(local.read(&key(1)).await.expect("L1 reads").is_some());
+    }
+
+    let mut purging_events = purging.bus.events();
+    let mut keeping_events = keeping.bus.events();
+    kill_subscribers(&url).await;
+    for events in [&mut purging_events, &mut keeping_events] {
+        wait_for(events, "the loss", |e| *e == BusEvent::Lost).await;
+        wait_for(events, "the resubscription", |e| *e == BusEvent::Subscribed).await;
+    }
+    let purged = purging.bus.stats();
+    assert_eq!(purged.purges, 1, "{purged:?}");
+    // A purge leaves moka's entries in place but out of the L1's sight.
+    let seen = |instance: &Instance| {
+        let local = instance.bus.local_tier();
+        async move { local.read(&key(1)).await.expect("L1 reads").is_some() }
+    };
+    assert!(!seen(&purging).await, "the default empties L1");
+    let kept = keeping.bus.stats();
+    assert_eq!(kept.purges, 0, "{kept:?}");
+    assert!(seen(&keeping).await, "purge_on_resubscribe(false) keeps L1");
+}
+
+#[tokio::test]
+async fn stream_poll_interval_paces_what_the_stream_brings() {
+    init_tracing();
+    let url = env(STANDALONE);
+    let prefix = unique_prefix("bus-stream-poll");
+    let fast = Instance::configured(backend(&url, &prefix).await, |bus| {
+        bus.stream_poll_interval(Duration::from_millis(100))
+    })
+    .await;
+    // Never polls within the test: every event restarts its wait.
+    let slow = Instance::configured(backend(&url, &prefix).await, |bus| {
+        bus.stream_poll_interval(Duration::from_secs(3600))
+    })
+    .await;
+    assert_eq!(fast.bus.stream_poll_interval(), Duration::from_millis(100));
+    assert_eq!(slow.bus.stream_poll_interval(), Duration::from_secs(3600));
+    // Twelve entries in both L1s.
+    let ids = 1..=12;
+    for instance in [&fast, &slow] {
+        for id in ids.clone() {
+            instance.cache.set(&key(id), &profile(id)).await.expect("stores");
+            assert!(instance.l1_holds(id).await);
+        }
+    }
+
+    // An instance without a bus: its removals reach the audit stream, not
+    // pub/sub. One at a time, each replayed by the fast poller before the
+    // next: twelve polls 100 ms apart, longer than the default interval
+    // (1 s), so a slow poller that fell back to the default would have
+    // polled meanwhile.
+    let busless = backend(&url, &prefix).await;
+    let mut events = fast.bus.events();
+    for id in ids.clone() {
+        assert!(busless.remove(&key(id)).await.expect("removes"));
+        let wanted = Invalidation::Key(key(id).as_str().to_owned());
+        wait_for(&mut events, "the fast poller replaying the removal", |e| {
+            *e == BusEvent::Replayed(wanted.clone())
+        })
+        .await;
+        assert!(!fast.l1_holds(id).await);
+    }
+    for id in ids {
+        assert!(slow.l1_holds(id).await, "the slow poller has not read the stream");
+    }
+    assert_eq!(slow.bus.stats().replayed, 0);
 }
