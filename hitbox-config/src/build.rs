@@ -441,6 +441,9 @@ async fn redis(
     if let Some(t) = config.invalidate_timeout {
         builder = builder.invalidate_timeout(t.0);
     }
+    if let Some(t) = config.purge_timeout {
+        builder = builder.purge_timeout(t.0);
+    }
     if let Some(t) = config.connection_timeout {
         builder = builder.connection_timeout(t.0);
     }

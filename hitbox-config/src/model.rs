@@ -305,6 +305,8 @@ pub struct RedisConfig {
     pub write_timeout: Option<ConfigDuration>,
     /// The timeout of a tag invalidation.
     pub invalidate_timeout: Option<ConfigDuration>,
+    /// The bound on one whole purge (scan and removals); default 30 s.
+    pub purge_timeout: Option<ConfigDuration>,
     /// The timeout of a connection attempt.
     pub connection_timeout: Option<ConfigDuration>,
     /// How long a connection may stay silent before it is dropped.
@@ -341,6 +343,7 @@ struct RedisRaw {
     read_timeout: Option<ConfigDuration>,
     write_timeout: Option<ConfigDuration>,
     invalidate_timeout: Option<ConfigDuration>,
+    purge_timeout: Option<ConfigDuration>,
     connection_timeout: Option<ConfigDuration>,
     unresponsive_after: Option<ConfigDuration>,
     tag_grace: Option<ConfigDuration>,
@@ -445,6 +448,16 @@ impl TryFrom<RedisRaw> for RedisConfig {
                 (mode, nodes)
             }
         };
+        for (field, value) in [
+            ("read_timeout", raw.read_timeout),
+            ("write_timeout", raw.write_timeout),
+            ("invalidate_timeout", raw.invalidate_timeout),
+            ("purge_timeout", raw.purge_timeout),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(at_field(field, format!("`{field}` must be longer than zero")));
+            }
+        }
         if raw.service_name.is_some() && !(mode == RedisMode::Sentinel && raw.url.is_none()) {
             return Err(at_field(
                 "service_name",
@@ -465,6 +478,7 @@ impl TryFrom<RedisRaw> for RedisConfig {
             read_timeout: raw.read_timeout,
             write_timeout: raw.write_timeout,
             invalidate_timeout: raw.invalidate_timeout,
+            purge_timeout: raw.purge_timeout,
             connection_timeout: raw.connection_timeout,
             unresponsive_after: raw.unresponsive_after,
             tag_grace: raw.tag_grace,

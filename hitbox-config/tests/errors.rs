@@ -126,6 +126,35 @@ fn bad_redis_url() {
     );
 }
 
+#[test]
+fn zero_redis_timeouts_are_refused_at_their_field() {
+    for field in [
+        "read_timeout",
+        "write_timeout",
+        "invalidate_timeout",
+        "purge_timeout",
+    ] {
+        let line = format!("redis = {{ url = \"redis://h:1\", {field} = \"0s\" }}");
+        let column = line.find(field).unwrap() + 1;
+        let error = toml_error(&format!("[[tiers]]\n{line}\n"));
+        assert_eq!(error.line_column(), Some((2, column)), "{error}");
+        assert_eq!(error.message(), format!("`{field}` must be longer than zero"));
+    }
+    // A purge timeout off its default is taken.
+    let config = Config::from_toml_str(
+        "app.toml",
+        "[[tiers]]\nredis = { url = \"redis://h:1\", purge_timeout = \"250ms\" }\n",
+    )
+    .unwrap();
+    let hitbox_config::model::TierKind::Redis(redis) = &config.model().tiers[0].kind else {
+        panic!("a Redis tier");
+    };
+    assert_eq!(
+        redis.purge_timeout.map(|t| t.0),
+        Some(std::time::Duration::from_millis(250))
+    );
+}
+
 #[tokio::test]
 async fn missing_environment_variable() {
     let text = "[[tiers]]\nmemory = {}\n[tiers.stages]\nencryption = { key_env = \"HITBOX_CONFIG_TEST_UNSET_KEY\" }\n";

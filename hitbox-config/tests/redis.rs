@@ -346,3 +346,173 @@ async fn a_bus_origin_from_the_environment() {
     );
     assert!(!bus.is_subscribed(), "nothing listens at port 1");
 }
+
+/// A redis-server of the test's own (`HITBOX_TEST_REDIS_SERVER_BIN`), for
+/// a test that freezes it: the shared one serves the other tests.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnServer {
+    async fn start() -> OwnServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env("HITBOX_TEST_REDIS_SERVER_BIN"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        // Up once it accepts a connection (its own start takes a few ms).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not come up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        OwnServer { child, port }
+    }
+
+    /// SIGSTOP or SIGCONT, through the shell's own `kill`.
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("sh")
+            .args(["-c", "kill \"$0\" \"$1\"", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `purge_timeout` reaches the Redis tier: a purge of a frozen server
+/// gives up after it, not after the (longer) read and write timeouts.
+#[tokio::test]
+async fn purge_timeout_from_config_bounds_a_purge_that_redis_holds() {
+    let server = OwnServer::start().await;
+    let prefix = unique_prefix();
+    let text = format!(
+        "[[tiers]]\nredis = {{ url = \"redis://127.0.0.1:{}\", key_prefix = \"{prefix}\", read_timeout = \"5s\", write_timeout = \"5s\", purge_timeout = \"300ms\", wait_connected = \"5s\" }}\n",
+        server.port
+    );
+    let built = Config::from_toml_str("app.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let users = CacheKey::builder("users").part("tenant", "t1");
+    for id in 0..10 {
+        let key = users.clone().part("id", id.to_string()).build();
+        built.cache.set(&key, &id.to_string()).await.unwrap();
+    }
+
+    server.signal("-STOP");
+    let started = tokio::time::Instant::now();
+    let result = built
+        .cache
+        .purge_prefix(&users.key_prefix(), hitbox_backend::purge::PurgeMode::Hard)
+        .await;
+    let took = started.elapsed();
+    server.signal("-CONT");
+    let bound = std::time::Duration::from_millis(300);
+    assert!(
+        matches!(&result, Err(hitbox_backend::BackendError::Timeout { after, .. }) if *after == bound),
+        "{result:?}"
+    );
+    assert!(
+        took >= bound && took < std::time::Duration::from_secs(4),
+        "{took:?}"
+    );
+
+    // Thawed, the same purge goes through.
+    let purged = built
+        .cache
+        .purge_prefix(&users.key_prefix(), hitbox_backend::purge::PurgeMode::Hard)
+        .await
+        .unwrap();
+    assert_eq!(purged, 10);
+}
+
+/// Every `[bus]` setting reaches the bus it starts.
+#[tokio::test]
+async fn bus_settings_from_config_reach_the_bus() {
+    let prefix = unique_prefix();
+    let url = env("HITBOX_TEST_REDIS_URL");
+    let text = format!(
+        r#"
+[[tiers]]
+moka = {{ max_bytes = "8 MiB" }}
+
+[[tiers]]
+redis = {{ url = "{url}", key_prefix = "{prefix}", wait_connected = "5s" }}
+
+[bus]
+channel = "{prefix}settings"
+degraded_ttl = "7s"
+purge_on_resubscribe = false
+publish_timeout = "1500ms"
+retry_interval = "250ms"
+stream_poll_interval = "3s"
+wait_subscribed = "10s"
+"#
+    );
+    let built = Config::from_toml_str("bus.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let bus = built.bus.clone().expect("[bus] starts a bus");
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(bus.channel(), format!("{prefix}settings"));
+    assert_eq!(bus.degraded_ttl(), ms(7000));
+    assert!(!bus.purge_on_resubscribe());
+    assert_eq!(bus.publish_timeout(), ms(1500));
+    assert_eq!(bus.retry_interval(), ms(250));
+    assert_eq!(bus.stream_poll_interval(), ms(3000));
+
+    // And the defaults, where the section says nothing.
+    let text = format!(
+        "[[tiers]]\nmoka = {{ max_bytes = \"8 MiB\" }}\n\n[[tiers]]\nredis = {{ url = \"{url}\", key_prefix = \"{prefix}d:\", wait_connected = \"5s\" }}\n\n[bus]\n"
+    );
+    let built = Config::from_toml_str("bus.toml", &text)
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let bus = built.bus.clone().expect("[bus] starts a bus");
+    assert!(bus.purge_on_resubscribe());
+    assert_eq!(
+        bus.publish_timeout(),
+        hitbox_redis::invalidation::DEFAULT_PUBLISH_TIMEOUT
+    );
+    assert_eq!(
+        bus.retry_interval(),
+        hitbox_redis::invalidation::DEFAULT_RETRY_INTERVAL
+    );
+    assert_eq!(
+        bus.stream_poll_interval(),
+        hitbox_redis::invalidation::DEFAULT_STREAM_POLL_INTERVAL
+    );
+}
