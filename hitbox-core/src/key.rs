@@ -327,8 +327,23 @@ const RAW: [bool; 256] = {
     table
 };
 
+/// Appends `bytes`, escaped. Inlined, so that the common case (nothing to
+/// escape, often a short or empty part) is a scan and one copy, with no
+/// call of its own.
+#[inline]
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Copy runs of raw bytes whole: most parts need no escaping at all.
+    if bytes.iter().all(|&byte| RAW[usize::from(byte)]) {
+        out.extend_from_slice(bytes);
+    } else {
+        escape_runs(out, bytes);
+    }
+}
+
+/// [`escape_into`] for bytes that need escaping.
+#[cold]
+#[inline(never)]
+fn escape_runs(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Copy runs of raw bytes whole, escape the bytes between them.
     let mut rest = bytes;
     while !rest.is_empty() {
         let run = rest.iter().take_while(|&&byte| RAW[usize::from(byte)]).count();
