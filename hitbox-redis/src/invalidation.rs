@@ -165,7 +165,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fred::prelude::{Builder, Client, ClientLike, EventInterface, Pool, PubsubInterface, ReconnectPolicy};
-use fred::types::Message;
+use fred::types::{ClusterHash, CustomCommand, Message};
 use hitbox_backend::purge::{MarkStaleAt, Marked, Purge, PurgeTarget, StaleMarker};
 use hitbox_backend::{Backend, BackendError, BackendFuture, TagGenerations, TierStats};
 use hitbox_core::{CacheKey, Clock, SharedClock, SystemClock, Tag};
@@ -1113,10 +1113,26 @@ struct Receivers {
     unresponsive: broadcast::Receiver<fred::types::config::Server>,
 }
 
-/// Subscribes; true once Redis confirmed.
+/// Subscribes; true once Redis took the subscription.
+///
+/// fred takes a `SUBSCRIBE` as answered once it is written, and Redis's
+/// confirmation is dropped as out of band. A refusal (`NOPERM`: an ACL
+/// user without the channel) comes back as a plain error, which fred
+/// reads as the answer to the next command on that connection: a `PING`
+/// sent there (the node fred subscribed on, in a cluster) fails with it.
+/// Without the `PING`, a refused subscription counted as up, and the L1
+/// went on serving what other instances invalidated.
 async fn subscribe(shared: &BusState, client: &Client) -> bool {
     let timeout = shared.publish_timeout.max(Duration::from_secs(1));
-    match tokio::time::timeout(timeout, client.subscribe(shared.channel.as_str())).await {
+    let confirmed = async {
+        client.subscribe(shared.channel.as_str()).await?;
+        // fred subscribes on the node of the client id's slot.
+        let slot = fred::util::redis_keyslot(client.id().as_bytes());
+        let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
+        client.custom::<fred::types::Value, fred::types::Value>(ping, Vec::new()).await?;
+        Ok::<(), fred::error::Error>(())
+    };
+    match tokio::time::timeout(timeout, confirmed).await {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
             tracing::warn!(channel = %shared.channel, %error, "invalidation subscribe failed; retrying");

@@ -14,7 +14,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use hitbox_backend::{Backend, BackendError, Cache, Compose};
 use hitbox_core::{CachePolicy, EntryOptions, Tag};
 use hitbox_moka::MokaBackend;
-use hitbox_redis::invalidation::{BusEvent, Invalidation, InvalidationBus, InvalidationBusBuilder};
+use hitbox_redis::invalidation::{
+    BusEvent, Invalidation, InvalidationBus, InvalidationBusBuilder, InvalidationMessage, OriginId,
+};
 use hitbox_redis::lock::Role;
 use hitbox_redis::{RedisBackend, RedisLock};
 use tokio::sync::{Barrier, broadcast};
@@ -712,4 +714,75 @@ async fn stream_poll_interval_paces_what_the_stream_brings() {
         assert!(slow.l1_holds(id).await, "the slow poller has not read the stream");
     }
     assert_eq!(slow.bus.stats().replayed, 0);
+}
+
+/// Sends `ACL SETUSER limited ...rules` to `admin`.
+async fn set_user(admin: &fred::prelude::Client, rules: &[&str]) {
+    let mut args = vec!["SETUSER", "limited"];
+    args.extend_from_slice(rules);
+    let _: String = admin
+        .custom(CustomCommand::new_static("ACL", ClusterHash::Random, false), args)
+        .await
+        .expect("ACL SETUSER");
+}
+
+/// A subscription Redis refuses (an ACL user without the channel) is not
+/// taken for one: the bus stays down, its L1 lifetimes capped, and tries
+/// again every `retry_interval`; once the channel is granted, the bus with
+/// a short interval subscribes, the one with an hour's has not tried yet.
+#[tokio::test]
+async fn a_refused_subscription_is_down_and_retried_every_retry_interval() {
+    init_tracing();
+    // A server of the test's own: its users change.
+    let server = OwnServer::start().await;
+    let url = server.url();
+    let admin = plain_client(&url).await;
+    set_user(&admin, &["on", ">pw", "~*", "+@all", "resetchannels"]).await;
+    let prefix = unique_prefix("bus-refused");
+    let start = |retry: Duration| {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            let redis = builder(&url, &prefix)
+                .username("limited")
+                .password("pw")
+                .build()
+                .expect("the backend builds");
+            redis.wait_connected(PATIENCE).await.expect("the backend connects");
+            let bus = InvalidationBus::builder(&redis)
+                .retry_interval(retry)
+                .degraded_ttl(Duration::from_secs(2))
+                .start(MokaBackend::new(1 << 20))
+                .expect("the bus starts");
+            (redis, bus)
+        }
+    };
+    let (_quick_redis, quick) = start(Duration::from_millis(100)).await;
+    let (_slow_redis, slow) = start(Duration::from_secs(3600)).await;
+    assert_eq!(quick.retry_interval(), Duration::from_millis(100));
+    assert_eq!(slow.retry_interval(), Duration::from_secs(3600));
+    let mut events = quick.events();
+    // Refused, not up: what the L1 keeps lives `degraded_ttl` at most.
+    assert!(quick.wait_subscribed(Duration::from_millis(500)).await.is_err());
+    assert!(!quick.is_subscribed() && !slow.is_subscribed());
+    let long = Duration::from_secs(60);
+    assert_eq!(quick.local_tier().effective_ttl(long), Duration::from_secs(2));
+
+    set_user(&admin, &["allchannels"]).await;
+    wait_for(&mut events, "the quick bus subscribing", |e| *e == BusEvent::Subscribed).await;
+    assert!(quick.is_subscribed());
+    assert_eq!(quick.local_tier().effective_ttl(long), long);
+    assert!(!slow.is_subscribed(), "the slow bus has not tried again");
+
+    // And the subscription works.
+    let mut applied = quick.events();
+    let message = InvalidationMessage {
+        origin: OriginId::new("elsewhere").expect("a valid id"),
+        invalidation: Invalidation::Purge,
+    }
+    .encode();
+    let _: i64 = admin.publish(quick.channel(), message).await.expect("PUBLISH");
+    wait_for(&mut applied, "the quick bus applying a purge", |e| {
+        *e == BusEvent::Applied(Invalidation::Purge)
+    })
+    .await;
 }
