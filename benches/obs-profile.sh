@@ -34,12 +34,18 @@ cp "$target/release/hit_profile" "$out/on"
 if [ -n "${BASE:-}" ]; then
   mkdir "$out/base-src"
   git archive "$BASE" | tar -x -C "$out/base-src"
-  CARGO_TARGET_DIR="$(realpath "$target")" cargo build --release -q \
+  # A target directory of its own: cargo names a workspace's units by
+  # their path inside the workspace, so the base's units would share the
+  # current tree's, and `git archive` dates the files at the commit, older
+  # than those units: cargo would take them as fresh and measure the
+  # current code as the base.
+  base_target="$(realpath "$target")/obs-base"
+  CARGO_TARGET_DIR="$base_target" cargo build --release -q \
       --manifest-path "$out/base-src/Cargo.toml" -p hitbox-benches --bin hit_profile
-  cp "$target/release/hit_profile" "$out/base"
-  CARGO_TARGET_DIR="$(realpath "$target")" cargo build --release -q \
+  cp "$base_target/release/hit_profile" "$out/base"
+  CARGO_TARGET_DIR="$base_target" cargo build --release -q \
       --manifest-path "$out/base-src/Cargo.toml" -p hitbox-benches --bin hit_profile --features metrics
-  cp "$target/release/hit_profile" "$out/base-metrics"
+  cp "$base_target/release/hit_profile" "$out/base-metrics"
 fi
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ' (with uncommitted changes)'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 per_call() {
