@@ -99,7 +99,9 @@
 //! invalidation it may have missed. fred reconnects (with the backend's
 //! reconnect policy) and the bus subscribes again on every reconnection,
 //! and retries every [`InvalidationBusBuilder::retry_interval`] while it is
-//! down. Losses and resubscriptions are logged with `tracing`.
+//! down. A subscription Redis refuses (an ACL user not granted the
+//! channel) leaves it down too, retried the same way. Losses and
+//! resubscriptions are logged with `tracing`.
 //!
 //! # Catching up from the audit stream
 //!
