@@ -32,7 +32,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(envelope stages decrypt formats cached_response invalidation_message rfc9111 cachekit_response)
+TARGETS=(envelope stages decrypt formats cached_response invalidation_message rfc9111 cachekit_response request_body)
 MODE="${1:---ci}"
 # The limits of one input: 2 GiB of RSS or of one allocation, 10 s.
 LIMITS=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10)

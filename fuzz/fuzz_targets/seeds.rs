@@ -50,6 +50,7 @@ fn write_all() {
     invalidation_message(&Seeds::new(&root, "invalidation_message"));
     rfc9111(&Seeds::new(&root, "rfc9111"));
     cachekit_response(&Seeds::new(&root, "cachekit_response"));
+    request_body(&Seeds::new(&root, "request_body"));
     println!("seeds written under {}", root.display());
 }
 
@@ -432,3 +433,49 @@ fn cachekit_response(seeds: &Seeds) {
         ),
     );
 }
+
+/// The bodies the layer keys: JSON texts (with escapes, nesting, numbers
+/// written several ways, a duplicate name) and GraphQL documents (`@` and
+/// the operation name on the first line).
+fn request_body(seeds: &Seeds) {
+    for (name, body) in REQUEST_BODIES {
+        seeds.put(name, body);
+    }
+}
+
+/// The request-body seeds: file name (after `seed-`) and content.
+const REQUEST_BODIES: &[(&str, &str)] = &[
+    (
+        "json-rpc",
+        r#"{"jsonrpc":"2.0","method":"getBalance","params":["0xabc",{"block":"latest"}],"id":7}"#,
+    ),
+    (
+        "json-numbers",
+        r#"[0, -0, 1.5e3, 1E-2, 12345678901234567890123, 0.10000000000000000001]"#,
+    ),
+    (
+        "json-escapes",
+        r#"{"a\u00e9\n":"\ud83d\ude00","b":[true,false,null],"c":{"d":{}}}"#,
+    ),
+    ("json-duplicate", r#"{"a":1,"a":2}"#),
+    (
+        "json-deep",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    ),
+    (
+        "graphql-query",
+        "@\nquery Items($first: Int = 10) { items(first: $first) { id name } }",
+    ),
+    (
+        "graphql-named",
+        "@Update\nquery Read { a } mutation Update { b(x: \"q\") }",
+    ),
+    (
+        "graphql-shorthand",
+        "@\n# a comment\n{ a { b ... on T { c } } } fragment F on T { d }",
+    ),
+    (
+        "graphql-block-string",
+        "@\nsubscription S { s(text: \"\"\"block \\\"\"\" string\"\"\") }",
+    ),
+];
