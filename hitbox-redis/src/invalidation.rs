@@ -1131,7 +1131,9 @@ async fn subscribe(shared: &BusState, client: &Client) -> bool {
         // fred subscribes on the node of the client id's slot.
         let slot = fred::util::redis_keyslot(client.id().as_bytes());
         let ping = CustomCommand::new_static("PING", ClusterHash::Custom(slot), false);
-        client.custom::<fred::types::Value, fred::types::Value>(ping, Vec::new()).await?;
+        client
+            .custom::<fred::types::Value, fred::types::Value>(ping, Vec::new())
+            .await?;
         Ok::<(), fred::error::Error>(())
     };
     match tokio::time::timeout(timeout, confirmed).await {

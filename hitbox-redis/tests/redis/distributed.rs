@@ -747,7 +747,10 @@ async fn a_refused_subscription_is_down_and_retried_every_retry_interval() {
                 .password("pw")
                 .build()
                 .expect("the backend builds");
-            redis.wait_connected(PATIENCE).await.expect("the backend connects");
+            redis
+                .wait_connected(PATIENCE)
+                .await
+                .expect("the backend connects");
             let bus = InvalidationBus::builder(&redis)
                 .retry_interval(retry)
                 .degraded_ttl(Duration::from_secs(2))
@@ -768,7 +771,10 @@ async fn a_refused_subscription_is_down_and_retried_every_retry_interval() {
     assert_eq!(quick.local_tier().effective_ttl(long), Duration::from_secs(2));
 
     set_user(&admin, &["allchannels"]).await;
-    wait_for(&mut events, "the quick bus subscribing", |e| *e == BusEvent::Subscribed).await;
+    wait_for(&mut events, "the quick bus subscribing", |e| {
+        *e == BusEvent::Subscribed
+    })
+    .await;
     assert!(quick.is_subscribed());
     assert_eq!(quick.local_tier().effective_ttl(long), long);
     assert!(!slow.is_subscribed(), "the slow bus has not tried again");
