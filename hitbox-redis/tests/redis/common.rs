@@ -80,7 +80,12 @@ pub fn builder(url: &str, prefix: &str) -> RedisBackendBuilder {
 
 /// A connected backend.
 pub async fn backend(url: &str, prefix: &str) -> RedisBackend {
-    let backend = builder(url, prefix).build().expect("the backend builds");
+    connected(builder(url, prefix)).await
+}
+
+/// The backend `builder` makes, once it is connected.
+pub async fn connected(builder: RedisBackendBuilder) -> RedisBackend {
+    let backend = builder.build().expect("the backend builds");
     backend
         .wait_connected(Duration::from_secs(10))
         .await

@@ -22,8 +22,8 @@ use hitbox_redis::{RedisBackend, RedisLock};
 use tokio::sync::{Barrier, broadcast};
 
 use crate::common::{
-    CLUSTER, OwnServer, Profile, STANDALONE, backend, builder, env, init_tracing, key, plain_client,
-    poll_until, profile, unique_prefix,
+    CLUSTER, OwnServer, Profile, STANDALONE, backend, builder, connected, env, init_tracing, key,
+    plain_client, poll_until, profile, unique_prefix,
 };
 
 /// How long a test waits for an event before it fails.
@@ -230,14 +230,7 @@ async fn the_subscription_comes_back_after_the_connection_is_killed() {
     assert!(b.l1_holds(1).await);
 
     let mut events = b.bus.events();
-    let plain = plain_client(&url).await;
-    let killed: i64 = plain
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
-            vec!["KILL", "TYPE", "pubsub"],
-        )
-        .await
-        .expect("CLIENT KILL");
+    let killed = kill_subscribers(&url).await;
     assert!(killed >= 2, "both subscribers were killed ({killed})");
     wait_for(&mut events, "B noticing the loss", |e| *e == BusEvent::Lost).await;
     wait_for(&mut events, "B resubscribing", |e| *e == BusEvent::Subscribed).await;
@@ -571,17 +564,17 @@ async fn the_programmatic_lock_is_named_by_the_keys_digest() {
 }
 
 /// Kills every pub/sub connection of `url`'s server (a server of the
-/// test's own: the shared one carries other tests' subscriptions).
-async fn kill_subscribers(url: &str) {
+/// test's own: the shared one carries other tests' subscriptions); how
+/// many.
+async fn kill_subscribers(url: &str) -> i64 {
     let plain = plain_client(url).await;
-    let killed: i64 = plain
+    plain
         .custom(
             CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
             vec!["KILL", "TYPE", "pubsub"],
         )
         .await
-        .expect("CLIENT KILL");
-    assert!(killed >= 1, "no subscriber was killed");
+        .expect("CLIENT KILL")
 }
 
 #[tokio::test]
@@ -592,15 +585,12 @@ async fn publish_timeout_bounds_a_publish_to_a_hung_redis() {
     let prefix = unique_prefix("bus-publish-timeout");
     // Longer than the bus's own bound: if the publish gave up, it was the
     // bus's timeout that did, not the backend's.
-    let redis = builder(&url, &prefix)
-        .write_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(5))
-        .build()
-        .expect("the backend builds");
-    redis
-        .wait_connected(PATIENCE)
-        .await
-        .expect("the backend connects");
+    let redis = connected(
+        builder(&url, &prefix)
+            .write_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(5)),
+    )
+    .await;
     let bound = Duration::from_millis(250);
     let a = Instance::configured(redis, |bus| bus.publish_timeout(bound)).await;
     assert_eq!(a.bus.publish_timeout(), bound);
@@ -628,17 +618,7 @@ async fn purge_on_resubscribe_decides_what_a_loss_without_a_stream_costs() {
     let prefix = unique_prefix("bus-purge-on-resubscribe");
     // Without the audit stream a bus cannot know what it missed while its
     // subscription was down.
-    let no_stream = || async {
-        let redis = builder(&url, &prefix)
-            .audit_stream(false)
-            .build()
-            .expect("the backend builds");
-        redis
-            .wait_connected(PATIENCE)
-            .await
-            .expect("the backend connects");
-        redis
-    };
+    let no_stream = || connected(builder(&url, &prefix).audit_stream(false));
     let purging = Instance::configured(no_stream().await, |bus| bus.purge_on_resubscribe(true)).await;
     let keeping = Instance::configured(no_stream().await, |bus| bus.purge_on_resubscribe(false)).await;
     assert!(purging.bus.purge_on_resubscribe());
@@ -651,7 +631,7 @@ async fn purge_on_resubscribe_decides_what_a_loss_without_a_stream_costs() {
 
     let mut purging_events = purging.bus.events();
     let mut keeping_events = keeping.bus.events();
-    kill_subscribers(&url).await;
+    assert!(kill_subscribers(&url).await >= 2, "both subscribers were killed");
     for events in [&mut purging_events, &mut keeping_events] {
         wait_for(events, "the loss", |e| *e == BusEvent::Lost).await;
         wait_for(events, "the resubscription", |e| *e == BusEvent::Subscribed).await;
@@ -742,15 +722,7 @@ async fn a_refused_subscription_is_down_and_retried_every_retry_interval() {
     let start = |retry: Duration| {
         let (url, prefix) = (url.clone(), prefix.clone());
         async move {
-            let redis = builder(&url, &prefix)
-                .username("limited")
-                .password("pw")
-                .build()
-                .expect("the backend builds");
-            redis
-                .wait_connected(PATIENCE)
-                .await
-                .expect("the backend connects");
+            let redis = connected(builder(&url, &prefix).username("limited").password("pw")).await;
             let bus = InvalidationBus::builder(&redis)
                 .retry_interval(retry)
                 .degraded_ttl(Duration::from_secs(2))
