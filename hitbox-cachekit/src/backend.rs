@@ -280,9 +280,9 @@ pub enum RemoteTtl {
 pub struct LockId(String);
 
 impl LockId {
-    /// The id as the service gave it (a UUID; [`CachekitBackend::unlock`]
-    /// refuses to send one that is empty or only whitespace, which the
-    /// service would read as no id at all).
+    /// The id as the service gave it (a UUID; never empty or only
+    /// whitespace, which the service would read as no id at all:
+    /// [`CachekitBackend::lock`] refuses such an answer).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -973,7 +973,10 @@ impl CachekitBackend {
     /// `POST /v1/cache/{key}/lock`: takes the lock if nobody holds it, and
     /// never waits. `Some(id)` = acquired (for at most `timeout`, rounded
     /// up to milliseconds), `None` = held by another. The answer is decided
-    /// on the body, not the status.
+    /// on the body, not the status. An id that is empty, only whitespace or
+    /// not a valid header value is refused ([`CachekitError::Protocol`]):
+    /// the service would read it as no id on release, so the lock could
+    /// only expire.
     pub async fn lock(&self, key: &str, timeout: Duration) -> Result<Option<LockId>, CachekitError> {
         let url = self.url(&key_path_segment(key)?, "/lock");
         let timeout_ms = u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
@@ -988,23 +991,29 @@ impl CachekitBackend {
         if !reply.status.is_success() {
             return Err(self.fail(&reply));
         }
-        Ok(self.json::<LockResponse>(&reply)?.lock_id.map(LockId))
+        let Some(id) = self.json::<LockResponse>(&reply)?.lock_id else {
+            return Ok(None);
+        };
+        // An id the service would read as none on release, or one no
+        // header can carry, could never release the lock (it would hold
+        // until `timeout`): the answer breaks the protocol.
+        if id.trim().is_empty() || HeaderValue::from_str(&id).is_err() {
+            return Err(CachekitError::Protocol {
+                message: "the service gave a lock id that cannot be sent back (empty, or not a header value)"
+                    .to_owned(),
+            });
+        }
+        Ok(Some(LockId(id)))
     }
 
     /// `DELETE /v1/cache/{key}/lock` with the id in `X-CacheKit-Lock-Id`
     /// (never in the deprecated `?lock_id=` query). The service answers 200.
     ///
-    /// An id that is empty or only whitespace is refused before sending
-    /// ([`CachekitError::Protocol`]): the service reads it as no id and
-    /// answers 400. The protocol does not say what a wrong or expired id
-    /// gets; whatever success status comes back is `Ok`.
+    /// The id is never empty ([`CachekitBackend::lock`] refuses such an
+    /// answer). The protocol does not say what a wrong or expired id gets;
+    /// whatever success status comes back is `Ok`.
     pub async fn unlock(&self, key: &str, lock: &LockId) -> Result<(), CachekitError> {
         let url = self.url(&key_path_segment(key)?, "/lock");
-        if lock.as_str().trim().is_empty() {
-            return Err(CachekitError::Protocol {
-                message: "the service gave an empty lock id, which it would read as none".to_owned(),
-            });
-        }
         let id = HeaderValue::from_str(lock.as_str()).map_err(|_| CachekitError::Protocol {
             message: "the lock id cannot be sent as a header".to_owned(),
         })?;
