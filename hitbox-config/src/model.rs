@@ -30,6 +30,17 @@ pub(crate) fn at_field(field: &str, message: impl fmt::Display) -> String {
     format!("\u{1}{field}\u{1}{message}")
 }
 
+/// Refuses the first of `fields` (name, value) set to zero, at its field.
+fn longer_than_zero(fields: &[(&str, Option<ConfigDuration>)]) -> Result<(), String> {
+    match fields
+        .iter()
+        .find(|(_, value)| value.is_some_and(|d| d.0.is_zero()))
+    {
+        Some((field, _)) => Err(at_field(field, format!("`{field}` must be longer than zero"))),
+        None => Ok(()),
+    }
+}
+
 fn feature_off(what: &str, feature: &str) -> String {
     format!("{what} needs the `{feature}` feature of hitbox-config, which is off in this build")
 }
@@ -448,16 +459,12 @@ impl TryFrom<RedisRaw> for RedisConfig {
                 (mode, nodes)
             }
         };
-        for (field, value) in [
+        longer_than_zero(&[
             ("read_timeout", raw.read_timeout),
             ("write_timeout", raw.write_timeout),
             ("invalidate_timeout", raw.invalidate_timeout),
             ("purge_timeout", raw.purge_timeout),
-        ] {
-            if value.is_some_and(|d| d.0.is_zero()) {
-                return Err(at_field(field, format!("`{field}` must be longer than zero")));
-            }
-        }
+        ])?;
         if raw.service_name.is_some() && !(mode == RedisMode::Sentinel && raw.url.is_none()) {
             return Err(at_field(
                 "service_name",
@@ -892,16 +899,12 @@ impl TryFrom<BusRaw> for BusConfig {
                 "`origin_env` names an environment variable: it is not empty",
             ));
         }
-        for (field, value) in [
+        longer_than_zero(&[
             ("degraded_ttl", raw.degraded_ttl),
             ("publish_timeout", raw.publish_timeout),
             ("retry_interval", raw.retry_interval),
             ("stream_poll_interval", raw.stream_poll_interval),
-        ] {
-            if value.is_some_and(|d| d.0.is_zero()) {
-                return Err(at_field(field, format!("`{field}` must be longer than zero")));
-            }
-        }
+        ])?;
         Ok(BusConfig {
             channel: raw.channel,
             origin_env: raw.origin_env,
